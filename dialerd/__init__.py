@@ -1,0 +1,3 @@
+"""dialerd: outbound campaign dialer for Asterisk."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from dialerd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The campaign routes of /api/v1 (campaigns-api.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from dialerd.api import render
+from dialerd.api.context import principal, services
+from dialerd.api.forms import parse_int, query, read_create_form
+from dialerd.domain.campaign import CampaignStatus
+from dialerd.domain.contact import ContactStatus
+from dialerd.errors import InvalidInput
+
+routes = web.RouteTableDef()
+
+MAX_PAGE = 1000
+
+
+def _page(q: dict[str, str], default: int) -> tuple[int, int]:
+    limit = parse_int("limit", q.get("limit"), default, 1, MAX_PAGE)
+    offset = parse_int("offset", q.get("offset"), 0, 0, None)
+    return limit, offset
+
+
+def _status(q: dict[str, str], allowed: type[ContactStatus] | type[CampaignStatus]) -> str | None:
+    value = q.get("status")
+    if value is None or value == "":
+        return None
+    names = [s.value for s in allowed]
+    if value not in names:
+        raise InvalidInput(f"status: unknown status {value!r}; one of {', '.join(names)}", error_id="invalid_field",
+                           field="status")
+    return value
+
+
+@routes.get("/api/v1/campaigns")
+async def list_campaigns(request: web.Request) -> web.Response:
+    q = query(request, {"limit", "offset", "status"})
+    limit, offset = _page(q, 50)
+    views, total = await services(request).campaigns.list(
+        principal(request), limit, offset, _status(q, CampaignStatus)
+    )
+    return web.json_response(
+        {"campaigns": [render.campaign(v) for v in views], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+@routes.post("/api/v1/campaigns")
+async def create_campaign(request: web.Request) -> web.Response:
+    query(request, set())
+    svc = services(request)
+    spec, contacts = await read_create_form(request, svc.settings)
+    with contacts:
+        view = await svc.campaigns.create(principal(request), spec, contacts)
+    return web.json_response(render.campaign_created(view), status=201)
+
+
+@routes.get("/api/v1/campaigns/{id}")
+async def get_campaign(request: web.Request) -> web.Response:
+    query(request, set())
+    view = await services(request).campaigns.get(principal(request), request.match_info["id"])
+    return web.json_response(render.campaign(view))
+
+
+@routes.delete("/api/v1/campaigns/{id}")
+async def delete_campaign(request: web.Request) -> web.Response:
+    query(request, set())
+    await services(request).campaigns.delete(principal(request), request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/campaigns/{id}/contacts")
+async def list_contacts(request: web.Request) -> web.Response:
+    q = query(request, {"limit", "offset", "status"})
+    limit, offset = _page(q, 100)
+    contacts, total = await services(request).campaigns.list_contacts(
+        principal(request), request.match_info["id"], _status(q, ContactStatus), limit, offset
+    )
+    body: dict[str, Any] = {
+        "contacts": [render.contact(c) for c in contacts],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + len(contacts) if offset + len(contacts) < total else None,
+    }
+    return web.json_response(body)
+
+
+async def _action(request: web.Request, name: str) -> web.Response:
+    query(request, set())
+    svc = services(request).campaigns
+    view = await getattr(svc, name)(principal(request), request.match_info["id"])
+    return web.json_response(render.campaign(view))
+
+
+@routes.post("/api/v1/campaigns/{id}/start")
+async def start(request: web.Request) -> web.Response:
+    return await _action(request, "start")
+
+
+@routes.post("/api/v1/campaigns/{id}/pause")
+async def pause(request: web.Request) -> web.Response:
+    return await _action(request, "pause")
+
+
+@routes.post("/api/v1/campaigns/{id}/resume")
+async def resume(request: web.Request) -> web.Response:
+    return await _action(request, "resume")
+
+
+@routes.post("/api/v1/campaigns/{id}/stop")
+async def stop(request: web.Request) -> web.Response:
+    return await _action(request, "stop")

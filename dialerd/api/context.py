@@ -1,0 +1,41 @@
+"""What handlers reach through the aiohttp app: the wired services and the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from dialerd.services.auth import Authenticator, Principal
+from dialerd.services.campaigns import CampaignService
+from dialerd.services.events import EventHub
+from dialerd.settings import Settings
+from dialerd.store.repo import Store
+
+if TYPE_CHECKING:
+    from dialerd.services.metrics import Metrics
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    auth: Authenticator
+    campaigns: CampaignService
+    hub: EventHub
+    metrics: Metrics
+    health: Any  # callable returning the health dict (daemon-provided)
+
+
+SERVICES = web.AppKey("services", Services)
+PRINCIPAL = "dialerd.principal"
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def principal(request: web.Request) -> Principal:
+    who: Principal = request[PRINCIPAL]
+    return who

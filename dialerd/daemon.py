@@ -1,0 +1,158 @@
+"""The composition root: builds every part from Settings, runs them, and shuts down in stages.
+
+Shutdown order (STYLE.md principle 6): stop originating -> follow live calls up to the grace period ->
+close SSE streams -> stop HTTP -> close the PBX connection -> close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from dialerd import __version__
+from dialerd.api.app import build_app
+from dialerd.api.context import Services
+from dialerd.pbx.base import Pbx
+from dialerd.services.auth import Authenticator
+from dialerd.services.campaigns import CampaignService
+from dialerd.services.dispatcher import Dispatcher
+from dialerd.services.events import EventHub
+from dialerd.services.metrics import Metrics
+from dialerd.services.scheduler import Scheduler
+from dialerd.settings import Settings
+from dialerd.store.db import create_engine, migrate
+from dialerd.store.repo import Store
+
+log = logging.getLogger("dialerd.daemon")
+
+
+def build_pbx(settings: Settings) -> Pbx:
+    """The PBX adapter the settings name (imported lazily: nothing happens at import time)."""
+    if settings.pbx_driver == "ari":
+        from dialerd.pbx.ari import AriPbx
+
+        return AriPbx(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app,
+                      settings.pbx_endpoint)
+    if settings.pbx_driver == "ami":
+        from dialerd.pbx.ami import AmiPbx
+
+        return AmiPbx(settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret,
+                      settings.pbx_endpoint)
+    from dialerd.pbx.fake import FakePbx
+
+    return FakePbx()
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    store: Store
+    hub: EventHub
+    pbx: Pbx
+    dispatcher: Dispatcher
+    scheduler: Scheduler
+    campaigns: CampaignService
+    app: web.Application
+    stopping: asyncio.Event
+    runner: web.AppRunner | None = None
+    port: int = 0
+    side_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @classmethod
+    async def build(cls, settings: Settings, pbx: Pbx | None = None) -> Daemon:
+        engine = create_engine(settings.database_url)
+        version = await migrate(engine)
+        store = Store(engine)
+        for stale in await store.stale_imports():
+            log.warning("removing a half-imported campaign", extra={"action": "purge_import", "campaign_id": stale})
+            await store.purge_campaign(stale)
+        hub = EventHub(settings.sse_queue_size)
+        pbx = pbx or build_pbx(settings)
+        stopping = asyncio.Event()
+        dispatcher = Dispatcher(store, pbx, hub, on_crash=lambda _exc: stopping.set())
+        scheduler = Scheduler()
+        campaigns = CampaignService(store, hub, dispatch=dispatcher, scheduler=scheduler)
+        dispatcher.campaigns = campaigns
+        scheduler.campaigns = campaigns
+        metrics = Metrics(store, in_flight=dispatcher.calls_in_flight, pbx_connected=lambda: pbx.connected)
+
+        async def health() -> dict[str, Any]:
+            db_ok = await store.ping()
+            status = "ok" if db_ok and pbx.connected else ("degraded" if db_ok else "error")
+            return {"status": status, "version": __version__, "database": {"ok": db_ok, "schema_version": version},
+                    "pbx": {"driver": settings.pbx_driver, "connected": pbx.connected},
+                    "calls_in_flight": sum(dispatcher.calls_in_flight(c) for c in list(dispatcher._runners)),
+                    "sse_subscribers": hub.subscriber_count()}
+
+        svc = Services(settings=settings, store=store, auth=Authenticator(store), campaigns=campaigns, hub=hub,
+                       metrics=metrics, health=health)
+        return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc), stopping)
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.server_host, self.settings.server_port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.server_port
+        await self.dispatcher.start()
+        self.scheduler.start()
+        await self.scheduler.load()
+        task = asyncio.create_task(self._recover(), name="recover")
+        task.add_done_callback(self.side_tasks.discard)
+        self.side_tasks.add(task)
+        log.info("dialerd listening", extra={"action": "listening", "host": self.settings.server_host,
+                                             "port": self.port, "pbx_driver": self.settings.pbx_driver})
+
+    async def _recover(self) -> None:
+        await self.dispatcher.pbx_up.wait()
+        found = await self.dispatcher.recover()
+        if found:
+            log.info("reconciling calls left in flight", extra={"action": "recover", "attempts": found})
+        await self.dispatcher.resume_running()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def wait(self) -> None:
+        await self.stopping.wait()
+
+    async def stop(self) -> None:
+        log.info("shutting down", extra={"action": "shutdown"})
+        self.scheduler.shutdown()
+        await self.dispatcher.stop_originating()
+        left = await self.dispatcher.wait_calls_done(self.settings.shutdown_grace_period)
+        if left:
+            log.warning("calls still up at the end of the grace period; they are reconciled at next start",
+                        extra={"action": "shutdown", "calls_in_flight": left})
+        self.hub.close_all()
+        for task in list(self.side_tasks):
+            task.cancel()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.dispatcher.close()
+        await self.store.close()
+        log.info("stopped", extra={"action": "stopped"})
+
+
+async def serve(settings: Settings) -> int:
+    daemon = await Daemon.build(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        await daemon.start()
+        await daemon.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await daemon.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,63 @@
+"""Contact statuses, failure reasons and the contact state machine."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ContactStatus(StrEnum):
+    PENDING = "pending"
+    ORIGINATED = "originated"
+    CONNECTED = "connected"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (ContactStatus.COMPLETED, ContactStatus.FAILED, ContactStatus.CANCELLED)
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (ContactStatus.ORIGINATED, ContactStatus.CONNECTED)
+
+
+class FailureReason(StrEnum):
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    CONGESTION = "congestion"
+    INVALID_NUMBER = "invalid_number"
+    REJECTED = "rejected"
+    UNREACHABLE = "unreachable"
+    ORIGINATE_ERROR = "originate_error"
+
+    @property
+    def retryable(self) -> bool:
+        """Busy, no answer, congestion and unreachable may succeed later; the rest never will."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {FailureReason.BUSY, FailureReason.NO_ANSWER, FailureReason.CONGESTION, FailureReason.UNREACHABLE}
+)
+
+C = ContactStatus
+
+# Allowed moves of one attempt. A failed attempt that will be retried goes back to pending.
+ALLOWED: dict[ContactStatus, frozenset[ContactStatus]] = {
+    C.PENDING: frozenset({C.ORIGINATED, C.FAILED, C.CANCELLED}),
+    C.ORIGINATED: frozenset({C.CONNECTED, C.FAILED, C.PENDING}),
+    C.CONNECTED: frozenset({C.COMPLETED}),
+    C.COMPLETED: frozenset(),
+    C.FAILED: frozenset(),
+    C.CANCELLED: frozenset(),
+}
+
+
+def can_move(current: ContactStatus, new: ContactStatus) -> bool:
+    return new in ALLOWED[current]
+
+
+def will_retry(reason: FailureReason, attempts: int, retries_per_contact: int) -> bool:
+    """Whether a contact whose ``attempts``-th attempt failed with ``reason`` gets another attempt."""
+    return reason.retryable and attempts <= retries_per_contact

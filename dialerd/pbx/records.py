@@ -1,0 +1,50 @@
+"""The hangup-handler record both adapters read back when they missed a channel's end.
+
+The dialplan context ``[dialerd-hh]`` (pushed at originate) stores, per channel id,
+``${HANGUPCAUSE}|${HANGUPCAUSE(chan,tech)}|${CHANNEL(state)}|${EPOCH}|${DIALERD_ANSWERED}``,
+for example ``17|SIP 486 Busy Here|Ringing|1718000000|``. ARI reads it from the global variable
+``DIALERD_RES_<id>``, AMI from AstDB ``dialerd/<id>``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from dialerd.domain.causes import ALERTING_STATES, parse_cause, parse_tech_cause
+from dialerd.pbx.base import CallEvent, CallEventKind
+
+HANGUP_HANDLER = "dialerd-hh,s,1"
+HANGUP_HANDLER_VAR = "CHANNEL(hangup_handler_push)"
+ID_VAR = "DIALERD_ID"
+_TRUE = frozenset({"1", "yes", "true", "y"})
+
+
+def global_name(channel_id: str) -> str:
+    """The global variable the hangup handler writes for ``channel_id``."""
+    return f"DIALERD_RES_{channel_id}"
+
+
+def parse_hangup_record(channel_id: str, text: str) -> CallEvent | None:
+    """Build the ENDED event a record describes; None when the text is empty or not a record."""
+    parts = [p.strip() for p in text.strip().split("|")]
+    if len(parts) < 4 or not parts[0]:
+        return None
+    state = parts[2] or None
+    answered = state == "Up" or (len(parts) > 4 and parts[4].lower() in _TRUE)
+    return CallEvent(
+        channel_id=channel_id,
+        kind=CallEventKind.ENDED,
+        at=_epoch(parts[3]),
+        cause=parse_cause(parts[0]),
+        tech_cause=parse_tech_cause(parts[1]),
+        state=state,
+        answered=answered,
+        alerted=answered or state in ALERTING_STATES,
+    )
+
+
+def _epoch(text: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(text), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.now(tz=UTC)

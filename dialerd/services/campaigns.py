@@ -1,0 +1,307 @@
+"""Campaign use cases: create (with CSV import), read, and every lifecycle action."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any, Protocol
+
+from dialerd.domain.campaign import CampaignAction, CampaignStatus, TransitionRefused, decide, initial_status
+from dialerd.errors import Conflict, NotFound
+from dialerd.pbx.base import Destination
+from dialerd.services.auth import Principal
+from dialerd.services.events import EventHub
+from dialerd.services.importer import ImportReport, import_contacts
+from dialerd.store.repo import IMPORTING, Store
+from dialerd.store.tables import Campaign, Contact, utcnow
+
+log = logging.getLogger("dialerd.campaigns")
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """A validated create request (the form fields)."""
+
+    name: str
+    caller_id: str
+    destination: Destination
+    max_concurrent_calls: int
+    retries_per_contact: int
+    retry_delay_seconds: int
+    ring_timeout_seconds: int
+    default_region: str
+    scheduled_at: datetime | None
+
+
+class DispatchControl(Protocol):
+    """What the campaign service tells the dispatcher."""
+
+    def campaign_running(self, campaign_id: str) -> None: ...
+
+    async def halt(self, campaign_id: str) -> None:
+        """Stop originating for the campaign; return once no originate request is in progress."""
+        ...
+
+    def calls_in_flight(self, campaign_id: str) -> int: ...
+
+
+class ScheduleControl(Protocol):
+    def schedule(self, campaign_id: str, at: datetime) -> None: ...
+
+    def cancel(self, campaign_id: str) -> None: ...
+
+
+@dataclass
+class CampaignView:
+    campaign: Campaign
+    counts: dict[str, int]
+    calls_in_flight: int
+    report: ImportReport | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CampaignService:
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        *,
+        dispatch: DispatchControl | None = None,
+        scheduler: ScheduleControl | None = None,
+        import_batch_size: int = 1000,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.dispatch = dispatch
+        self.scheduler = scheduler
+        self.import_batch_size = import_batch_size
+        self._tenant_locks: dict[str, asyncio.Lock] = {}
+
+    # ---- create ---------------------------------------------------------------------------------
+
+    async def create(self, who: Principal, spec: CampaignSpec, contacts: IO[bytes]) -> CampaignView:
+        """Create the campaign and import its contacts, all or nothing."""
+        now = utcnow()
+        campaign = Campaign(
+            id="cmp_" + secrets.token_hex(10),
+            tenant_id=who.tenant_id,
+            name=spec.name,
+            status=IMPORTING,
+            caller_id=spec.caller_id,
+            destination=str(spec.destination),
+            default_region=spec.default_region,
+            max_concurrent_calls=spec.max_concurrent_calls,
+            retries_per_contact=spec.retries_per_contact,
+            retry_delay_seconds=spec.retry_delay_seconds,
+            ring_timeout_seconds=spec.ring_timeout_seconds,
+            import_report={},
+            created_by=who.key_id,
+            scheduled_at=spec.scheduled_at,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.insert_campaign(campaign)
+        try:
+            report = await import_contacts(
+                self.store, campaign.id, contacts, spec.default_region or None, batch_size=self.import_batch_size
+            )
+            status = initial_status(spec.scheduled_at is not None)
+            await self.store.finish_import(campaign.id, status, report.as_json(max_problems=1000))
+        except BaseException:
+            # Nothing half-written: the campaign was invisible while importing; remove it whole, even
+            # if this request is being cancelled (client went away).
+            await asyncio.shield(self.store.purge_campaign(campaign.id))
+            raise
+        log.info(
+            "campaign created",
+            extra={"action": "create", "campaign_id": campaign.id, "tenant_id": who.tenant_id,
+                   "contacts": report.stored, "rejected": report.rows_rejected},
+        )
+        if spec.scheduled_at is not None and self.scheduler is not None:
+            self.scheduler.schedule(campaign.id, spec.scheduled_at)
+        view = await self.view(await self._get(who, campaign.id))
+        view.report = report
+        return view
+
+    # ---- read -----------------------------------------------------------------------------------
+
+    async def _get(self, who: Principal, campaign_id: str) -> Campaign:
+        campaign = await self.store.get_campaign(campaign_id, who.tenant_id)
+        if campaign is None:
+            raise NotFound(f"campaign {campaign_id} not found", error_id="campaign_not_found")
+        return campaign
+
+    async def view(self, campaign: Campaign) -> CampaignView:
+        counts = (await self.store.contact_counts([campaign.id]))[campaign.id]
+        return CampaignView(campaign, counts, self._in_flight(campaign.id, counts))
+
+    def _in_flight(self, campaign_id: str, counts: dict[str, int]) -> int:
+        if self.dispatch is not None:
+            return self.dispatch.calls_in_flight(campaign_id)
+        return counts.get("originated", 0) + counts.get("connected", 0)
+
+    async def get(self, who: Principal, campaign_id: str) -> CampaignView:
+        return await self.view(await self._get(who, campaign_id))
+
+    async def list(
+        self, who: Principal, limit: int, offset: int, status: str | None = None
+    ) -> tuple[list[CampaignView], int]:
+        campaigns, total = await self.store.list_campaigns(who.tenant_id, limit, offset, status)
+        counts = await self.store.contact_counts(c.id for c in campaigns)
+        return [CampaignView(c, counts[c.id], self._in_flight(c.id, counts[c.id])) for c in campaigns], total
+
+    async def list_contacts(
+        self, who: Principal, campaign_id: str, status: str | None, limit: int, offset: int
+    ) -> tuple[list[Contact], int]:
+        await self._get(who, campaign_id)
+        return await self.store.list_contacts(campaign_id, status, limit, offset)
+
+    async def require(self, who: Principal, campaign_id: str) -> Campaign:
+        """The campaign if ``who`` may see it (404 otherwise)."""
+        return await self._get(who, campaign_id)
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def _lock(self, tenant_id: str) -> asyncio.Lock:
+        return self._tenant_locks.setdefault(tenant_id, asyncio.Lock())
+
+    async def _transition(
+        self,
+        campaign: Campaign,
+        action: CampaignAction,
+        *,
+        check: Callable[[Campaign], Any] | None = None,
+        cancel_pending: bool = False,
+        started: bool = False,
+        payload: dict[str, Any] | None = None,
+    ) -> Campaign:
+        status = CampaignStatus(campaign.status)
+        try:
+            decision = decide(status, action)
+        except TransitionRefused as exc:
+            raise Conflict(exc.reason, error_id="invalid_transition", status=status.value,
+                           action=action.value) from None
+        if not decision.changed or decision.status is None:
+            return campaign
+        if check is not None:
+            await check(campaign)
+        changed, events = await self.store.set_campaign_status(
+            campaign.id, status, decision.status, event_payload={"action": action.value, "previous": status.value},
+            started=started, cancel_pending=cancel_pending,
+        )
+        if not changed:
+            # Someone else moved it between our read and our write: report the state we lost to.
+            fresh = await self.store.get_campaign(campaign.id)
+            now_status = fresh.status if fresh else "deleted"
+            raise Conflict(f"campaign changed to {now_status} meanwhile; retry", error_id="concurrent_change",
+                           status=now_status)
+        self.hub.publish(events)
+        log.info("campaign %s", action.value,
+                 extra={"action": action.value, "campaign_id": campaign.id, "status": decision.status.value})
+        fresh = await self.store.get_campaign(campaign.id)
+        assert fresh is not None
+        return fresh
+
+    async def _check_reservation(self, campaign: Campaign) -> None:
+        tenant = await self.store.get_tenant(campaign.tenant_id)
+        assert tenant is not None
+        reserved = await self.store.reserved_concurrency(campaign.tenant_id, excluding=campaign.id)
+        if reserved + campaign.max_concurrent_calls > tenant.concurrent_max:
+            raise Conflict(
+                f"tenant concurrency exceeded: running campaigns reserve {reserved} of {tenant.concurrent_max} "
+                f"concurrent calls and this campaign needs {campaign.max_concurrent_calls}; pause or stop another "
+                "campaign, or lower max_concurrent_calls",
+                error_id="tenant_concurrency_exceeded",
+                reserved=reserved, concurrent_max=tenant.concurrent_max,
+                requested=campaign.max_concurrent_calls,
+            )
+
+    async def _run(self, who: Principal, campaign_id: str, action: CampaignAction) -> CampaignView:
+        async with self._lock(who.tenant_id):
+            campaign = await self._get(who, campaign_id)
+            campaign = await self._transition(campaign, action, check=self._check_reservation, started=True)
+        if self.scheduler is not None:
+            self.scheduler.cancel(campaign.id)
+        if self.dispatch is not None and campaign.status == CampaignStatus.RUNNING:
+            self.dispatch.campaign_running(campaign.id)
+        return await self.view(campaign)
+
+    async def start(self, who: Principal, campaign_id: str) -> CampaignView:
+        return await self._run(who, campaign_id, CampaignAction.START)
+
+    async def resume(self, who: Principal, campaign_id: str) -> CampaignView:
+        return await self._run(who, campaign_id, CampaignAction.RESUME)
+
+    async def _halting(self, campaign: Campaign, action: CampaignAction, **kw: Any) -> Campaign:
+        # Halt the runner first and wait for an originate in progress, so that once this returns no
+        # origination can start: the promise pause and stop make.
+        if self.dispatch is not None and campaign.status == CampaignStatus.RUNNING:
+            decide(CampaignStatus(campaign.status), action)
+            await self.dispatch.halt(campaign.id)
+        try:
+            return await self._transition(campaign, action, **kw)
+        except Conflict:
+            fresh = await self.store.get_campaign(campaign.id)
+            if self.dispatch is not None and fresh is not None and fresh.status == CampaignStatus.RUNNING:
+                self.dispatch.campaign_running(campaign.id)
+            raise
+
+    async def pause(self, who: Principal, campaign_id: str) -> CampaignView:
+        campaign = await self._halting(await self._get(who, campaign_id), CampaignAction.PAUSE)
+        return await self.view(campaign)
+
+    async def stop(self, who: Principal, campaign_id: str) -> CampaignView:
+        campaign = await self._halting(await self._get(who, campaign_id), CampaignAction.STOP, cancel_pending=True)
+        if self.scheduler is not None:
+            self.scheduler.cancel(campaign.id)
+        return await self.view(campaign)
+
+    async def delete(self, who: Principal, campaign_id: str) -> None:
+        campaign = await self._get(who, campaign_id)
+        try:
+            decide(CampaignStatus(campaign.status), CampaignAction.DELETE)
+        except TransitionRefused as exc:
+            raise Conflict(exc.reason, error_id="campaign_running", status=campaign.status) from None
+        in_flight = self._in_flight(campaign.id, (await self.store.contact_counts([campaign.id]))[campaign.id])
+        if in_flight:
+            raise Conflict(
+                f"campaign has {in_flight} calls in flight; wait for them to end before deleting",
+                error_id="calls_in_flight", calls_in_flight=in_flight,
+            )
+        if self.scheduler is not None:
+            self.scheduler.cancel(campaign.id)
+        await self.store.purge_campaign(campaign.id)
+        log.info("campaign deleted", extra={"action": "delete", "campaign_id": campaign.id})
+
+    # ---- called by the scheduler and the dispatcher ---------------------------------------------
+
+    async def system_transition(self, campaign_id: str, action: CampaignAction, **payload: Any) -> bool:
+        """A transition not asked for by a user (schedule due, all contacts final, fatal error)."""
+        campaign = await self.store.get_campaign(campaign_id)
+        if campaign is None:
+            return False
+        status = CampaignStatus(campaign.status)
+        try:
+            decision = decide(status, action)
+        except TransitionRefused:
+            return False
+        if decision.status is None or not decision.changed:
+            return False
+        changed, events = await self.store.set_campaign_status(
+            campaign_id, status, decision.status, event_payload={"action": action.value,
+                                                                 "previous": status.value, **payload},
+            started=decision.status is CampaignStatus.RUNNING,
+        )
+        self.hub.publish(events)
+        if changed and decision.status is CampaignStatus.RUNNING and self.dispatch is not None:
+            self.dispatch.campaign_running(campaign_id)
+        if changed:
+            log.info("campaign %s", action.value,
+                     extra={"action": action.value, "campaign_id": campaign_id, "status": decision.status.value})
+        return changed
+
+

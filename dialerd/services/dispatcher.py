@@ -1,0 +1,523 @@
+"""The dispatcher: one owned task per running campaign, originating within every cap.
+
+Caps (all enforced here, in one process): the campaign's ``max_concurrent_calls``, the tenant's
+``concurrent_max`` across its campaigns, and the tenant's ``calls_per_minute`` (smooth pacing plus a
+hard 60 s window). A slot is *reserved* synchronously before any await, so two runners of one tenant
+can never both take the last slot.
+
+Order of effects per attempt: the attempt row (with its channel id) is committed, then the originate
+request leaves. PBX events are queued by the adapter and applied by one consumer task in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from dialerd.domain.campaign import CampaignAction, CampaignStatus
+from dialerd.domain.causes import classify
+from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
+from dialerd.domain.pacing import Pacer
+from dialerd.pbx.base import CallEvent, CallEventKind, Destination, OriginateError, OriginateRequest, Pbx
+from dialerd.services.events import EventHub
+from dialerd.store.repo import Store
+from dialerd.store.tables import Attempt, Campaign, Contact, Event, utcnow
+
+if TYPE_CHECKING:
+    from dialerd.services.campaigns import CampaignService
+
+log = logging.getLogger("dialerd.dispatcher")
+
+TENANT_REFRESH_SECONDS = 5.0
+
+
+@dataclass
+class _Call:
+    channel_id: str
+    campaign_id: str
+    tenant_id: str
+
+
+@dataclass
+class _Tenant:
+    tenant_id: str
+    concurrent_max: int
+    pacer: Pacer
+    in_flight: int = 0
+    loaded_at: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Dispatcher:
+    """Implements the campaign service's DispatchControl and the PBX adapter's PbxSink."""
+
+    def __init__(
+        self,
+        store: Store,
+        pbx: Pbx,
+        hub: EventHub,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_crash: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.pbx = pbx
+        self.hub = hub
+        self.clock = clock
+        self.on_crash = on_crash
+        self.campaigns: CampaignService | None = None  # wired after construction (they know each other)
+        self.pbx_up = asyncio.Event()
+        self.accepting = True  # False once shutdown began: no new originations
+        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._dial_locks: dict[str, asyncio.Lock] = {}
+        self._halted: set[str] = set()
+        self._calls: dict[str, _Call] = {}
+        self._campaign_in_flight: dict[str, int] = {}
+        self._tenants: dict[str, _Tenant] = {}
+        self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+        self._reconcilers: set[asyncio.Task[None]] = set()
+        self._idle_event = asyncio.Event()  # set whenever a call ends
+        self.originations = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._consumer = asyncio.create_task(self._consume(), name="dispatcher-events")
+        self._consumer.add_done_callback(self._task_done)
+        await self.pbx.start(self)
+
+    async def resume_running(self) -> None:
+        """Start runners for campaigns the database says are running (after a restart)."""
+        for campaign in await self.store.campaigns_with_status(CampaignStatus.RUNNING):
+            self.campaign_running(campaign.id)
+
+    async def stop_originating(self) -> None:
+        """Shutdown stage 1: no new originations; wait for in-progress originate requests."""
+        self.accepting = False
+        for cid in list(self._runners):
+            await self.halt(cid)
+
+    async def wait_calls_done(self, grace: float) -> int:
+        """Shutdown stage 2: follow live calls up to ``grace`` seconds; return how many are still up."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                while self._calls:
+                    self._idle_event.clear()
+                    await self._idle_event.wait()
+        return len(self._calls)
+
+    async def close(self) -> None:
+        for task in list(self._runners.values()):
+            task.cancel()
+        await asyncio.gather(*self._runners.values(), return_exceptions=True)
+        await self.pbx.close()
+        if self._consumer is not None:
+            # Apply what is already queued before stopping the consumer.
+            await self._drain_queue()
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+
+    async def _drain_queue(self) -> None:
+        for _ in range(10000):
+            if self._events.empty():
+                return
+            await asyncio.sleep(0.01)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.critical("task crashed", exc_info=exc, extra={"action": "task_crash", "task": task.get_name()})
+            if self.on_crash is not None:
+                self.on_crash(exc)
+
+    # ---- PbxSink ------------------------------------------------------------------------------
+
+    def call_event(self, event: CallEvent) -> None:
+        self._events.put_nowait(event)
+
+    def connection_changed(self, connected: bool) -> None:
+        if connected:
+            self.pbx_up.set()
+            log.info("pbx connected", extra={"action": "pbx_connected"})
+        else:
+            self.pbx_up.clear()
+            log.warning("pbx disconnected; originations paused", extra={"action": "pbx_disconnected"})
+
+    # ---- DispatchControl ----------------------------------------------------------------------
+
+    def calls_in_flight(self, campaign_id: str) -> int:
+        return self._campaign_in_flight.get(campaign_id, 0)
+
+    def tenant_in_flight(self, tenant_id: str) -> int:
+        t = self._tenants.get(tenant_id)
+        return t.in_flight if t else 0
+
+    def campaign_running(self, campaign_id: str) -> None:
+        self._halted.discard(campaign_id)
+        if not self.accepting:
+            return
+        task = self._runners.get(campaign_id)
+        if task is not None and not task.done():
+            self._poke(campaign_id)
+            return
+        task = asyncio.create_task(self._run(campaign_id), name=f"campaign-{campaign_id}")
+        task.add_done_callback(self._task_done)
+        self._runners[campaign_id] = task
+
+    def campaign_halted(self, campaign_id: str) -> None:
+        self._halted.add(campaign_id)
+        self._poke(campaign_id)
+
+    async def halt(self, campaign_id: str) -> None:
+        """Stop originating for the campaign and wait until no originate request is in progress."""
+        self.campaign_halted(campaign_id)
+        async with self._dial_lock(campaign_id):
+            pass
+
+    # ---- the runner -------------------------------------------------------------------------------
+
+    def _dial_lock(self, campaign_id: str) -> asyncio.Lock:
+        return self._dial_locks.setdefault(campaign_id, asyncio.Lock())
+
+    def _poke(self, campaign_id: str) -> None:
+        ev = self._wake.get(campaign_id)
+        if ev is not None:
+            ev.set()
+
+    async def _sleep(self, campaign_id: str, seconds: float | None) -> None:
+        ev = self._wake.setdefault(campaign_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), seconds)
+        ev.clear()
+
+    async def _tenant(self, tenant_id: str) -> _Tenant:
+        t = self._tenants.get(tenant_id)
+        now = self.clock()
+        if t is None or now - t.loaded_at > TENANT_REFRESH_SECONDS:
+            row = await self.store.get_tenant(tenant_id)
+            if row is None:
+                raise RuntimeError(f"tenant {tenant_id} vanished")
+            if t is None:
+                t = self._tenants.setdefault(
+                    tenant_id, _Tenant(tenant_id, row.concurrent_max, Pacer(row.calls_per_minute))
+                )
+            t.concurrent_max = row.concurrent_max
+            t.pacer.set_rate(row.calls_per_minute)
+            t.loaded_at = now
+        return t
+
+    def _active(self, campaign_id: str) -> bool:
+        return self.accepting and campaign_id not in self._halted
+
+    async def _run(self, campaign_id: str) -> None:
+        self._wake.setdefault(campaign_id, asyncio.Event())
+        log.info("runner started", extra={"action": "runner_start", "campaign_id": campaign_id})
+        try:
+            while self._active(campaign_id):
+                campaign = await self.store.get_campaign(campaign_id)
+                if campaign is None or campaign.status != CampaignStatus.RUNNING:
+                    return
+                if not self.pbx_up.is_set():
+                    await self._wait_pbx(campaign_id)
+                    continue
+                await self._step(campaign)
+        finally:
+            self._runners.pop(campaign_id, None)
+            log.info("runner stopped", extra={"action": "runner_stop", "campaign_id": campaign_id})
+
+    async def _wait_pbx(self, campaign_id: str) -> None:
+        wake = self._wake[campaign_id]
+        waiters = {asyncio.ensure_future(self.pbx_up.wait()), asyncio.ensure_future(wake.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            wake.clear()
+
+    async def _step(self, campaign: Campaign) -> None:
+        cid = campaign.id
+        tenant = await self._tenant(campaign.tenant_id)
+        if self._campaign_in_flight.get(cid, 0) >= campaign.max_concurrent_calls:
+            await self._sleep(cid, 5.0)
+            return
+        if tenant.in_flight >= tenant.concurrent_max:
+            await self._sleep(cid, 0.5)
+            return
+        delay = tenant.pacer.delay(self.clock())
+        if delay > 0:
+            await self._sleep(cid, delay)
+            return
+        # Reserve the slot and the rate token before any await (see the module docstring).
+        tenant.pacer.record(self.clock())
+        tenant.in_flight += 1
+        self._campaign_in_flight[cid] = self._campaign_in_flight.get(cid, 0) + 1
+        dialled = False
+        try:
+            dialled = await self._dial_next(campaign)
+        finally:
+            if not dialled:
+                self._release(cid, tenant.tenant_id)
+        if not dialled:
+            await self._idle(campaign)
+
+    async def _idle(self, campaign: Campaign) -> None:
+        """Nothing was due: finish the campaign, or wait for a retry time or a freed slot."""
+        cid = campaign.id
+        if self._campaign_in_flight.get(cid, 0) == 0 and await self.store.unfinished_contacts(cid) == 0:
+            if self.campaigns is not None:
+                await self.campaigns.system_transition(cid, CampaignAction.FINISH)
+            self._halted.add(cid)
+            return
+        next_retry = await self.store.next_retry_time(cid)
+        wait = 5.0
+        if next_retry is not None:
+            wait = min(wait, max(0.05, (next_retry - utcnow()).total_seconds()))
+        await self._sleep(cid, wait)
+
+    async def _dial_next(self, campaign: Campaign) -> bool:
+        """Claim one due contact and originate it. True if a call is now in flight."""
+        async with self._dial_lock(campaign.id):
+            if not self._active(campaign.id) or not self.pbx_up.is_set():
+                return False
+            due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
+            if not due:
+                return False
+            contact = due[0]
+            channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}"
+            attempt = await self.store.begin_attempt(contact, channel_id)
+            if attempt is None:
+                return False
+            self._calls[channel_id] = _Call(channel_id, campaign.id, campaign.tenant_id)
+            request = self._request(campaign, contact, channel_id)
+            try:
+                name = await self.pbx.originate(request)
+            except OriginateError as exc:
+                await self._originate_failed(campaign, attempt, exc)
+                return channel_id in self._calls
+            self.originations += 1
+            await self._apply(
+                channel_id, ContactStatus.ORIGINATED, "originated",
+                {"originated_at": utcnow(), "channel_name": name}, {}, {}, only_from=("dialing",),
+            )
+            log.info("originated", extra={"action": "originate", "campaign_id": campaign.id,
+                                          "contact_id": contact.id, "channel_id": channel_id})
+            return True
+
+    def _request(self, campaign: Campaign, contact: Contact, channel_id: str) -> OriginateRequest:
+        variables = {f"DIALERD_FIELD_{_var_name(k)}": v for k, v in contact.fields.items()}
+        variables.update({
+            "DIALERD_CAMPAIGN": campaign.id,
+            "DIALERD_CONTACT": str(contact.id),
+            "DIALERD_ATTEMPT": str(contact.attempts + 1),
+            "DIALERD_NUMBER": contact.phone_e164,
+        })
+        return OriginateRequest(
+            channel_id=channel_id,
+            number=contact.phone_e164,
+            caller_id=campaign.caller_id,
+            destination=Destination.parse(campaign.destination),
+            ring_timeout=campaign.ring_timeout_seconds,
+            variables=variables,
+        )
+
+    async def _originate_failed(self, campaign: Campaign, attempt: Attempt, exc: OriginateError) -> None:
+        cid = attempt.channel_id
+        log.warning("originate failed: %s", exc, extra={"action": "originate_error", "campaign_id": campaign.id,
+                                                          "channel_id": cid, "maybe_dialled": exc.maybe_dialled})
+        if exc.maybe_dialled:
+            # The call may exist: keep it in flight and let reconciliation find out (never redial blindly).
+            asyncio.get_running_loop().call_later(2.0, self._schedule_reconcile, cid)
+            return
+        self._calls.pop(cid, None)
+        await self._finish_failed(cid, campaign, "originate_error", None, None, attempt_number=attempt.number)
+
+    def _schedule_reconcile(self, channel_id: str) -> None:
+        task = asyncio.create_task(self.reconcile(channel_id), name=f"reconcile-{channel_id}")
+        task.add_done_callback(self._task_done)
+        self._reconcilers.add(task)
+        task.add_done_callback(self._reconcilers.discard)
+
+    # ---- events -------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self._handle(event)
+            except Exception:
+                log.exception("failed to apply call event", extra={"action": "event_error",
+                                                                     "channel_id": event.channel_id})
+
+    async def _handle(self, event: CallEvent) -> None:
+        if event.kind is CallEventKind.PROGRESS:
+            return
+        attempt = await self.store.get_attempt(event.channel_id)
+        if attempt is None:
+            return  # not ours (or its campaign was deleted)
+        if attempt.state == "dialing":
+            # Events can overtake the originate reply; the call is clearly originated.
+            await self._apply(event.channel_id, ContactStatus.ORIGINATED, "originated",
+                              {"originated_at": event.at}, {}, {}, only_from=("dialing",))
+        if event.kind is CallEventKind.ANSWERED:
+            await self._apply(event.channel_id, ContactStatus.CONNECTED, "answered", {"answered_at": event.at},
+                              {}, {}, only_from=("originated",))
+            return
+        await self.ended(event)
+
+    async def ended(self, event: CallEvent) -> None:
+        """Apply the end of a call: completed, failed, or pending again for a retry."""
+        attempt = await self.store.get_attempt(event.channel_id)
+        if attempt is None or attempt.state in ("ended", "not_dialled"):
+            self._end_call(event.channel_id)
+            return
+        campaign = await self.store.get_campaign(attempt.campaign_id)
+        outcome = classify(event)
+        if outcome.answered:
+            if attempt.state != "answered":
+                await self._apply(event.channel_id, ContactStatus.CONNECTED, "answered",
+                                  {"answered_at": attempt.answered_at or event.at}, {}, {},
+                                  only_from=("originated", "dialing"))
+                attempt = await self.store.get_attempt(event.channel_id) or attempt
+            answered_at = attempt.answered_at or event.at
+            talk = max(0.0, (event.at - answered_at).total_seconds())
+            await self._apply(
+                event.channel_id, ContactStatus.COMPLETED, "ended",
+                {"ended_at": event.at, "talk_seconds": round(talk, 3), "cause": event.cause,
+                 "sip_code": event.tech_cause},
+                {"hangup_cause": event.cause, "sip_code": event.tech_cause, "failure_reason": None,
+                 "next_attempt_at": None},
+                {"cause": event.cause, "sip_code": event.tech_cause, "talk_seconds": round(talk, 3)},
+                only_from=("originated", "answered", "dialing"),
+            )
+        else:
+            assert outcome.reason is not None
+            if campaign is None:
+                self._end_call(event.channel_id)
+                return
+            await self._finish_failed(event.channel_id, campaign, outcome.reason.value, event.cause,
+                                      event.tech_cause, attempt_number=attempt.number, ended_at=event)
+        self._end_call(event.channel_id)
+
+    async def _finish_failed(
+        self, channel_id: str, campaign: Campaign, reason: str, cause: int | None, sip: int | None, *,
+        attempt_number: int, ended_at: CallEvent | None = None,
+    ) -> None:
+        retry = will_retry(FailureReason(reason), attempt_number, campaign.retries_per_contact)
+        stopped = campaign.status in (CampaignStatus.COMPLETED, CampaignStatus.FAILED)
+        at = ended_at.at if ended_at else utcnow()
+        attempt_values = {"ended_at": at, "cause": cause, "sip_code": sip, "reason": reason}
+        contact_values: dict[str, Any] = {"hangup_cause": cause, "sip_code": sip, "failure_reason": reason}
+        payload: dict[str, Any] = {"reason": reason, "cause": cause, "sip_code": sip}
+        if retry and not stopped:
+            next_at = utcnow() + timedelta(seconds=campaign.retry_delay_seconds)
+            contact_values["next_attempt_at"] = next_at
+            payload["retry_at"] = next_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            status = ContactStatus.PENDING
+        elif retry and stopped:
+            status = ContactStatus.CANCELLED  # would have been retried, but the campaign was stopped
+            payload["reason"] = "campaign_stopped"
+            payload["last_failure"] = reason
+        else:
+            status = ContactStatus.FAILED
+        await self._apply(channel_id, status, "ended", attempt_values, contact_values, payload,
+                          only_from=("dialing", "originated", "answered"))
+        self._end_call(channel_id)
+
+    def _end_call(self, channel_id: str) -> None:
+        call = self._calls.pop(channel_id, None)
+        if call is not None:
+            self._release(call.campaign_id, call.tenant_id)
+        self._idle_event.set()
+
+    def _release(self, campaign_id: str, tenant_id: str) -> None:
+        self._campaign_in_flight[campaign_id] = max(0, self._campaign_in_flight.get(campaign_id, 0) - 1)
+        tenant = self._tenants.get(tenant_id)
+        if tenant is not None:
+            tenant.in_flight = max(0, tenant.in_flight - 1)
+        # A freed slot is refilled promptly: wake this campaign and its tenant's other campaigns.
+        self._poke(campaign_id)
+        for call in self._runners:
+            if call != campaign_id:
+                self._poke(call)
+
+    async def _apply(
+        self, channel_id: str, status: ContactStatus, attempt_state: str, attempt_values: dict[str, Any],
+        contact_values: dict[str, Any], payload: dict[str, Any], *, only_from: tuple[str, ...],
+    ) -> Event | None:
+        # The outcome write must land even if the task applying it is being cancelled (shutdown).
+        result = await asyncio.shield(self.store.record_transition(
+            channel_id, attempt_state=attempt_state, attempt_values=attempt_values, contact_status=status,
+            contact_values=contact_values, payload=payload, only_from=only_from,
+        ))
+        if result is None:
+            return None
+        _attempt, event = result
+        self.hub.publish([event])
+        return event
+
+    # ---- reconciliation ---------------------------------------------------------------------------
+
+    async def reconcile(self, channel_id: str) -> None:
+        """Find out what happened to a channel we lost track of, and apply it."""
+        attempt = await self.store.get_attempt(channel_id)
+        if attempt is None or attempt.state in ("ended", "not_dialled"):
+            return
+        await self.pbx_up.wait()
+        found = await self.pbx.lookup(channel_id)
+        if found.live:
+            campaign = await self.store.get_campaign(attempt.campaign_id)
+            if campaign is not None and channel_id not in self._calls:
+                await self._track(channel_id, campaign)
+            if attempt.state == "dialing":
+                await self._apply(channel_id, ContactStatus.ORIGINATED, "originated", {"originated_at": utcnow()},
+                                  {}, {}, only_from=("dialing",))
+            if found.answered:
+                await self._apply(channel_id, ContactStatus.CONNECTED, "answered", {"answered_at": utcnow()},
+                                  {}, {}, only_from=("originated",))
+            return
+        if found.ended is not None:
+            await self.ended(found.ended)
+            return
+        # Unknown to the PBX: the request never created a channel. Give the attempt back.
+        await self._not_dialled(attempt)
+
+    async def _track(self, channel_id: str, campaign: Campaign) -> None:
+        tenant = await self._tenant(campaign.tenant_id)
+        self._calls[channel_id] = _Call(channel_id, campaign.id, campaign.tenant_id)
+        self._campaign_in_flight[campaign.id] = self._campaign_in_flight.get(campaign.id, 0) + 1
+        tenant.in_flight += 1
+
+    async def recover(self) -> int:
+        """After a restart: count every attempt the database has in flight against the caps, then
+        reconcile each with the PBX. Returns how many attempts were found."""
+        attempts = await self.store.attempts_in_flight()
+        for attempt in attempts:
+            campaign = await self.store.get_campaign(attempt.campaign_id)
+            if campaign is not None and attempt.channel_id not in self._calls:
+                await self._track(attempt.channel_id, campaign)
+        for attempt in attempts:
+            self._schedule_reconcile(attempt.channel_id)
+        return len(attempts)
+
+    async def _not_dialled(self, attempt: Attempt) -> None:
+        contact = await self.store.get_contact(attempt.contact_id)
+        await self._apply(attempt.channel_id, ContactStatus.PENDING, "not_dialled", {"reason": "not_dialled"},
+                          {"attempts": max(0, (contact.attempts if contact else 1) - 1)},
+                          {"reason": "not_dialled"}, only_from=("dialing", "originated"))
+        self._end_call(attempt.channel_id)
+
+
+def _var_name(key: str) -> str:
+    out = "".join(ch.upper() if ch.isalnum() else "_" for ch in key)
+    return out[:40] or "FIELD"

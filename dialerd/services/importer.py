@@ -1,0 +1,91 @@
+"""Streams a contacts CSV into a campaign: parse in a worker thread, insert batch by batch.
+
+The CSV parser (``csv_contacts``) is synchronous and CPU-bound, so each batch is parsed in a thread
+and the event loop only awaits it; memory holds one batch at a time however long the file is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from dialerd.errors import InvalidCsv
+from dialerd.services.csv_contacts import ContactsCsv, ParsedContact, RowProblem
+from dialerd.store.repo import Store
+
+MAX_REPORTED_PROBLEMS = 1000
+
+
+@dataclass
+class ImportReport:
+    rows_total: int = 0
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    stored: int = 0
+    phone_column: str = ""
+    delimiter: str = ","
+    custom_fields: list[str] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows_valid - self.stored
+
+    def as_json(self, max_problems: int = MAX_REPORTED_PROBLEMS) -> dict[str, Any]:
+        shown = self.problems[:max_problems]
+        return {
+            "rows_total": self.rows_total,
+            "rows_valid": self.rows_valid,
+            "rows_rejected": self.rows_rejected,
+            "duplicates": self.duplicates,
+            "contacts": self.stored,
+            "phone_column": self.phone_column,
+            "delimiter": self.delimiter,
+            "custom_fields": self.custom_fields,
+            "problems": [{"line": p.line, "value": p.value, "reason": p.reason, "code": p.code} for p in shown],
+            "problems_truncated": self.rows_rejected > len(shown),
+        }
+
+
+def _next_batch(batches: Any) -> list[ParsedContact | RowProblem] | None:
+    return next(batches, None)  # type: ignore[no-any-return]
+
+
+async def import_contacts(
+    store: Store, campaign_id: str, stream: IO[bytes], default_region: str | None, *, batch_size: int = 1000
+) -> ImportReport:
+    """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file."""
+    parser = await asyncio.to_thread(ContactsCsv, stream, default_region=default_region, batch_size=batch_size)
+    report = ImportReport(
+        phone_column=parser.phone_column,
+        delimiter=parser.delimiter,
+        custom_fields=[h for h in parser.header if h != parser.phone_column],
+    )
+    batches = parser.batches()
+    while True:
+        batch = await asyncio.to_thread(_next_batch, batches)
+        if batch is None:
+            break
+        rows: list[dict[str, Any]] = []
+        for item in batch:
+            report.rows_total += 1
+            if isinstance(item, ParsedContact):
+                report.rows_valid += 1
+                rows.append(
+                    {"line": item.line, "phone_e164": item.phone_e164, "raw_number": item.raw, "fields": item.fields}
+                )
+            else:
+                report.rows_rejected += 1
+                if len(report.problems) < MAX_REPORTED_PROBLEMS:
+                    report.problems.append(item)
+        await store.insert_contacts(campaign_id, rows)
+    report.stored = await store.count_contacts(campaign_id)
+    if report.stored == 0:
+        raise InvalidCsv(
+            "contacts file has no valid phone number"
+            + (f" ({report.rows_rejected} rows rejected; see details)" if report.rows_rejected else " (no data rows)"),
+            error_id="csv_no_valid_numbers",
+            **{k: v for k, v in report.as_json(max_problems=100).items() if k in ("rows_total", "problems")},
+        )
+    return report

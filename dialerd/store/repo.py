@@ -1,0 +1,588 @@
+"""The Store: every read and write dialerd makes, over SQLAlchemy async (SQLite or PostgreSQL).
+
+Writes that change a contact also append the matching row to ``event`` in the same transaction,
+so the SSE stream replayed from the database always agrees with the contacts' state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dialerd.domain.campaign import CampaignStatus
+from dialerd.domain.contact import ContactStatus
+from dialerd.errors import StoreError
+from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, Tenant, utcnow
+
+IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
+
+T_TENANT = Tenant.__table__  # type: ignore[attr-defined]
+T_KEY = ApiKey.__table__  # type: ignore[attr-defined]
+T_CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
+T_CONTACT = Contact.__table__  # type: ignore[attr-defined]
+T_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
+T_EVENT = Event.__table__  # type: ignore[attr-defined]
+
+IN_FLIGHT_ATTEMPT_STATES = ("dialing", "originated", "answered")
+
+
+def _row(model: Any, row: Any) -> Any:
+    return model(**dict(row._mapping))
+
+
+class Store:
+    """Typed access to the database. One instance per daemon, built in the composition root."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        # SQLite has one writer at a time; serialising our own writes in-process avoids
+        # "database is locked" upgrade deadlocks between pooled connections.
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; commits on exit, rolls back on error."""
+        try:
+            if self._write_lock is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+            else:
+                async with self._write_lock, self.engine.begin() as conn:
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self.read() as conn:
+                await conn.execute(select(1))
+            return True
+        except StoreError:
+            return False
+
+    # ---- tenants and keys -------------------------------------------------------------------
+
+    async def upsert_tenant(
+        self,
+        tenant_id: str,
+        name: str,
+        concurrent_max: int | None,
+        calls_per_minute: int | None,
+        defaults: tuple[int, int],
+    ) -> Tenant:
+        """Create the tenant ``name`` (with ``tenant_id``) or update the limits given."""
+        async with self.write() as conn:
+            row = (await conn.execute(select(T_TENANT).where(T_TENANT.c.name == name))).first()
+            if row is None:
+                values = {
+                    "id": tenant_id,
+                    "name": name,
+                    "created_at": utcnow(),
+                    "concurrent_max": concurrent_max or defaults[0],
+                    "calls_per_minute": calls_per_minute or defaults[1],
+                }
+                await conn.execute(insert(T_TENANT).values(**values))
+                return Tenant(**values)
+            changes: dict[str, int] = {}
+            if concurrent_max is not None:
+                changes["concurrent_max"] = concurrent_max
+            if calls_per_minute is not None:
+                changes["calls_per_minute"] = calls_per_minute
+            if changes:
+                await conn.execute(update(T_TENANT).where(T_TENANT.c.id == row.id).values(**changes))
+            return Tenant(**{**dict(row._mapping), **changes})
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self.read() as conn:
+            row = (await conn.execute(select(T_TENANT).where(T_TENANT.c.id == tenant_id))).first()
+        return None if row is None else _row(Tenant, row)
+
+    async def list_tenants(self) -> list[Tenant]:
+        async with self.read() as conn:
+            rows = (await conn.execute(select(T_TENANT).order_by(T_TENANT.c.name))).all()
+        return [_row(Tenant, r) for r in rows]
+
+    async def add_api_key(self, key_id: str, tenant_id: str, secret_hash: str, label: str) -> None:
+        async with self.write() as conn:
+            await conn.execute(
+                insert(T_KEY).values(
+                    id=key_id, tenant_id=tenant_id, secret_hash=secret_hash, label=label, created_at=utcnow()
+                )
+            )
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        async with self.read() as conn:
+            row = (
+                await conn.execute(select(T_KEY).where(T_KEY.c.id == key_id, T_KEY.c.revoked_at.is_(None)))
+            ).first()
+        return None if row is None else _row(ApiKey, row)
+
+    # ---- campaigns ----------------------------------------------------------------------------
+
+    async def insert_campaign(self, campaign: Campaign) -> None:
+        async with self.write() as conn:
+            await conn.execute(insert(T_CAMPAIGN).values(**campaign.model_dump()))
+
+    async def insert_contacts(self, campaign_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Bulk-insert contacts; a number already in the campaign is skipped (duplicates collapse)."""
+        if not rows:
+            return
+        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(T_CONTACT)
+        stmt = ins.on_conflict_do_nothing(index_elements=["campaign_id", "phone_e164"])
+        now = utcnow()
+        values = [
+            {
+                "campaign_id": campaign_id,
+                "line": r["line"],
+                "phone_e164": r["phone_e164"],
+                "raw_number": r["raw_number"][:100],
+                "fields": r["fields"],
+                "status": ContactStatus.PENDING.value,
+                "attempts": 0,
+                "updated_at": now,
+                "last_attempt_at": None,
+                "next_attempt_at": None,
+                "failure_reason": None,
+                "hangup_cause": None,
+                "sip_code": None,
+            }
+            for r in rows
+        ]
+        async with self.write() as conn:
+            await conn.execute(stmt, values)
+
+    async def finish_import(self, campaign_id: str, status: CampaignStatus, report: dict[str, Any]) -> None:
+        async with self.write() as conn:
+            await conn.execute(
+                update(T_CAMPAIGN)
+                .where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status == IMPORTING)
+                .values(status=status.value, import_report=report, updated_at=utcnow())
+            )
+
+    async def purge_campaign(self, campaign_id: str) -> None:
+        """Delete a campaign and everything it owns (in bounded chunks on big campaigns)."""
+        for table in (T_EVENT, T_ATTEMPT):
+            async with self.write() as conn:
+                await conn.execute(delete(table).where(table.c.campaign_id == campaign_id))
+        while True:
+            async with self.write() as conn:
+                ids = select(T_CONTACT.c.id).where(T_CONTACT.c.campaign_id == campaign_id).limit(20000)
+                result = await conn.execute(delete(T_CONTACT).where(T_CONTACT.c.id.in_(ids.scalar_subquery())))
+                if not result.rowcount:
+                    await conn.execute(delete(T_CAMPAIGN).where(T_CAMPAIGN.c.id == campaign_id))
+                    return
+
+    async def stale_imports(self) -> list[str]:
+        """Campaigns left half-imported by a crash (their import never finished)."""
+        async with self.read() as conn:
+            rows = (await conn.execute(select(T_CAMPAIGN.c.id).where(T_CAMPAIGN.c.status == IMPORTING))).all()
+        return [r[0] for r in rows]
+
+    async def count_contacts(self, campaign_id: str) -> int:
+        async with self.read() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count()).select_from(T_CONTACT).where(T_CONTACT.c.campaign_id == campaign_id)
+                    )
+                ).scalar_one()
+            )
+
+    async def get_campaign(self, campaign_id: str, tenant_id: str | None = None) -> Campaign | None:
+        q = select(T_CAMPAIGN).where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status != IMPORTING)
+        if tenant_id is not None:
+            q = q.where(T_CAMPAIGN.c.tenant_id == tenant_id)
+        async with self.read() as conn:
+            row = (await conn.execute(q)).first()
+        return None if row is None else _row(Campaign, row)
+
+    async def list_campaigns(
+        self, tenant_id: str, limit: int, offset: int, status: str | None = None
+    ) -> tuple[list[Campaign], int]:
+        cond = and_(T_CAMPAIGN.c.tenant_id == tenant_id, T_CAMPAIGN.c.status != IMPORTING)
+        if status is not None:
+            cond = and_(cond, T_CAMPAIGN.c.status == status)
+        async with self.read() as conn:
+            total = (await conn.execute(select(func.count()).select_from(T_CAMPAIGN).where(cond))).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(T_CAMPAIGN)
+                    .where(cond)
+                    .order_by(T_CAMPAIGN.c.created_at.desc(), T_CAMPAIGN.c.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+        return [_row(Campaign, r) for r in rows], int(total)
+
+    async def campaigns_with_status(self, *statuses: CampaignStatus) -> list[Campaign]:
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(select(T_CAMPAIGN).where(T_CAMPAIGN.c.status.in_([s.value for s in statuses])))
+            ).all()
+        return [_row(Campaign, r) for r in rows]
+
+    async def contact_counts(self, campaign_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        ids = list(campaign_ids)
+        out: dict[str, dict[str, int]] = {cid: {s.value: 0 for s in ContactStatus} for cid in ids}
+        if not ids:
+            return out
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_CONTACT.c.campaign_id, T_CONTACT.c.status, func.count())
+                    .where(T_CONTACT.c.campaign_id.in_(ids))
+                    .group_by(T_CONTACT.c.campaign_id, T_CONTACT.c.status)
+                )
+            ).all()
+        for cid, status, n in rows:
+            out[cid][status] = int(n)
+        return out
+
+    async def reserved_concurrency(self, tenant_id: str, excluding: str) -> int:
+        """Sum of max_concurrent_calls over the tenant's running campaigns other than ``excluding``."""
+        async with self.read() as conn:
+            total = (
+                await conn.execute(
+                    select(func.coalesce(func.sum(T_CAMPAIGN.c.max_concurrent_calls), 0)).where(
+                        T_CAMPAIGN.c.tenant_id == tenant_id,
+                        T_CAMPAIGN.c.status == CampaignStatus.RUNNING.value,
+                        T_CAMPAIGN.c.id != excluding,
+                    )
+                )
+            ).scalar_one()
+        return int(total)
+
+    async def set_campaign_status(
+        self,
+        campaign_id: str,
+        expected: CampaignStatus,
+        new: CampaignStatus,
+        *,
+        event_payload: dict[str, Any],
+        started: bool = False,
+        cancel_pending: bool = False,
+    ) -> tuple[bool, list[Event]]:
+        """Compare-and-set the status; optionally cancel pending contacts. Returns (changed, events)."""
+        now = utcnow()
+        values: dict[str, Any] = {"status": new.value, "updated_at": now}
+        if started:
+            values["started_at"] = func.coalesce(T_CAMPAIGN.c.started_at, now)
+        if new.terminal:
+            values["completed_at"] = now
+        events: list[Event] = []
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(T_CAMPAIGN)
+                .where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status == expected.value)
+                .values(**values)
+            )
+            if not result.rowcount:
+                return False, []
+            if cancel_pending:
+                events.extend(await self._cancel_pending(conn, campaign_id, now))
+            events.append(
+                await self._event(conn, campaign_id, "campaign", {**event_payload, "status": new.value}, now)
+            )
+        return True, events
+
+    async def _cancel_pending(self, conn: AsyncConnection, campaign_id: str, now: datetime) -> list[Event]:
+        rows = (
+            await conn.execute(
+                select(T_CONTACT.c.id, T_CONTACT.c.phone_e164, T_CONTACT.c.attempts)
+                .where(T_CONTACT.c.campaign_id == campaign_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
+                .order_by(T_CONTACT.c.id)
+            )
+        ).all()
+        if not rows:
+            return []
+        await conn.execute(
+            update(T_CONTACT)
+            .where(T_CONTACT.c.campaign_id == campaign_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
+            .values(status=ContactStatus.CANCELLED.value, next_attempt_at=None, updated_at=now)
+        )
+        payloads = [
+            {
+                "contact_id": r.id,
+                "phone_number": r.phone_e164,
+                "status": "cancelled",
+                "reason": "campaign_stopped",
+                "attempt": r.attempts,
+                "at": now.isoformat(),
+            }
+            for r in rows
+        ]
+        return await self._events(conn, campaign_id, "cancelled", payloads, now)
+
+    async def _event(
+        self, conn: AsyncConnection, campaign_id: str, kind: str, payload: dict[str, Any], now: datetime
+    ) -> Event:
+        result = await conn.execute(
+            insert(T_EVENT)
+            .values(campaign_id=campaign_id, kind=kind, payload=payload, created_at=now)
+            .returning(T_EVENT.c.id)
+        )
+        return Event(
+            id=int(result.scalar_one()), campaign_id=campaign_id, kind=kind, payload=payload, created_at=now
+        )
+
+    async def _events(
+        self,
+        conn: AsyncConnection,
+        campaign_id: str,
+        kind: str,
+        payloads: list[dict[str, Any]],
+        now: datetime,
+    ) -> list[Event]:
+        out: list[Event] = []
+        for chunk_start in range(0, len(payloads), 1000):
+            chunk = payloads[chunk_start : chunk_start + 1000]
+            result = await conn.execute(
+                insert(T_EVENT).returning(T_EVENT.c.id, sort_by_parameter_order=True),
+                [{"campaign_id": campaign_id, "kind": kind, "payload": p, "created_at": now} for p in chunk],
+            )
+            ids = [int(r[0]) for r in result.all()]
+            out.extend(
+                Event(id=i, campaign_id=campaign_id, kind=kind, payload=p, created_at=now)
+                for i, p in zip(ids, chunk, strict=True)
+            )
+        return out
+
+    # ---- contacts -----------------------------------------------------------------------------
+
+    async def list_contacts(
+        self, campaign_id: str, status: str | None, limit: int, offset: int
+    ) -> tuple[list[Contact], int]:
+        cond = T_CONTACT.c.campaign_id == campaign_id
+        if status is not None:
+            cond = and_(cond, T_CONTACT.c.status == status)
+        async with self.read() as conn:
+            total = (await conn.execute(select(func.count()).select_from(T_CONTACT).where(cond))).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(T_CONTACT).where(cond).order_by(T_CONTACT.c.id).limit(limit).offset(offset)
+                )
+            ).all()
+        return [_row(Contact, r) for r in rows], int(total)
+
+    async def get_contact(self, contact_id: int) -> Contact | None:
+        async with self.read() as conn:
+            row = (await conn.execute(select(T_CONTACT).where(T_CONTACT.c.id == contact_id))).first()
+        return None if row is None else _row(Contact, row)
+
+    async def next_due_contacts(self, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
+        """Pending contacts whose next attempt is due, oldest first."""
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_CONTACT)
+                    .where(
+                        T_CONTACT.c.campaign_id == campaign_id,
+                        T_CONTACT.c.status == ContactStatus.PENDING.value,
+                        or_(T_CONTACT.c.next_attempt_at.is_(None), T_CONTACT.c.next_attempt_at <= now),
+                    )
+                    .order_by(T_CONTACT.c.id)
+                    .limit(limit)
+                )
+            ).all()
+        return [_row(Contact, r) for r in rows]
+
+    async def next_retry_time(self, campaign_id: str) -> datetime | None:
+        """The earliest next_attempt_at among pending contacts (None if there are none waiting)."""
+        async with self.read() as conn:
+            value = (
+                await conn.execute(
+                    select(func.min(T_CONTACT.c.next_attempt_at)).where(
+                        T_CONTACT.c.campaign_id == campaign_id,
+                        T_CONTACT.c.status == ContactStatus.PENDING.value,
+                    )
+                )
+            ).scalar_one()
+        # func.min keeps the column type, so UTCDateTime turns it back into an aware datetime.
+        return value  # type: ignore[no-any-return]
+
+    async def unfinished_contacts(self, campaign_id: str) -> int:
+        async with self.read() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(T_CONTACT)
+                        .where(
+                            T_CONTACT.c.campaign_id == campaign_id,
+                            T_CONTACT.c.status.in_(
+                                [
+                                    ContactStatus.PENDING.value,
+                                    ContactStatus.ORIGINATED.value,
+                                    ContactStatus.CONNECTED.value,
+                                ]
+                            ),
+                        )
+                    )
+                ).scalar_one()
+            )
+
+    # ---- attempts (the dispatcher's writes) -----------------------------------------------------
+
+    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
+        """Record the attempt *before* the originate leaves. None if the contact is no longer pending."""
+        now = utcnow()
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(T_CONTACT)
+                .where(
+                    T_CONTACT.c.id == contact.id,
+                    T_CONTACT.c.status == ContactStatus.PENDING.value,
+                    T_CONTACT.c.attempts == contact.attempts,
+                )
+                .values(attempts=T_CONTACT.c.attempts + 1, last_attempt_at=now, updated_at=now)
+            )
+            if not result.rowcount:
+                return None
+            values = {
+                "contact_id": contact.id,
+                "campaign_id": contact.campaign_id,
+                "number": contact.attempts + 1,
+                "channel_id": channel_id,
+                "state": "dialing",
+                "created_at": now,
+            }
+            attempt_id = (
+                await conn.execute(insert(T_ATTEMPT).values(**values).returning(T_ATTEMPT.c.id))
+            ).scalar_one()
+        return Attempt(id=int(attempt_id), **values)
+
+    async def get_attempt(self, channel_id: str) -> Attempt | None:
+        async with self.read() as conn:
+            row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
+        return None if row is None else _row(Attempt, row)
+
+    async def attempts_in_flight(self) -> list[Attempt]:
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_ATTEMPT)
+                    .where(T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
+                    .order_by(T_ATTEMPT.c.id)
+                )
+            ).all()
+        return [_row(Attempt, r) for r in rows]
+
+    async def list_attempts(self, contact_id: int) -> list[Attempt]:
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_ATTEMPT).where(T_ATTEMPT.c.contact_id == contact_id).order_by(T_ATTEMPT.c.id)
+                )
+            ).all()
+        return [_row(Attempt, r) for r in rows]
+
+    async def record_transition(
+        self,
+        channel_id: str,
+        *,
+        attempt_state: str,
+        attempt_values: dict[str, Any],
+        contact_status: ContactStatus,
+        contact_values: dict[str, Any],
+        payload: dict[str, Any],
+        only_from: Sequence[str],
+    ) -> tuple[Attempt, Event] | None:
+        """Move an attempt and its contact on, and append the event, in one transaction.
+
+        ``only_from`` lists the attempt states this move is valid from; anything else (a duplicate or
+        late event) changes nothing and returns None.
+        """
+        now = utcnow()
+        async with self.write() as conn:
+            row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
+            if row is None or row.state not in only_from:
+                return None
+            await conn.execute(
+                update(T_ATTEMPT).where(T_ATTEMPT.c.id == row.id).values(state=attempt_state, **attempt_values)
+            )
+            await conn.execute(
+                update(T_CONTACT)
+                .where(T_CONTACT.c.id == row.contact_id)
+                .values(status=contact_status.value, updated_at=now, **contact_values)
+            )
+            contact = (
+                await conn.execute(
+                    select(T_CONTACT.c.phone_e164, T_CONTACT.c.attempts).where(T_CONTACT.c.id == row.contact_id)
+                )
+            ).first()
+            full = {
+                "contact_id": row.contact_id,
+                "phone_number": contact.phone_e164 if contact else None,
+                "status": contact_status.value,
+                "attempt": row.number,
+                "channel_id": channel_id,
+                "at": now.isoformat(),
+                **payload,
+            }
+            event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
+        attempt = Attempt(**{**dict(row._mapping), "state": attempt_state, **attempt_values})
+        return attempt, event
+
+    # ---- events ---------------------------------------------------------------------------------
+
+    async def events_after(self, campaign_id: str, after_id: int, limit: int = 1000) -> list[Event]:
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_EVENT)
+                    .where(T_EVENT.c.campaign_id == campaign_id, T_EVENT.c.id > after_id)
+                    .order_by(T_EVENT.c.id)
+                    .limit(limit)
+                )
+            ).all()
+        return [_row(Event, r) for r in rows]
+
+    async def last_event_id(self, campaign_id: str) -> int:
+        async with self.read() as conn:
+            value = (
+                await conn.execute(select(func.max(T_EVENT.c.id)).where(T_EVENT.c.campaign_id == campaign_id))
+            ).scalar_one()
+        return int(value or 0)
+
+    async def attempt_stats(self, campaign_id: str, since: datetime) -> dict[str, float]:
+        """Figures for the metrics snapshot: calls started since ``since``, answer rate, talk time."""
+        ended = T_ATTEMPT.c.ended_at.is_not(None)
+        async with self.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        func.count().filter(T_ATTEMPT.c.created_at >= since),
+                        func.count().filter(ended),
+                        func.count().filter(and_(ended, T_ATTEMPT.c.answered_at.is_not(None))),
+                        func.avg(T_ATTEMPT.c.talk_seconds),
+                    ).where(T_ATTEMPT.c.campaign_id == campaign_id)
+                )
+            ).one()
+        started, n_ended, answered, avg_talk = row
+        return {
+            "calls_last_minute": int(started or 0),
+            "ended": int(n_ended or 0),
+            "answered": int(answered or 0),
+            "avg_talk_seconds": round(float(avg_talk), 2) if avg_talk is not None else 0.0,
+        }

@@ -1,0 +1,179 @@
+"""The persisted schema as SQLModel tables. ``migrations.py`` creates exactly these (a test checks)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone: we add it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenant"
+    id: str = Field(sa_column=Column(String(40), primary_key=True))
+    name: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    concurrent_max: int = Field(sa_column=Column(Integer, nullable=False))
+    calls_per_minute: int = Field(sa_column=Column(Integer, nullable=False))
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: str = Field(sa_column=Column(String(40), primary_key=True))  # public key id, part of the key
+    tenant_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    secret_hash: str = Field(sa_column=Column(String(128), nullable=False))  # sha256 of the whole key
+    label: str = Field(default="", sa_column=Column(String(200), nullable=False))
+    created_at: datetime | None = _ts(nullable=False)
+    revoked_at: datetime | None = _ts()
+
+
+class Campaign(SQLModel, table=True):
+    __tablename__ = "campaign"
+    id: str = Field(sa_column=Column(String(40), primary_key=True))
+    tenant_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    status: str = Field(sa_column=Column(String(20), nullable=False, index=True))
+    caller_id: str = Field(sa_column=Column(String(80), nullable=False))
+    destination: str = Field(sa_column=Column(String(200), nullable=False))
+    default_region: str = Field(sa_column=Column(String(2), nullable=False))
+    max_concurrent_calls: int = Field(sa_column=Column(Integer, nullable=False))
+    retries_per_contact: int = Field(sa_column=Column(Integer, nullable=False))
+    retry_delay_seconds: int = Field(sa_column=Column(Integer, nullable=False))
+    ring_timeout_seconds: int = Field(sa_column=Column(Integer, nullable=False))
+    import_report: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_by: str = Field(sa_column=Column(String(40), nullable=False))
+    scheduled_at: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False)
+    started_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+    updated_at: datetime | None = _ts(nullable=False)
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contact"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "phone_e164", name="uq_contact_campaign_number"),
+        Index("ix_contact_campaign_status", "campaign_id", "status", "id"),
+        Index("ix_contact_campaign_next", "campaign_id", "status", "next_attempt_at"),
+    )
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    campaign_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False)
+    )
+    line: int = Field(sa_column=Column(Integer, nullable=False))
+    phone_e164: str = Field(sa_column=Column(String(20), nullable=False))
+    raw_number: str = Field(sa_column=Column(String(100), nullable=False))
+    fields: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(sa_column=Column(String(20), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    last_attempt_at: datetime | None = _ts()
+    next_attempt_at: datetime | None = _ts()
+    failure_reason: str | None = Field(default=None, sa_column=Column(String(40)))
+    hangup_cause: int | None = Field(default=None, sa_column=Column(Integer))
+    sip_code: int | None = Field(default=None, sa_column=Column(Integer))
+    updated_at: datetime | None = _ts()
+
+
+class Attempt(SQLModel, table=True):
+    """One origination of one contact. Written (and committed) before the originate request leaves."""
+
+    __tablename__ = "attempt"
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    contact_id: int = Field(
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"),
+            ForeignKey("contact.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    campaign_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    number: int = Field(sa_column=Column(Integer, nullable=False))  # 1 for the first attempt
+    channel_id: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    state: str = Field(sa_column=Column(String(20), nullable=False, index=True))  # dialing/originated/...
+    channel_name: str | None = Field(default=None, sa_column=Column(String(120)))
+    created_at: datetime | None = _ts(nullable=False)
+    originated_at: datetime | None = _ts()
+    answered_at: datetime | None = _ts()
+    ended_at: datetime | None = _ts()
+    talk_seconds: float | None = Field(default=None, sa_column=Column(Float))
+    cause: int | None = Field(default=None, sa_column=Column(Integer))
+    sip_code: int | None = Field(default=None, sa_column=Column(Integer))
+    reason: str | None = Field(default=None, sa_column=Column(String(40)))
+
+
+class Event(SQLModel, table=True):
+    """Every contact transition, in order: the SSE stream replays from here."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_campaign_id", "campaign_id", "id"),)
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    campaign_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False)
+    )
+    kind: str = Field(sa_column=Column(String(40), nullable=False))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "schema_version"
+    version: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    applied_at: datetime | None = _ts(nullable=False)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
