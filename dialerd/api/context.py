@@ -29,7 +29,7 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-PRINCIPAL = "dialerd.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def services(request: web.Request) -> Services:

@@ -34,7 +34,7 @@ def mint_key() -> tuple[str, str]:
 
 
 def _key_id(key: str) -> str | None:
-    parts = key.split("_")
+    parts = key.split("_", 2)  # the secret part may itself contain "_"
     if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1]
