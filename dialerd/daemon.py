@@ -42,11 +42,13 @@ def build_pbx(settings: Settings) -> Pbx:
     if settings.pbx_driver == "ami":
         from dialerd.pbx.ami import AmiPbx
 
-        return AmiPbx(settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret,
+        ami: Pbx = AmiPbx(settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret,
                       settings.pbx_endpoint)
+        return ami
     from dialerd.pbx.fake import FakePbx
 
-    return FakePbx()
+    fake: Pbx = FakePbx()
+    return fake
 
 
 @dataclass

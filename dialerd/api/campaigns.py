@@ -39,7 +39,7 @@ def _status(q: dict[str, str], allowed: type[ContactStatus] | type[CampaignStatu
 async def list_campaigns(request: web.Request) -> web.Response:
     q = query(request, {"limit", "offset", "status"})
     limit, offset = _page(q, 50)
-    views, total = await services(request).campaigns.list(
+    views, total = await services(request).campaigns.list_campaigns(
         principal(request), limit, offset, _status(q, CampaignStatus)
     )
     return web.json_response(

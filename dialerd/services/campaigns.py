@@ -147,7 +147,7 @@ class CampaignService:
     async def get(self, who: Principal, campaign_id: str) -> CampaignView:
         return await self.view(await self._get(who, campaign_id))
 
-    async def list(
+    async def list_campaigns(
         self, who: Principal, limit: int, offset: int, status: str | None = None
     ) -> tuple[list[CampaignView], int]:
         campaigns, total = await self.store.list_campaigns(who.tenant_id, limit, offset, status)

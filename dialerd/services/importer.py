@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 from dialerd.errors import InvalidCsv
 from dialerd.services.csv_contacts import ContactsCsv, ParsedContact, RowProblem
@@ -56,7 +56,7 @@ async def import_contacts(
     store: Store, campaign_id: str, stream: IO[bytes], default_region: str | None, *, batch_size: int = 1000
 ) -> ImportReport:
     """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file."""
-    parser = await asyncio.to_thread(ContactsCsv, stream, default_region=default_region, batch_size=batch_size)
+    parser = await asyncio.to_thread(ContactsCsv, cast(BinaryIO, stream), default_region=default_region, batch_size=batch_size)
     report = ImportReport(
         phone_column=parser.phone_column,
         delimiter=parser.delimiter,

@@ -38,6 +38,13 @@ def _row(model: Any, row: Any) -> Any:
     return model(**dict(row._mapping))
 
 
+class _Merged:
+    """A row-like wrapper around a dict, so merged values go through ``_row`` like fetched rows."""
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self._mapping = mapping
+
+
 class Store:
     """Typed access to the database. One instance per daemon, built in the composition root."""
 
@@ -110,7 +117,7 @@ class Store:
                 changes["calls_per_minute"] = calls_per_minute
             if changes:
                 await conn.execute(update(T_TENANT).where(T_TENANT.c.id == row.id).values(**changes))
-            return Tenant(**{**dict(row._mapping), **changes})
+            return _row(Tenant, _Merged({**dict(row._mapping), **changes}))  # type: ignore[no-any-return]
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         async with self.read() as conn:
@@ -470,7 +477,8 @@ class Store:
             attempt_id = (
                 await conn.execute(insert(T_ATTEMPT).values(**values).returning(T_ATTEMPT.c.id))
             ).scalar_one()
-        return Attempt(id=int(attempt_id), **values)
+        attempt: Attempt = _row(Attempt, _Merged({"id": int(attempt_id), **values}))
+        return attempt
 
     async def get_attempt(self, channel_id: str) -> Attempt | None:
         async with self.read() as conn:
@@ -541,7 +549,7 @@ class Store:
                 **payload,
             }
             event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
-        attempt = Attempt(**{**dict(row._mapping), "state": attempt_state, **attempt_values})
+        attempt: Attempt = _row(Attempt, _Merged({**dict(row._mapping), "state": attempt_state, **attempt_values}))
         return attempt, event
 
     # ---- events ---------------------------------------------------------------------------------
