@@ -8,6 +8,7 @@ Invalid values raise :class:`dialerd.errors.ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -26,6 +27,8 @@ def _meta(help: str, *, check: Callable[[Any], str | None] | None = None) -> dic
 
 def _range(lo: float, hi: float | None = None) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
+        if isinstance(v, float) and not math.isfinite(v):
+            return "must be a finite number"
         if v < lo or (hi is not None and v > hi):
             return f"must be between {lo} and {hi}" if hi is not None else f"must be >= {lo}"
         return None

@@ -60,7 +60,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 async def health(request: web.Request) -> web.Response:
     body = await services(request).health()
-    return web.json_response(body, status=200 if body.get("status") == "ok" else 503)
+    # Degraded (PBX down, database fine) still answers 200: the API works. Only a dead database is 503.
+    return web.json_response(body, status=503 if body.get("status") == "error" else 200)
 
 
 def build_app(svc: Services) -> web.Application:

@@ -38,7 +38,7 @@ UNREACHABLE_SIP = frozenset({408, 480})
 NO_ANSWER_CAUSE = 19
 ALERTING_STATES = frozenset({"Ringing", "Ring"})
 
-_SIP_CODE = re.compile(r"(?<!\d)([1-6]\d\d)(?!\d)")
+_SIP_CODE = re.compile(r"(?<!\d)([3-6]\d\d)(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,15 @@ def _failure(event: CallEvent) -> FailureReason:
 
 
 def parse_tech_cause(text: str | int | None) -> int | None:
-    """Extract the SIP response code from ``"SIP 486 Busy Here"``, ``"486"`` or ``486``; else None."""
+    """Extract the SIP failure code from ``"SIP 486 Busy Here"``, ``"486"`` or ``486``; else None.
+
+    Only final failure codes (300-699) count: the hangup handler reports the last response seen, which
+    is ``SIP 200 OK`` for an answered call and ``SIP 180 Ringing`` for a ring timeout.
+    """
     if text is None or isinstance(text, bool):
         return None
     if isinstance(text, int):
-        return text if 100 <= text <= 699 else None
+        return text if 300 <= text <= 699 else None
     match = _SIP_CODE.search(text)
     return int(match.group(1)) if match else None
 

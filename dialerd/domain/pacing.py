@@ -22,6 +22,8 @@ class Pacer:
         self._starts: deque[float] = deque()
 
     def set_rate(self, per_minute: int) -> None:
+        if per_minute < 1:
+            raise ValueError("per_minute must be >= 1")
         if per_minute != self.per_minute:
             self.per_minute = per_minute
             self.interval = self.window / per_minute

@@ -3,19 +3,20 @@
 Flow per attempt (method A of ``shared/asterisk.md``): ``POST /channels/{id}?app=...`` -> Dial RINGING or
 ChannelStateChange Ringing (PROGRESS) -> StasisStart (ANSWERED; then ``/continue`` or ``/move`` to the
 request's destination) -> ChannelDestroyed (ENDED, the one reliable source of cause and SIP code).
+Measured on Asterisk 22: the app stays subscribed to a channel it originated after ``/continue`` and
+``/move``, so ChannelDestroyed arrives without an explicit subscription.
 
 Events for a channel can reach the sink before :meth:`AriPbx.originate` returns. ENDED is reported once
-per channel id by this adapter instance, whichever of the event, the reconcile after a reconnect or
-:meth:`AriPbx.lookup` sees the end first.
+per channel id, whichever of the event, the reconcile after a reconnect or :meth:`AriPbx.lookup` sees
+the end first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -33,21 +34,26 @@ from dialerd.pbx.base import (
 )
 from dialerd.pbx.errors import PbxError, PbxRequestError
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
+from dialerd.pbx.tracking import CallTracker, OwnedTasks, TrackedCall, now
 
 log = logging.getLogger("dialerd.pbx.ari")
 
 DEST_VAR = "DIALERD_DEST"  # lets a restarted dialerd route a call an earlier process originated
-# Everything the adapter reads; the rest (Varset, HangupRequest, StasisEnd...) is ~9 of 14 events a call.
-EVENT_TYPES = ("Dial", "ChannelStateChange", "StasisStart", "ChannelDestroyed", "ApplicationReplaced")
+# All the adapter reads: cuts an answered call from ~14 events (Varset, HangupRequest...) to ~5.
+EVENT_TYPES = (
+    "Dial",
+    "ChannelStateChange",
+    "StasisStart",
+    "ChannelDestroyed",
+    "ApplicationMoveFailed",
+    "ApplicationReplaced",
+)
 _ALERTING = frozenset({"RINGING", "PROGRESS"})
-_REMEMBER_ENDED = 4096
 
 
 @dataclass
-class _Call:
-    destination: Destination | None
-    alerted: bool = False
-    answered: bool = False
+class _Call(TrackedCall):
+    destination: Destination | None = None
 
 
 class AriPbx:
@@ -66,7 +72,9 @@ class AriPbx:
         request_timeout: float = 5.0,
         max_connections: int = 16,
         reconnect_max_delay: float = 10.0,
+        heartbeat: float = 5.0,
     ) -> None:
+        """``heartbeat``: websocket ping period; a missing pong (half of it) counts as a dead connection."""
         self.app = app
         self.endpoint_template = endpoint_template
         self.client = AriClient(
@@ -77,11 +85,10 @@ class AriPbx:
             request_timeout=request_timeout,
             max_connections=max_connections,
             reconnect_max_delay=reconnect_max_delay,
+            heartbeat=heartbeat,
         )
-        self._sink: PbxSink | None = None
-        self._calls: dict[str, _Call] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._track: CallTracker[_Call] = CallTracker()
+        self._tasks = OwnedTasks()
         self._up: asyncio.Event | None = None  # created in start(), inside the loop
 
     @property
@@ -90,7 +97,7 @@ class AriPbx:
 
     async def start(self, sink: PbxSink) -> None:
         """Open the pool and start the websocket task; returns at once (see :meth:`wait_connected`)."""
-        self._sink = sink
+        self._track.sink = sink
         self._up = asyncio.Event()
         await self.client.open()
         self.client.start_events(self._on_event, self._on_state, self._on_open)
@@ -103,9 +110,7 @@ class AriPbx:
 
     async def close(self) -> None:
         """Stop routing tasks and the websocket. Calls in Asterisk are not hung up."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.client.close()
 
     async def originate(self, request: OriginateRequest) -> str:
@@ -113,7 +118,7 @@ class AriPbx:
         if not self.connected:
             # An answered call whose app has no websocket is hung up at once: never dial blind.
             raise OriginateError("ARI websocket is down; not originating")
-        if cid in self._calls:
+        if cid in self._track.calls:
             raise OriginateError(f"channel id {cid} is already in flight")
         variables = {
             **request.variables,
@@ -129,37 +134,48 @@ class AriPbx:
         if request.caller_id:
             params["callerId"] = request.caller_id
         # Registered before the POST: Dial events can arrive before the HTTP reply.
-        self._calls[cid] = _Call(destination=request.destination)
+        call = self._track.follow(cid, _Call(destination=request.destination, pending=True))
         extra = {"action": "originate", "channel_id": cid}
         try:
             channel = await self.client.request(
                 "POST", f"/channels/{_q(cid)}", params=params, body={"variables": variables}
             )
         except PbxRequestError as exc:
-            self._calls.pop(cid, None)
+            self._track.calls.pop(cid, None)
             log.warning("originate refused: HTTP %s %s", exc.pbx_status, exc.body[:200], extra=extra)
             raise OriginateError(f"ARI refused the originate: HTTP {exc.pbx_status} {exc.body[:200]}") from exc
         except AriConnectionError as exc:
-            # Kept in _calls when it may exist: if it does, its events still get handled and routed.
+            # Kept when it may exist: if it does, its events still get handled and the answer routed.
+            call.pending, call.uncertain = False, True
             if not exc.sent:
-                self._calls.pop(cid, None)
+                self._track.calls.pop(cid, None)
             log.warning("originate outcome unknown: %s", exc, extra=extra)
             raise OriginateError(str(exc), maybe_dialled=exc.sent) from exc
-        name = str(channel.get("name", "")) if isinstance(channel, dict) else ""
+        call.pending = False
+        name = str(_get(channel, "name") or "")
         log.info("originated %s", name, extra=extra)
         return name
 
     async def lookup(self, channel_id: str) -> ChannelLookup:
-        """Live channel, else the hangup-handler record, else unknown. The record is kept: see forget.
+        """Live channel, else the hangup-handler record, else unknown. The record stays: see :meth:`forget`.
 
-        A channel found ended is not reported again as an ENDED event by this adapter.
+        A channel found ended is not reported again as an ENDED event.
         """
         found = await self._lookup(channel_id)
         if not found.live:
-            self._calls.pop(channel_id, None)
-            if found.ended is not None:
-                self._remember_ended(channel_id)
+            self._track.mark_ended(channel_id)
         return found
+
+    async def forget(self, channel_id: str) -> None:
+        """Delete the hangup-handler global once the outcome is stored (else one global per call stays).
+
+        The AstDB copy cannot be deleted over ARI (no function evaluation); it stays in astdb.sqlite3.
+        """
+        await self.client.request("POST", "/asterisk/variable", params={"variable": global_name(channel_id)})
+
+    async def count_channels(self) -> int:
+        channels = await self.client.request("GET", "/channels")
+        return len(channels) if isinstance(channels, list) else 0
 
     async def _lookup(self, channel_id: str) -> ChannelLookup:
         try:
@@ -169,17 +185,11 @@ class AriPbx:
                 raise
         else:
             return ChannelLookup(channel_id, live=True, answered=_get(channel, "state") == "Up")
-        reply = await self.client.request("GET", "/asterisk/variable", params={"variable": global_name(channel_id)})
+        reply = await self.client.request(
+            "GET", "/asterisk/variable", params={"variable": global_name(channel_id)}
+        )
         ended = parse_hangup_record(channel_id, str(_get(reply, "value") or ""))
         return ChannelLookup(channel_id, live=False, ended=ended)
-
-    async def forget(self, channel_id: str) -> None:
-        """Delete the hangup-handler record once the outcome is stored (a global variable per call)."""
-        await self.client.request("POST", "/asterisk/variable", params={"variable": global_name(channel_id)})
-
-    async def count_channels(self) -> int:
-        channels = await self.client.request("GET", "/channels")
-        return len(channels) if isinstance(channels, list) else 0
 
     # -- websocket side: everything below runs in the event task and must not block ----------------
 
@@ -191,11 +201,11 @@ class AriPbx:
     def _on_state(self, up: bool) -> None:
         if self._up is not None:
             (self._up.set if up else self._up.clear)()
-        if self._sink is not None:
-            self._sink.connection_changed(up)
-        if up and self._calls:
+        if self._track.sink is not None:
+            self._track.sink.connection_changed(up)
+        if up and self._track.calls:
             # Ends that happened while we were away produce no event: read their records.
-            self._spawn(self._reconcile(), "ari-reconcile")
+            self._tasks.spawn(self._reconcile(), "ari-reconcile")
 
     def _on_event(self, event: JsonObject) -> None:
         kind = event.get("type")
@@ -209,33 +219,31 @@ class AriPbx:
             self._answered(event)
         elif kind == "ChannelDestroyed":
             self._destroyed(event)
+        elif kind == "ApplicationMoveFailed":
+            found = self._call_for(event.get("channel"))
+            if found is not None:  # the target app has no websocket: the call stays with us, silent
+                self._tasks.spawn(self._hangup(found[0], "move failed"), f"ari-hangup-{found[0]}")
         elif kind == "ApplicationReplaced":
             log.error("another client took over ARI app %s", self.app, extra={"action": "ari_app_replaced"})
 
     def _call_for(self, channel: Any) -> tuple[str, _Call] | None:
-        if not isinstance(channel, dict):
-            return None
-        cid = str(channel.get("id", ""))
-        call = self._calls.get(cid)
-        if call is None and _get(channel, "channelvars", ID_VAR) == cid and cid not in self._ended:
-            call = self._calls[cid] = _Call(destination=None)  # originated by an earlier process
+        cid = str(_get(channel, "id") or "")
+        call = self._track.calls.get(cid)
+        if call is None and cid and _get(channel, "channelvars", ID_VAR) == cid and not self._track.was_ended(cid):
+            call = self._track.calls[cid] = _Call()  # originated by an earlier process
         return (cid, call) if call is not None else None
 
     def _progress(self, channel: Any, event: JsonObject) -> None:
         found = self._call_for(channel)
-        if found is None or found[1].alerted:
-            return
-        found[1].alerted = True
-        self._emit(CallEvent(found[0], CallEventKind.PROGRESS, _at(event)))
+        if found is not None:
+            self._track.progress(*found, at=_at(event))
 
     def _answered(self, event: JsonObject) -> None:
         found = self._call_for(event.get("channel"))
-        if found is None or found[1].answered:
-            return  # a second StasisStart (the destination re-entered our app) is not a new answer
-        cid, call = found
-        call.answered = True
-        self._emit(CallEvent(cid, CallEventKind.ANSWERED, _at(event)))
-        self._spawn(self._route(cid, call.destination), f"ari-route-{cid}")
+        # A second StasisStart (the destination re-entered our app) is not a new answer.
+        if found is not None and self._track.answer(*found, at=_at(event)):
+            cid, call = found
+            self._tasks.spawn(self._route(cid, call.destination), f"ari-route-{cid}")
 
     def _destroyed(self, event: JsonObject) -> None:
         channel = event.get("channel")
@@ -243,20 +251,19 @@ class AriPbx:
         if found is None:
             return
         cid, call = found
-        del self._calls[cid]
         state = _get(channel, "state")
-        ended = CallEvent(
-            cid,
-            CallEventKind.ENDED,
-            _at(event),
-            cause=parse_cause(event.get("cause")),
-            tech_cause=parse_tech_cause(event.get("tech_cause")),
-            state=state if isinstance(state, str) else None,
-            answered=call.answered or state == "Up",
-            alerted=call.alerted,
+        self._track.end(
+            CallEvent(
+                cid,
+                CallEventKind.ENDED,
+                _at(event),
+                cause=parse_cause(event.get("cause")),
+                tech_cause=parse_tech_cause(event.get("tech_cause")),
+                state=state if isinstance(state, str) else None,
+                answered=call.answered or state == "Up",
+                alerted=call.alerted,
+            )
         )
-        if self._remember_ended(cid):
-            self._emit(ended)
 
     async def _route(self, cid: str, destination: Destination | None) -> None:
         extra = {"action": "route", "channel_id": cid}
@@ -266,31 +273,35 @@ class AriPbx:
                     "GET", f"/channels/{_q(cid)}/variable", params={"variable": DEST_VAR}
                 )
                 destination = Destination.parse(str(_get(reply, "value") or ""))
+            params: dict[str, str | int]
             if destination.kind is DestinationKind.STASIS:
-                params: dict[str, str | int] = {"app": destination.app}
+                params = {"app": destination.app}
                 if destination.app_args:
                     params["appArgs"] = ",".join(destination.app_args)
                 await self.client.request("POST", f"/channels/{_q(cid)}/move", params=params)
             else:
-                params = {
-                    "context": destination.context,
-                    "extension": destination.extension,
-                    "priority": destination.priority,
-                }
+                params = {"context": destination.context, "extension": destination.extension}
+                params["priority"] = destination.priority
                 await self.client.request("POST", f"/channels/{_q(cid)}/continue", params=params)
             log.info("answered call sent to %s", destination, extra=extra)
         except (PbxError, ValueError) as exc:
             if isinstance(exc, PbxRequestError) and exc.pbx_status == 404:
                 return  # the callee hung up first
-            # An answered call nobody routes sits in silence: hang it up rather than leave dead air.
-            log.error("cannot route answered call: %s; hanging up", exc, extra=extra)
-            try:
-                await self.client.request("DELETE", f"/channels/{_q(cid)}")
-            except PbxError as hangup_exc:
-                log.error("hangup after failed routing failed: %s", hangup_exc, extra=extra)
+            await self._hangup(cid, f"cannot route: {exc}")
+
+    async def _hangup(self, cid: str, why: str) -> None:
+        # An answered call nobody routes sits in silence: hang it up rather than leave dead air.
+        extra = {"action": "hangup", "channel_id": cid}
+        log.error("hanging up answered call: %s", why, extra=extra)
+        try:
+            await self.client.request("DELETE", f"/channels/{_q(cid)}")
+        except PbxError as exc:
+            log.error("hangup failed: %s", exc, extra=extra)
 
     async def _reconcile(self) -> None:
-        for cid in list(self._calls):
+        for cid, call in list(self._track.calls.items()):
+            if call.pending:
+                continue  # its POST is still out; the reply or the events will settle it
             try:
                 found = await self._lookup(cid)
             except PbxError as exc:
@@ -298,31 +309,13 @@ class AriPbx:
                 continue
             if found.live:
                 continue
-            self._calls.pop(cid, None)
-            # No record and no channel: the originate never created one. Report it ended (no cause)
-            # so nobody waits for an event that cannot come.
-            ended = found.ended or CallEvent(cid, CallEventKind.ENDED, datetime.now(tz=UTC))
-            if self._remember_ended(cid):
-                log.info("call ended while disconnected", extra={"action": "reconcile", "channel_id": cid})
-                self._emit(ended)
-
-    def _remember_ended(self, cid: str) -> bool:
-        """Note that ``cid`` ended; False when it had been reported already."""
-        if cid in self._ended:
-            return False
-        self._ended[cid] = None
-        if len(self._ended) > _REMEMBER_ENDED:
-            self._ended.popitem(last=False)
-        return True
-
-    def _emit(self, event: CallEvent) -> None:
-        if self._sink is not None:
-            self._sink.call_event(event)
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            if found.ended is None and call.uncertain:
+                self._track.calls.pop(cid, None)  # never created; the caller's lookup says "unknown"
+                continue
+            log.info("call ended while disconnected", extra={"action": "reconcile", "channel_id": cid})
+            # No record and no channel although the originate was accepted (Asterisk restarted, or the
+            # record was forgotten): report an end without cause so nobody waits for an event.
+            self._track.end(found.ended or CallEvent(cid, CallEventKind.ENDED, now()))
 
 
 def _q(part: str) -> str:
@@ -344,4 +337,4 @@ def _at(event: JsonObject) -> datetime:
             return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
         except ValueError:
             pass
-    return datetime.now(tz=UTC)
+    return now()

@@ -7,6 +7,7 @@ It knows nothing about calls; :mod:`dialerd.pbx.ari` builds the dialer behaviour
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import random
@@ -55,7 +56,8 @@ class AriClient:
     ) -> None:
         self.app = app
         self._base = url.rstrip("/") + "/ari"
-        self._auth = aiohttp.BasicAuth(user, password)
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}  # aiohttp.BasicAuth is deprecated in 3.12+
         self._timeout = request_timeout
         self._max_connections = max_connections
         self._max_delay = max(reconnect_max_delay, _BACKOFF_BASE_S)
@@ -76,7 +78,7 @@ class AriClient:
             # +1: the websocket holds one connection of the pool for its whole life.
             connector = aiohttp.TCPConnector(limit=self._max_connections + 1, keepalive_timeout=_KEEPALIVE_S)
             self._session = aiohttp.ClientSession(
-                auth=self._auth,
+                headers=self._headers,
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
             )

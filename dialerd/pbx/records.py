@@ -16,7 +16,6 @@ from dialerd.pbx.base import CallEvent, CallEventKind
 HANGUP_HANDLER = "dialerd-hh,s,1"
 HANGUP_HANDLER_VAR = "CHANNEL(hangup_handler_push)"
 ID_VAR = "DIALERD_ID"
-_TRUE = frozenset({"1", "yes", "true", "y"})
 
 
 def global_name(channel_id: str) -> str:
@@ -30,7 +29,8 @@ def parse_hangup_record(channel_id: str, text: str) -> CallEvent | None:
     if len(parts) < 4 or not parts[0]:
         return None
     state = parts[2] or None
-    answered = state == "Up" or (len(parts) > 4 and parts[4].lower() in _TRUE)
+    # DIALERD_ANSWERED: anything dialerd set (e.g. the answer epoch); empty or 0 when it did not.
+    answered = state == "Up" or (len(parts) > 4 and parts[4] not in ("", "0"))
     return CallEvent(
         channel_id=channel_id,
         kind=CallEventKind.ENDED,

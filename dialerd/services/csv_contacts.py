@@ -240,7 +240,7 @@ class ContactsCsv:
                     elif (parsed := parse_phone(raw, region)).__class__ is str:
                         self._valid += 1
                         fields = {name: row[i].strip() for i, name in others}
-                        batch.append(ParsedContact(line, parsed, raw, fields))  # type: ignore[arg-type]
+                        batch.append(ParsedContact(line, parsed, raw, fields))
                     else:
                         self._rejected += 1
                         batch.append(RowProblem(line, raw[:_VALUE_CHARS], parsed[1], parsed[0]))

@@ -59,6 +59,7 @@ class Row:
     timeout: int = 30
     rings: bool = False  # ChannelStateChange Ringing is seen before the outcome
     cdr_disposition: str = "ANSWERED"  # the dialer leg's CDR disposition
+    mark_answered: bool = False  # on StasisStart, set DIALERD_ANSWERED=1 through ARI
 
 
 ROWS = [
@@ -71,7 +72,8 @@ ROWS = [
         cdr_disposition="CONGESTION"),
     Row("not-found", "+14155550177", 1, 404, "Down", "SIP 404 Not Found", cdr_disposition="NO ANSWER"),
     Row("decline", "+14155550188", 21, 603, "Down", "SIP 603 Decline", cdr_disposition="NO ANSWER"),
-    Row("ring-then-answer", "+14155550199", 16, None, "Up", "SIP 200 OK", (2.5, 4.5), (4.5, 7.5), rings=True),
+    Row("ring-then-answer", "+14155550199", 16, None, "Up", "SIP 200 OK", (2.5, 4.5), (4.5, 7.5), rings=True,
+        mark_answered=True),
     Row("other-number", "+442079460000", 16, None, "Up", "SIP 200 OK", (0.0, 1.0), (1.5, 4.0)),
     Row("dead-tcp-trunk", "+14155550100", 34, 503, "Down", "", trunk="deadtcp", cdr_disposition="CONGESTION"),
 ]
@@ -126,10 +128,10 @@ async def _read_events(ws: aiohttp.ClientWebSocketResponse, session: aiohttp.Cli
         if event["type"] == "StasisStart":
             call.answered_at = now
             call.answered.set()
-            # the dialer's side of the hangup-handler contract: mark the call answered
-            async with session.post(f"{base}/ari/channels/{call.channel_id}/variable",
-                                    params={"variable": "DIALERD_ANSWERED", "value": "1"}) as resp:
-                call.answered_var_status = resp.status
+            if call.row.mark_answered:
+                async with session.post(f"{base}/ari/channels/{call.channel_id}/variable",
+                                        params={"variable": "DIALERD_ANSWERED", "value": "1"}) as resp:
+                    call.answered_var_status = resp.status
         elif event["type"] == "ChannelStateChange" and event["channel"]["state"] == "Ringing":
             call.ringing_at = call.ringing_at or now
         elif event["type"] == "ChannelDestroyed":
@@ -249,7 +251,7 @@ def test_outcome_row(run: Run, row: Row) -> None:
         assert call.answered_at is not None, "answered rows enter Stasis"
         assert row.answer_s[0] <= call.answered_at - call.sent_at <= row.answer_s[1]
         assert row.talk_s[0] <= call.destroyed_at - call.answered_at <= row.talk_s[1]
-        assert call.answered_var_status == 204
+        assert call.answered_var_status == (204 if row.mark_answered else None)
     else:
         assert call.answered_at is None, "unanswered calls never reach StasisStart"
         assert row.end_s[0] <= call.destroyed_at - call.sent_at <= row.end_s[1]
@@ -262,8 +264,14 @@ def test_hangup_handler_records_the_outcome(run: Run, row: Row) -> None:
     cause, tech, state, epoch, answered = record.split("|")
     assert (int(cause), tech, state) == (row.cause, row.hh_tech, row.state)
     assert abs(int(epoch) - time.time()) < 120
-    assert answered == ("1" if row.answer_s else "")
-    assert run.hh_astdb[cid] == record, "AstDB dialerd/<id> holds the same record"
+    assert answered == ("1" if row.mark_answered else "")
+    if row.mark_answered:
+        # Measured on 22.10: once ARI has set a variable on a channel, its thread refuses "dangerous"
+        # functions, so the handler's DB() write is blocked ("Dangerous function DB write blocked") while
+        # GLOBAL() still works. This pins the behaviour asterisk/README.md warns about.
+        assert run.hh_astdb[cid] == ""
+    else:
+        assert run.hh_astdb[cid] == record, "AstDB dialerd/<id> holds the same record"
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
@@ -288,6 +296,49 @@ def test_channel_count_sees_a_live_call(run: Run) -> None:
     assert run.channels_mid_call >= 2, "a looped call is two channels: carrier + farend"
 
 
+async def test_answered_call_continues_into_dialerd_demo(pbx: dict[str, str]) -> None:
+    """The default destination for answered calls marks the call answered and plays to the caller until
+    the far end hangs up."""
+    base, app = pbx["DIALERD_ARI_URL"], _test_app(pbx)
+    cid = f"lpbx-{uuid.uuid4().hex[:8]}-demo"
+    async with aiohttp.ClientSession(headers=_auth_headers(pbx)) as session:
+        ws = await session.ws_connect(f"{base}/ari/events", params={"app": app})
+        body = {
+            "endpoint": "PJSIP/+14155550100@carrier",  # far end hangs up after ~2 s
+            "app": app,
+            "channelId": cid,
+            "variables": {"CHANNEL(hangup_handler_push)": "dialerd-hh,s,1", "DIALERD_ID": cid},
+        }
+        async with session.post(f"{base}/ari/channels", json=body) as resp:
+            assert resp.status == 200
+        seen: list[str] = []
+        async with asyncio.timeout(15):
+            async for msg in ws:
+                event = json.loads(msg.data)
+                if (event.get("channel") or {}).get("id") != cid:
+                    continue
+                seen.append(event["type"])
+                if event["type"] == "StasisStart":
+                    params = {"context": "dialerd-demo", "extension": "s", "priority": "1"}
+                    async with session.post(f"{base}/ari/channels/{cid}/continue", params=params) as resp:
+                        assert resp.status == 204
+                elif event["type"] == "ChannelDestroyed":
+                    assert event["cause"] == 16
+                    break
+        await ws.close()
+        async with session.get(f"{base}/ari/asterisk/variable", params={"variable": f"DIALERD_RES_{cid}"}) as resp:
+            record = (await resp.json())["value"]
+        async with session.post(f"{base}/ari/asterisk/variable", params={"variable": f"DIALERD_RES_{cid}"}):
+            pass
+    assert seen.index("StasisStart") < seen.index("StasisEnd") < seen.index("ChannelDestroyed")
+    cause, _tech, state, epoch, answered = record.split("|")
+    assert (cause, state) == ("16", "Up")
+    assert 0 <= int(epoch) - int(answered) <= 10, "[dialerd-demo] sets DIALERD_ANSWERED to the answer epoch"
+    astdb = await asyncio.to_thread(pbx_cli, pbx, f"database get dialerd {cid}")
+    await asyncio.to_thread(pbx_cli, pbx, f"database del dialerd {cid}")
+    assert f"Value: {record}" in astdb
+
+
 async def test_qualified_dead_trunk_fails_originate_at_once(pbx: dict[str, str]) -> None:
     base = pbx["DIALERD_ARI_URL"]
     async with aiohttp.ClientSession(headers=_auth_headers(pbx)) as session:
@@ -303,8 +354,20 @@ async def test_qualified_dead_trunk_fails_originate_at_once(pbx: dict[str, str])
             assert (await resp.json())["error"] == "Allocation failed"
 
 
+def _wait_idle(env: dict[str, str], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pbx_channel_count(env) == 0:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def test_outage_helpers_keep_ports_and_credentials(pbx: dict[str, str]) -> None:
     """Runs last: it stops Asterisk, which tears down any call in flight."""
+    if not _wait_idle(pbx, 30):
+        # The PBX is shared by every session on this machine; don't cut another session's calls.
+        pytest.skip("other calls are in flight on the shared local PBX")
     pid = _pid(pbx)
     assert pbx_restart(pbx) == pbx
     assert _pid(pbx) != pid

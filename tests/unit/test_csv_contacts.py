@@ -67,7 +67,7 @@ class _CountingStream(io.BytesIO):
         self.bytes_read += len(chunk)
         return chunk
 
-    def read1(self, size: int = -1) -> bytes:
+    def read1(self, size: int | None = -1) -> bytes:
         chunk = super().read1(size)
         self.bytes_read += len(chunk)
         return chunk
@@ -144,7 +144,7 @@ def test_line_numbers_after_multi_line_records_and_blank_lines() -> None:
         b'+14155550143,"x\n\n\ny"\n'  # 4-7: blank lines inside quotes are field content
         b"\n"  # 8: a real blank line
         b"+14155550144,b\n"  # 9
-        b'"+1415555\n0145",c\n'  # 10-11: a newline inside the phone cell makes it invalid
+        b'"+1415555\n0145",c\n'  # 10-11: a newline inside the phone cell is not a number
         b"+14155550146,d"  # 12, no final newline
     )
     parser, items = parse(data)
@@ -154,7 +154,7 @@ def test_line_numbers_after_multi_line_records_and_blank_lines() -> None:
         (4, "+14155550143"),
         (8, "empty_row"),
         (9, "+14155550144"),
-        (10, "+14155550145"),
+        (10, "not_a_number"),
         (12, "+14155550146"),
     ]
 
@@ -167,9 +167,9 @@ def test_leading_blank_lines_and_sep_line_count_in_line_numbers() -> None:
 
 def test_text_after_a_closing_quote_rejects_only_that_row() -> None:
     items = items_of(b'phone,name\n+14155550142,"Ann" Lee\n+14155550143,Bo\n')
-    assert problem(items[0]).line == 2
-    assert items[0].code == "malformed_row"
-    assert "closing quote" in items[0].reason
+    bad = problem(items[0])
+    assert (bad.line, bad.code) == (2, "malformed_row")
+    assert "closing quote" in bad.reason
     assert summary(items[1:]) == [(3, "+14155550143")]
 
 
@@ -212,7 +212,7 @@ def test_unclosed_quote_in_a_long_file_hits_the_csv_field_limit_and_refuses() ->
 def test_accepted_number_formats(raw: str, region: str | None, e164: str) -> None:
     (item,) = items_of(f"phone,name\n{raw},x\n".encode(), region)
     assert contact(item).phone_e164 == e164
-    assert item.raw == raw
+    assert contact(item).raw == raw
 
 
 def test_fictional_555_01xx_numbers_are_possible_and_accepted() -> None:
@@ -235,7 +235,8 @@ def test_fictional_555_01xx_numbers_are_possible_and_accepted() -> None:
         ("12", "US", "invalid_number", "too short"),
         ("+1 415 555 01429999", None, "invalid_number", "too long"),
         ("+999 1234567", None, "invalid_number", "country calling code"),
-        ("+49 12", None, "invalid_number", "too short"),
+        ("+1 415", None, "invalid_number", "too short"),
+        ("+49 1", None, "invalid_number", "too short"),
         ("(415) 555-0142", None, "missing_region", "national number needs default_region"),
         ("020 7946 0958", None, "missing_region", "national number needs default_region"),
         ("9" * 300, "US", "invalid_number", "too long"),
@@ -243,10 +244,9 @@ def test_fictional_555_01xx_numbers_are_possible_and_accepted() -> None:
 )
 def test_rejected_numbers(raw: str, region: str | None, code: str, reason: str) -> None:
     (item,) = items_of(f"phone,name\n{raw},x\n".encode(), region)
-    assert problem(item).code == code
-    assert reason in item.reason
-    assert item.value == raw[:100]
-    assert item.line == 2
+    bad = problem(item)
+    assert (bad.line, bad.code, bad.value) == (2, code, raw[:100])
+    assert reason in bad.reason
 
 
 def test_duplicates_are_all_returned_dedupe_is_the_stores_job() -> None:
@@ -278,13 +278,16 @@ def test_blank_and_delimiter_only_rows_are_reported_not_dropped() -> None:
         (8, "empty_number"),
         (9, "empty_row"),
     ]
-    assert problem(items[6]).reason == "empty phone"
-    assert items[6].value == ",Bob,"
+    assert (problem(items[6]).reason, problem(items[6]).value) == ("empty phone", ",Bob,")
 
 
 def test_single_final_newline_is_not_a_row_but_each_extra_one_is() -> None:
     assert summary(items_of(b"phone\n+14155550142\n")) == [(2, "+14155550142")]
-    assert summary(items_of(b"phone\n+14155550142\n\n\n")) == [(2, "+14155550142"), (3, "empty_row"), (4, "empty_row")]
+    assert summary(items_of(b"phone\n+14155550142\n\n\n")) == [
+        (2, "+14155550142"),
+        (3, "empty_row"),
+        (4, "empty_row"),
+    ]
 
 
 def test_short_rows_are_padded_and_blank_extra_fields_dropped() -> None:
@@ -295,26 +298,29 @@ def test_short_rows_are_padded_and_blank_extra_fields_dropped() -> None:
 
 def test_rows_with_more_fields_than_the_header_are_rejected() -> None:
     items = items_of(b"phone,name\n+14155550142,Ann,extra,more\n,a,b,c\n")
-    assert problem(items[0]).code == "too_many_fields"
-    assert items[0].reason == "too many fields (4, header has 2)"
-    assert items[0].value == "+14155550142"
-    assert problem(items[1]).value == ",a,b,c"
+    bad = problem(items[0])
+    assert (bad.code, bad.reason, bad.value) == (
+        "too_many_fields",
+        "too many fields (4, header has 2)",
+        "+14155550142",
+    )
+    assert (problem(items[1]).code, problem(items[1]).value) == ("too_many_fields", ",a,b,c")
 
 
 def test_over_long_fields_are_rejected_per_row() -> None:
     data = b"phone,notes\n+14155550142," + b"n" * 51 + b"\n+14155550143,short\n" + b"+1" * 30 + b",x\n"
     items = items_of(data, max_field_chars=50)
-    assert problem(items[0]).code == "field_too_long"
-    assert items[0].reason == "field 'notes' is 51 characters (limit 50)"
+    assert (problem(items[0]).code, problem(items[0]).reason) == (
+        "field_too_long",
+        "field 'notes' is 51 characters (limit 50)",
+    )
     assert contact(items[1]).fields == {"notes": "short"}
-    assert problem(items[2]).code == "field_too_long"
-    assert len(items[2].value) == 60
+    assert (problem(items[2]).code, problem(items[2]).value) == ("field_too_long", "+1" * 30)
 
 
 def test_problem_values_are_truncated_to_100_characters() -> None:
     (item,) = items_of(b"phone\n" + b"x" * 500 + b"\n")
-    assert problem(item).code == "not_a_number"
-    assert item.value == "x" * 100
+    assert (problem(item).code, problem(item).value) == ("not_a_number", "x" * 100)
 
 
 # --- header -------------------------------------------------------------------------------------------------
@@ -340,7 +346,13 @@ def test_preferred_spelling_wins_and_other_phone_columns_stay_fields() -> None:
 def test_header_names_are_trimmed_empty_ones_numbered_duplicates_suffixed() -> None:
     parser, items = parse(b" phone , name ,,name, name_2 ,\n+14155550142,a,b,c,d,e\n")
     assert parser.header == ["phone", "name", "column_3", "name_2", "name_2_2", "column_6"]
-    assert contact(items[0]).fields == {"name": "a", "column_3": "b", "name_2": "c", "name_2_2": "d", "column_6": "e"}
+    assert contact(items[0]).fields == {
+        "name": "a",
+        "column_3": "b",
+        "name_2": "c",
+        "name_2_2": "d",
+        "column_6": "e",
+    }
 
 
 def test_missing_phone_column_names_accepted_spellings_and_found_headers() -> None:
@@ -433,8 +445,8 @@ def test_latin1_in_the_header_is_refused_by_the_constructor() -> None:
 
 
 def test_latin1_mid_file_is_refused_mid_stream_with_its_line() -> None:
-    rows = [b"+1415555%04d,Ann\r\n" % (i % 10_000) for i in range(4997)]  # lines 2-4998
-    rows.insert(100, b'+14155550100,"two\rlines"\r\n')  # a record spanning two lines (lone CR inside)
+    rows = [b"+1415555%04d,Ann\r\n" % (i % 10_000) for i in range(4996)]
+    rows.insert(100, b'+14155550100,"two\rlines"\r\n')  # a record on two lines (a lone CR inside): 2-4999
     data = b"phone,name\r\n" + b"".join(rows) + b"+14155550142,Ren\xe9e\r\n+14155550143,ok\r\n"
     parser = ContactsCsv(io.BytesIO(data), default_region="US")
     batches = parser.batches()

@@ -22,7 +22,7 @@ def _run(pacer: Pacer, start: float, until: float, gaps: Iterator[float] | None 
     ``gaps`` (optional) gives an extra idle time the caller spends after each start before asking again.
     Returns the start times in [start, until).
     """
-    now, starts = start, []
+    now, starts = start, list[float]()
     while True:
         for _ in range(MAX_WAITS_PER_START):
             wait = pacer.delay(now)

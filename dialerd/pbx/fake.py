@@ -1,0 +1,235 @@
+"""An in-memory PBX for fast unit tests of dispatcher logic.
+
+It behaves like the ARI adapter against the local PBX's carrier (``asterisk/conf/extensions.conf``),
+with every duration multiplied by ``time_scale`` so a test runs in milliseconds:
+
+* the outcome per number comes from its last two digits (:func:`carrier_outcome`), or from
+  :meth:`FakePbx.program`;
+* originate is refused while disconnected and for a channel id that is still live (Asterisk's 409);
+* a call answered while disconnected is hung up at once (cause 0, state Up), as Asterisk does when the
+  Stasis app has no websocket; events are not delivered while disconnected, but every end leaves a
+  hangup-handler record for :meth:`FakePbx.lookup`, and the ends missed are reported on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dialerd.pbx.base import (
+    CallEvent,
+    CallEventKind,
+    ChannelLookup,
+    OriginateError,
+    OriginateRequest,
+    PbxSink,
+)
+from dialerd.pbx.tracking import OwnedTasks, now
+
+
+@dataclass(frozen=True)
+class FakeOutcome:
+    """What the far end does. ``ring`` seconds of ringing (0: none), then answer or fail."""
+
+    ring: float = 0.0
+    answer: bool = True
+    talk: float = 2.0  # answered: seconds until the callee hangs up
+    ring_forever: bool = False  # never answers: ends with 19/480 when the ring timeout fires
+    cause: int = 16  # unanswered: Q.850 cause at the end
+    tech_cause: int | None = None  # unanswered: SIP code at the end
+
+
+ANSWER_SHORT = FakeOutcome(talk=2.0)
+ANSWER_LONG = FakeOutcome(talk=20.0)
+BUSY = FakeOutcome(answer=False, cause=17, tech_cause=486)
+RING_FOREVER = FakeOutcome(ring_forever=True, answer=False)
+CONGESTION = FakeOutcome(answer=False, cause=34, tech_cause=503)
+NOT_FOUND = FakeOutcome(answer=False, cause=1, tech_cause=404)
+DECLINE = FakeOutcome(answer=False, cause=21, tech_cause=603)
+RING_THEN_ANSWER = FakeOutcome(ring=3.0, talk=5.0)
+
+_BY_DECADE = {
+    3: ANSWER_LONG,
+    4: BUSY,
+    5: RING_FOREVER,
+    6: CONGESTION,
+    7: NOT_FOUND,
+    8: DECLINE,
+    9: RING_THEN_ANSWER,
+}
+
+
+def carrier_outcome(number: str) -> FakeOutcome:
+    """The local carrier's table: 00-29 answer 2 s, 30-39 answer 20 s, 40 busy, 50 ring forever,
+    60 congestion, 70 not found, 80 decline, 90-99 ring 3 s then answer 5 s (by the last two digits)."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    tens = int(digits[-2]) if len(digits) >= 2 else 0
+    return _BY_DECADE.get(tens, ANSWER_SHORT)
+
+
+@dataclass
+class _Live:
+    request: OriginateRequest
+    state: str = "Down"
+    alerted: bool = False
+    answered: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class FakePbx:
+    """:class:`~dialerd.pbx.base.Pbx` in memory. ``requests`` records every accepted originate."""
+
+    name = "fake"
+
+    def __init__(
+        self,
+        *,
+        time_scale: float = 0.001,
+        outcomes: Mapping[str, FakeOutcome] | None = None,
+        connected: bool = True,
+    ) -> None:
+        self.time_scale = time_scale
+        self.requests: list[OriginateRequest] = []
+        self.peak_channels = 0
+        self._outcomes = dict(outcomes or {})
+        self._connected = connected
+        self._sink: PbxSink | None = None
+        self._live: dict[str, _Live] = {}
+        self._records: dict[str, CallEvent] = {}  # what the hangup handler would have stored
+        self._missed: list[CallEvent] = []  # ends that happened while disconnected
+        self._fail_next: list[OriginateError] = []
+        self._names = itertools.count(1)
+        self._tasks = OwnedTasks()
+        self._up: asyncio.Event | None = None
+
+    # -- test controls --------------------------------------------------------------------------
+
+    def program(self, number: str, outcome: FakeOutcome) -> None:
+        """Make calls to ``number`` behave as ``outcome`` instead of the carrier table."""
+        self._outcomes[number] = outcome
+
+    def fail_next(self, error: OriginateError) -> None:
+        """Make the next originate raise ``error`` (queued; one error per call)."""
+        self._fail_next.append(error)
+
+    def set_connected(self, up: bool) -> None:
+        """Drop or restore the event connection; on restore, report the ends missed meanwhile."""
+        if up == self._connected:
+            return
+        self._connected = up
+        if self._up is not None:
+            (self._up.set if up else self._up.clear)()
+        if self._sink is not None:
+            self._sink.connection_changed(up)
+        if up:
+            missed, self._missed = self._missed, []
+            for event in missed:
+                self._emit(event)
+
+    @property
+    def live_ids(self) -> frozenset[str]:
+        return frozenset(self._live)
+
+    # -- the Pbx port ---------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def start(self, sink: PbxSink) -> None:
+        self._sink = sink
+        self._up = asyncio.Event()
+        if self._connected:
+            self._up.set()
+            sink.connection_changed(True)
+
+    async def wait_connected(self) -> None:
+        """Return once connected (wrap in ``asyncio.timeout``). Call after :meth:`start`."""
+        if self._up is None:
+            raise RuntimeError("start() first")
+        await self._up.wait()
+
+    async def close(self) -> None:
+        await self._tasks.cancel_all()
+
+    async def originate(self, request: OriginateRequest) -> str:
+        await asyncio.sleep(0)  # a real originate always yields
+        if self._fail_next:
+            raise self._fail_next.pop(0)
+        if not self._connected:
+            raise OriginateError("fake PBX is disconnected; not originating")
+        if request.channel_id in self._live:
+            raise OriginateError("HTTP 409: Channel with given unique ID already exists")
+        self.requests.append(request)
+        call = self._live[request.channel_id] = _Live(request)
+        self.peak_channels = max(self.peak_channels, len(self._live))
+        outcome = self._outcomes.get(request.number) or carrier_outcome(request.number)
+        self._tasks.spawn(self._play(call, outcome), f"fake-call-{request.channel_id}")
+        return f"PJSIP/carrier-{next(self._names):08x}"
+
+    async def lookup(self, channel_id: str) -> ChannelLookup:
+        live = self._live.get(channel_id)
+        if live is not None:
+            return ChannelLookup(channel_id, live=True, answered=live.state == "Up")
+        return ChannelLookup(channel_id, live=False, ended=self._records.get(channel_id))
+
+    async def forget(self, channel_id: str) -> None:
+        self._records.pop(channel_id, None)
+
+    async def count_channels(self) -> int:
+        return len(self._live)
+
+    # -- the far end ----------------------------------------------------------------------------
+
+    async def _play(self, call: _Live, outcome: FakeOutcome) -> None:
+        timeout = float(call.request.ring_timeout)
+        if outcome.ring_forever or outcome.ring > 0:
+            call.state, call.alerted = "Ringing", True
+            self._event(call, CallEventKind.PROGRESS)
+        if outcome.ring_forever or outcome.ring >= timeout:
+            await self._sleep(timeout)
+            self._end(call, cause=19, tech_cause=480)
+            return
+        await self._sleep(outcome.ring)
+        if not outcome.answer:
+            self._end(call, cause=outcome.cause, tech_cause=outcome.tech_cause)
+            return
+        call.state, call.answered = "Up", True
+        if not self._connected:
+            self._end(call, cause=0, tech_cause=None)  # "Stasis app not active": hung up at once
+            return
+        self._event(call, CallEventKind.ANSWERED)
+        await self._sleep(outcome.talk)
+        self._end(call, cause=16, tech_cause=None)
+
+    def _end(self, call: _Live, *, cause: int, tech_cause: int | None) -> None:
+        cid = call.request.channel_id
+        del self._live[cid]
+        ended = CallEvent(
+            cid,
+            CallEventKind.ENDED,
+            now(),
+            cause=cause,
+            tech_cause=tech_cause,
+            state=call.state,
+            answered=call.answered,
+            alerted=call.alerted,
+        )
+        self._records[cid] = ended
+        if self._connected:
+            self._emit(ended)
+        else:
+            self._missed.append(ended)
+
+    def _event(self, call: _Live, kind: CallEventKind) -> None:
+        if self._connected:
+            self._emit(CallEvent(call.request.channel_id, kind, now()))
+
+    def _emit(self, event: CallEvent) -> None:
+        if self._sink is not None:
+            self._sink.call_event(event)
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds * self.time_scale)

@@ -1,0 +1,113 @@
+"""Bookkeeping both adapters share: the channels they follow, once-only events, and owned side tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from dialerd.pbx.base import CallEvent, CallEventKind, PbxSink
+
+log = logging.getLogger("dialerd.pbx")
+
+_REMEMBER_ENDED = 4096  # ids whose end was reported; bounds duplicate suppression, not correctness
+
+
+@dataclass
+class TrackedCall:
+    """What an adapter has seen of one originated channel."""
+
+    alerted: bool = False
+    answered: bool = False
+    pending: bool = False  # the originate request itself is still in flight
+    # originate raised OriginateError(maybe_dialled=True): the caller reconciles it with lookup(); the
+    # adapter reports it only if the channel shows up.
+    uncertain: bool = False
+
+
+CallT = TypeVar("CallT", bound=TrackedCall)
+
+
+class CallTracker(Generic[CallT]):
+    """Channel id -> call state, and the sink. Reports PROGRESS, ANSWERED and ENDED at most once each."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CallT] = {}
+        self.sink: PbxSink | None = None
+        self._ended: OrderedDict[str, None] = OrderedDict()
+
+    def follow(self, cid: str, call: CallT) -> CallT:
+        """Start following ``cid`` (an id may be reused once its channel is gone)."""
+        self._ended.pop(cid, None)
+        self.calls[cid] = call
+        return call
+
+    def was_ended(self, cid: str) -> bool:
+        return cid in self._ended
+
+    def progress(self, cid: str, call: CallT, at: datetime | None = None) -> None:
+        if not call.alerted:
+            call.alerted = True
+            self.emit(CallEvent(cid, CallEventKind.PROGRESS, at or now()))
+
+    def answer(self, cid: str, call: CallT, at: datetime | None = None) -> bool:
+        """Report the answer; False if it had been reported already."""
+        if call.answered:
+            return False
+        call.answered = True
+        self.emit(CallEvent(cid, CallEventKind.ANSWERED, at or now()))
+        return True
+
+    def end(self, event: CallEvent) -> None:
+        """Stop following the channel and report its end, unless that was done before."""
+        self.calls.pop(event.channel_id, None)
+        if self.mark_ended(event.channel_id):
+            self.emit(event)
+
+    def mark_ended(self, cid: str) -> bool:
+        """Remember that ``cid`` ended; False when it was known already."""
+        self.calls.pop(cid, None)
+        if cid in self._ended:
+            return False
+        self._ended[cid] = None
+        if len(self._ended) > _REMEMBER_ENDED:
+            self._ended.popitem(last=False)
+        return True
+
+    def emit(self, event: CallEvent) -> None:
+        if self.sink is not None:
+            self.sink.call_event(event)
+
+
+class OwnedTasks:
+    """Named side tasks with a reference kept until they finish; a crash is logged with the task name."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "task %s crashed", task.get_name(), exc_info=task.exception(), extra={"action": "task_crashed"}
+            )
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def now() -> datetime:
+    """The time stamp for events the PBX does not date itself."""
+    return datetime.now(tz=UTC)

@@ -1,0 +1,314 @@
+"""load_settings: the layers, the errors that name the key, and config/dialerd.toml documenting every key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dialerd.errors import ConfigError
+from dialerd.settings import SECRET_KEYS, Settings, load_settings
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "dialerd.toml"
+SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "sse", "shutdown", "log")
+# In config/dialerd.toml every non-secret key is documented as a commented-out line `# key = <default>`
+# (a TOML value), directly under at least one line of prose comment, inside its `[section]`.
+KEY_LINE = re.compile(r"^# ([a-z][a-z0-9_]*) = (.+)$")
+SECTION_LINE = re.compile(r"^\[([a-z]+)\]$")
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "dialerd.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _config_error(*args: Any, **kwargs: Any) -> ConfigError:
+    kwargs.setdefault("env", {})
+    with pytest.raises(ConfigError) as info:
+        load_settings(*args, **kwargs)
+    return info.value
+
+
+def _split(name: str) -> tuple[str, str]:
+    section, _, key = name.partition("_")
+    return section, key
+
+
+def _names_key(message: str, name: str) -> bool:
+    """Whether an error message names the setting, as `section_key` or as `section.key`."""
+    section, key = _split(name)
+    return name in message or f"{section}.{key}" in message
+
+
+# ---- layers --------------------------------------------------------------------------------------
+
+
+def test_defaults_without_file_env_or_flags() -> None:
+    settings = load_settings(None, env={})
+    assert settings == Settings()
+    assert (settings.server_host, settings.server_port) == ("127.0.0.1", 8080)
+    assert settings.database_url == "sqlite+aiosqlite:///dialerd.db"
+    assert (settings.ari_password, settings.ami_secret) == ("", "")
+
+
+def test_settings_fields_follow_the_section_naming() -> None:
+    assert {_split(f.name)[0] for f in dataclasses.fields(Settings)} == set(SECTIONS)
+
+
+def test_file_overrides_defaults(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[server]\nport = 9000\nmax_upload_mb = 2\n[log]\nlevel = "debug"\n')
+    settings = load_settings(path, env={})
+    assert settings.server_port == 9000
+    assert settings.server_max_upload_mb == 2.0
+    assert isinstance(settings.server_max_upload_mb, float)
+    assert settings.log_level == "debug"
+    assert settings.server_host == Settings().server_host
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[server]\nport = 9000\nhost = "0.0.0.0"\n')
+    env = {"DIALERD_SERVER_PORT": "9100", "DIALERD_SSE_SNAPSHOT_INTERVAL": "0.5"}
+    settings = load_settings(path, env=env)
+    assert settings.server_port == 9100
+    assert settings.sse_snapshot_interval == 0.5
+    assert settings.server_host == "0.0.0.0"
+
+
+def test_flags_override_env(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[server]\nport = 9000\n")
+    env = {"DIALERD_SERVER_PORT": "9100", "DIALERD_DATABASE_URL": "sqlite+aiosqlite:///env.db"}
+    settings = load_settings(path, env=env, overrides={"server_port": 9200, "database_url": None})
+    assert settings.server_port == 9200
+    assert settings.database_url == "sqlite+aiosqlite:///env.db", "a flag left unset (None) must not override"
+
+
+def test_unrelated_environment_is_ignored() -> None:
+    settings = load_settings(None, env={"DIALERD_NO_SUCH_THING": "1", "SERVER_PORT": "1", "PATH": "/bin"})
+    assert settings == Settings()
+
+
+def test_secrets_come_from_the_environment() -> None:
+    settings = load_settings(None, env={"DIALERD_ARI_PASSWORD": "s3cret", "DIALERD_AMI_SECRET": "t0ps3cret"})
+    assert (settings.ari_password, settings.ami_secret) == ("s3cret", "t0ps3cret")
+
+
+# ---- errors name the key -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("DIALERD_SERVER_PORT", "abc"), ("DIALERD_DIALER_RING_TIMEOUT", "12.5"), ("DIALERD_SSE_QUEUE_SIZE", "")],
+)
+def test_bad_int_in_env_names_the_variable(var: str, value: str) -> None:
+    error = _config_error(None, env={var: value})
+    assert var in error.message
+    assert repr(value) in error.message
+
+
+def test_bad_float_in_env_names_the_variable() -> None:
+    error = _config_error(None, env={"DIALERD_SHUTDOWN_GRACE_PERIOD": "a minute"})
+    assert "DIALERD_SHUTDOWN_GRACE_PERIOD" in error.message
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    error = _config_error(_toml(tmp_path, "[sever]\nport = 1\n"))
+    assert "sever" in error.message
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    error = _config_error(_toml(tmp_path, "[server]\nprot = 8081\n"))
+    assert "server.prot" in error.message
+
+
+def test_top_level_key_outside_a_section_is_refused(tmp_path: Path) -> None:
+    error = _config_error(_toml(tmp_path, "port = 8081\n"))
+    assert "port" in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ('[server]\nport = "eighty"\n', "server.port"),
+        ("[server]\nport = true\n", "server.port"),
+        ("[server]\nport = 80.5\n", "server.port"),
+        ("[database]\nurl = 5\n", "database.url"),
+        ('[sse]\nsnapshot_interval = "fast"\n', "sse.snapshot_interval"),
+    ],
+)
+def test_wrong_type_in_file_is_named(tmp_path: Path, text: str, name: str) -> None:
+    error = _config_error(_toml(tmp_path, text))
+    assert name in error.message
+
+
+@pytest.mark.parametrize(("section", "key"), [("ari", "password"), ("ami", "secret")])
+def test_secret_in_file_is_refused(tmp_path: Path, section: str, key: str) -> None:
+    error = _config_error(_toml(tmp_path, f'[{section}]\n{key} = "hunter2"\n'))
+    assert f"{section}.{key}" in error.message
+    assert f"DIALERD_{section.upper()}_{key.upper()}" in error.message, "say where the secret belongs"
+    assert "hunter2" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("[server]\nport = 70000\n", "server_port"),
+        ("[server]\nport = -1\n", "server_port"),
+        ("[dialer]\nring_timeout = 1\n", "dialer_ring_timeout"),
+        ("[dialer]\nring_timeout = 301\n", "dialer_ring_timeout"),
+        ("[ami]\nport = 0\n", "ami_port"),
+        ("[sse]\nqueue_size = 9\n", "sse_queue_size"),
+        ("[shutdown]\ngrace_period = -1\n", "shutdown_grace_period"),
+        ('[log]\nlevel = "loud"\n', "log_level"),
+        ('[pbx]\ndriver = "sip"\n', "pbx_driver"),
+        ('[pbx]\nendpoint = "PJSIP/carrier"\n', "pbx_endpoint"),
+    ],
+)
+def test_out_of_range_in_file_is_named(tmp_path: Path, text: str, name: str) -> None:
+    error = _config_error(_toml(tmp_path, text))
+    assert _names_key(error.message, name), error.message
+
+
+def test_out_of_range_in_env_is_named() -> None:
+    error = _config_error(None, env={"DIALERD_SERVER_PORT": "70000"})
+    assert _names_key(error.message, "server_port"), error.message
+
+
+@pytest.mark.parametrize("var", ["DIALERD_SSE_SNAPSHOT_INTERVAL", "DIALERD_SERVER_MAX_UPLOAD_MB"])
+def test_nan_is_not_a_valid_number(var: str) -> None:
+    # NaN compares false with every bound, so a range check written as `v < lo` lets it through.
+    name = var.removeprefix("DIALERD_").lower()
+    try:
+        settings = load_settings(None, env={var: "nan"})
+    except ConfigError as exc:
+        assert _names_key(exc.message, name) or var in exc.message, exc.message
+    else:
+        pytest.fail(f"{var}=nan was accepted as {name}={getattr(settings, name)!r}")
+
+
+def test_range_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[server]\nport = 65535\n[dialer]\nring_timeout = 5\n[sse]\nqueue_size = 10\n")
+    settings = load_settings(path, env={})
+    assert (settings.server_port, settings.dialer_ring_timeout, settings.sse_queue_size) == (65535, 5, 10)
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[server\nport = = 1\n")
+    error = _config_error(path)
+    assert str(path) in error.message
+    assert "TOML" in error.message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.toml"
+    error = _config_error(path)
+    assert str(path) in error.message
+
+
+# ---- redaction -----------------------------------------------------------------------------------
+
+
+def test_redacted_masks_secrets_and_keeps_the_rest() -> None:
+    settings = load_settings(None, env={"DIALERD_ARI_PASSWORD": "s3cret", "DIALERD_AMI_SECRET": "t0ps3cret"})
+    out = settings.redacted()
+    assert out["ari_password"] == "***"
+    assert out["ami_secret"] == "***"
+    assert "s3cret" not in json.dumps(out)
+    public = {k: v for k, v in out.items() if k not in SECRET_KEYS}
+    assert public == {k: v for k, v in dataclasses.asdict(settings).items() if k not in SECRET_KEYS}
+
+
+def test_redacted_shows_an_unset_secret_as_empty() -> None:
+    out = Settings().redacted()
+    assert (out["ari_password"], out["ami_secret"]) == ("", "")
+
+
+def test_secret_keys_are_the_two_pbx_secrets() -> None:
+    assert {"ari_password", "ami_secret"} == SECRET_KEYS
+
+
+# ---- config/dialerd.toml documents every setting -------------------------------------------------
+
+
+def _documented() -> tuple[dict[str, dict[str, str]], dict[str, str], list[str]]:
+    """Parse config/dialerd.toml: ({section: {key: value text}}, {section: section text}, problems)."""
+    keys: dict[str, dict[str, str]] = {}
+    text: dict[str, str] = {}
+    problems: list[str] = []
+    section: str | None = None
+    previous = ""
+    for number, line in enumerate(CONFIG.read_text(encoding="utf-8").splitlines(), start=1):
+        if match := SECTION_LINE.match(line):
+            section = match[1]
+            keys.setdefault(section, {})
+            text.setdefault(section, "")
+        elif match := KEY_LINE.match(line):
+            key, value = match[1], match[2]
+            if section is None:
+                problems.append(f"line {number}: {key} before any section")
+            elif key in keys[section]:
+                problems.append(f"line {number}: {section}.{key} documented twice")
+            else:
+                keys[section][key] = value
+            if not previous.startswith("#") or KEY_LINE.match(previous):
+                problems.append(f"line {number}: {key} has no explanation comment directly above it")
+        elif section is not None:
+            text[section] += line + "\n"
+        previous = line
+    return keys, text, problems
+
+
+def test_config_file_loads_to_exactly_the_defaults() -> None:
+    assert load_settings(CONFIG, env={}) == Settings()
+
+
+def test_config_file_sets_nothing_and_lists_every_section_in_order() -> None:
+    doc = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
+    assert doc == {section: {} for section in SECTIONS}, "keys stay commented out; sections stay present"
+    assert list(doc) == list(SECTIONS)
+
+
+def test_config_file_documents_every_setting_with_its_default() -> None:
+    keys, _, problems = _documented()
+    assert problems == []
+    for f in dataclasses.fields(Settings):
+        section, key = _split(f.name)
+        if f.name in SECRET_KEYS:
+            continue
+        assert key in keys.get(section, {}), f"{section}.{key} is not documented as '# {key} = ...'"
+        value = tomllib.loads(f"v = {keys[section][key]}")["v"]
+        assert value == f.default, f"{section}.{key}: documented {value!r}, default {f.default!r}"
+        assert type(value) is type(f.default), f"{section}.{key}: documented as {type(value).__name__}"
+
+
+def test_config_file_documents_no_unknown_key() -> None:
+    keys, _, _ = _documented()
+    known = {_split(f.name) for f in dataclasses.fields(Settings) if f.name not in SECRET_KEYS}
+    documented = {(section, key) for section, entries in keys.items() for key in entries}
+    assert documented - known == set()
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_KEYS))
+def test_config_file_tells_where_secrets_go_without_a_key_line(name: str) -> None:
+    keys, text, _ = _documented()
+    section, key = _split(name)
+    assert key not in keys[section], f"{section}.{key} must not appear as a key line, even commented out"
+    assert f"DIALERD_{name.upper()}" in text[section]
+    assert "EnvironmentFile" in CONFIG.read_text(encoding="utf-8")
+
+
+def test_config_file_with_every_key_uncommented_still_gives_the_defaults(tmp_path: Path) -> None:
+    lines = CONFIG.read_text(encoding="utf-8").splitlines()
+    uncommented = "\n".join(line[2:] if KEY_LINE.match(line) else line for line in lines)
+    assert load_settings(_toml(tmp_path, uncommented), env={}) == Settings()
+
+
+def test_config_file_explains_database_url_forms() -> None:
+    _, text, _ = _documented()
+    assert "sqlite+aiosqlite:///" in text["database"]
+    assert "postgresql+asyncpg://" in text["database"]
