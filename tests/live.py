@@ -135,6 +135,7 @@ class AsteriskWatch:
     interval: float = 0.05
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel id -> info
     max_concurrent: dict[str, int] = field(default_factory=dict)  # campaign -> peak
+    live: dict[str, int] = field(default_factory=dict)  # campaign -> channels at the last poll
     max_by_tenant_group: dict[frozenset[str], int] = field(default_factory=dict)
     groups: list[frozenset[str]] = field(default_factory=list)
     polls: int = 0
@@ -150,6 +151,8 @@ class AsteriskWatch:
         async with aiohttp.ClientSession(headers=self.auth) as session:
             while True:
                 async with session.get(f"{self.url}/ari/channels") as resp:
+                    # A failed poll means Asterisk itself is in trouble: the test must not go on blind.
+                    assert resp.status == 200, f"GET /ari/channels answered {resp.status}"
                     channels = await resp.json()
                 self.polls += 1
                 now: dict[str, int] = {}
@@ -161,6 +164,7 @@ class AsteriskWatch:
                     info = self.seen.setdefault(ch["id"], {"campaign": campaign, "created": ch["creationtime"],
                                                            "number": (ch.get("dialplan") or {}).get("exten")})
                     info["last_state"] = ch["state"]
+                self.live = now
                 for campaign, n in now.items():
                     self.max_concurrent[campaign] = max(self.max_concurrent.get(campaign, 0), n)
                 for group in self.groups:

@@ -91,7 +91,6 @@ _E164 = PhoneNumberFormat.E164
 _POSSIBLE = ValidationResult.IS_POSSIBLE
 _parse = phonenumbers.parse
 _format = phonenumbers.format_number
-_possible = phonenumbers.is_possible_number_with_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,10 +464,11 @@ def _parse_phone(raw: str, region: str | None) -> str | tuple[str, str]:
     """E.164 for a dialable ``raw`` number, else ``(code, reason)``."""
     number: PhoneNumber | None = None
     failure: NumberParseException | None = None
-    verdict: int = -1
+    e164, verdict = "", -1
     try:
         number = _parse(raw, region)
-        verdict = _possible(number)
+        e164 = _format(number, _E164)
+        verdict = _length_verdict(number.country_code or 0, len(e164))
     except NumberParseException as exc:
         failure = exc
     if verdict != _POSSIBLE and raw.startswith("00"):
@@ -479,8 +479,9 @@ def _parse_phone(raw: str, region: str | None) -> str | tuple[str, str]:
         except NumberParseException:
             pass
         else:
-            if _possible(alternative) == _POSSIBLE:
-                number, verdict = alternative, _POSSIBLE
+            alternative_e164 = _format(alternative, _E164)
+            if _length_verdict(alternative.country_code or 0, len(alternative_e164)) == _POSSIBLE:
+                number, e164, verdict = alternative, alternative_e164, _POSSIBLE
     letters = _LETTER.search(raw) is not None
     if number is None:
         assert failure is not None
@@ -490,8 +491,20 @@ def _parse_phone(raw: str, region: str | None) -> str | tuple[str, str]:
     if letters:
         return "not_a_number", _letters_reason(raw)
     if verdict == _POSSIBLE:
-        return _format(number, _E164)
+        return e164
     return "invalid_number", _impossible_reason(verdict, number.country_code or 0)
+
+
+@lru_cache(maxsize=4096)
+def _length_verdict(country_code: int, e164_length: int) -> int:
+    """``is_possible_number_with_reason`` for every number with this country code and E.164 length.
+
+    libphonenumber's answer depends only on the country code and the count of national digits, so one
+    probe per pair stands for all numbers; this saves its per-row region and metadata lookups.
+    """
+    digits = max(e164_length - 1 - len(str(country_code)), 1)
+    probe = PhoneNumber(country_code=country_code, national_number=int("1" * digits))
+    return phonenumbers.is_possible_number_with_reason(probe)
 
 
 def _parse_failure(raw: str, region: str | None, exc: NumberParseException, letters: bool) -> tuple[str, str]:

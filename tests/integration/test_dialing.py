@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +109,144 @@ async def test_caps_hold_from_asterisks_side(tmp_path: Path) -> None:
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert min(gaps) > 1.5, gaps
     assert max_in_window(times) >= 28
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+async def _wait_asterisk(watch: AsteriskWatch, cid: str, live: int, timeout: float = 30.0) -> None:
+    """Wait until Asterisk shows exactly ``live`` channels of the campaign."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if watch.live.get(cid, 0) == live:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"Asterisk never showed {live} live channels for {cid}: {watch.live}")
+
+
+async def test_pause_resume_stop_mid_run(tmp_path: Path) -> None:
+    async with live_api(tmp_path) as api:
+        cid = await create(api, numbers([30 + i % 10 for i in range(12)]), max_concurrent_calls=3)
+        watch = AsteriskWatch.from_env()
+        watch.start()
+        try:
+            await start(api, cid)
+            await _wait_asterisk(watch, cid, 3)
+
+            status, body = await api.call("POST", f"/api/v1/campaigns/{cid}/pause")
+            assert status == 200 and body["status"] == "paused"
+            paused_at = time.time()
+            assert body["contacts"]["pending"] == 9
+            # In-flight calls finish naturally (20 s), nothing new is dialled meanwhile.
+            await _wait_asterisk(watch, cid, 0, timeout=40)
+            await asyncio.sleep(2)
+            starts = watch.start_times(cid)
+            assert len(starts) == 3 and max(starts) < paused_at
+            _, body = await api.call("GET", f"/api/v1/campaigns/{cid}")
+            assert body["contacts"]["completed"] == 3 and body["contacts"]["pending"] == 9
+            assert body["status"] == "paused"
+
+            status, body = await api.call("POST", f"/api/v1/campaigns/{cid}/resume")
+            assert status == 200 and body["status"] == "running"
+            await _wait_asterisk(watch, cid, 3)
+
+            status, body = await api.call("POST", f"/api/v1/campaigns/{cid}/stop")
+            stopped_at = time.time()
+            assert status == 200 and body["status"] == "completed"
+            assert body["contacts"]["cancelled"] == 6 and body["contacts"]["pending"] == 0
+            # The three calls in flight are not torn down: they end on their own and complete.
+            await _wait_asterisk(watch, cid, 0, timeout=40)
+            await asyncio.sleep(1)
+        finally:
+            await watch.stop()
+        starts = watch.start_times(cid)
+        assert len(starts) == 6 and max(starts) < stopped_at
+        contacts = await all_contacts(api, cid)
+        by_status: dict[str, int] = {}
+        for c in contacts:
+            by_status[c["status"]] = by_status.get(c["status"], 0) + 1
+        assert by_status == {"completed": 6, "cancelled": 6}
+        assert all(c["attempts"] == (1 if c["status"] == "completed" else 0) for c in contacts)
+
+
+async def test_retries_after_delay_only_for_retryable_reasons(tmp_path: Path) -> None:
+    async with live_api(tmp_path) as api:
+        # busy and congestion are retried (twice), not found and declined never.
+        cid = await create(api, numbers([44, 66, 77, 88]), max_concurrent_calls=4, retries_per_contact=2,
+                           retry_delay_seconds=60)
+        sse = asyncio.create_task(read_sse(api, cid, max_seconds=400))
+        await start(api, cid)
+        await wait_status(api, cid, "completed", timeout=240)
+        events = await asyncio.wait_for(sse, 30)
+        contacts = {int(c["phone_number"][-2:]): c for c in await all_contacts(api, cid)}
+    attempts = {k: c["attempts"] for k, c in contacts.items()}
+    assert attempts == {44: 3, 66: 3, 77: 1, 88: 1}
+    assert {k: (c["status"], c["failure_reason"]) for k, c in contacts.items()} == {
+        44: ("failed", "busy"), 66: ("failed", "congestion"), 77: ("failed", "invalid_number"),
+        88: ("failed", "rejected"),
+    }
+    for suffix in (44, 66):
+        trail = [e.data for e in events if e.data and e.data.get("phone_number", "").endswith(f"01{suffix}")]
+        assert [d["status"] for d in trail] == ["originated", "pending", "originated", "pending", "originated",
+                                                "failed"]
+        originated = [_epoch(d["at"]) for d in trail if d["status"] == "originated"]
+        ended = [_epoch(d["at"]) for d in trail if d["status"] in ("pending", "failed")]
+        # Each retry starts no sooner than retry_delay_seconds after the previous attempt ended.
+        assert originated[1] - ended[0] >= 60 and originated[2] - ended[1] >= 60
+        assert originated[1] - ended[0] < 70 and originated[2] - ended[1] < 70
+        assert [d["attempt"] for d in trail if d["status"] == "originated"] == [1, 2, 3]
+
+
+async def test_sse_sees_everything_in_order_and_resumes(tmp_path: Path) -> None:
+    async with live_api(tmp_path, sse_heartbeat_interval=1.0, sse_snapshot_interval=0.5) as api:
+        cid = await create(api, numbers([1, 2, 44, 66, 77, 88, 90, 3, 4, 5]), max_concurrent_calls=3)
+        full = asyncio.create_task(read_sse(api, cid))
+        await asyncio.sleep(0.3)
+        await start(api, cid)
+        # A client that reads five events, goes away, and comes back with Last-Event-ID.
+        first = await read_sse(api, cid, stop_after=5)
+        resume_from = [e for e in first if e.id][-1].id
+        await asyncio.sleep(2)
+        second = await read_sse(api, cid, last_event_id=resume_from)
+        everything = await asyncio.wait_for(full, 120)
+        contacts = await all_contacts(api, cid)
+
+    ids = [int(e.id) for e in everything if e.id and e.event not in (None, "end")]
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
+    named = [e for e in everything if e.event not in (None, "end") and e.data]
+    # Every transition of every contact, in a valid order, ending where the database says.
+    per_contact: dict[int, list[str]] = {}
+    for e in named:
+        if e.event != "campaign":
+            per_contact.setdefault(e.data["contact_id"], []).append(e.event)  # type: ignore[index]
+    assert len(per_contact) == 10
+    for c in contacts:
+        trail = per_contact[c["id"]]
+        assert trail[-1] == c["status"]
+        assert trail in (["originated", "connected", "completed"], ["originated", "failed"]), trail
+    assert [e.data["status"] for e in named if e.event == "campaign"] == ["running", "completed"]  # type: ignore[index]
+    snapshots = [e.data for e in everything if e.event is None and e.data]
+    assert len(snapshots) >= 3 and all(s["type"] == "snapshot" for s in snapshots)
+    assert snapshots[-1]["contacts"]["total"] == 10
+    assert any(e.comment == "heartbeat" for e in everything)
+    assert everything[-1].event == "end" and everything[-1].data["status"] == "completed"  # type: ignore[index]
+    # The reconnecting client missed nothing: its two halves are exactly the full stream.
+    def transitions(evts: list[Any]) -> list[tuple[str, str]]:
+        return [(e.id, e.event) for e in evts if e.id and e.event not in (None, "end")]
+
+    joined = transitions(first) + transitions(second)
+    assert joined == transitions(everything)
+
+
+async def test_scheduled_campaign_starts_at_its_time(tmp_path: Path) -> None:
+    async with live_api(tmp_path) as api:
+        at = datetime.now(UTC) + timedelta(seconds=4)
+        cid = await create(api, numbers([1, 2]), scheduled_at=at.isoformat().replace("+00:00", "Z"))
+        _, body = await api.call("GET", f"/api/v1/campaigns/{cid}")
+        assert body["status"] == "scheduled" and body["contacts"]["pending"] == 2
+        final = await wait_status(api, cid, "completed", timeout=60)
+    assert _epoch(final["started_at"]) >= at.timestamp() - 0.01
+    assert _epoch(final["started_at"]) < at.timestamp() + 3
+    assert final["contacts"]["completed"] == 2
