@@ -1,29 +1,23 @@
-"""The AMI adapter: the same :class:`~dialerd.pbx.base.Pbx` port on panoramisk.
+"""The AMI adapter: the same :class:`~dialerd.pbx.base.Pbx` port on panoramisk (via :mod:`ami_client`).
 
 Flow per attempt: ``Originate`` (Async, ChannelId = attempt id) -> ``Newchannel`` (originate returns the
 channel name) -> ``DialState RINGING/PROGRESS`` or ``Newstate Ringing`` (PROGRESS) -> ``Newstate Up``
 (ANSWERED; Asterisk itself continues into the destination) -> ``Hangup`` (ENDED with Cause/TechCause).
 
-Measured panoramisk traps this works around (``shared/asterisk.md``): an action in flight when the
-connection drops never resolves and is re-sent after reconnect (so every action here is forgettable and
-under a timeout), and its ping never notices a dead connection (so a watchdog pings under a timeout and
-aborts the transport). ``OriginateResponse`` says Failure with Reason 0 for every failure; the cause only
-comes with ``Hangup``. When no channel was ever created (unknown endpoint, trunk down, duplicate live id)
-no Hangup follows: :meth:`AmiPbx.originate` then raises, like ARI's HTTP 500/409.
+``OriginateResponse`` says Failure with Reason 0 for every failure; the cause only comes with ``Hangup``
+(which may arrive before or after it). When no channel was ever created (unknown endpoint, trunk down,
+duplicate live id) no Hangup follows: :meth:`AmiPbx.originate` then raises, like ARI's HTTP 500/409.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from panoramisk import Manager
-from panoramisk.actions import Action
-
 from dialerd.domain.causes import parse_cause, parse_tech_cause
+from dialerd.pbx.ami_client import AmiClient, AmiTimeout
 from dialerd.pbx.base import (
     CallEvent,
     CallEventKind,
@@ -33,28 +27,16 @@ from dialerd.pbx.base import (
     OriginateRequest,
     PbxSink,
 )
-from dialerd.pbx.errors import PbxError, PbxRequestError
+from dialerd.pbx.errors import PbxError
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
 from dialerd.pbx.tracking import CallTracker, OwnedTasks, TrackedCall, now
 
 log = logging.getLogger("dialerd.pbx.ami")
 
 EVENTS = ("Newchannel", "Newstate", "DialState", "Hangup", "OriginateResponse")
-# Server-side filter (AMI ``Filter`` action): everything else (VarSet, Newexten...) never crosses the wire.
+# Server-side filter (AMI ``Filter`` action): VarSet, Newexten and the like never cross the wire.
 EVENT_FILTER = "Event: (" + "|".join(EVENTS) + ")"
-ACTIONS = ("ping", "login", "logoff", "originate", "filter", "coreshowchannels", "dbget", "dbdel", "getvar")
-_NO_CHANNEL_GRACE_S = 0.25  # Newchannel (via stasis) can trail a fast OriginateResponse (direct)
-
-
-class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
-    """panoramisk's Manager, minus reconnecting after :meth:`AmiPbx.close`."""
-
-    closing = False
-
-    def connect(self, *args: Any, **kwargs: Any) -> Any:
-        if self.closing:
-            return None
-        return super().connect(*args, **kwargs)
+_NO_CHANNEL_GRACE_S = 0.25  # Newchannel (via stasis) can trail a fast OriginateResponse (sent directly)
 
 
 @dataclass
@@ -82,24 +64,17 @@ class AmiPbx:
         ping_interval: float = 5.0,
         reconnect_delay: int = 1,
     ) -> None:
+        """``ping_interval``: watchdog period; ``reconnect_delay``: panoramisk's fixed retry delay (s)."""
         self.endpoint_template = endpoint_template
-        self._config: dict[str, Any] = {
-            "host": host,
-            "port": int(port),
-            "username": user,
-            "secret": secret,
-            "events": "call",  # call-class events only; the Filter below narrows further
-            "reconnect_timeout": reconnect_delay,
-            "ping_delay": 86400,  # panoramisk's own ping cannot detect a dead peer; the watchdog does
-            "ping_interval": 86400,
-            "forgetable_actions": ACTIONS,  # never re-send an Originate after a reconnect
-            "log": logging.getLogger("dialerd.pbx.ami.panoramisk"),
-        }
-        self._timeout = action_timeout
-        self._ping_interval = ping_interval
-        self._manager: _Manager | None = None
-        self._connected = False
-        self._logins = 0
+        self.client = AmiClient(
+            host,
+            port,
+            user,
+            secret,
+            action_timeout=action_timeout,
+            ping_interval=ping_interval,
+            reconnect_delay=reconnect_delay,
+        )
         self._up: asyncio.Event | None = None
         self._track: CallTracker[_Call] = CallTracker()
         self._by_action: dict[str, str] = {}  # Originate ActionID -> channel id
@@ -107,22 +82,13 @@ class AmiPbx:
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self.client.connected
 
     async def start(self, sink: PbxSink) -> None:
-        """Connect in the background (panoramisk retries every ``reconnect_delay`` s) and start the watchdog."""
+        """Connect in the background (retried every ``reconnect_delay`` s); see :meth:`wait_connected`."""
         self._track.sink = sink
         self._up = asyncio.Event()
-        manager = self._manager = _Manager(
-            loop=asyncio.get_running_loop(),
-            on_login=self._on_login,
-            on_disconnect=self._on_disconnect,
-            **self._config,
-        )
-        for name in EVENTS:
-            manager.register_event(name, self._on_event)
-        manager.connect()
-        self._tasks.spawn(self._watchdog(), "ami-watchdog")
+        self.client.start(dict.fromkeys(EVENTS, self._on_event), self._on_state, EVENT_FILTER)
 
     async def wait_connected(self) -> None:
         """Return once logged in (wrap in ``asyncio.timeout``). Call after :meth:`start`."""
@@ -131,41 +97,44 @@ class AmiPbx:
         await self._up.wait()
 
     async def close(self) -> None:
-        """Stop the watchdog and disconnect for good. Calls in Asterisk are not hung up."""
+        """Disconnect for good. Calls in Asterisk are not hung up."""
         await self._tasks.cancel_all()
-        if self._manager is not None:
-            self._manager.closing = True
-            self._manager.close()
-        self._set_connected(False)
+        await self.client.close()
         self._fail_waiters("AMI adapter closed")
 
     async def originate(self, request: OriginateRequest) -> str:
         cid = request.channel_id
-        if not self._connected or self._manager is None:
+        if not self.connected:
             raise OriginateError("AMI is not connected; not originating")
         if cid in self._track.calls:
             raise OriginateError(f"channel id {cid} is already in flight")
-        action = Action(self._originate_fields(request))
+        action = self.client.action(self._originate_fields(request))
         aid = str(action.action_id)
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         call = self._track.follow(cid, _Call(action_id=aid, waiter=waiter, pending=True))
         self._by_action[aid] = cid  # registered first: the OriginateResponse can beat the action's reply
         extra = {"action": "originate", "channel_id": cid}
         try:
-            async with asyncio.timeout(self._timeout):
-                reply = await self._manager.send_action(action, as_list=False)
+            async with asyncio.timeout(self.client.timeout):
+                reply = (await self.client.send(action, first_only=True))[0]
                 if reply.response != "Success":
                     self._drop(cid)
                     raise OriginateError(f"AMI refused the originate: {reply.message}")
                 # Wait for the channel to exist: gives its name and turns "no channel" into an error.
                 name = await asyncio.shield(waiter)
-        except TimeoutError as exc:
+        except (TimeoutError, AmiTimeout) as exc:
             call.uncertain = True  # nobody awaits the waiter any more
-            log.warning("originate outcome unknown: no answer in %ss", self._timeout, extra=extra)
-            raise OriginateError(f"AMI originate: no answer in {self._timeout}s", maybe_dialled=True) from exc
+            log.warning("originate outcome unknown: %s", str(exc) or "timeout", extra=extra)
+            raise OriginateError(
+                f"AMI originate: no answer in {self.client.timeout}s", maybe_dialled=True
+            ) from exc
+        except PbxError as exc:  # not connected any more: nothing was sent
+            self._drop(cid)
+            raise OriginateError(str(exc)) from exc
         except OriginateError as exc:
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()  # retrieved: no "never retrieved" warning
+            call.uncertain = exc.maybe_dialled  # connection lost after the request went out
             log.warning("originate failed: %s", exc, extra=extra)
             raise
         finally:
@@ -207,121 +176,66 @@ class AmiPbx:
         return found
 
     async def _lookup(self, channel_id: str) -> ChannelLookup:
-        for item in await self._list({"Action": "CoreShowChannels"}):
+        for item in await self.client.request({"Action": "CoreShowChannels"}):
             if item.get("Event") == "CoreShowChannel" and item.get("Uniqueid") == channel_id:
                 return ChannelLookup(channel_id, live=True, answered=item.get("ChannelStateDesc") == "Up")
         record = ""
-        for item in await self._list({"Action": "DBGet", "Family": "dialerd", "Key": _header(channel_id)}):
+        for item in await self.client.request(
+            {"Action": "DBGet", "Family": "dialerd", "Key": _header(channel_id)}
+        ):
             if item.get("Event") == "DBGetResponse":
                 record = str(item.get("Val", ""))
         return ChannelLookup(channel_id, live=False, ended=parse_hangup_record(channel_id, record))
 
     async def forget(self, channel_id: str) -> None:
         """Delete the hangup-handler records (AstDB key and global variable) once the outcome is stored."""
-        await self._list({"Action": "DBDel", "Family": "dialerd", "Key": _header(channel_id)})
+        await self.client.request({"Action": "DBDel", "Family": "dialerd", "Key": _header(channel_id)})
         # Setvar with an empty value keeps an empty global; GLOBAL_DELETE() really removes it.
-        await self._list({"Action": "Getvar", "Variable": f"GLOBAL_DELETE({_header(global_name(channel_id))})"})
+        variable = f"GLOBAL_DELETE({_header(global_name(channel_id))})"
+        await self.client.request({"Action": "Getvar", "Variable": variable})
 
     async def count_channels(self) -> int:
-        items = await self._list({"Action": "CoreShowChannels"})
+        items = await self.client.request({"Action": "CoreShowChannels"})
         return sum(1 for item in items if item.get("Event") == "CoreShowChannel")
-
-    async def _list(self, fields: Mapping[str, Any]) -> list[Any]:
-        """Send one action under the timeout; return its messages (a failed ``Response`` is kept)."""
-        manager = self._manager
-        if manager is None or not self._connected:
-            raise PbxError("AMI is not connected")
-        try:
-            async with asyncio.timeout(self._timeout):
-                reply = await manager.send_action(Action(dict(fields)))
-        except TimeoutError as exc:
-            raise PbxError(f"AMI {fields['Action']}: no answer in {self._timeout}s") from exc
-        replies = reply if isinstance(reply, list) else [reply]
-        first = replies[0] if replies else None
-        if first is not None and first.get("Response") == "Error" and "not found" not in str(first.message):
-            raise PbxRequestError(f"AMI {fields['Action']}: {first.message}", body=str(first.message))
-        return replies
 
     # -- connection ---------------------------------------------------------------------------------
 
-    def _on_login(self, manager: Any) -> None:
-        self._tasks.spawn(self._after_login(), "ami-login")
-
-    async def _after_login(self) -> None:
-        manager = self._manager
-        if manager is None:
-            return
-        try:
-            async with asyncio.timeout(self._timeout):
-                await manager.send_action(Action({"Action": "Filter", "Operation": "Add", "Filter": EVENT_FILTER}))
-        except TimeoutError:
-            log.warning("AMI event filter not acknowledged", extra={"action": "ami_filter"})
-        self._logins += 1
-        log.info("AMI connected", extra={"action": "ami_connected", "attempt": self._logins})
-        self._set_connected(True)
-        if self._logins > 1 and self._track.calls:
-            self._tasks.spawn(self._reconcile(), "ami-reconcile")
-
-    async def _reconcile(self) -> None:
-        """Report calls that ended while the connection was down (their Hangup event is lost)."""
-        for cid, call in list(self._track.calls.items()):
-            if call.pending or not call.channel_seen:
-                continue  # still being originated: the waiter or the late OriginateResponse settles it
-            try:
-                found = await self._lookup(cid)
-            except PbxError as exc:
-                log.warning("reconcile failed: %s", exc, extra={"action": "reconcile", "channel_id": cid})
-                continue
-            if not found.live:
-                log.info("call ended while disconnected", extra={"action": "reconcile", "channel_id": cid})
-                self._drop(cid)
-                self._track.end(found.ended or CallEvent(cid, CallEventKind.ENDED, now()))
-
-    def _on_disconnect(self, manager: Any, exc: Any) -> None:
-        log.warning("AMI connection lost: %s", exc, extra={"action": "ami_disconnected"})
-        self._set_connected(False)
-        self._fail_waiters("AMI connection lost during originate")
-
-    def _set_connected(self, up: bool) -> None:
-        if up == self._connected:
-            return
-        self._connected = up
+    def _on_state(self, up: bool) -> None:
         if self._up is not None:
             (self._up.set if up else self._up.clear)()
         if self._track.sink is not None:
             self._track.sink.connection_changed(up)
+        if not up:
+            self._fail_waiters("AMI connection lost during originate")
+        elif self.client.logins > 1 and self._track.calls:
+            self._tasks.spawn(self._reconcile(), "ami-reconcile")
 
     def _fail_waiters(self, message: str) -> None:
         for call in self._track.calls.values():
             if call.waiter is not None and not call.waiter.done() and not call.uncertain:
                 call.waiter.set_exception(OriginateError(message, maybe_dialled=True))
 
-    async def _watchdog(self) -> None:
-        """Ping under a timeout; a silent connection is aborted so panoramisk reconnects."""
-        unauthenticated = 0
-        while True:
-            await asyncio.sleep(self._ping_interval)
-            manager = self._manager
-            protocol = getattr(manager, "protocol", None)
-            if manager is None or protocol is None or getattr(protocol, "closed", True):
-                continue  # panoramisk is reconnecting
-            # Connected but not logged in on two ticks running (bad secret, lost Login reply): start over.
-            unauthenticated = 0 if manager.authenticated else unauthenticated + 1
+    async def _reconcile(self) -> None:
+        """Report calls that ended while the connection was down (their Hangup event is lost)."""
+        for cid, call in list(self._track.calls.items()):
+            if call.pending:
+                continue  # its originate() is still waiting and will settle it
             try:
-                if unauthenticated >= 2:
-                    raise TimeoutError
-                if manager.authenticated:
-                    async with asyncio.timeout(self._timeout):
-                        await manager.send_action(Action({"Action": "Ping"}))
-            except TimeoutError:
-                unauthenticated = 0
-                log.warning("AMI ping unanswered; reconnecting", extra={"action": "ami_ping_failed"})
-                self._set_connected(False)
-                protocol.transport.abort()  # -> connection_lost -> panoramisk reconnects
+                found = await self._lookup(cid)
+            except PbxError as exc:
+                log.warning("reconcile failed: %s", exc, extra={"action": "reconcile", "channel_id": cid})
+                continue
+            if found.live:
+                continue
+            self._drop(cid)
+            if found.ended is None and (call.uncertain or not call.channel_seen):
+                continue  # never created: the originate's caller learns that from lookup() ("unknown")
+            log.info("call ended while disconnected", extra={"action": "reconcile", "channel_id": cid})
+            self._track.end(found.ended or CallEvent(cid, CallEventKind.ENDED, now()))
 
     # -- events: run in panoramisk's dispatch, must not block ----------------------------------------
 
-    def _on_event(self, manager: Any, event: Any) -> None:
+    def _on_event(self, event: Any) -> None:
         name = event.get("Event")
         if name == "OriginateResponse":
             self._originate_response(event)

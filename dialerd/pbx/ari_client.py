@@ -154,23 +154,27 @@ class AriClient:
     ) -> None:
         attempt = 0
         while True:
+            error: BaseException | None = None
             try:
                 await self._connect_once(on_event, on_state, on_open)
-                log.warning("ARI websocket closed", extra={"action": "ari_ws_closed", "app": self.app})
             except (aiohttp.ClientError, OSError, TimeoutError, PbxError) as exc:
-                log.warning(
-                    "ARI websocket failed: %s",
-                    exc,
-                    extra={"action": "ari_ws_failed", "app": self.app, "attempt": attempt + 1},
-                )
+                error = exc
             up_since = self._connected_since
             if up_since is not None and time.monotonic() - up_since >= _STABLE_AFTER_S:
                 attempt = 0
-            delay = min(self._max_delay, _BACKOFF_BASE_S * 2**attempt)
             attempt += 1
-            # Full jitter on the upper half: never zero, so a server that accepts and closes at once
-            # cannot make us spin.
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            cap = min(self._max_delay, _BACKOFF_BASE_S * 2 ** (attempt - 1))
+            # Jitter over the upper half: never zero, so a server that accepts and closes at once cannot
+            # make us spin, and many clients do not retry in step.
+            delay = random.uniform(cap / 2, cap)
+            log.warning(
+                "ARI websocket %s; retry %d in %.1f s",
+                "closed" if error is None else f"failed: {error!r}",
+                attempt,
+                delay,
+                extra={"action": "ari_ws_retry", "app": self.app, "attempt": attempt},
+            )
+            await asyncio.sleep(delay)
 
     async def _connect_once(
         self,

@@ -8,7 +8,8 @@ out exactly once, in file order; nothing is deduplicated (the store collapses du
 Decisions (see the module constants for the exact lists):
 
 - Encoding: UTF-8, with or without BOM. Anything else refuses the file (``csv_not_utf8`` with the line),
-  as do NUL bytes and known binary formats such as an ``.xlsx`` workbook (``csv_binary``).
+  as do NUL bytes and known binary formats such as an ``.xlsx`` workbook (``csv_binary``). Other control
+  characters are kept as field content.
 - Delimiter: ``,`` ``;`` or tab, whichever occurs most outside quotes in the header line (``,`` on a tie
   or when none occurs); an Excel ``sep=X`` first line overrides it. Blank lines before the header are
   skipped; blank lines after it are reported as ``empty_row``.
@@ -77,8 +78,6 @@ _SIGNATURES: Final = (
     (b"\x1f\x8b", "a gzip archive"),
 )
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
-# Bytes that plain text never contains; deleting every other byte value leaves only these.
-_TEXT_BYTES: Final = bytes(range(0x20, 0x100)) + b"\t\n\r\f\b\x1b\x0b"
 _EXPORT_HINT: Final = "export or save it as 'CSV UTF-8'"
 
 _HEADER_JUNK = re.compile(r"[\W_]+")
@@ -362,14 +361,13 @@ def _refuse_non_text(head: bytes) -> None:
     for magic, kind in _SIGNATURES:
         if head.startswith(magic):
             raise InvalidCsv(f"contacts file is {kind}, not a CSV file", error_id="csv_binary", line=1)
+    # Text never holds NUL; binary data of any size almost always does. Other control characters are
+    # left alone: they do turn up in real exports (vertical tabs for in-cell line breaks).
     nul = head.find(b"\x00")
-    controls = len(head.translate(None, _TEXT_BYTES))
-    if nul >= 0 or controls * 10 > len(head):
-        line = 1 + _line_breaks(head[:nul]) if nul >= 0 else None
+    if nul >= 0:
+        line = 1 + _line_breaks(head[:nul])
         raise InvalidCsv(
-            "contacts file is binary, not text" + (f": NUL byte on line {line}" if line else ""),
-            error_id="csv_binary",
-            line=line,
+            f"contacts file is binary, not text: NUL byte on line {line}", error_id="csv_binary", line=line
         )
 
 

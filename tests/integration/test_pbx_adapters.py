@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 from dialerd.domain.causes import classify
 from dialerd.domain.contact import FailureReason as R
 from dialerd.pbx.ami import AmiPbx
+from dialerd.pbx.ari import EVENT_TYPES as ARI_EVENT_TYPES
 from dialerd.pbx.ari import AriPbx
 from dialerd.pbx.base import CallEvent, CallEventKind, Destination, OriginateError, OriginateRequest
 from tests.pbx_env import local_pbx_env, pbx_cli
@@ -87,6 +89,7 @@ class Proxy:
         self._thawed.set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -98,11 +101,16 @@ class Proxy:
             self._server = None
         for writer in list(self._writers):
             writer.transport.abort()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     def freeze(self, frozen: bool) -> None:
         (self._thawed.clear if frozen else self._thawed.set)()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -315,7 +323,8 @@ async def _next_event(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[st
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
-async def test_reconnects_after_the_connection_is_cut(driver: str) -> None:
+async def test_reconnects_after_the_connection_is_cut(driver: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dialerd.pbx")
     proxy = proxy_for(driver)
     await proxy.start()
     pbx = build(driver, via=proxy)
@@ -340,7 +349,9 @@ async def test_reconnects_after_the_connection_is_cut(driver: str) -> None:
         up = pbx.connected
     await proxy.cut()
 
+    retries = [r for r in caplog.records if "retry" in r.getMessage() or "Not able to reconnect" in r.getMessage()]
     assert (down, up, sink.states[:3]) == (False, True, [True, False, True])
+    assert 1 <= len(retries) <= 10  # about 5 s down: backed off (ARI) or 1 s apart (panoramisk), no spinning
     assert refused.value.maybe_dialled is False
     assert (classify(missed).reason, missed.cause, missed.state) == (R.NO_ANSWER, 19, "Ringing")
     assert classify(busy).reason is R.BUSY
@@ -366,3 +377,37 @@ async def test_a_silent_connection_is_detected(driver: str) -> None:
 
     assert detected_after < 5.0 and sink.states[:3] == [True, False, True]
     assert classify(busy).reason is R.BUSY
+
+
+async def test_ari_app_filters_events_and_keeps_no_subscriptions() -> None:
+    pbx = build("ari")
+    assert isinstance(pbx, AriPbx)
+    async with running(pbx) as sink:
+        channel_id = cid("ari", "filter")
+        await pbx.originate(call(channel_id, "0105"))
+        await sink.wait(channel_id, CallEventKind.ENDED)
+        app = await pbx.client.request("GET", f"/applications/{pbx.app}")
+    assert {f["type"] for f in app["events_allowed"]} == set(ARI_EVENT_TYPES)
+    assert app["channel_ids"] == []  # nothing left subscribed once the call is gone
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_an_unanswered_originate_is_maybe_dialled(driver: str) -> None:
+    proxy = proxy_for(driver)
+    await proxy.start()
+    pbx = build(driver, via=proxy)
+    async with running(pbx) as sink:
+        channel_id = cid(driver, "maybe")
+        proxy.freeze(True)  # the request leaves but its reply never comes back
+        with pytest.raises(OriginateError) as unknown:
+            await pbx.originate(call(channel_id, "0145"))
+        proxy.freeze(False)  # ... and the held request reaches Asterisk late: the call was dialled
+        await sink.wait_state(True, within=10)
+        for _ in range(25):  # the late request may still be ringing busy: poll for its record
+            if (found := await pbx.lookup(channel_id)).ended is not None:
+                break
+            await asyncio.sleep(0.2)
+    await proxy.cut()
+
+    assert unknown.value.maybe_dialled is True
+    assert found.ended is not None and classify(found.ended).reason is R.BUSY

@@ -413,6 +413,12 @@ def test_known_binary_formats_are_named(data: bytes, kind: str) -> None:
     assert kind in error.message
 
 
+def test_control_characters_other_than_nul_are_field_content() -> None:
+    # FileMaker and old Excel exports use a vertical tab for a line break inside a cell.
+    (item,) = items_of(b"phone,notes\n+14155550142,first\x0bsecond\x1fthird\n")
+    assert contact(item).fields == {"notes": "first\x0bsecond\x1fthird"}
+
+
 def test_random_bytes_with_nuls_are_binary() -> None:
     noise = bytes(random.Random(1).randrange(256) for _ in range(4096))
     assert refusal(b"phone\n" + noise + b"\x00").error_id == "csv_binary"

@@ -7,11 +7,13 @@ import io
 import re
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, settings
+import phonenumbers
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from dialerd.errors import InvalidCsv
 from dialerd.services.csv_contacts import PHONE_COLUMN_NAMES, ContactsCsv, ParsedContact, RowProblem
+from dialerd.services.csv_contacts import _length_verdict as length_verdict
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TABLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -80,6 +82,26 @@ def test_arbitrary_text_after_a_valid_header(text: str, region: str | None) -> N
     _run(("phone;name;notes\r\n" + text).encode("utf-8", "surrogatepass"), region)
 
 
+@FUZZ
+@example("+390612345678")  # Italian numbers keep their leading zero in E.164
+@example("+39000123")
+@example("+2250712345678")
+@example("+14155550142")
+@given(digits=st.from_regex(r"\A\+[1-9][0-9]{1,18}\Z"))
+def test_cached_length_verdict_matches_phonenumbers(digits: str) -> None:
+    # The parser caches libphonenumber's "possible" verdict per (country code, length); that is only
+    # sound if the verdict never depends on the digits themselves, including Italian leading zeros.
+    try:
+        number = phonenumbers.parse(digits, None)
+    except phonenumbers.NumberParseException:
+        assume(False)
+        return
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    assert length_verdict(number.country_code or 0, len(e164)) == phonenumbers.is_possible_number_with_reason(
+        number
+    )
+
+
 # --- well-formed tables -------------------------------------------------------------------------------------
 
 
@@ -102,7 +124,7 @@ def _not_a_phone_spelling(name: str) -> bool:
     return re.sub(r"[\W_]+", "_", name.casefold()).strip("_") not in PHONE_COLUMN_NAMES
 
 
-CELL = st.text(st.characters(blacklist_characters="\x00"), max_size=12)  # surrogates are excluded by default
+CELL = st.text(st.characters(codec="utf-8", blacklist_characters="\x00"), max_size=12)
 PHONE_CELL = st.one_of(st.sampled_from(sorted(KNOWN)), CELL, st.just(""), st.just("  "))
 NAME = st.text("abcdefghijklmnopqrstuvwxyz ABC_0123456789", min_size=1, max_size=10).filter(
     lambda name: bool(name.strip()) and _not_a_phone_spelling(name)
