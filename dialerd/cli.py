@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from dialerd.errors import DialerdError
+from dialerd.errors import ConfigError, DialerdError
 from dialerd.logs import setup_logging
 from dialerd.settings import Settings, load_settings
 
@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         from dialerd.daemon import serve
 
         return asyncio.run(serve(settings))
+    except ConfigError as exc:
+        # EX_CONFIG: systemd does not restart on it (RestartPreventExitStatus=78); a retry cannot help.
+        print(f"dialerd: {exc.message}", file=sys.stderr)
+        return 78
     except DialerdError as exc:
         print(f"dialerd: {exc.message}", file=sys.stderr)
         return 2

@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from dialerd import __version__
 from dialerd.api.app import build_app
 from dialerd.api.context import Services
+from dialerd.api.prometheus import Telemetry
+from dialerd.faults import Failpoints
 from dialerd.pbx.base import Pbx
 from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
@@ -28,6 +32,7 @@ from dialerd.services.scheduler import Scheduler
 from dialerd.settings import Settings
 from dialerd.store.db import create_engine, migrate
 from dialerd.store.repo import Store
+from dialerd.systemd import SystemdNotifier
 
 log = logging.getLogger("dialerd.daemon")
 
@@ -65,6 +70,8 @@ class Daemon:
     runner: web.AppRunner | None = None
     port: int = 0
     side_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    systemd: SystemdNotifier = field(default_factory=SystemdNotifier)  # no-op outside systemd
+    stop_requested: bool = False  # by a signal; otherwise a crashed task set ``stopping``
 
     @classmethod
     async def build(cls, settings: Settings, pbx: Pbx | None = None) -> Daemon:
@@ -77,12 +84,14 @@ class Daemon:
         hub = EventHub(settings.sse_queue_size)
         pbx = pbx or build_pbx(settings)
         stopping = asyncio.Event()
-        dispatcher = Dispatcher(store, pbx, hub, on_crash=lambda _exc: stopping.set())
+        faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
+        dispatcher = Dispatcher(store, pbx, hub, on_crash=lambda _exc: stopping.set(), failpoints=faults)
         scheduler = Scheduler()
         campaigns = CampaignService(store, hub, dispatch=dispatcher, scheduler=scheduler)
         dispatcher.campaigns = campaigns
         scheduler.campaigns = campaigns
         metrics = Metrics(store, in_flight=dispatcher.calls_in_flight, pbx_connected=lambda: pbx.connected)
+        telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx)  # this daemon's own
 
         async def health() -> dict[str, Any]:
             db_ok = await store.ping()
@@ -94,7 +103,7 @@ class Daemon:
 
         svc = Services(settings=settings, store=store, auth=Authenticator(store), campaigns=campaigns, hub=hub,
                        metrics=metrics, health=health)
-        return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc), stopping)
+        return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping)
 
     async def start(self) -> None:
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -112,6 +121,9 @@ class Daemon:
         self.side_tasks.add(task)
         log.info("dialerd listening", extra={"action": "listening", "host": self.settings.server_host,
                                              "port": self.port, "pbx_driver": self.settings.pbx_driver})
+        # READY=1 waits for the PBX (the database is already migrated); _calls is what shutdown waits on.
+        self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=lambda: len(self.dispatcher._calls),
+                           healthy=self.store.ping, on_crash=lambda _exc: self.stopping.set())
 
     async def _recover(self) -> None:
         await self.dispatcher.pbx_up.wait()
@@ -121,6 +133,7 @@ class Daemon:
         await self.dispatcher.resume_running()
 
     def request_stop(self) -> None:
+        self.stop_requested = True
         self.stopping.set()
 
     async def wait(self) -> None:
@@ -128,6 +141,8 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("shutting down", extra={"action": "shutdown"})
+        await self.systemd.stopping(f"following {len(self.dispatcher._calls)} calls in flight "
+                                    f"for up to {self.settings.shutdown_grace_period:g} s")
         self.scheduler.shutdown()
         await self.dispatcher.stop_originating()
         left = await self.dispatcher.wait_calls_done(self.settings.shutdown_grace_period)
@@ -140,6 +155,7 @@ class Daemon:
         if self.runner is not None:
             await self.runner.cleanup()
         await self.dispatcher.close()
+        await self.systemd.close()  # the watchdog pings on the database: stop it first
         await self.store.close()
         log.info("stopped", extra={"action": "stopped"})
 
@@ -157,4 +173,5 @@ async def serve(settings: Settings) -> int:
             await daemon.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    return 0
+    # Non-zero after a crash, so systemd's Restart=on-failure restarts the service.
+    return 0 if daemon.stop_requested else 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import base64
 import contextlib
 import json
@@ -18,6 +20,9 @@ import aiohttp
 from dialerd.settings import load_settings
 from tests.conftest import Api, make_key, start_daemon
 from tests.pbx_env import local_pbx_env
+
+
+_APP_SEQ = itertools.count()
 
 
 def pbx_settings_env(driver: str, db_url: str) -> dict[str, str]:
@@ -46,6 +51,9 @@ async def live_api(
     ``tenants`` maps tenant name -> (concurrent_max, calls_per_minute).
     """
     url = db_url or f"sqlite+aiosqlite:///{tmp_path / 'live.db'}"
+    # An ARI app of its own: Asterisk gives each app name one websocket, so sharing one with another
+    # daemon on the same PBX (another test session, a developer's dialerd) would steal its events.
+    overrides.setdefault("ari_app", f"dialerd-test-{os.getpid()}-{next(_APP_SEQ)}")
     settings = load_settings(None, env=pbx_settings_env(driver, url), overrides=overrides)
     daemon = await start_daemon(settings, pbx=None)
     try:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from dialerd.api import campaigns, events, render
+from dialerd.api import campaigns, events, openapi, render
 from dialerd.api.context import PRINCIPAL, SERVICES, Services, services
 from dialerd.errors import DialerdError
+
+if TYPE_CHECKING:
+    from dialerd.api.prometheus import Telemetry
 
 log = logging.getLogger("dialerd.api")
 
@@ -64,13 +68,18 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if body.get("status") == "error" else 200)
 
 
-def build_app(svc: Services) -> web.Application:
+def build_app(svc: Services, telemetry: Telemetry | None = None) -> web.Application:
     # client_max_size bounds non-streamed bodies; the create form streams and checks its own limit.
+    # The latency middleware goes outermost so it records the status the error middleware produced.
+    outer = [telemetry.middleware] if telemetry is not None else []
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=1024 * 1024
+        middlewares=[*outer, error_middleware, auth_middleware], client_max_size=1024 * 1024
     )
     app[SERVICES] = svc
     app.router.add_get("/health", health)
     app.add_routes(campaigns.routes)
     app.add_routes(events.routes)
+    app.add_routes(openapi.routes)
+    if telemetry is not None:
+        app.router.add_get("/metrics", telemetry.handler)
     return app

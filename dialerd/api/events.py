@@ -66,7 +66,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         if last_id is None:
             # A fresh client starts live (like tail -f); Last-Event-ID: 0 replays everything.
             last_id = await svc.store.last_event_id(campaign.id)
-        await resp.write(b"retry: 2000\n\n")
+        # The opening frame carries the position, so a client dropped before the first event can
+        # resume from here instead of starting live again (and missing what happened between).
+        await resp.write(f"retry: 2000\nid: {last_id}\n\n".encode())
         stream = _Stream(request, resp, sub, last_id)
         await stream.run(campaign.id, CampaignStatus(campaign.status).terminal)
     except (ConnectionResetError, asyncio.CancelledError):

@@ -13,6 +13,7 @@ from typing import IO
 
 import phonenumbers
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dialerd.errors import InvalidInput, PayloadTooLarge
 from dialerd.pbx.base import Destination
@@ -38,7 +39,8 @@ def parse_int(field: str, raw: str | None, default: int, lo: int, hi: int | None
     if raw is None or raw.strip() == "":
         return default
     text = raw.strip()
-    if not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())) or len(text) > 12:
+    # isascii: str.isdigit() also accepts digits like "²" that int() refuses (a 500 before).
+    if not text.isascii() or not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())) or len(text) > 12:
         raise bad(field, f"must be an integer, got {raw[:40]!r}")
     value = int(text)
     if value < lo or (hi is not None and value > hi):
@@ -57,7 +59,10 @@ def parse_time(field: str, raw: str) -> datetime:
         raise bad(field, f"must be an RFC 3339 timestamp like 2030-01-31T09:00:00Z, got {raw[:60]!r}") from None
     if value.tzinfo is None:
         raise bad(field, "needs a UTC offset (Z or +hh:mm)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+        raise bad(field, f"is out of range, got {raw[:60]!r}") from None
 
 
 async def read_create_form(request: web.Request, settings: Settings) -> tuple[CampaignSpec, IO[bytes]]:
@@ -106,7 +111,8 @@ async def read_create_form(request: web.Request, settings: Settings) -> tuple[Ca
                     values[field] = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     raise bad(name, "is not UTF-8 text") from None
-        except (ValueError, AssertionError, RuntimeError) as exc:
+        # HttpProcessingError: a part's headers do not parse (e.g. a control character in its name).
+        except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
             raise InvalidInput(f"malformed multipart body: {exc}", error_id="invalid_form") from None
         if spool is None:
             raise InvalidInput("missing the 'contacts' CSV file part", error_id="missing_contacts", field="contacts")
@@ -147,6 +153,9 @@ def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:
         destination = Destination.parse(values.get("destination") or settings.dialer_default_destination)
     except ValueError as exc:
         raise bad("destination", str(exc)) from None
+    # Stasis arguments are free text: bound them to the stored column and keep control characters out.
+    if len(str(destination)) > 200 or any(ord(ch) < 32 for ch in str(destination)):
+        raise bad("destination", "must be at most 200 printable characters")
     region = (values.get("default_region") or settings.dialer_default_region).strip().upper()
     if region and region not in phonenumbers.SUPPORTED_REGIONS:
         raise bad("default_region", f"{region!r} is not an ISO 3166 country code phonenumbers knows (e.g. US, GB, DE)")

@@ -161,7 +161,9 @@ class AmiPbx:
             fields["Application"] = "Stasis"
             fields["Data"] = _header(",".join((dest.app, *dest.app_args)))
         else:
-            fields.update(Context=dest.context, Exten=dest.extension, Priority=str(dest.priority))
+            fields.update(
+                Context=_header(dest.context), Exten=_header(dest.extension), Priority=str(dest.priority)
+            )
         return fields
 
     async def lookup(self, channel_id: str) -> ChannelLookup:
@@ -170,9 +172,12 @@ class AmiPbx:
         The record stays (see :meth:`forget`); a channel found ended is not reported again as an event.
         """
         found = await self._lookup(channel_id)
-        if not found.live:
+        call = self._track.calls.get(channel_id)
+        if found.ended is not None:
             self._drop(channel_id)
             self._track.mark_ended(channel_id)
+        elif not found.live and call is not None and not call.pending:
+            self._drop(channel_id)
         return found
 
     async def _lookup(self, channel_id: str) -> ChannelLookup:

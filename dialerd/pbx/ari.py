@@ -162,8 +162,11 @@ class AriPbx:
         A channel found ended is not reported again as an ENDED event.
         """
         found = await self._lookup(channel_id)
-        if not found.live:
+        call = self._track.calls.get(channel_id)
+        if found.ended is not None:
             self._track.mark_ended(channel_id)
+        elif not found.live and call is not None and not call.pending:
+            del self._track.calls[channel_id]  # never created; a late channel would still be adopted
         return found
 
     async def forget(self, channel_id: str) -> None:

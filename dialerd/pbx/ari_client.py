@@ -169,7 +169,7 @@ class AriClient:
             delay = random.uniform(cap / 2, cap)
             log.warning(
                 "ARI websocket %s; retry %d in %.1f s",
-                "closed" if error is None else f"failed: {error!r}",
+                "closed" if error is None else f"failed: {str(error) or type(error).__name__}",
                 attempt,
                 delay,
                 extra={"action": "ari_ws_retry", "app": self.app, "attempt": attempt},

@@ -161,3 +161,7 @@ class Pbx(Protocol):
     async def count_channels(self) -> int:
         """How many channels the PBX has now (its own count; used by tests and health)."""
         ...
+
+    async def forget(self, channel_id: str) -> None:
+        """Drop the PBX's stored result for ``channel_id`` (called once the outcome is recorded)."""
+        ...

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,6 +26,7 @@ from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.causes import classify
 from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
 from dialerd.domain.pacing import Pacer
+from dialerd.faults import Failpoints
 from dialerd.pbx.base import CallEvent, CallEventKind, Destination, OriginateError, OriginateRequest, Pbx
 from dialerd.services.events import EventHub
 from dialerd.store.repo import Store
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dialerd.dispatcher")
 
 TENANT_REFRESH_SECONDS = 5.0
+MAX_CONSECUTIVE_ORIGINATE_ERRORS = 5
 
 
 @dataclass
@@ -65,12 +69,14 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_crash: Callable[[BaseException], None] | None = None,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self.store = store
         self.pbx = pbx
         self.hub = hub
         self.clock = clock
         self.on_crash = on_crash
+        self.faults = failpoints or Failpoints()
         self.campaigns: CampaignService | None = None  # wired after construction (they know each other)
         self.pbx_up = asyncio.Event()
         self.accepting = True  # False once shutdown began: no new originations
@@ -84,8 +90,11 @@ class Dispatcher:
         self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         self._reconcilers: set[asyncio.Task[None]] = set()
+        self._originate_errors: dict[str, int] = {}
         self._idle_event = asyncio.Event()  # set whenever a call ends
         self.originations = 0
+        self.originations_by_tenant: Counter[str] = Counter()  # exported by api/prometheus.py
+        self.outcomes: Counter[str] = Counter()  # ended attempts by 'completed' or failure reason
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -294,11 +303,14 @@ class Dispatcher:
             if not due:
                 return False
             contact = due[0]
-            channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}"
+            self.faults.hit("before_attempt")
+            # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
+            channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
             attempt = await self.store.begin_attempt(contact, channel_id)
             if attempt is None:
                 return False
             self._calls[channel_id] = _Call(channel_id, campaign.id, campaign.tenant_id)
+            self.faults.hit("after_attempt")
             request = self._request(campaign, contact, channel_id)
             try:
                 name = await self.pbx.originate(request)
@@ -306,6 +318,9 @@ class Dispatcher:
                 await self._originate_failed(campaign, attempt, exc)
                 return channel_id in self._calls
             self.originations += 1
+            self._originate_errors.pop(campaign.id, None)
+            self.originations_by_tenant[campaign.tenant_id] += 1
+            self.faults.hit("after_originate")
             await self._apply(
                 channel_id, ContactStatus.ORIGINATED, "originated",
                 {"originated_at": utcnow(), "channel_name": name}, {}, {}, only_from=("dialing",),
@@ -339,8 +354,22 @@ class Dispatcher:
             # The call may exist: keep it in flight and let reconciliation find out (never redial blindly).
             asyncio.get_running_loop().call_later(2.0, self._schedule_reconcile, cid)
             return
+        # Forget the call first: the runner releases its slot when this attempt is not in flight.
         self._calls.pop(cid, None)
+        if not self.pbx.connected:
+            # The PBX connection dropped under the request, which was refused unsent: not the
+            # contact's fault; it stays pending and is dialled once the PBX is back.
+            await asyncio.shield(self.store.give_back_attempt(cid))
+            return
         await self._finish_failed(cid, campaign, "originate_error", None, None, attempt_number=attempt.number)
+        errors = self._originate_errors[campaign.id] = self._originate_errors.get(campaign.id, 0) + 1
+        if errors >= MAX_CONSECUTIVE_ORIGINATE_ERRORS and self.campaigns is not None:
+            # The PBX refuses every call (unknown endpoint, trunk down): stop before burning every contact.
+            self._halted.add(campaign.id)
+            await self.campaigns.system_transition(
+                campaign.id, CampaignAction.FAIL,
+                reason=f"the PBX refused {errors} originations in a row; last error: {exc}",
+            )
 
     def _schedule_reconcile(self, channel_id: str) -> None:
         task = asyncio.create_task(self.reconcile(channel_id), name=f"reconcile-{channel_id}")
@@ -370,9 +399,11 @@ class Dispatcher:
             await self._apply(event.channel_id, ContactStatus.ORIGINATED, "originated",
                               {"originated_at": event.at}, {}, {}, only_from=("dialing",))
         if event.kind is CallEventKind.ANSWERED:
+            self.faults.hit("before_answer_write")
             await self._apply(event.channel_id, ContactStatus.CONNECTED, "answered", {"answered_at": event.at},
                               {}, {}, only_from=("originated",))
             return
+        self.faults.hit("before_end_write")
         await self.ended(event)
 
     async def ended(self, event: CallEvent) -> None:
@@ -408,6 +439,18 @@ class Dispatcher:
             await self._finish_failed(event.channel_id, campaign, outcome.reason.value, event.cause,
                                       event.tech_cause, attempt_number=attempt.number, ended_at=event)
         self._end_call(event.channel_id)
+        await self._forget(event.channel_id)
+
+    async def _forget(self, channel_id: str) -> None:
+        # The outcome is stored: the PBX may drop its record of it (hangup-handler result).
+        forget = getattr(self.pbx, "forget", None)
+        if forget is None:
+            return
+        try:
+            await forget(channel_id)
+        except Exception as exc:  # a leftover record only costs PBX memory; never fail the call for it
+            log.warning("could not clear the PBX record: %s", exc,
+                        extra={"action": "forget_failed", "channel_id": channel_id})
 
     async def _finish_failed(
         self, channel_id: str, campaign: Campaign, reason: str, cause: int | None, sip: int | None, *,
@@ -463,6 +506,8 @@ class Dispatcher:
         if result is None:
             return None
         _attempt, event = result
+        if attempt_state == "ended":  # the one place every outcome is recorded (exactly once, by only_from)
+            self.outcomes[str(attempt_values.get("reason", "completed"))] += 1
         self.hub.publish([event])
         return event
 
@@ -489,8 +534,15 @@ class Dispatcher:
         if found.ended is not None:
             await self.ended(found.ended)
             return
-        # Unknown to the PBX: the request never created a channel. Give the attempt back.
-        await self._not_dialled(attempt)
+        if attempt.state == "dialing":
+            # Unknown to the PBX and never confirmed: the request never created a channel. Give the
+            # attempt back so the contact is dialled once, not zero times.
+            await self._not_dialled(attempt)
+            return
+        # The PBX accepted it but no longer knows it and left no record (it restarted meanwhile): the
+        # call happened, its outcome is lost. Record that honestly rather than dialling again blindly.
+        log.warning("call outcome lost", extra={"action": "reconcile_lost", "channel_id": channel_id})
+        await self.ended(CallEvent(channel_id, CallEventKind.ENDED, utcnow(), answered=attempt.state == "answered"))
 
     async def _track(self, channel_id: str, campaign: Campaign) -> None:
         tenant = await self._tenant(campaign.tenant_id)
@@ -511,11 +563,11 @@ class Dispatcher:
         return len(attempts)
 
     async def _not_dialled(self, attempt: Attempt) -> None:
-        contact = await self.store.get_contact(attempt.contact_id)
-        await self._apply(attempt.channel_id, ContactStatus.PENDING, "not_dialled", {"reason": "not_dialled"},
-                          {"attempts": max(0, (contact.attempts if contact else 1) - 1)},
-                          {"reason": "not_dialled"}, only_from=("dialing", "originated"))
+        await asyncio.shield(self.store.give_back_attempt(attempt.channel_id))
+        log.info("attempt never reached the PBX; contact stays pending",
+                 extra={"action": "not_dialled", "channel_id": attempt.channel_id})
         self._end_call(attempt.channel_id)
+        self._poke(attempt.campaign_id)
 
 
 def _var_name(key: str) -> str:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -36,6 +36,11 @@ IN_FLIGHT_ATTEMPT_STATES = ("dialing", "originated", "answered")
 
 def _row(model: Any, row: Any) -> Any:
     return model(**dict(row._mapping))
+
+
+def _attempt_in_flight(contact_id: Any) -> Any:
+    """SQL: the contact has an attempt that is dialling, ringing or talking."""
+    return exists().where(T_ATTEMPT.c.contact_id == contact_id, T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
 
 
 class _Merged:
@@ -109,7 +114,8 @@ class Store:
                     "calls_per_minute": calls_per_minute or defaults[1],
                 }
                 await conn.execute(insert(T_TENANT).values(**values))
-                return Tenant(**values)
+                created: Tenant = _row(Tenant, _Merged(values))
+                return created
             changes: dict[str, int] = {}
             if concurrent_max is not None:
                 changes["concurrent_max"] = concurrent_max
@@ -309,7 +315,10 @@ class Store:
             if cancel_pending:
                 events.extend(await self._cancel_pending(conn, campaign_id, now))
             events.append(
-                await self._event(conn, campaign_id, "campaign", {**event_payload, "status": new.value}, now)
+                await self._event(
+                    conn, campaign_id, "campaign",
+                    {**event_payload, "status": new.value, "at": now.isoformat()}, now,
+                )
             )
         return True, events
 
@@ -407,6 +416,7 @@ class Store:
                         T_CONTACT.c.campaign_id == campaign_id,
                         T_CONTACT.c.status == ContactStatus.PENDING.value,
                         or_(T_CONTACT.c.next_attempt_at.is_(None), T_CONTACT.c.next_attempt_at <= now),
+                        ~_attempt_in_flight(T_CONTACT.c.id),
                     )
                     .order_by(T_CONTACT.c.id)
                     .limit(limit)
@@ -455,6 +465,10 @@ class Store:
         """Record the attempt *before* the originate leaves. None if the contact is no longer pending."""
         now = utcnow()
         async with self.write() as conn:
+            # A contact whose previous attempt is still unresolved (e.g. found again after a crash and
+            # not yet reconciled) stays pending but must not be dialled a second time.
+            if (await conn.execute(select(_attempt_in_flight(contact.id)))).scalar_one():
+                return None
             result = await conn.execute(
                 update(T_CONTACT)
                 .where(
@@ -479,6 +493,27 @@ class Store:
             ).scalar_one()
         attempt: Attempt = _row(Attempt, _Merged({"id": int(attempt_id), **values}))
         return attempt
+
+    async def give_back_attempt(self, channel_id: str) -> bool:
+        """An attempt that never reached the PBX: mark it not_dialled and return its count to the contact.
+
+        The contact stayed pending throughout (it only becomes originated once the PBX accepts), so no
+        event is written. False if the attempt is no longer 'dialing'.
+        """
+        async with self.write() as conn:
+            row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
+            if row is None or row.state != "dialing":
+                return False
+            await conn.execute(
+                update(T_ATTEMPT).where(T_ATTEMPT.c.id == row.id).values(state="not_dialled", reason="not_dialled")
+            )
+            await conn.execute(
+                update(T_CONTACT)
+                .where(T_CONTACT.c.id == row.contact_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
+                .values(attempts=func.max(T_CONTACT.c.attempts - 1, 0) if self.dialect == "sqlite"
+                        else func.greatest(T_CONTACT.c.attempts - 1, 0), updated_at=utcnow())
+            )
+        return True
 
     async def get_attempt(self, channel_id: str) -> Attempt | None:
         async with self.read() as conn:

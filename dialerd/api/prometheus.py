@@ -1,0 +1,123 @@
+"""Prometheus metrics: GET /metrics, the HTTP latency middleware, and the daemon's live figures.
+
+Everything lives in one ``CollectorRegistry`` handed in by the composition root (never the global
+default registry), so two daemons in one process (tests) do not share or clash. Call figures are read
+from the dispatcher and the event hub at scrape time: nothing on the dialling path waits for metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dialerd.domain.contact import FailureReason
+from dialerd.pbx.base import Pbx
+from dialerd.services.dispatcher import Dispatcher
+from dialerd.services.events import EventHub
+
+# Every reason an attempt can end with, exported from the start so rate() works from the first call.
+OUTCOME_REASONS = ("completed", *(r.value for r in FailureReason))
+UNMATCHED_ROUTE = "unmatched"  # 404/405: one label value, whatever the URL (no cardinality blow-up)
+CLIENT_GONE = "499"  # handler cancelled before it answered (nginx's code for it)
+
+
+class DaemonCollector(Collector):
+    """Reads the dispatcher, the PBX connection and the SSE hub at scrape time."""
+
+    def __init__(self, dispatcher: Dispatcher, hub: EventHub, pbx: Pbx) -> None:
+        self.dispatcher = dispatcher
+        self.hub = hub
+        self.pbx = pbx
+
+    def collect(self) -> Iterable[Metric]:
+        d = self.dispatcher
+        originations = CounterMetricFamily(
+            "dialerd_originations", "Calls handed to the PBX (originate accepted), by tenant id", labels=["tenant"]
+        )
+        for tenant, n in sorted(d.originations_by_tenant.items()):
+            originations.add_metric([tenant], n)
+        yield originations
+
+        outcomes = CounterMetricFamily(
+            "dialerd_call_outcomes",
+            "Attempts that ended, by outcome (completed or the failure reason)",
+            labels=["reason"],
+        )
+        for reason in sorted({*OUTCOME_REASONS, *d.outcomes}):
+            outcomes.add_metric([reason], d.outcomes.get(reason, 0))
+        yield outcomes
+
+        in_flight = GaugeMetricFamily("dialerd_calls_in_flight", "Calls up now, by tenant id", labels=["tenant"])
+        saturation = GaugeMetricFamily(
+            "dialerd_tenant_cap_saturation",
+            "Calls in flight / the tenant's concurrent_max (1 = at the cap)",
+            labels=["tenant"],
+        )
+        # Tenants appear once the dispatcher has dialled for them; _tenants is its cache of their caps.
+        for tenant, state in sorted(d._tenants.items()):
+            calls = d.tenant_in_flight(tenant)
+            in_flight.add_metric([tenant], calls)
+            saturation.add_metric([tenant], calls / state.concurrent_max if state.concurrent_max else 0.0)
+        yield in_flight
+        yield saturation
+
+        yield GaugeMetricFamily(
+            "dialerd_pbx_connected",
+            "1 while the PBX connection is up, else 0",
+            value=1.0 if self.pbx.connected else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "dialerd_sse_subscribers", "Open Server-Sent Events streams", value=self.hub.subscriber_count()
+        )
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+
+class Telemetry:
+    """The registry, its collectors, and what the web app needs: a middleware and a handler."""
+
+    def __init__(self, registry: CollectorRegistry, *, dispatcher: Dispatcher, hub: EventHub, pbx: Pbx) -> None:
+        self.registry = registry
+        self.http_latency = Histogram(
+            "dialerd_http_request_duration_seconds",
+            "HTTP request latency by route (the path template) and status; an SSE stream counts its whole life",
+            labelnames=["method", "route", "status"],
+            registry=registry,
+        )
+        registry.register(DaemonCollector(dispatcher, hub, pbx))
+        self.handler: Handler = make_aiohttp_handler(registry)
+        self.middleware: Middleware = self._latency_middleware()
+
+    def _latency_middleware(self) -> Middleware:
+        histogram = self.http_latency
+
+        @web.middleware
+        async def latency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # Outermost middleware: it sees the status the error middleware turned an exception into.
+            started = time.perf_counter()
+            status = "500"
+            try:
+                response = await handler(request)
+                status = str(response.status)
+                return response
+            except web.HTTPException as exc:  # only redirects get past the error middleware
+                status = str(exc.status)
+                raise
+            except asyncio.CancelledError:
+                status = CLIENT_GONE
+                raise
+            finally:
+                histogram.labels(request.method, _route(request), status).observe(time.perf_counter() - started)
+
+        return latency_middleware

@@ -1,0 +1,224 @@
+"""What the async and the sync client share: settings, the requests of each endpoint, multipart encoding.
+
+Each endpoint is described once as a ``Call`` (method, path, query, body, how to read the answer); the
+two transports (aiohttp in ``aio.py``, urllib in ``sync.py``) only move bytes. Nothing here does I/O
+except ``read_contacts``, which the async client runs in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Generic, TypeVar, cast
+from urllib.parse import quote, urlencode
+
+from dialerd.client.errors import DialerdApiError, error_from_response
+from dialerd.client.models import Campaign, CampaignPage, ContactPage
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT = 30.0
+USER_AGENT = "dialerd-client/0.1"
+API = "/api/v1/campaigns"
+
+Contacts = str | os.PathLike[str] | bytes | bytearray | IO[bytes]
+"""A contacts CSV: a path (``str`` is always a path), the bytes themselves, or a binary file object."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the daemon is and how to authenticate; built once per client."""
+
+    url: str
+    api_key: str | None
+    timeout: float
+
+    @classmethod
+    def resolve(
+        cls, url: str | None, api_key: str | None, timeout: float, env: Mapping[str, str] | None = None
+    ) -> ClientConfig:
+        """Explicit arguments win; otherwise ``DIALERD_URL`` / ``DIALERD_API_KEY``; otherwise the default URL."""
+        source = os.environ if env is None else env
+        base = (url or source.get("DIALERD_URL") or DEFAULT_URL).strip().rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise ValueError(f"dialerd URL must start with http:// or https://, got {base!r}")
+        key = api_key if api_key is not None else source.get("DIALERD_API_KEY")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        return cls(base, key or None, timeout)
+
+    def headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        out = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self.api_key:
+            out["Authorization"] = f"Bearer {self.api_key}"
+        if extra:
+            out.update(extra)
+        return out
+
+
+def _json_body(status: int, body: bytes) -> Any:
+    if status == 204 or not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:  # e.g. a proxy's HTML page with a 200
+        raise DialerdApiError(status, "invalid_response", f"expected JSON, got {body[:120]!r}") from None
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request and how to turn a 2xx answer into ``T``."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def url(self, base: str) -> str:
+        return base + self.path + ("?" + urlencode(self.params) if self.params else "")
+
+    def result(self, status: int, body: bytes) -> T:
+        """The parsed answer, or the matching ``DialerdApiError`` for an error status."""
+        if not 200 <= status < 300:
+            raise error_from_response(status, body)
+        return self.parse(_json_body(status, body))
+
+
+def _as(_: type[T]) -> Callable[[Any], T]:
+    return lambda data: cast(T, data)
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+def campaign_path(campaign_id: str, suffix: str = "") -> str:
+    if not isinstance(campaign_id, str) or not campaign_id:
+        raise ValueError("campaign id must be a non-empty string")
+    # Quoted whole: an id never adds path segments ("../x" stays inside the campaigns collection).
+    return f"{API}/{quote(campaign_id, safe='')}{suffix}"
+
+
+def _params(**values: object) -> tuple[tuple[str, str], ...]:
+    return tuple((k, str(v)) for k, v in values.items() if v is not None)
+
+
+def list_campaigns(status: str | None, limit: int | None, offset: int | None) -> Call[CampaignPage]:
+    return Call("GET", API, _as(CampaignPage), _params(status=status, limit=limit, offset=offset))
+
+
+def get_campaign(campaign_id: str) -> Call[Campaign]:
+    return Call("GET", campaign_path(campaign_id), _as(Campaign))
+
+
+def delete_campaign(campaign_id: str) -> Call[None]:
+    return Call("DELETE", campaign_path(campaign_id), _none)
+
+
+def campaign_action(campaign_id: str, action: str) -> Call[Campaign]:
+    return Call("POST", campaign_path(campaign_id, f"/{action}"), _as(Campaign))
+
+
+def list_contacts(
+    campaign_id: str, status: str | None, limit: int | None, offset: int | None
+) -> Call[ContactPage]:
+    return Call(
+        "GET",
+        campaign_path(campaign_id, "/contacts"),
+        _as(ContactPage),
+        _params(status=status, limit=limit, offset=offset),
+    )
+
+
+def events_url(base: str, campaign_id: str) -> str:
+    return base + campaign_path(campaign_id, "/events")
+
+
+def rfc3339(value: datetime | str) -> str:
+    """``scheduled_at`` as the daemon wants it; a datetime must carry its time zone."""
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("scheduled_at must be timezone-aware (e.g. datetime(..., tzinfo=UTC))")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def create_fields(
+    *,
+    name: str,
+    caller_id: str | None,
+    destination: str | None,
+    max_concurrent_calls: int | None,
+    retries_per_contact: int | None,
+    retry_delay_seconds: int | None,
+    ring_timeout_seconds: int | None,
+    scheduled_at: datetime | str | None,
+    default_region: str | None,
+) -> dict[str, str]:
+    """The form fields of create; ``None`` leaves a field out so the daemon's default applies."""
+    values: dict[str, object] = {
+        "name": name,
+        "caller_id": caller_id,
+        "destination": destination,
+        "max_concurrent_calls": max_concurrent_calls,
+        "retries_per_contact": retries_per_contact,
+        "retry_delay_seconds": retry_delay_seconds,
+        "ring_timeout_seconds": ring_timeout_seconds,
+        "scheduled_at": rfc3339(scheduled_at) if scheduled_at is not None else None,
+        "default_region": default_region,
+    }
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def read_contacts(contacts: Contacts) -> tuple[bytes, str]:
+    """The CSV bytes and a file name for the upload. Blocking for paths and files."""
+    if isinstance(contacts, bytes | bytearray):
+        return bytes(contacts), "contacts.csv"
+    if isinstance(contacts, str | os.PathLike):
+        path = Path(contacts)
+        return path.read_bytes(), path.name
+    data = contacts.read()
+    if isinstance(data, str):  # a file opened in text mode; be forgiving
+        data = data.encode("utf-8")
+    name = getattr(contacts, "name", None)
+    return data, Path(name).name if isinstance(name, str) and name else "contacts.csv"
+
+
+def _quoted(value: str) -> str:
+    # RFC 7578: names are quoted strings; drop what would break out of the header line.
+    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "").replace("\n", "")
+
+
+def encode_multipart(fields: Mapping[str, str], file_field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body (text fields, then the file) and its Content-Type."""
+    boundary = "dialerd-" + secrets.token_hex(16)
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"\r\n'
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n".encode()
+            + value.encode("utf-8")
+            + b"\r\n"
+        )
+    safe_name = filename if filename.isascii() else "contacts.csv"
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(file_field)}"; '
+        f'filename="{_quoted(safe_name)}"\r\nContent-Type: text/csv\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def create_campaign(fields: Mapping[str, str], data: bytes, filename: str) -> Call[Campaign]:
+    body, content_type = encode_multipart(fields, "contacts", filename, data)
+    return Call("POST", API, _as(Campaign), body=body, headers={"Content-Type": content_type})

@@ -1,0 +1,236 @@
+"""The asyncio client, on aiohttp. Usage:
+
+    async with AsyncDialerd() as client:  # DIALERD_URL, DIALERD_API_KEY
+        campaign = await client.campaigns.create("contacts.csv", name="spring")
+        await client.campaigns.start(campaign["id"])
+        async for event in client.campaigns.events(campaign["id"], last_event_id=0):
+            ...
+
+Same methods, arguments, answers and errors as the blocking ``Dialerd``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+
+from dialerd.client import _http
+from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts
+from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
+from dialerd.client.events import Event
+from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage
+from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
+
+T = TypeVar("T")
+
+
+class AsyncDialerd:
+    """An asyncio client of one dialerd daemon.
+
+    ``url`` and ``api_key`` default to ``DIALERD_URL`` and ``DIALERD_API_KEY``. ``timeout`` bounds each
+    request as a whole (not event streams, which use their own idle timeout). Pass ``session`` to share
+    an aiohttp session you own; otherwise the client opens one on first use and ``close()`` (or leaving
+    ``async with``) closes it.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.config = ClientConfig.resolve(url, api_key, timeout)
+        self._session = session
+        self._owns_session = session is None
+        self.campaigns = AsyncCampaigns(self)
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    async def __aenter__(self) -> AsyncDialerd:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _current_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            if not self._owns_session:
+                raise RuntimeError("the aiohttp session given to AsyncDialerd is closed")
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _call(self, call: Call[T]) -> T:
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        try:
+            async with self._current_session().request(
+                call.method,
+                call.url(self.config.url),
+                # A file object, not raw bytes: aiohttp streams it instead of warning about the loop.
+                data=io.BytesIO(call.body) if call.body is not None else None,
+                headers=self.config.headers(call.headers),
+                timeout=timeout,
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DialerdConnectionError(
+                f"{call.method} {call.path} to {self.config.url} failed: {exc or type(exc).__name__}"
+            ) from exc
+        return call.result(status, body)
+
+    async def health(self) -> dict[str, Any]:
+        """``GET /health`` (no key needed): the daemon's and the PBX connection's state."""
+
+        def parse(data: Any) -> dict[str, Any]:
+            return dict(data)
+
+        try:
+            return await self._call(Call("GET", "/health", parse))
+        except DialerdApiError as exc:
+            if exc.status == 503:  # a dead database still answers with the health document
+                return {"status": "error", "error": exc.message}
+            raise
+
+
+class AsyncCampaigns:
+    """``client.campaigns``: the campaign endpoints. Answers are plain dicts typed by ``models``."""
+
+    def __init__(self, client: AsyncDialerd) -> None:
+        self._client = client
+
+    async def list(
+        self, status: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> CampaignPage:
+        return await self._client._call(_http.list_campaigns(status, limit, offset))
+
+    async def create(
+        self,
+        contacts: Contacts,
+        *,
+        name: str,
+        caller_id: str | None = None,
+        destination: str | None = None,
+        max_concurrent_calls: int | None = None,
+        retries_per_contact: int | None = None,
+        retry_delay_seconds: int | None = None,
+        ring_timeout_seconds: int | None = None,
+        scheduled_at: datetime | str | None = None,
+        default_region: str | None = None,
+    ) -> Campaign:
+        """Upload a contacts CSV (path, bytes or binary file) and create a draft campaign.
+
+        The answer's ``import`` holds the import report, rejected rows included.
+        """
+        fields = _http.create_fields(
+            name=name,
+            caller_id=caller_id,
+            destination=destination,
+            max_concurrent_calls=max_concurrent_calls,
+            retries_per_contact=retries_per_contact,
+            retry_delay_seconds=retry_delay_seconds,
+            ring_timeout_seconds=ring_timeout_seconds,
+            scheduled_at=scheduled_at,
+            default_region=default_region,
+        )
+        if isinstance(contacts, bytes | bytearray):
+            data, filename = _http.read_contacts(contacts)
+        else:
+            data, filename = await asyncio.to_thread(_http.read_contacts, contacts)
+        return await self._client._call(_http.create_campaign(fields, data, filename))
+
+    async def get(self, id: str) -> Campaign:
+        return await self._client._call(_http.get_campaign(id))
+
+    async def delete(self, id: str) -> None:
+        await self._client._call(_http.delete_campaign(id))
+
+    async def list_contacts(
+        self, id: str, status: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> ContactPage:
+        return await self._client._call(_http.list_contacts(id, status, limit, offset))
+
+    async def iter_contacts(
+        self, id: str, status: str | None = None, *, page_size: int = 1000
+    ) -> AsyncIterator[Contact]:
+        """Every contact (optionally of one status), page after page, each once.
+
+        Pages are offsets into the filtered list: while a campaign runs, a contact that leaves the
+        filtered status between two pages can be missed. Export after the campaign ended for exact lists.
+        """
+        seen: set[int] = set()
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.list_contacts(id, status, page_size, offset)
+            for contact in page["contacts"]:
+                if contact["id"] not in seen:
+                    seen.add(contact["id"])
+                    yield contact
+            offset = page["next_offset"]
+
+    async def start(self, id: str) -> Campaign:
+        return await self._client._call(_http.campaign_action(id, "start"))
+
+    async def pause(self, id: str) -> Campaign:
+        return await self._client._call(_http.campaign_action(id, "pause"))
+
+    async def resume(self, id: str) -> Campaign:
+        return await self._client._call(_http.campaign_action(id, "resume"))
+
+    async def stop(self, id: str) -> Campaign:
+        return await self._client._call(_http.campaign_action(id, "stop"))
+
+    async def events(
+        self,
+        id: str,
+        last_event_id: int | None = None,
+        *,
+        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+        reconnect_delay: float | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> AsyncIterator[Event]:
+        """The campaign's live events, ending after ``End``.
+
+        ``last_event_id=None`` starts live (from now); ``0`` replays the campaign's whole history first;
+        ``n`` resumes after event ``n``. A dropped or silent (``idle_timeout``) connection is reopened with
+        ``Last-Event-ID`` after a growing delay (the server's ``retry`` hint, doubling, at most
+        ``max_reconnects`` times in a row); nothing is lost or repeated. Raises ``DialerdConnectionError``
+        when reconnecting fails, and ``DialerdApiError`` (e.g. ``NotFound``) when the daemon refuses.
+        """
+        client = self._client
+        stream = EventStream(id, last_event_id, max_reconnects=max_reconnects, reconnect_delay=reconnect_delay)
+        url = _http.events_url(client.config.url, id)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.config.timeout, sock_read=idle_timeout)
+        while True:
+            cause: BaseException | None = None
+            try:
+                async with client._current_session().get(
+                    url, headers=client.config.headers(stream.request_headers()), timeout=timeout
+                ) as resp:
+                    if resp.status != 200:
+                        raise error_from_response(resp.status, await resp.read())
+                    stream.connected()
+                    async for chunk in resp.content.iter_any():
+                        for event in stream.feed(chunk):
+                            yield event
+                        if stream.ended:
+                            return
+            except (aiohttp.ClientError, TimeoutError, DialerdApiError) as exc:
+                cause = exc
+            await asyncio.sleep(stream.lost(cause))

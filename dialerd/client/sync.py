@@ -1,0 +1,221 @@
+"""The blocking client, on ``urllib.request``: no event loop, no thread, nothing to close.
+
+    client = Dialerd()                             # DIALERD_URL, DIALERD_API_KEY
+    campaign = client.campaigns.create("contacts.csv", name="spring")
+    client.campaigns.start(campaign["id"])
+    for event in client.campaigns.events(campaign["id"], last_event_id=0):
+        ...
+
+Same methods, arguments, answers and errors as ``AsyncDialerd``. Proxies from the environment are
+ignored, as aiohttp does by default, so both clients reach the same place.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+from dialerd.client import _http
+from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts
+from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
+from dialerd.client.events import Event
+from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage
+from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
+
+T = TypeVar("T")
+CHUNK = 64 * 1024
+_NETWORK_ERRORS = (OSError, http.client.HTTPException)  # URLError and socket timeouts are OSErrors
+
+
+class Dialerd:
+    """A blocking client of one dialerd daemon.
+
+    ``url`` and ``api_key`` default to ``DIALERD_URL`` and ``DIALERD_API_KEY``. ``timeout`` bounds
+    connecting and each read of a request. Usable as a context manager for symmetry with the async
+    client; there is nothing to release.
+    """
+
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.config = ClientConfig.resolve(url, api_key, timeout)
+        # Our own opener, not urlopen's module-wide one: no shared state, no environment proxies.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.campaigns = Campaigns(self)
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    def __enter__(self) -> Dialerd:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release (urllib does not keep connections); here for symmetry."""
+
+    def _open(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str], timeout: float
+    ) -> http.client.HTTPResponse | urllib.error.HTTPError:
+        """Send a request; return the response whatever its status; raise only for network failures."""
+        request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
+        try:
+            resp = self._opener.open(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            return exc  # an HTTPError is the error response itself
+        except _NETWORK_ERRORS as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise DialerdConnectionError(f"{method} {url} failed: {reason or type(exc).__name__}") from exc
+        assert isinstance(resp, http.client.HTTPResponse)
+        return resp
+
+    def _call(self, call: Call[T]) -> T:
+        resp = self._open(
+            call.method,
+            call.url(self.config.url),
+            call.body,
+            self.config.headers(call.headers),
+            self.config.timeout,
+        )
+        try:
+            with resp:
+                body = resp.read()
+        except _NETWORK_ERRORS as exc:
+            raise DialerdConnectionError(f"{call.method} {call.path}: reading the answer failed: {exc}") from exc
+        return call.result(resp.status or 0, body)
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health`` (no key needed): the daemon's and the PBX connection's state."""
+
+        def parse(data: Any) -> dict[str, Any]:
+            return dict(data)
+
+        try:
+            return self._call(Call("GET", "/health", parse))
+        except DialerdApiError as exc:
+            if exc.status == 503:
+                return {"status": "error", "error": exc.message}
+            raise
+
+
+class Campaigns:
+    """``client.campaigns``: the campaign endpoints. Answers are plain dicts typed by ``models``."""
+
+    def __init__(self, client: Dialerd) -> None:
+        self._client = client
+
+    def list(self, status: str | None = None, limit: int | None = None, offset: int | None = None) -> CampaignPage:
+        return self._client._call(_http.list_campaigns(status, limit, offset))
+
+    def create(
+        self,
+        contacts: Contacts,
+        *,
+        name: str,
+        caller_id: str | None = None,
+        destination: str | None = None,
+        max_concurrent_calls: int | None = None,
+        retries_per_contact: int | None = None,
+        retry_delay_seconds: int | None = None,
+        ring_timeout_seconds: int | None = None,
+        scheduled_at: datetime | str | None = None,
+        default_region: str | None = None,
+    ) -> Campaign:
+        """Upload a contacts CSV (path, bytes or binary file) and create a draft campaign.
+
+        The answer's ``import`` holds the import report, rejected rows included.
+        """
+        fields = _http.create_fields(
+            name=name,
+            caller_id=caller_id,
+            destination=destination,
+            max_concurrent_calls=max_concurrent_calls,
+            retries_per_contact=retries_per_contact,
+            retry_delay_seconds=retry_delay_seconds,
+            ring_timeout_seconds=ring_timeout_seconds,
+            scheduled_at=scheduled_at,
+            default_region=default_region,
+        )
+        data, filename = _http.read_contacts(contacts)
+        return self._client._call(_http.create_campaign(fields, data, filename))
+
+    def get(self, id: str) -> Campaign:
+        return self._client._call(_http.get_campaign(id))
+
+    def delete(self, id: str) -> None:
+        self._client._call(_http.delete_campaign(id))
+
+    def list_contacts(
+        self, id: str, status: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> ContactPage:
+        return self._client._call(_http.list_contacts(id, status, limit, offset))
+
+    def iter_contacts(self, id: str, status: str | None = None, *, page_size: int = 1000) -> Iterator[Contact]:
+        """Every contact (optionally of one status), page after page, each once.
+
+        Pages are offsets into the filtered list: while a campaign runs, a contact that leaves the
+        filtered status between two pages can be missed. Export after the campaign ended for exact lists.
+        """
+        seen: set[int] = set()
+        offset: int | None = 0
+        while offset is not None:
+            page = self.list_contacts(id, status, page_size, offset)
+            for contact in page["contacts"]:
+                if contact["id"] not in seen:
+                    seen.add(contact["id"])
+                    yield contact
+            offset = page["next_offset"]
+
+    def start(self, id: str) -> Campaign:
+        return self._client._call(_http.campaign_action(id, "start"))
+
+    def pause(self, id: str) -> Campaign:
+        return self._client._call(_http.campaign_action(id, "pause"))
+
+    def resume(self, id: str) -> Campaign:
+        return self._client._call(_http.campaign_action(id, "resume"))
+
+    def stop(self, id: str) -> Campaign:
+        return self._client._call(_http.campaign_action(id, "stop"))
+
+    def events(
+        self,
+        id: str,
+        last_event_id: int | None = None,
+        *,
+        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+        reconnect_delay: float | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> Iterator[Event]:
+        """The campaign's live events, ending after ``End``; see ``AsyncCampaigns.events``."""
+        client = self._client
+        stream = EventStream(id, last_event_id, max_reconnects=max_reconnects, reconnect_delay=reconnect_delay)
+        url = _http.events_url(client.config.url, id)
+        while True:
+            cause: BaseException | None = None
+            try:
+                # The socket timeout applies to every read: it is the idle timeout of the stream.
+                resp = client._open(
+                    "GET", url, None, client.config.headers(stream.request_headers()), idle_timeout
+                )
+                with resp:
+                    if isinstance(resp, urllib.error.HTTPError) or resp.status != 200:
+                        raise error_from_response(resp.status or 0, resp.read())
+                    stream.connected()
+                    while chunk := resp.read1(CHUNK):
+                        yield from stream.feed(chunk)
+                        if stream.ended:
+                            return
+            except (*_NETWORK_ERRORS, DialerdConnectionError, DialerdApiError) as exc:
+                cause = exc
+            time.sleep(stream.lost(cause))

@@ -1,0 +1,37 @@
+"""Failpoints for fault-injection tests: the daemon kills itself (SIGKILL) at a named point.
+
+``DIALERD_FAILPOINTS="after_attempt:3,after_originate:1"`` kills the process the 3rd time the dispatcher
+passes ``after_attempt``, or the 1st time it passes ``after_originate``, whichever comes first.
+Unset (production), every check is a dictionary miss. Read once in the composition root.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = frozenset({
+    "before_attempt",  # a due contact was picked; nothing written yet
+    "after_attempt",  # the attempt row is committed; the originate request has not left
+    "after_originate",  # Asterisk accepted the originate; 'originated' not yet recorded
+    "before_answer_write",  # an answer event arrived; not yet recorded
+    "before_end_write",  # a hangup event arrived; its outcome not yet recorded
+})
+
+
+class Failpoints:
+    def __init__(self, spec: str = "") -> None:
+        self._left: dict[str, int] = {}
+        for item in filter(None, (p.strip() for p in spec.split(","))):
+            name, _, count = item.partition(":")
+            if name not in POINTS:
+                raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(sorted(POINTS))}")
+            self._left[name] = int(count or "1")
+
+    def hit(self, name: str) -> None:
+        left = self._left.get(name)
+        if left is None:
+            return
+        if left <= 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._left[name] = left - 1
