@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import base64
 import contextlib
+import itertools
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,7 +20,6 @@ import aiohttp
 from dialerd.settings import load_settings
 from tests.conftest import Api, make_key, start_daemon
 from tests.pbx_env import local_pbx_env
-
 
 _APP_SEQ = itertools.count()
 
