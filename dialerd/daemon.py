@@ -82,6 +82,7 @@ class Daemon:
             log.warning("removing a half-imported campaign", extra={"action": "purge_import", "campaign_id": stale})
             await store.purge_campaign(stale)
         hub = EventHub(settings.sse_queue_size)
+        store.publish = hub.publish  # the store announces each transaction's events after its commit
         pbx = pbx or build_pbx(settings)
         stopping = asyncio.Event()
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only

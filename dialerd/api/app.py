@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from dialerd.api import campaigns, events, openapi, render
+from dialerd.api import campaigns, dashboard, events, openapi, render
 from dialerd.api.context import PRINCIPAL, SERVICES, Services, services
-from dialerd.errors import DialerdError
+from dialerd.errors import DialerdError, Unauthorized
 
 if TYPE_CHECKING:
     from dialerd.api.prometheus import Telemetry
@@ -58,7 +58,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/api/") and request.path not in PUBLIC_PATHS:
-        request[PRINCIPAL] = await services(request).auth.authenticate(request.headers.get("Authorization"))
+        header = request.headers.get("Authorization")
+        # aiohttp hands non-UTF-8 header bytes over as surrogates, which neither hashing nor the database
+        # can encode (a 500 before); keys are ASCII, so such a header can only be a wrong key.
+        if header is not None and not header.isascii():
+            raise Unauthorized("invalid API key")
+        request[PRINCIPAL] = await services(request).auth.authenticate(header)
     return await handler(request)
 
 
@@ -80,6 +85,7 @@ def build_app(svc: Services, telemetry: Telemetry | None = None) -> web.Applicat
     app.add_routes(campaigns.routes)
     app.add_routes(events.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(dashboard.routes)
     if telemetry is not None:
         app.router.add_get("/metrics", telemetry.handler)
     return app

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from dialerd.api import render
 from dialerd.api.context import principal, services
-from dialerd.api.forms import parse_int, query, read_create_form
+from dialerd.api.forms import campaign_id, parse_int, query, read_create_form
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import InvalidInput
@@ -60,14 +60,14 @@ async def create_campaign(request: web.Request) -> web.Response:
 @routes.get("/api/v1/campaigns/{id}")
 async def get_campaign(request: web.Request) -> web.Response:
     query(request, set())
-    view = await services(request).campaigns.get(principal(request), request.match_info["id"])
+    view = await services(request).campaigns.get(principal(request), campaign_id(request))
     return web.json_response(render.campaign(view))
 
 
 @routes.delete("/api/v1/campaigns/{id}")
 async def delete_campaign(request: web.Request) -> web.Response:
     query(request, set())
-    await services(request).campaigns.delete(principal(request), request.match_info["id"])
+    await services(request).campaigns.delete(principal(request), campaign_id(request))
     return web.Response(status=204)
 
 
@@ -76,7 +76,7 @@ async def list_contacts(request: web.Request) -> web.Response:
     q = query(request, {"limit", "offset", "status"})
     limit, offset = _page(q, 100)
     contacts, total = await services(request).campaigns.list_contacts(
-        principal(request), request.match_info["id"], _status(q, ContactStatus), limit, offset
+        principal(request), campaign_id(request), _status(q, ContactStatus), limit, offset
     )
     body: dict[str, Any] = {
         "contacts": [render.contact(c) for c in contacts],
@@ -91,7 +91,7 @@ async def list_contacts(request: web.Request) -> web.Response:
 async def _action(request: web.Request, name: str) -> web.Response:
     query(request, set())
     svc = services(request).campaigns
-    view = await getattr(svc, name)(principal(request), request.match_info["id"])
+    view = await getattr(svc, name)(principal(request), campaign_id(request))
     return web.json_response(render.campaign(view))
 
 

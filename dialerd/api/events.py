@@ -16,13 +16,17 @@ from typing import Any
 from aiohttp import web
 
 from dialerd.api.context import principal, services
-from dialerd.api.forms import parse_int, query
+from dialerd.api.forms import campaign_id, parse_int, query
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.store.tables import Event
 
 routes = web.RouteTableDef()
 
 REPLAY_PAGE = 500
+# aiohttp does not cancel a handler whose client went away (handler_cancellation is off), and a stream
+# that is not running writes only a heartbeat every 15 s; so the loop looks at the connection this often
+# to let go of a vanished client's subscription and task (test_abusive_clients).
+DISCONNECT_CHECK = 1.0
 
 
 def _frame(event: str | None, data: dict[str, Any], event_id: int | None) -> bytes:
@@ -49,9 +53,11 @@ def _is_end(ev: Event) -> bool:
 async def stream_events(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     q = query(request, {"last_event_id"})
-    campaign = await svc.campaigns.require(principal(request), request.match_info["id"])
+    campaign = await svc.campaigns.require(principal(request), campaign_id(request))
     header = request.headers.get("Last-Event-ID", q.get("last_event_id"))
-    last_id: int | None = parse_int("Last-Event-ID", header, 0, 0, None) if header not in (None, "") else None
+    # Name what the client sent: a bad ?last_event_id= used to be reported as the Last-Event-ID header.
+    source = "Last-Event-ID" if "Last-Event-ID" in request.headers else "last_event_id"
+    last_id: int | None = parse_int(source, header, 0, 0, None) if header not in (None, "") else None
 
     sub = svc.hub.subscribe(campaign.id)
     resp = web.StreamResponse(
@@ -81,6 +87,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 class _Stream:
     def __init__(self, request: web.Request, resp: web.StreamResponse, sub: Any, last_id: int) -> None:
         self.svc = services(request)
+        self.request = request
         self.resp = resp
         self.sub = sub
         self.last_id = last_id
@@ -122,9 +129,12 @@ class _Stream:
         next_snapshot = time.monotonic() + settings.sse_snapshot_interval
         next_heartbeat = time.monotonic() + settings.sse_heartbeat_interval
         while not self.ended:
-            timeout = max(0.0, min(next_snapshot, next_heartbeat) - time.monotonic())
+            timeout = min(max(0.0, min(next_snapshot, next_heartbeat) - time.monotonic()), DISCONNECT_CHECK)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sub.wakeup.wait(), timeout)
+            transport = self.request.transport
+            if transport is None or transport.is_closing():
+                return  # the client is gone
             if self.sub.lagged:
                 self.sub.lagged = False
                 self.sub.drain()

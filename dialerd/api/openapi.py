@@ -14,7 +14,7 @@ import phonenumbers
 from aiohttp import web
 
 from dialerd import __version__
-from dialerd.api import campaigns
+from dialerd.api import campaigns, dashboard
 from dialerd.api.context import services
 from dialerd.api.forms import ALIASES, MAX_FIELD_BYTES
 from dialerd.domain.campaign import CampaignStatus
@@ -395,6 +395,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
     metrics = {"content": {"text/plain": {"schema": TEXT}, "application/openmetrics-text": {"schema": TEXT}}}
     event_id = _int(0, maximum=MAX_QUERY_INT)
     form = {"schema": _create_form(settings), "encoding": {"contacts": {"contentType": "text/csv"}}}
+    html = {"schema": TEXT}
     return {
         "/health": _public("getHealth", "Liveness and dependencies", {
             "200": _ok("the database works (status 'degraded' when the PBX is down)", "Health"),
@@ -406,6 +407,18 @@ def _paths(settings: Settings) -> dict[str, Schema]:
         "/api/v1/openapi.json": _public("getOpenApi", "This document", {
             "200": {"description": "OpenAPI 3 document", "content": {JSON: {"schema": {"type": "object"}}}},
         }),
+        "/dashboard": {"get": _op("dashboard", "getDashboard", "The live campaign dashboard (HTML)", {
+            "200": {"description": "the page; it asks for an API key in the browser", "content": {"text/html": html}},
+        }, security=[])},
+        "/dashboard/": {"get": _op("dashboard", "redirectDashboard", "Redirect to /dashboard", {
+            "301": {"description": "to ../dashboard (the page's URLs are relative)",
+                    "headers": {"Location": {"schema": TEXT}}},
+        }, security=[])},
+        "/dashboard/{name}": {"get": _op("dashboard", "getDashboardAsset", "A script or style of the dashboard", {
+            "200": {"description": "the file", "content": {"text/javascript": html, "text/css": html}},
+            "404": _error("no such asset", "route_not_found"),
+        }, security=[], parameters=[_param("name", "path", "file name", {"type": "string",
+                                                                         "enum": sorted(dashboard.ASSETS)})])},
         "/api/v1/campaigns": {
             "get": _op(
                 "campaigns", "listCampaigns", "List campaigns",
@@ -485,7 +498,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             '{"error": message, "error_id": stable code, "details": {...}}. An unknown path is '
             "404 (route_not_found); a method a path does not have is 405 (method_not_allowed).",
         },
-        "tags": [{"name": n} for n in ("campaigns", "contacts", "events", "system")],
+        "tags": [{"name": n} for n in ("campaigns", "contacts", "events", "system", "dashboard")],
         "security": [{"bearerAuth": []}],
         "paths": _paths(settings),
         "components": {

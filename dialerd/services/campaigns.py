@@ -199,7 +199,6 @@ class CampaignService:
             now_status = fresh.status if fresh else "deleted"
             raise Conflict(f"campaign changed to {now_status} meanwhile; retry", error_id="concurrent_change",
                            status=now_status)
-        self.hub.publish(events)
         log.info("campaign %s", action.value,
                  extra={"action": action.value, "campaign_id": campaign.id, "status": decision.status.value})
         fresh = await self.store.get_campaign(campaign.id)
@@ -296,7 +295,6 @@ class CampaignService:
                                                                  "previous": status.value, **payload},
             started=decision.status is CampaignStatus.RUNNING,
         )
-        self.hub.publish(events)
         if changed and decision.status is CampaignStatus.RUNNING and self.dispatch is not None:
             self.dispatch.campaign_running(campaign_id)
         if changed:

@@ -31,13 +31,12 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import chain
 from typing import BinaryIO, Final
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, ValidationResult
 
+from dialerd.domain.phone import parse_phone
 from dialerd.errors import InvalidCsv, InvalidInput
 
 # Normalized header spellings accepted as the phone column, in order of preference: when a file has
@@ -82,14 +81,8 @@ _EXPORT_HINT: Final = "export or save it as 'CSV UTF-8'"
 
 _HEADER_JUNK = re.compile(r"[\W_]+")
 _SEP_LINE = re.compile(r"\s*sep=([,;\t|])\s*", re.IGNORECASE)
-_LETTER = re.compile(r"[^\W\d_]")
-_SCIENTIFIC = re.compile(r"\d+(?:[.,]\d+)?[eE]\+?\d+")
 _PHONE_LIKE = re.compile(r"[+(]?[\d \-.()/]{7,}")
 
-_E164 = PhoneNumberFormat.E164
-_POSSIBLE = ValidationResult.IS_POSSIBLE
-_parse = phonenumbers.parse
-_format = phonenumbers.format_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +214,7 @@ class ContactsCsv:
         others = self._others
         max_chars = self._max_field_chars
         region = self._region
-        parse_phone = _parse_phone
+        parse = parse_phone  # a local name: this loop runs per row
         to_item = self._to_item
         last = reader.line_num  # line_num after a record is the line where it ended
         batch: list[ParsedContact | RowProblem] = []
@@ -235,7 +228,7 @@ class ContactsCsv:
                     raw = row[phone_index].strip() if len(row) == width else ""
                     if not raw or max(map(len, row)) > max_chars:
                         batch.append(to_item(row, line))
-                    elif (parsed := parse_phone(raw, region)).__class__ is str:
+                    elif (parsed := parse(raw, region)).__class__ is str:
                         self._valid += 1
                         fields = {name: row[i].strip() for i, name in others}
                         batch.append(ParsedContact(line, parsed, raw, fields))
@@ -271,7 +264,7 @@ class ContactsCsv:
             else:
                 problem = RowProblem(line, self._row_value(row), "empty row", "empty_row")
             return self._reject(problem)
-        parsed = _parse_phone(raw, self._region)
+        parsed = parse_phone(raw, self._region)
         if not isinstance(parsed, str):
             code, reason = parsed
             return self._reject(RowProblem(line, raw[:_VALUE_CHARS], reason, code))
@@ -456,89 +449,3 @@ def _csv_problem(exc: csv.Error, line: int, error_line: int) -> RowProblem:
     else:
         reason = f"malformed record starting on line {line}: {message}"
     raise InvalidCsv(f"contacts file is malformed: {reason}", error_id="csv_malformed", line=line)
-
-
-def _parse_phone(raw: str, region: str | None) -> str | tuple[str, str]:
-    """E.164 for a dialable ``raw`` number, else ``(code, reason)``."""
-    number: PhoneNumber | None = None
-    failure: NumberParseException | None = None
-    e164, verdict = "", -1
-    try:
-        number = _parse(raw, region)
-        e164 = _format(number, _E164)
-        verdict = _length_verdict(number.country_code or 0, len(e164))
-    except NumberParseException as exc:
-        failure = exc
-    if verdict != _POSSIBLE and raw.startswith("00"):
-        # "00" is the international prefix in most of the world but not in the default region (or there
-        # is none): read it as "+" when that gives a possible number.
-        try:
-            alternative = _parse("+" + raw[2:], None)
-        except NumberParseException:
-            pass
-        else:
-            alternative_e164 = _format(alternative, _E164)
-            if _length_verdict(alternative.country_code or 0, len(alternative_e164)) == _POSSIBLE:
-                number, e164, verdict = alternative, alternative_e164, _POSSIBLE
-    letters = _LETTER.search(raw) is not None
-    if number is None:
-        assert failure is not None
-        return _parse_failure(raw, region, failure, letters)
-    if number.extension:
-        return "extension", f"has an extension ({number.extension}); extensions cannot be dialled"
-    if letters:
-        return "not_a_number", _letters_reason(raw)
-    if verdict == _POSSIBLE:
-        return e164
-    return "invalid_number", _impossible_reason(verdict, number.country_code or 0)
-
-
-@lru_cache(maxsize=4096)
-def _length_verdict(country_code: int, e164_length: int) -> int:
-    """``is_possible_number_with_reason`` for every number with this country code and E.164 length.
-
-    libphonenumber's answer depends only on the country code and the count of national digits, so one
-    probe per pair stands for all numbers; this saves its per-row region and metadata lookups.
-    """
-    digits = max(e164_length - 1 - len(str(country_code)), 1)
-    probe = PhoneNumber(country_code=country_code, national_number=int("1" * digits))
-    return phonenumbers.is_possible_number_with_reason(probe)
-
-
-def _parse_failure(raw: str, region: str | None, exc: NumberParseException, letters: bool) -> tuple[str, str]:
-    kind = exc.error_type
-    if letters:
-        return "not_a_number", _letters_reason(raw)
-    if kind == NumberParseException.INVALID_COUNTRY_CODE:
-        if region is None and not raw.lstrip().startswith(("+", "\uff0b", "00")):
-            return "missing_region", "national number needs default_region"
-        return "invalid_number", "unknown country calling code"
-    if kind == NumberParseException.NOT_A_NUMBER:
-        return "not_a_number", "not a phone number"
-    if kind == NumberParseException.TOO_LONG:
-        return "invalid_number", "number too long"
-    return "invalid_number", "number too short"
-
-
-def _letters_reason(raw: str) -> str:
-    if _SCIENTIFIC.fullmatch(raw):
-        return "in scientific notation (a spreadsheet rewrote it); format the column as text, export again"
-    return "contains letters; dialerd dials digits only"
-
-
-def _impossible_reason(verdict: int, country_code: int) -> str:
-    if verdict == ValidationResult.TOO_SHORT:
-        return "number too short"
-    if verdict == ValidationResult.TOO_LONG:
-        return "number too long"
-    if verdict == ValidationResult.IS_POSSIBLE_LOCAL_ONLY:
-        return "local number without its area code"
-    if verdict == ValidationResult.INVALID_COUNTRY_CODE:
-        return f"unknown country calling code +{country_code}"
-    return f"wrong number of digits for {_region_name(country_code)}"
-
-
-@lru_cache(maxsize=256)
-def _region_name(country_code: int) -> str:
-    region = phonenumbers.region_code_for_country_code(country_code)
-    return f"+{country_code} ({region})" if region != phonenumbers.UNKNOWN_REGION else f"+{country_code}"

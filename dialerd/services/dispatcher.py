@@ -508,7 +508,6 @@ class Dispatcher:
         _attempt, event = result
         if attempt_state == "ended":  # the one place every outcome is recorded (exactly once, by only_from)
             self.outcomes[str(attempt_values.get("reason", "completed"))] += 1
-        self.hub.publish([event])
         return event
 
     # ---- reconciliation ---------------------------------------------------------------------------

@@ -60,11 +60,13 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
 async def migrate(engine: AsyncEngine) -> int:
     """Apply every migration newer than the database's version; return the resulting version."""
     dialect = engine.dialect.name
+    # The same column types SQLModel declares for SchemaVersion on each backend.
+    timestamp = "TIMESTAMP WITH TIME ZONE" if dialect == "postgresql" else "DATETIME"
     async with engine.begin() as conn:
         await conn.execute(
             text(
                 "CREATE TABLE IF NOT EXISTS schema_version ("
-                "version INTEGER NOT NULL PRIMARY KEY, applied_at TIMESTAMP WITH TIME ZONE NOT NULL)"
+                f"version INTEGER NOT NULL PRIMARY KEY, applied_at {timestamp} NOT NULL)"
             )
         )
     async with engine.begin() as conn:
@@ -85,7 +87,7 @@ async def migrate(engine: AsyncEngine) -> int:
                 await conn.execute(text(statement))
             await conn.execute(
                 text("INSERT INTO schema_version (version, applied_at) VALUES (:v, :t)"),
-                {"v": version, "t": utcnow() if dialect == "postgresql" else utcnow().isoformat()},
+                {"v": version, "t": utcnow() if dialect == "postgresql" else _sqlite_time()},
             )
             log.info("applied migration", extra={"action": "migrate", "version": version})
             current = version
@@ -95,6 +97,11 @@ async def migrate(engine: AsyncEngine) -> int:
 async def _current_version(conn: AsyncConnection) -> int:
     row = (await conn.execute(text("SELECT MAX(version) FROM schema_version"))).first()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def _sqlite_time() -> str:
+    # How SQLAlchemy's DateTime stores UTC on SQLite (UTCDateTime strips the zone): one format throughout.
+    return utcnow().replace(tzinfo=None).isoformat(sep=" ")
 
 
 def _statements(sql: str) -> list[str]:

@@ -7,7 +7,7 @@ so the SSE stream replayed from the database always agrees with the contacts' st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -53,26 +53,31 @@ class _Merged:
 class Store:
     """Typed access to the database. One instance per daemon, built in the composition root."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, publish: Callable[[list[Event]], None] | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        # SQLite has one writer at a time; serialising our own writes in-process avoids
-        # "database is locked" upgrade deadlocks between pooled connections.
-        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        # One writer at a time, in-process, on both backends. On SQLite this avoids "database is
+        # locked" upgrade deadlocks between pooled connections. On both, it makes event ids, commit
+        # order and publish order the same order: a live SSE client can never receive event 7 before
+        # event 6, and a reader of the event table never sees 7 committed while 6 is still pending.
+        self._write_lock = asyncio.Lock()
+        self._txn_events: list[Event] = []
+        self.publish = publish  # called with each transaction's events right after its commit
 
     async def close(self) -> None:
         await self.engine.dispose()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; commits on exit, rolls back on error."""
+        """A write transaction; commits on exit, rolls back on error; then publishes its events."""
         try:
-            if self._write_lock is None:
+            async with self._write_lock:
+                self._txn_events = []
                 async with self.engine.begin() as conn:
                     yield conn
-            else:
-                async with self._write_lock, self.engine.begin() as conn:
-                    yield conn
+                events, self._txn_events = self._txn_events, []
+                if events and self.publish is not None:
+                    self.publish(events)  # still under the lock: publish order == id order
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}") from exc
 
@@ -160,6 +165,9 @@ class Store:
         """Bulk-insert contacts; a number already in the campaign is skipped (duplicates collapse)."""
         if not rows:
             return
+        if self.dialect == "sqlite":
+            await self._insert_contacts_sqlite(campaign_id, rows)
+            return
         ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(T_CONTACT)
         stmt = ins.on_conflict_do_nothing(index_elements=["campaign_id", "phone_e164"])
         now = utcnow()
@@ -183,6 +191,26 @@ class Store:
         ]
         async with self.write() as conn:
             await conn.execute(stmt, values)
+
+    async def _insert_contacts_sqlite(self, campaign_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        # Perf (bench/, docs/benchmarks.md): SQLAlchemy's executemany processes 13 typed binds per
+        # row (~60 us per contact, more than parsing the number). Here the constant columns are
+        # converted once by the columns' own bind processors, so the stored values are identical,
+        # and the rows go to the driver as plain tuples. Omitted columns are NULL, as before.
+        dialect = self.engine.dialect
+        to_json = T_CONTACT.c.fields.type.bind_processor(dialect) or (lambda v: v)
+        to_time = T_CONTACT.c.updated_at.type.bind_processor(dialect) or (lambda v: v)
+        now, pending = to_time(utcnow()), ContactStatus.PENDING.value
+        values = [
+            (campaign_id, r["line"], r["phone_e164"], r["raw_number"][:100], to_json(r["fields"]), pending, 0, now)
+            for r in rows
+        ]
+        sql = (
+            "INSERT INTO contact (campaign_id, line, phone_e164, raw_number, fields, status, attempts, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
+        )
+        async with self.write() as conn:
+            await conn.exec_driver_sql(sql, values)
 
     async def finish_import(self, campaign_id: str, status: CampaignStatus, report: dict[str, Any]) -> None:
         async with self.write() as conn:
@@ -323,20 +351,16 @@ class Store:
         return True, events
 
     async def _cancel_pending(self, conn: AsyncConnection, campaign_id: str, now: datetime) -> list[Event]:
-        rows = (
-            await conn.execute(
-                select(T_CONTACT.c.id, T_CONTACT.c.phone_e164, T_CONTACT.c.attempts)
-                .where(T_CONTACT.c.campaign_id == campaign_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
-                .order_by(T_CONTACT.c.id)
-            )
-        ).all()
-        if not rows:
-            return []
-        await conn.execute(
+        # One statement picks and changes the rows, so the events name exactly the contacts cancelled.
+        result = await conn.execute(
             update(T_CONTACT)
             .where(T_CONTACT.c.campaign_id == campaign_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
             .values(status=ContactStatus.CANCELLED.value, next_attempt_at=None, updated_at=now)
+            .returning(T_CONTACT.c.id, T_CONTACT.c.phone_e164, T_CONTACT.c.attempts)
         )
+        rows = sorted(result.all(), key=lambda r: r.id)
+        if not rows:
+            return []
         payloads = [
             {
                 "contact_id": r.id,
@@ -358,9 +382,11 @@ class Store:
             .values(campaign_id=campaign_id, kind=kind, payload=payload, created_at=now)
             .returning(T_EVENT.c.id)
         )
-        return Event(
+        event = Event(
             id=int(result.scalar_one()), campaign_id=campaign_id, kind=kind, payload=payload, created_at=now
         )
+        self._txn_events.append(event)
+        return event
 
     async def _events(
         self,
@@ -373,15 +399,21 @@ class Store:
         out: list[Event] = []
         for chunk_start in range(0, len(payloads), 1000):
             chunk = payloads[chunk_start : chunk_start + 1000]
-            result = await conn.execute(
-                insert(T_EVENT).returning(T_EVENT.c.id, sort_by_parameter_order=True),
-                [{"campaign_id": campaign_id, "kind": kind, "payload": p, "created_at": now} for p in chunk],
-            )
-            ids = [int(r[0]) for r in result.all()]
+            rows = [{"campaign_id": campaign_id, "kind": kind, "payload": p, "created_at": now} for p in chunk]
+            if self.dialect == "sqlite":
+                # SQLAlchemy cannot batch INSERT..RETURNING on SQLite (it falls back to one statement
+                # per row). We hold the only write transaction, so new rowids are max(id)+1, +2, ...
+                first = int((await conn.execute(select(func.coalesce(func.max(T_EVENT.c.id), 0)))).scalar_one()) + 1
+                await conn.execute(insert(T_EVENT), rows)
+                ids = list(range(first, first + len(rows)))
+            else:
+                result = await conn.execute(insert(T_EVENT).returning(T_EVENT.c.id, sort_by_parameter_order=True), rows)
+                ids = [int(r[0]) for r in result.all()]
             out.extend(
                 Event(id=i, campaign_id=campaign_id, kind=kind, payload=p, created_at=now)
                 for i, p in zip(ids, chunk, strict=True)
             )
+        self._txn_events.extend(out)
         return out
 
     # ---- contacts -----------------------------------------------------------------------------
@@ -501,12 +533,20 @@ class Store:
         event is written. False if the attempt is no longer 'dialing'.
         """
         async with self.write() as conn:
-            row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
+            row = (
+                await conn.execute(
+                    select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id).with_for_update()
+                )
+            ).first()
             if row is None or row.state != "dialing":
                 return False
-            await conn.execute(
-                update(T_ATTEMPT).where(T_ATTEMPT.c.id == row.id).values(state="not_dialled", reason="not_dialled")
+            moved = await conn.execute(
+                update(T_ATTEMPT)
+                .where(T_ATTEMPT.c.id == row.id, T_ATTEMPT.c.state == "dialing")
+                .values(state="not_dialled", reason="not_dialled")
             )
+            if not moved.rowcount:
+                return False
             await conn.execute(
                 update(T_CONTACT)
                 .where(T_CONTACT.c.id == row.contact_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
@@ -558,12 +598,20 @@ class Store:
         """
         now = utcnow()
         async with self.write() as conn:
-            row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
+            row = (
+                await conn.execute(
+                    select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id).with_for_update()
+                )
+            ).first()
             if row is None or row.state not in only_from:
                 return None
-            await conn.execute(
-                update(T_ATTEMPT).where(T_ATTEMPT.c.id == row.id).values(state=attempt_state, **attempt_values)
+            moved = await conn.execute(
+                update(T_ATTEMPT)
+                .where(T_ATTEMPT.c.id == row.id, T_ATTEMPT.c.state.in_(only_from))
+                .values(state=attempt_state, **attempt_values)
             )
+            if not moved.rowcount:  # another writer moved it first (other process on PostgreSQL)
+                return None
             await conn.execute(
                 update(T_CONTACT)
                 .where(T_CONTACT.c.id == row.contact_id)

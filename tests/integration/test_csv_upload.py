@@ -126,6 +126,14 @@ async def test_semicolon_delimited(offline_api: Api) -> None:
     assert contacts[0]["custom_fields"] == {"Name": "Müller, Hans", "Ort": "Berlin"}  # a comma is just data
 
 
+async def test_excel_sep_line_and_blank_lines_before_the_header_count_as_lines(offline_api: Api) -> None:
+    body = await upload(offline_api, b"sep=;\r\nphone;name\r\n+14155550100;A\r\n\r\n+14155550101;B\r\n")
+    assert body["import"]["delimiter"] == ";" and problems(body) == [(4, "empty_row")]
+    assert numbers(await contacts_of(offline_api, body["id"])) == [(3, "+14155550100"), (5, "+14155550101")]
+    body = await upload(offline_api, b"\n\r\nphone_number\n+14155550100\n")
+    assert numbers(await contacts_of(offline_api, body["id"])) == [(4, "+14155550100")]
+
+
 async def test_tab_delimited(offline_api: Api) -> None:
     csv = "phone_number\tfirst name\tnote\n+14155550100\tAnn\ta, b; c\n+14155550101\tBob\t\n"
     body = await upload(offline_api, csv)
@@ -332,6 +340,7 @@ async def test_binary_file(offline_api: Api) -> None:
 async def test_empty_file(offline_api: Api) -> None:
     await refused(offline_api, b"", "csv_empty", "empty")
     await refused(offline_api, b"\n\r\n  \n", "csv_empty", "empty")
+    await refused(offline_api, b"\xef\xbb\xbf", "csv_empty", "empty")  # a BOM and nothing else
 
 
 async def test_header_only(offline_api: Api) -> None:
@@ -390,9 +399,10 @@ async def test_100k_rows_are_all_stored(offline_api: Api) -> None:
     wall, cpu = time.monotonic(), time.process_time()
     body = await upload(offline_api, csv)
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
-    # The budget is 20 s. CPU time of this process (client, server, parser thread, SQLite) holds it on a
-    # busy machine too; wall time only gets a loose bound, since shared CI boxes run suites side by side.
-    assert cpu < 20 and wall < 60, f"{rows} rows: {wall:.1f} s wall, {cpu:.1f} s CPU"
+    # The budget is 20 s (about 13 s on SQLite, 17 s on PostgreSQL on an idle 2-CPU box). It is checked
+    # as CPU time of this process (client, server, parser thread, SQLite), which holds on a busy machine
+    # too; wall time only gets a bound against hangs, since shared CI boxes run suites side by side.
+    assert cpu < 20 and wall < 120, f"{rows} rows: {wall:.1f} s wall, {cpu:.1f} s CPU"
     report = body["import"]
     assert (report["rows_total"], report["rows_valid"], report["contacts"], report["duplicates"]) == (rows, rows, rows, 0)
     assert report["problems"] == [] and report["problems_truncated"] is False

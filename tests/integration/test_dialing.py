@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import Api
@@ -250,3 +251,36 @@ async def test_scheduled_campaign_starts_at_its_time(tmp_path: Path) -> None:
     assert _epoch(final["started_at"]) >= at.timestamp() - 0.01
     assert _epoch(final["started_at"]) < at.timestamp() + 3
     assert final["contacts"]["completed"] == 2
+
+
+async def test_call_carries_caller_id_correlation_and_custom_fields(tmp_path: Path) -> None:
+    async with live_api(tmp_path) as api:
+        csv = "phone_number,first_name,account\n+12125550133,Zoë,ACME-42\n"
+        cid = await create(api, csv, caller_id="+14155550000", max_concurrent_calls=1)
+        watch = AsteriskWatch.from_env()
+        watch.start()
+        try:
+            await start(api, cid)
+            await _wait_asterisk(watch, cid, 1)
+            channel_id = next(i for i, info in watch.seen.items() if info["campaign"] == cid)
+            async with aiohttp.ClientSession(headers=watch.auth) as session:
+                async with session.get(f"{watch.url}/ari/channels/{channel_id}") as resp:
+                    channel = await resp.json()
+                values = {}
+                for name in ("DIALERD_FIELD_FIRST_NAME", "DIALERD_FIELD_ACCOUNT", "DIALERD_CONTACT",
+                             "DIALERD_ATTEMPT", "DIALERD_NUMBER"):
+                    async with session.get(f"{watch.url}/ari/channels/{channel_id}/variable",
+                                           params={"variable": name}) as resp:
+                        values[name] = (await resp.json())["value"]
+            contact = (await all_contacts(api, cid))[0]
+            status, _ = await api.call("POST", f"/api/v1/campaigns/{cid}/stop")
+            assert status == 200
+        finally:
+            await watch.stop()
+    assert channel["caller"]["number"] == "+14155550000"
+    assert channel["channelvars"]["DIALERD_CAMPAIGN"] == cid
+    assert channel["channelvars"]["DIALERD_ID"] == channel_id
+    assert values == {
+        "DIALERD_FIELD_FIRST_NAME": "Zoë", "DIALERD_FIELD_ACCOUNT": "ACME-42", "DIALERD_CONTACT": str(contact["id"]),
+        "DIALERD_ATTEMPT": "1", "DIALERD_NUMBER": "+12125550133",
+    }

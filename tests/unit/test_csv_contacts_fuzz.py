@@ -11,9 +11,9 @@ import phonenumbers
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from dialerd.domain.phone import _length_verdict as length_verdict
 from dialerd.errors import InvalidCsv
 from dialerd.services.csv_contacts import PHONE_COLUMN_NAMES, ContactsCsv, ParsedContact, RowProblem
-from dialerd.services.csv_contacts import _length_verdict as length_verdict
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TABLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

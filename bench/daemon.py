@@ -1,0 +1,115 @@
+"""dialerd as a subprocess for the benchmarks: its CPU and memory are then its own (/proc/<pid>)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.stats import cpu_seconds, mem_kb
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DaemonProcess:
+    """``python -m bench.serve`` on a free loopback port, logging (JSON, info: production's) to a file."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, *, fake_scale: float | None = None,
+                 sample: bool = True) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.log_path = workdir / f"daemon-{self.port}.log"
+        self.sample_dir = workdir / f"profiles-{self.port}" if sample else None
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DIALERD_")}
+        self.env.update(env)
+        self.env.update({"DIALERD_SERVER_PORT": str(self.port), "DIALERD_SERVER_HOST": "127.0.0.1",
+                         "PYTHONUNBUFFERED": "1"})
+        self.env.setdefault("DIALERD_LOG_LEVEL", "info")
+        self.env.setdefault("DIALERD_LOG_FORMAT", "json")
+        self.fake_scale = fake_scale
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dumps = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self, timeout: float = 40.0) -> float:
+        """Spawn and wait until /health says the database and the PBX are up; returns the seconds taken."""
+        args = [sys.executable, "-m", "bench.serve"]
+        if self.fake_scale is not None:
+            args += ["--fake-scale", str(self.fake_scale)]
+        if self.sample_dir is not None:
+            self.sample_dir.mkdir(parents=True, exist_ok=True)
+            args += ["--sample", str(self.sample_dir)]
+        started = time.perf_counter()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = started + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.perf_counter() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited {self.proc.returncode}; see {self.log_path}")
+                try:
+                    async with session.get(self.base + "/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        body = await r.json()
+                        if r.status == 200 and body["pbx"]["connected"]:
+                            return time.perf_counter() - started
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.02)
+        raise RuntimeError(f"daemon not healthy within {timeout}s; see {self.log_path}")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def mem(self) -> dict[str, int]:
+        return mem_kb(self.pid)
+
+    async def profile(self) -> dict[str, Any] | None:
+        """What the sampler saw since the previous call (the first call just starts the window)."""
+        if self.sample_dir is None or self.proc is None:
+            return None
+        self._dumps += 1
+        path = self.sample_dir / f"profile-{self._dumps}.json"
+        self.proc.send_signal(signal.SIGUSR1)
+        for _ in range(200):
+            if path.exists():
+                import json
+
+                data: dict[str, Any] = json.loads(path.read_text())
+                return data
+            await asyncio.sleep(0.01)
+        return None
+
+    async def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        for _ in range(int(timeout / 0.05)):
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            await asyncio.sleep(0.05)
+        self.proc.kill()
+        self.proc.wait(5)
+        return self.proc.returncode

@@ -1,0 +1,351 @@
+"""The live dashboard in a real browser, following a real campaign on the local Asterisk.
+
+The browser is Debian's ``chromium`` (``apt-get install chromium``; Playwright is not usable here, it
+downloads a browser of its own). The test starts it headless with ``--remote-debugging-port=0``,
+reads the port Chromium picked from ``<profile>/DevToolsActivePort`` and drives one page over the
+DevTools protocol with the small client below (commands and events on the browser's websocket,
+flat sessions). The key is typed into the page's password field with ``Input.insertText`` like a
+user would; it never appears in a URL, which the test checks on every request the browser made.
+
+The test is skipped when ``chromium`` is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import pytest
+
+from dialerd.logs import JsonFormatter
+from tests.conftest import Api
+from tests.live import all_contacts, live_api, numbers, read_sse, wait_status
+
+pytestmark = [pytest.mark.pbx, pytest.mark.timeout(150)]
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "bench" / "out" / "dashboard-running.png"
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+]
+VIEWPORT = {"width": 1360, "height": 1000, "deviceScaleFactor": 1, "mobile": False}
+# By the last two digits (asterisk/README.md): the three 30-39 calls stay up ~20 s and keep the
+# campaign running long enough to catch it mid-run; the rest answer for 2 s or fail in every way.
+SUFFIXES = [30, 31, 32, 0, 40, 1, 60, 2, 70, 3, 80, 4, 41, 5, 61, 6, 71, 7, 81, 8]
+STATUSES = ("pending", "originated", "connected", "completed", "failed", "cancelled")
+CONTACT_EVENTS = frozenset(STATUSES)
+
+
+class CdpError(RuntimeError):
+    """A DevTools command failed, or the page threw."""
+
+
+class Cdp:
+    """Just enough of the Chrome DevTools Protocol: one page, attached as a flat session."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.session: str | None = None
+        self.events: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader = asyncio.create_task(self._read(), name="cdp-reader")
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            waiter = self._waiting.pop(data["id"], None) if "id" in data else None
+            if waiter is None:
+                self.events.append(data)
+            elif not waiter.done():
+                if "error" in data:
+                    waiter.set_exception(CdpError(f"{data['error']}"))
+                else:
+                    waiter.set_result(data.get("result", {}))
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(CdpError("the browser closed the DevTools connection"))
+
+    async def send(self, method: str, params: dict[str, Any] | None = None, *, browser: bool = False,
+                   timeout: float = 15.0) -> dict[str, Any]:
+        msg_id = next(self._ids)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[msg_id] = waiter
+        msg: dict[str, Any] = {"id": msg_id, "method": method, "params": params or {}}
+        if self.session is not None and not browser:
+            msg["sessionId"] = self.session
+        await self.ws.send_json(msg)
+        return await asyncio.wait_for(waiter, timeout)
+
+    async def js(self, expression: str) -> Any:
+        """Evaluates ``expression`` in the page and returns its value (awaiting a promise)."""
+        reply = await self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                     "awaitPromise": True})
+        if "exceptionDetails" in reply:
+            raise CdpError(f"{expression!r} threw: {reply['exceptionDetails']}")
+        return reply["result"].get("value")
+
+    async def wait_for(self, expression: str, what: str, timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.js(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the page never showed {what} within {timeout:.0f}s ({expression})")
+            await asyncio.sleep(0.1)
+
+    def named(self, method: str) -> list[dict[str, Any]]:
+        return [e["params"] for e in self.events if e.get("method") == method]
+
+    async def close(self) -> None:
+        with contextlib.suppress(CdpError, TimeoutError, ConnectionError):
+            await self.send("Browser.close", browser=True, timeout=5)
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+async def _devtools_endpoint(profile: Path, proc: asyncio.subprocess.Process, timeout: float = 20.0) -> str:
+    """Chromium writes the port it chose and the browser target's path into DevToolsActivePort."""
+    port_file = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = port_file.read_text().split() if port_file.exists() else []
+        if len(lines) >= 2:
+            return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+        if proc.returncode is not None:
+            raise AssertionError(f"chromium exited {proc.returncode} before opening DevTools (see chromium.log)")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"chromium wrote no {port_file} within {timeout:.0f}s (see chromium.log)")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def chromium_log(tmp_path: Path) -> Iterator[IO[bytes]]:
+    with (tmp_path / "chromium.log").open("wb") as f:
+        yield f
+
+
+@contextlib.asynccontextmanager
+async def headless_chromium(tmp_path: Path, log: IO[bytes]) -> AsyncIterator[Cdp]:
+    """A headless Chromium with a throwaway profile, and a DevTools client attached to a blank page."""
+    assert CHROMIUM is not None
+    profile = tmp_path / "chromium-profile"
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank", stdout=log, stderr=log,
+    )
+    try:
+        endpoint = await _devtools_endpoint(profile, proc)
+        async with aiohttp.ClientSession() as session, session.ws_connect(endpoint, max_msg_size=0) as ws:
+            cdp = Cdp(ws)
+            try:
+                target = await cdp.send("Target.createTarget", {"url": "about:blank"})
+                attached = await cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
+                cdp.session = attached["sessionId"]
+                for domain in ("Page", "Network", "Runtime"):
+                    await cdp.send(f"{domain}.enable")
+                await cdp.send("Emulation.setDeviceMetricsOverride", VIEWPORT)
+                yield cdp
+            finally:
+                await cdp.close()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[str]]:
+    """Every log record of the in-process daemon at DEBUG, formatted as dialerd writes it."""
+    lines: list[str] = []
+    formatter = JsonFormatter()
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(formatter.format(record))
+
+    handler = Capture(logging.DEBUG)
+    logger = logging.getLogger("dialerd")
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+async def page_counts(cdp: Cdp) -> dict[str, int]:
+    texts = await cdp.js(
+        "Object.fromEntries(" + json.dumps(list(STATUSES)) +
+        ".map(s => [s, document.querySelector(`[data-testid=count-${s}]`).textContent]))"
+    )
+    return {s: int(t.replace(",", "")) for s, t in texts.items()}
+
+
+async def type_key(cdp: Cdp, key: str) -> None:
+    await cdp.js("document.getElementById('api-key').focus()")
+    await cdp.send("Input.insertText", {"text": key})
+    await click(cdp, "[data-testid=connect]")
+
+
+async def click(cdp: Cdp, selector: str) -> None:
+    found = await cdp.js(f"(b => !!b && !b.disabled && (b.click(), true))(document.querySelector({json.dumps(selector)}))")
+    assert found, f"no enabled {selector} to click"
+
+
+async def screenshot(cdp: Cdp, *paths: Path) -> None:
+    """The whole page, below the fold too."""
+    size = (await cdp.send("Page.getLayoutMetrics"))["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = await cdp.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True})
+    png = base64.b64decode(shot["data"])
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+async def test_dashboard_follows_a_running_campaign(tmp_path: Path, chromium_log: IO[bytes]) -> None:
+    with captured_logs() as log_lines:
+        async with live_api(tmp_path, sse_snapshot_interval=1.0) as api:
+            key = api.keys["acme"]
+            await _check_page_is_public(api)
+            status, body = await api.create(numbers(SUFFIXES), name="Spring reminders", max_concurrent_calls=5,
+                                            caller_id="+14155550000")
+            assert status == 201, body
+            cid = body["id"]
+            async with headless_chromium(tmp_path, chromium_log) as cdp:
+                await _drive(cdp, api, key, cid, tmp_path)
+                requests = cdp.named("Network.requestWillBeSent")
+                console = cdp.named("Runtime.consoleAPICalled")
+                thrown = cdp.named("Runtime.exceptionThrown")
+                dom = await cdp.js("document.documentElement.outerHTML + location.href")
+
+    # The page ran cleanly: no uncaught error, nothing logged as an error (CSP violations would be).
+    assert not thrown, thrown
+    assert not [c for c in console if c["type"] == "error"], console
+    # The key went out only as a header: never in a URL, the DOM, the console or the daemon's log.
+    urls = [r["request"]["url"] for r in requests]
+    assert urls and not [u for u in urls if key in u]
+    streams = [r["request"] for r in requests if r["request"]["url"].endswith(f"/campaigns/{cid}/events")]
+    assert streams and all(r["headers"].get("Authorization") == f"Bearer {key}" for r in streams)
+    assert key not in dom
+    assert key not in json.dumps(console)
+    assert log_lines and not [line for line in log_lines if key in line]
+
+
+async def _check_page_is_public(api: Api) -> None:
+    async with api.session.get(f"{api.base}/dashboard") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+    async with api.session.get(f"{api.base}/dashboard/sse.js") as resp:
+        assert resp.status == 200 and resp.content_type == "text/javascript"
+    async with api.session.get(f"{api.base}/dashboard/dashboard.html") as resp:
+        assert resp.status == 404
+
+
+async def _drive(cdp: Cdp, api: Api, key: str, cid: str, tmp_path: Path) -> None:
+    await cdp.send("Page.navigate", {"url": f"{api.base}/dashboard"})
+    await cdp.wait_for("document.readyState === 'complete' && !document.getElementById('login').hidden",
+                       "the key form")
+    # A wrong key first: refused, and the form asks again.
+    await type_key(cdp, "dlr_not-a-key")
+    await cdp.wait_for("document.querySelector('[data-testid=login-error]').textContent.includes('refused')"
+                       " && !document.getElementById('login').hidden", "the wrong key refused")
+    await type_key(cdp, key)
+    row = f"[data-testid=campaign-row][data-campaign-id={json.dumps(cid)}]"
+    await cdp.wait_for(f"!!document.querySelector({json.dumps(row)})", "the campaign in the list")
+    assert await cdp.js("sessionStorage.getItem('dialerd.apiKey')") == key
+    assert await cdp.js("document.getElementById('api-key').value") == ""
+
+    await click(cdp, f"{row} button")
+    await cdp.wait_for("document.querySelector('[data-testid=stream-state]').dataset.state === 'live'",
+                       "the stream live")
+    await cdp.wait_for("document.querySelector('[data-testid=pbx-state]').dataset.connected === 'true'",
+                       "the PBX connected")
+    await click(cdp, "[data-testid=action-start]")
+
+    # Mid-run: long calls up, some contacts done, a few snapshots drawn.
+    await cdp.wait_for(
+        "(() => { const n = id => Number(document.querySelector(`[data-testid=${id}]`).textContent);"
+        " return document.querySelector('[data-testid=detail-status]').textContent === 'running'"
+        " && n('calls-in-flight') >= 3 && n('count-completed') >= 3 && n('count-failed') >= 2"
+        " && Number(document.getElementById('chart').dataset.points) >= 4; })()",
+        "a campaign mid-run", timeout=30,
+    )
+    await screenshot(cdp, SCREENSHOT, tmp_path / "dashboard-running.png")
+    # The controls act on the real campaign (the long calls keep it from finishing meanwhile).
+    for action, status in (("pause", "paused"), ("resume", "running")):
+        await click(cdp, f"[data-testid=action-{action}]")
+        await cdp.wait_for(f"document.querySelector('[data-testid=detail-status]').textContent === '{status}'",
+                           f"the campaign {status}")
+
+    await cdp.wait_for("document.querySelector('[data-testid=stream-state]').dataset.state === 'ended'"
+                       " && document.querySelector('[data-testid=detail-status]').textContent === 'completed'",
+                       "the campaign completed", timeout=60)
+    final = await wait_status(api, cid, "completed", timeout=10)
+    events = await read_sse(api, cid, last_event_id="0", max_seconds=20)
+    contacts = await all_contacts(api, cid)
+    expected = {s: final["contacts"].get(s, 0) for s in STATUSES}
+    # The final figures arrive with the GET the page makes on `end`; allow it a moment to land.
+    with contextlib.suppress(AssertionError):
+        await cdp.wait_for(f"JSON.stringify({json.dumps(list(STATUSES))}.map(s => Number("
+                           "document.querySelector(`[data-testid=count-${s}]`).textContent)))"
+                           f" === {json.dumps(json.dumps([expected[s] for s in STATUSES], separators=(',', ':')))}",
+                           "the final counts", timeout=5)
+    await screenshot(cdp, tmp_path / "dashboard-completed.png")
+
+    # Counts per status: what GET /api/v1/campaigns/{id} says.
+    assert await page_counts(cdp) == expected
+    assert expected["completed"] == 12 and expected["failed"] == 8
+    progress = await cdp.js("document.querySelector('[data-testid=progress-text]').textContent")
+    assert progress.startswith("20 of 20 contacts done"), progress
+    await cdp.wait_for(f"(t => t.includes('20 / 20') && t.includes('completed'))"
+                       f"(document.querySelector({json.dumps(row)}).textContent)", "the list row final")
+
+    # Failure reasons: what the contacts say.
+    shown = await cdp.js("Object.fromEntries([...document.querySelectorAll('#reasons li[data-reason]')]"
+                         ".map(li => [li.dataset.reason, Number(li.querySelector('b').textContent)]))")
+    assert shown == dict(Counter(c["failure_reason"] for c in contacts if c["status"] == "failed"))
+
+    # The log: the stream's contact events, newest first, each with its number.
+    logged = await cdp.js("[...document.querySelectorAll('[data-testid=event-log] li')]"
+                          ".filter(li => li.dataset.kind !== 'campaign')"
+                          ".map(li => [Number(li.dataset.eventId), li.dataset.kind, li.textContent])")
+    contact_events = [e for e in reversed(events) if e.event in CONTACT_EVENTS and e.data is not None]
+    assert len(logged) >= 20
+    want = contact_events[: len(logged)]
+    assert [(i, k) for i, k, _ in logged] == [(e.data["id"], e.event) for e in want if e.data]
+    for (_, _, text), e in zip(logged, want, strict=True):
+        assert e.data and e.data["phone_number"] in text
+
+    # The chart: one point per snapshot plus the closing one, drawn as lines.
+    points = await cdp.js("Number(document.getElementById('chart').dataset.points)")
+    assert points >= 6
+    for series in ("inFlight", "completed", "failed"):
+        coords = await cdp.js(f"document.querySelector('#chart polyline[data-series={series}]')"
+                              ".getAttribute('points').split(' ').length")
+        assert coords == points, series
