@@ -7,6 +7,9 @@ port until told otherwise:
 * :meth:`drop` resets every open connection, on both sides (dialerd's and Asterisk's);
 * :meth:`refuse` resets each new connection as soon as it is accepted (the client sees "connection
   reset" at once), and counts it, so a test can tell a bounded backoff from a reconnect spin;
+* :meth:`arm` sets a trap: the next request containing given bytes still reaches the server, but from
+  that instant nothing reaches the clients any more (the reply is lost, as when a link dies mid-request);
+  a test then cuts, and the client cannot know whether its request took effect;
 * :meth:`forward` goes back to forwarding.
 """
 
@@ -46,7 +49,10 @@ class TcpProxy:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.refusing = False
+        self.silenced = False  # set by a fired trap: server -> client data is dropped
         self.accepted: list[Accepted] = []
+        self._trigger: bytes | None = None
+        self._fired = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._pairs: set[_Pair] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -66,6 +72,14 @@ class TcpProxy:
 
     def forward(self) -> None:
         self.refusing = False
+        self.silenced = False
+
+    def arm(self, trigger: bytes) -> asyncio.Event:
+        """Trap the next client chunk containing ``trigger`` (see the module docstring); the returned
+        event is set once it has been sent on to the server."""
+        self._trigger = trigger
+        self._fired = asyncio.Event()
+        return self._fired
 
     def drop(self) -> int:
         """Reset every open connection on both sides; return how many there were."""
@@ -127,16 +141,24 @@ class TcpProxy:
             return
         pair.upstream = up_writer
         pair.pumps = [
-            self._spawn(self._pump(reader, up_writer, pair), "proxy-up"),
-            self._spawn(self._pump(up_reader, writer, pair), "proxy-down"),
+            self._spawn(self._pump(reader, up_writer, pair, upstream=True), "proxy-up"),
+            self._spawn(self._pump(up_reader, writer, pair, upstream=False), "proxy-down"),
         ]
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, pair: _Pair) -> None:
+    async def _pump(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, pair: _Pair, *, upstream: bool
+    ) -> None:
         try:
             while True:
                 data = await src.read(_CHUNK)
                 if not data:
                     break
+                if upstream and self._trigger is not None and self._trigger in data:
+                    # Silenced before the write: no reply to this request can get through.
+                    self.silenced, self._trigger = True, None
+                    self._fired.set()
+                elif not upstream and self.silenced:
+                    continue
                 dst.write(data)
                 await dst.drain()
         except (OSError, asyncio.IncompleteReadError):

@@ -34,6 +34,8 @@ OUTAGE_S = 8.0
 LONG = [30, 31]
 SUFFIXES = LONG + [i % 30 for i in range(38)]
 STABLE_BEFORE_CUT_S = 6.0  # ARI resets its backoff after a connection lived 5 s: cut after that
+# The cut comes while an originate request is on the wire: it reaches Asterisk, its reply is lost.
+ORIGINATE = {"ari": b"POST /ari/channels/", "ami": b"Action: Originate"}
 
 
 def _upstream(driver: str) -> int:
@@ -125,7 +127,8 @@ async def test_outage_pauses_dialling_and_resumes_without_loss(
             await _until("both long calls answered", long_calls_answered, 20)
             await asyncio.sleep(max(0.0, connected_at + STABLE_BEFORE_CUT_S - time.monotonic()))
 
-            # ---- the cut ----------------------------------------------------------------------
+            # ---- the cut, while an originate request is on the wire -----------------------------
+            await asyncio.wait_for(proxy.arm(ORIGINATE[driver]).wait(), 10)
             cut_wall, cut = time.time(), time.monotonic()
             dropped = proxy.cut()
             assert dropped >= 1, "dialerd had no connection through the proxy"
@@ -168,6 +171,8 @@ async def test_outage_pauses_dialling_and_resumes_without_loss(
             listed = await all_contacts(api, cid)
             attempts = {c["id"]: await daemon.store.list_attempts(c["id"]) for c in listed}
             logged = [(r.name, getattr(r, "action", None)) for r in caplog.records]
+            unknown = {r.channel_id for r in caplog.records  # type: ignore[attr-defined]
+                       if getattr(r, "action", None) == "originate_error" and getattr(r, "maybe_dialled", False)}
             retry_action = "ari_ws_retry" if driver == "ari" else "ami_disconnected"
             retries = sum(1 for r in caplog.records
                           if getattr(r, "action", None) == retry_action and cut_wall < r.created < restore_wall)
@@ -177,7 +182,8 @@ async def test_outage_pauses_dialling_and_resumes_without_loss(
 
     report = (f"{driver}: noticed {noticed * 1000:.0f} ms after the cut; in {OUTAGE_S:g} s {retries} failed "
               f"reconnects logged, {during_outage} TCP connections refused by the proxy; reconnected "
-              f"{reconnect:.2f} s and first new call {resume:.2f} s after the restore")
+              f"{reconnect:.2f} s and first new call {resume:.2f} s after the restore; "
+              f"originates cut mid-request: {len(unknown)}")
     print(report)
     # (a) Asterisk's side: no channel of the campaign was created while the connection was down
     # (0.5 s of slack for a request already on the wire when the proxy cut it).
@@ -205,6 +211,13 @@ async def test_outage_pauses_dialling_and_resumes_without_loss(
     assert not [t for t in starts if cut_wall + 1 < t < restore_wall - 1], (starts, report)
     seen = [ch for ch, info in watch.seen.items() if info["campaign"] == cid]
     assert set(seen) <= set(by_id) and len(seen) >= len(SUFFIXES) - 2, seen  # polled: a 0 s call may slip
+    # The originate cut mid-request was reconciled, never redialled: that contact has one attempt and
+    # Asterisk dialled it once.
+    assert unknown, "the cut did not catch an originate request in flight"
+    for channel_id in unknown:
+        contact_id = by_id[channel_id]
+        assert [a.channel_id for a in attempts[contact_id]] == [channel_id], attempts[contact_id]
+        assert [r[16] for r in rows].count(channel_id) == 1
     # The calls in flight at the cut were followed to their real end: ~20 s of talk, after the restore.
     for contact_id in long_ids:
         (a,) = [x for x in attempts[contact_id] if x.state != "not_dialled"]
