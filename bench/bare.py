@@ -43,9 +43,9 @@ class BareResult:
 
 
 async def originate_loop(
-    env: dict[str, str], numbers: list[str], rate: float, tag: str, *, timeout: float
+    env: dict[str, str], numbers: list[str], rate: float, tag: str, *, limit_s: float
 ) -> BareResult:
-    """Originate one call per number at ``rate`` calls/s; return once all ended or ``timeout`` passed."""
+    """Originate one call per number at ``rate`` calls/s; return once all ended or ``limit_s`` passed."""
     base = env["DIALERD_ARI_URL"].rstrip("/") + "/ari"
     token = base64.b64encode(f"{env['DIALERD_ARI_USER']}:{env['DIALERD_ARI_PASSWORD']}".encode()).decode()
     endpoint = env.get("DIALERD_PBX_ENDPOINT", "PJSIP/{number}@carrier")
@@ -106,7 +106,7 @@ async def originate_loop(
         if result.ended >= result.accepted:
             all_ended.set()
         try:
-            async with asyncio.timeout(max(1.0, timeout - (time.monotonic() - t0))):
+            async with asyncio.timeout(max(1.0, limit_s - (time.monotonic() - t0))):
                 await all_ended.wait()
         except TimeoutError:
             pass

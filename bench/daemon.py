@@ -54,7 +54,7 @@ class DaemonProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    async def start(self, timeout: float = 40.0) -> float:
+    async def start(self, limit_s: float = 40.0) -> float:
         """Spawn and wait until /health says the database and the PBX are up; returns the seconds taken."""
         args = [sys.executable, "-m", "bench.serve"]
         if self.fake_scale is not None:
@@ -63,9 +63,8 @@ class DaemonProcess:
             self.sample_dir.mkdir(parents=True, exist_ok=True)
             args += ["--sample", str(self.sample_dir)]
         started = time.perf_counter()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = started + timeout
+        self.proc = self._spawn(args)
+        deadline = started + limit_s
         async with aiohttp.ClientSession() as session:
             while time.perf_counter() < deadline:
                 if self.proc.poll() is not None:
@@ -78,7 +77,11 @@ class DaemonProcess:
                 except (aiohttp.ClientError, TimeoutError):
                     pass
                 await asyncio.sleep(0.02)
-        raise RuntimeError(f"daemon not healthy within {timeout}s; see {self.log_path}")
+        raise RuntimeError(f"daemon not healthy within {limit_s}s; see {self.log_path}")
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
@@ -102,11 +105,11 @@ class DaemonProcess:
             await asyncio.sleep(0.01)
         return None
 
-    async def stop(self, timeout: float = 30.0) -> int | None:
+    async def stop(self, limit_s: float = 30.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
-        for _ in range(int(timeout / 0.05)):
+        for _ in range(int(limit_s / 0.05)):
             if self.proc.poll() is not None:
                 return self.proc.returncode
             await asyncio.sleep(0.05)

@@ -49,8 +49,8 @@ class DialerdRun:
         return 1000 * net / max(self.done, 1)
 
 
-async def _wait_done(results: Results, cid: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+async def _wait_done(results: Results, cid: str, limit_s: float) -> bool:
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if results.unfinished(cid) == 0:
             return True
@@ -59,7 +59,7 @@ async def _wait_done(results: Results, cid: str, timeout: float) -> bool:
 
 
 async def _dialerd_run(daemon: DaemonProcess, client: Client, results: Results, run: DialerdRun,
-                       timeout: float) -> None:
+                       limit_s: float) -> None:
     # The daemon's idle CPU (websocket pings, timers) over a short window, subtracted afterwards.
     c0, t0 = daemon.cpu(), time.monotonic()
     await asyncio.sleep(1.0)
@@ -67,7 +67,7 @@ async def _dialerd_run(daemon: DaemonProcess, client: Client, results: Results, 
     await daemon.profile()  # starts the profile window
     c0, t0 = daemon.cpu(), time.monotonic()
     await client.action(run.cid, "start")
-    finished = await _wait_done(results, run.cid, timeout)
+    finished = await _wait_done(results, run.cid, limit_s)
     run.seconds = time.monotonic() - t0
     run.cpu = daemon.cpu() - c0
     run.profile = await daemon.profile()
@@ -115,7 +115,7 @@ async def run(ctx: Ctx) -> None:
                 bare_starts[r] = watch.start_times(tag)
                 d = runs[r]
                 await _dialerd_run(daemon, Client(daemon.base, d.key, session), results, d,
-                                   timeout=calls[r] / r * 2.5 + 10)
+                                   limit_s=calls[r] / r * 2.5 + 10)
                 d.starts = watch.start_times(d.cid)
             await asyncio.sleep(0.5)
             cap_profile_start = await daemon.profile()

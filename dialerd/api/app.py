@@ -45,7 +45,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"no route {request.method} {request.path}"
         elif exc.status == 405:
             message = f"method {request.method} is not allowed on {request.path}"
-        return _json_error(exc.status, message, ids.get(exc.status, f"http_{exc.status}"))
+        response = _json_error(exc.status, message, ids.get(exc.status, f"http_{exc.status}"))
+        if "Allow" in exc.headers:  # a 405 must say which methods are allowed
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error", extra={"action": "http", "path": request.path})
         return _json_error(500, "internal error; see the dialerd log", "internal_error")

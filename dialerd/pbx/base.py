@@ -52,7 +52,7 @@ class Destination:
             raise ValueError("destination may only contain letters, digits and _-+.*#")
         priority = 1
         if len(parts) == 3:
-            if not parts[2].isdigit() or int(parts[2]) < 1:
+            if not (parts[2].isascii() and parts[2].isdigit()) or int(parts[2]) < 1:
                 raise ValueError("destination priority must be a positive integer")
             priority = int(parts[2])
         return cls(kind=DestinationKind.DIALPLAN, context=parts[0], extension=parts[1], priority=priority)

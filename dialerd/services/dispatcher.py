@@ -404,15 +404,19 @@ class Dispatcher:
                               {}, {}, only_from=("originated",))
             return
         self.faults.hit("before_end_write")
-        await self.ended(event)
+        await self.ended(event, attempt)  # perf: ended() need not read the attempt again
 
-    async def ended(self, event: CallEvent) -> None:
-        """Apply the end of a call: completed, failed, or pending again for a retry."""
-        attempt = await self.store.get_attempt(event.channel_id)
+    async def ended(self, event: CallEvent, attempt: Attempt | None = None) -> None:
+        """Apply the end of a call: completed, failed, or pending again for a retry.
+
+        ``attempt``: the attempt as just read by the caller (its state may since have moved from
+        dialing to originated, which changes nothing below: every write is guarded by only_from).
+        """
+        if attempt is None:
+            attempt = await self.store.get_attempt(event.channel_id)
         if attempt is None or attempt.state in ("ended", "not_dialled"):
             self._end_call(event.channel_id)
             return
-        campaign = await self.store.get_campaign(attempt.campaign_id)
         outcome = classify(event)
         if outcome.answered:
             if attempt.state != "answered":
@@ -433,6 +437,8 @@ class Dispatcher:
             )
         else:
             assert outcome.reason is not None
+            # Perf: read only on this path (its retry policy and status); an answered call needs neither.
+            campaign = await self.store.get_campaign(attempt.campaign_id)
             if campaign is None:
                 self._end_call(event.channel_id)
                 return

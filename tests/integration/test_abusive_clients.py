@@ -24,9 +24,10 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from dialerd.store.repo import T_CAMPAIGN, T_CONTACT, T_EVENT
 from tests.conftest import Api
@@ -34,7 +35,7 @@ from tests.conftest import Api
 SSE_CLIENTS = 200
 CONCURRENCY = 50
 SLOW_CONSUMERS = 12  # of the SSE_CLIENTS, the ones that never read
-REPLAY_CONTACTS = 800  # ~190 KB of replayed events: several times what the shrunk buffers hold
+REPLAY_EVENTS = 200  # of ~4 KB each: several times what the (shrunk) socket and transport buffers hold
 SETTLE_SECONDS = 5.0
 TASK_MARGIN = 3
 BEHAVIOURS = ["no_request", "partial_request", "before_headers", "after_headers", "mid_stream"]
@@ -48,7 +49,7 @@ class Rig:
     key: str
     draft: str
     running: str
-    replay: str  # completed, with REPLAY_CONTACTS cancelled events to replay from Last-Event-ID: 0
+    replay: str  # completed, with REPLAY_EVENTS big events to replay from Last-Event-ID: 0
 
     def sse_request(self, campaign_id: str, replay: bool = False) -> bytes:
         extra = "Last-Event-ID: 0\r\n" if replay else ""
@@ -75,7 +76,15 @@ async def make_rig(api: Api) -> Rig:
     draft = await create("phone_number\n+14155550100\n")
     running = await create("phone_number\n+14155550101\n")
     assert (await api.call("POST", f"/api/v1/campaigns/{running}/start"))[0] == 200  # the PBX is down: stays running
-    replay = await create("phone_number\n" + "".join(f"+1415555{i:04d}\n" for i in range(REPLAY_CONTACTS)))
+    replay = await create("phone_number\n+14155550102\n")
+    # A long history to replay, written straight to the event table (thousands of contacts would do the
+    # same through the API, only slower), then the stop, whose final event ends every stream.
+    now = datetime.now(UTC)
+    async with api.daemon.store.write() as conn:
+        await conn.execute(insert(T_EVENT), [
+            {"campaign_id": replay, "kind": "note", "payload": {"n": i, "pad": "x" * 4000}, "created_at": now}
+            for i in range(REPLAY_EVENTS)
+        ])
     assert (await api.call("POST", f"/api/v1/campaigns/{replay}/stop"))[0] == 200
     # A slow consumer only blocks the server once every buffer between them is full. Loopback sockets
     # autotune theirs to megabytes; accepted sockets inherit the listener's size, so shrink it there.

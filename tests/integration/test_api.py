@@ -62,6 +62,8 @@ async def test_unknown_route_and_method_are_json(offline_api: Api) -> None:
     assert_error(status, body, 404, "route_not_found")
     status, body = await offline_api.call("PUT", "/api/v1/campaigns")
     assert_error(status, body, 405, "method_not_allowed")
+    async with offline_api.session.put(offline_api.base + "/api/v1/campaigns", headers=offline_api.auth()) as resp:
+        assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
 
 
 # ---- create -------------------------------------------------------------------------------------
