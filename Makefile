@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent; needs root on Debian/Ubuntu).
-.PHONY: demo test lint setup
+.PHONY: demo test lint setup bench
 
 setup:
 	bash .ci/setup
@@ -16,3 +16,8 @@ lint:
 	.venv/bin/ruff check dialerd tests examples bench
 	.venv/bin/ruff format --check dialerd
 	.venv/bin/mypy
+
+# Performance as ratios against baselines measured in the same run (~6 min, loopback only): prints a
+# table and writes docs/benchmarks.md. See bench/.
+bench: setup
+	.venv/bin/python -m bench

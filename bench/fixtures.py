@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -76,6 +78,26 @@ async def add_campaign(
     return cid
 
 
+async def wait_finished(results: Results, cid: str, limit_s: float) -> bool:
+    """Poll until no contact of ``cid`` is pending or in a call; False if ``limit_s`` passed first."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if results.unfinished(cid) == 0:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def wait_calls_ended(results: Results, cid: str, limit_s: float) -> bool:
+    """Poll until no attempt of ``cid`` is dialling, ringing or talking."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if results.calls_in_progress(cid) == 0:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 class Results:
     """Read-only SQLite access to what the daemon wrote (does not touch the daemon's CPU)."""
 
@@ -102,6 +124,12 @@ class Results:
             " WHERE campaign_id = ? ORDER BY id", (cid,),
         )
         return [dict(r) for r in rows]
+
+    def calls_in_progress(self, cid: str) -> int:
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM attempt WHERE campaign_id = ? AND state IN ('dialing', 'originated', 'answered')",
+            (cid,),
+        ).fetchone()[0])
 
     def attempt_count(self, cid: str) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM attempt WHERE campaign_id = ?", (cid,)).fetchone()[0])

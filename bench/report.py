@@ -80,13 +80,6 @@ def profile_md(profile: dict[str, Any] | None, top: int = 12, thread: str = "Mai
             shown += 1
     workers = profile.get("busy", {}).get("worker threads", 0)
     if workers:
-        lines += ["", f"Worker threads (aiosqlite's connection threads, to_thread) were busy in {workers} samples "
-                      f"(= {workers * profile['interval']:.1f} thread-seconds, includes time in SQLite with the GIL "
-                      "released)."]
-        shown = 0
-        lines.append("")
-        for key, count in profile.get("self", []):
-            if key.startswith("[worker threads] ") and shown < 5:
-                lines.append(f"- {count} samples `{key[len('[worker threads] '):]}`")
-                shown += 1
+        lines += ["", "Other threads (aiosqlite's one thread per pooled connection, `to_thread` workers) are left out: "
+                      "a thread blocked in SQLite and one waiting for work look the same from Python."]
     return "\n".join(lines)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 from pathlib import Path
 
 from bench.sampler import StackSampler
@@ -54,6 +56,8 @@ def main() -> int:
     p.add_argument("--fake-scale", type=float, default=None)
     p.add_argument("--sample", type=Path, default=None)
     args = p.parse_args()
+    if "BENCH_SWITCH_INTERVAL" in os.environ:  # experiments only: how much is GIL hand-over?
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     settings = load_settings(None)
     setup_logging(settings.log_level, settings.log_format)
     return asyncio.run(_serve(args.fake_scale, args.sample))

@@ -107,7 +107,10 @@ class Daemon:
         return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping)
 
     async def start(self) -> None:
-        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        self.runner = web.AppRunner(
+            # keepalive_timeout: an idle keep-alive connection is closed after 75 s (aiohttp keeps it an hour).
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0, keepalive_timeout=75.0
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.server_host, self.settings.server_port)
         await site.start()

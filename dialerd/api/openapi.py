@@ -203,7 +203,9 @@ def _schemas() -> dict[str, Schema]:
                 "total": _int(),
                 "limit": _int(1, maximum=campaigns.MAX_PAGE),
                 "offset": _int(),
-                "next_offset": _nullable(_int(description="offset of the next page; null on the last page")),
+                "next_offset": _nullable(_int(description="offset of the next page; null on the last page "
+                                              "and when paging by after_id")),
+                "next_after_id": _nullable(_int(description="after_id of the next page; null on the last page")),
             }
         ),
         "StreamEvent": _obj(
@@ -382,6 +384,11 @@ def _action(verb: str, summary: str, description: str) -> Schema:
 
 BY_ID: list[Schema] = [{"$ref": "#/components/parameters/CampaignId"}]
 OFFSET = {"$ref": "#/components/parameters/Offset"}
+AFTER_ID = _param(
+    "after_id", "query", "keyset paging: the contacts after this contact id (the previous page's "
+    "next_after_id); stays fast deep into big campaigns, where offset does not; not with offset",
+    _int(0, maximum=MAX_QUERY_INT),
+)
 TEXT = {"type": "string"}
 EVENTS_DESCRIPTION = (
     "Server-Sent Events: contact transitions (the event is the new contact status: 'event: originated', "
@@ -455,7 +462,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                 "contacts", "listContacts", "List contacts in a campaign",
                 {"200": _ok("a page of contacts", "ContactList"), **_errors(400, 401, 404, 500)},
                 description="In CSV order.",
-                parameters=[{"$ref": "#/components/parameters/ContactStatus"}, _limit(100), OFFSET],
+                parameters=[{"$ref": "#/components/parameters/ContactStatus"}, _limit(100), OFFSET, AFTER_ID],
             ),
         },
         "/api/v1/campaigns/{id}/events": {

@@ -187,12 +187,32 @@ class AriPbx:
             if exc.pbx_status != 404:
                 raise
         else:
+            if _get(channel, "state") == "Up" and _get(channel, "dialplan", "app_data") == self.app:
+                self._route_parked(channel_id)
             return ChannelLookup(channel_id, live=True, answered=_get(channel, "state") == "Up")
         reply = await self.client.request(
             "GET", "/asterisk/variable", params={"variable": global_name(channel_id)}
         )
         ended = parse_hangup_record(channel_id, str(_get(reply, "value") or ""))
         return ChannelLookup(channel_id, live=False, ended=ended)
+
+    def _route_parked(self, cid: str) -> None:
+        """Route an answered call still sitting in our app as originated (``app_data`` is our bare app name).
+
+        Its StasisStart was lost: Asterisk answered it while our websocket was dying (the link cut after
+        the originate left, or events lost before a dead connection was noticed) and replays nothing on
+        reconnect. Left alone, the callee hears dead air until hanging up. Found by both reconciles (this
+        adapter's after a reconnect, the dispatcher's after a restart); ``answer`` makes it happen once.
+        """
+        call = self._track.calls.get(cid)
+        if call is None:
+            if self._track.was_ended(cid):
+                return
+            call = self._track.calls[cid] = _Call()  # originated by an earlier process: _route reads DEST_VAR
+        if self._track.answer(cid, call):
+            log.warning("answered call found unrouted in our app (StasisStart lost); routing it",
+                        extra={"action": "route_parked", "channel_id": cid})
+            self._tasks.spawn(self._route(cid, call.destination), f"ari-route-{cid}")
 
     # -- websocket side: everything below runs in the event task and must not block ----------------
 

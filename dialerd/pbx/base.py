@@ -97,6 +97,7 @@ class CallEvent:
     state: str | None = None  # channel state at the end (Down, Ringing, Up)
     answered: bool = False  # ENDED: the call had been answered
     alerted: bool = False  # ENDED: ringing or progress had been seen
+    answered_at: datetime | None = None  # ENDED: when it was answered, if only the PBX's record knows
 
 
 class OriginateError(Exception):

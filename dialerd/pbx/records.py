@@ -31,6 +31,9 @@ def parse_hangup_record(channel_id: str, text: str) -> CallEvent | None:
     state = parts[2] or None
     # DIALERD_ANSWERED: anything dialerd set (e.g. the answer epoch); empty or 0 when it did not.
     answered = state == "Up" or (len(parts) > 4 and parts[4] not in ("", "0"))
+    # [dialerd-demo] stores the answer epoch there: the only answer time of a call answered while we
+    # were away (no StasisStart / Newstate seen). Without it, talk time would come out as zero.
+    answered_at = _answer_epoch(parts[4]) if len(parts) > 4 else None
     return CallEvent(
         channel_id=channel_id,
         kind=CallEventKind.ENDED,
@@ -40,6 +43,7 @@ def parse_hangup_record(channel_id: str, text: str) -> CallEvent | None:
         state=state,
         answered=answered,
         alerted=answered or state in ALERTING_STATES,
+        answered_at=answered_at,
     )
 
 
@@ -48,3 +52,8 @@ def _epoch(text: str) -> datetime:
         return datetime.fromtimestamp(int(text), tz=UTC)
     except (ValueError, OverflowError, OSError):
         return datetime.now(tz=UTC)
+
+
+def _answer_epoch(text: str) -> datetime | None:
+    """DIALERD_ANSWERED as a time, when it holds an epoch (other markers only say "answered")."""
+    return _epoch(text) if text.isdigit() and int(text) > 0 else None

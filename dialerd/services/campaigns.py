@@ -155,10 +155,11 @@ class CampaignService:
         return [CampaignView(c, counts[c.id], self._in_flight(c.id, counts[c.id])) for c in campaigns], total
 
     async def list_contacts(
-        self, who: Principal, campaign_id: str, status: str | None, limit: int, offset: int
+        self, who: Principal, campaign_id: str, status: str | None, limit: int, offset: int,
+        after_id: int | None = None,
     ) -> tuple[list[Contact], int]:
         await self._get(who, campaign_id)
-        return await self.store.list_contacts(campaign_id, status, limit, offset)
+        return await self.store.list_contacts(campaign_id, status, limit, offset, after_id)
 
     async def require(self, who: Principal, campaign_id: str) -> Campaign:
         """The campaign if ``who`` may see it (404 otherwise)."""

@@ -419,16 +419,22 @@ class Store:
     # ---- contacts -----------------------------------------------------------------------------
 
     async def list_contacts(
-        self, campaign_id: str, status: str | None, limit: int, offset: int
+        self, campaign_id: str, status: str | None, limit: int, offset: int, after_id: int | None = None
     ) -> tuple[list[Contact], int]:
+        """A page in id (CSV) order, and how many contacts match in all.
+
+        ``after_id`` pages by key: the index seeks straight to the page, where ``offset`` steps over
+        every skipped row (perf, docs/benchmarks.md: 1.5 s at offset 999,900 of 1M contacts on SQLite).
+        """
         cond = T_CONTACT.c.campaign_id == campaign_id
         if status is not None:
             cond = and_(cond, T_CONTACT.c.status == status)
+        page = cond if after_id is None else and_(cond, T_CONTACT.c.id > after_id)
         async with self.read() as conn:
             total = (await conn.execute(select(func.count()).select_from(T_CONTACT).where(cond))).scalar_one()
             rows = (
                 await conn.execute(
-                    select(T_CONTACT).where(cond).order_by(T_CONTACT.c.id).limit(limit).offset(offset)
+                    select(T_CONTACT).where(page).order_by(T_CONTACT.c.id).limit(limit).offset(offset)
                 )
             ).all()
         return [_row(Contact, r) for r in rows], int(total)

@@ -125,6 +125,12 @@ class Run:
         prefix = f"dlr-{self.cid[4:16]}-"
         return sorted(r[16] for r in cdr_rows(self.since) if r[16].startswith(prefix))
 
+    def assert_real_talk(self, attempt: sqlite3.Row) -> None:
+        """dialerd's talk time is Asterisk's (CDR billsec, whole seconds) for the same channel: the call
+        was followed to its real end. Not a fixed 20 s: a loaded box plays the far end's audio slower."""
+        (billsec,) = [int(r[13]) for r in cdr_rows(self.since) if r[16] == attempt["channel_id"]]
+        assert billsec >= 15 and abs(attempt["talk_seconds"] - billsec) <= 1.5, (dict(attempt), billsec)
+
 
 def _ts(value: str | None) -> float:
     assert value is not None
@@ -164,7 +170,7 @@ async def test_sigterm_stops_dialling_and_follows_live_calls_to_their_end(tmp_pa
     assert code == 0
     assert took <= grace + 5
     # It waited for the calls (the watch polls every 50 ms), then went at once.
-    assert exited >= calls_done - 0.2 and exited - calls_done < 5.0, (calls_done, exited)
+    assert exited >= calls_done - 0.2 and exited - calls_done < 8.0, (calls_done, exited)
     # No origination after the signal: Asterisk only ever saw the three calls that were up then.
     assert run.seen() == up_at_signal and len(up_at_signal) == CAP
     assert run.cdr() == sorted(up_at_signal)
@@ -174,7 +180,7 @@ async def test_sigterm_stops_dialling_and_follows_live_calls_to_their_end(tmp_pa
         assert contacts[number]["status"] == "completed", dict(contacts[number])
         (a,) = attempts[number]
         assert a["state"] == "ended" and a["channel_id"] in up_at_signal
-        assert 17.0 <= a["talk_seconds"] <= 24.0, dict(a)
+        run.assert_real_talk(a)
         assert _ts(a["ended_at"]) > signalled
     for number in SHORT:
         assert contacts[number]["status"] == "pending" and contacts[number]["attempts"] == 0
@@ -233,7 +239,7 @@ async def test_short_grace_leaves_calls_up_and_the_restart_follows_them(tmp_path
         (a,) = attempts[number]
         assert a["channel_id"] in up_at_signal and a["state"] == "ended" and a["reason"] is None, dict(a)
         assert _ts(a["answered_at"]) < signalled < restarted < _ts(a["ended_at"]), dict(a)
-        assert 17.0 <= a["talk_seconds"] <= 24.0, dict(a)
+        run.assert_real_talk(a)
     # The pending ones were dialled after the restart, once each.
     for number in SHORT:
         (a,) = attempts[number]

@@ -307,10 +307,10 @@ async def test_clients_that_send_headers_and_stall(offline_api: Api, caplog: pyt
             else:  # complete headers and a little of the body
                 await client.send(head + body[:100])
         await asyncio.sleep(0.3)
+        assert len(asyncio.all_tasks()) > baseline  # the stalled requests are being served, and wait
         # Stalled clients hold their own connections, nobody else's: the API answers as usual meanwhile.
         async with asyncio.timeout(5):
             await assert_api_answers(rig)
-        assert offline_api.daemon.hub.subscriber_count() == 0
     finally:
         for i, client in enumerate(stalled):
             await client.close(reset=i % 2 == 0)
@@ -328,8 +328,8 @@ async def test_memory_does_not_grow_across_rounds(offline_api: Api, caplog: pyte
     tracemalloc.start()
     try:
         for _ in range(5):
-            await sse_round(rig, rng, 60, 4)
-            await cut_uploads(rig, rng, 10)
+            await sse_round(rig, rng, 50, 3)
+            await cut_uploads(rig, rng, 8)
             await settle(offline_api, baseline)
             status, _body = await offline_api.call("GET", f"/api/v1/campaigns/{rig.replay}/contacts?limit=5")
             assert status == 200
@@ -338,6 +338,7 @@ async def test_memory_does_not_grow_across_rounds(offline_api: Api, caplog: pyte
     finally:
         tracemalloc.stop()
     # Round 1 warms caches (phonenumbers metadata, SQL compilation); from round 2 on, memory is flat.
-    growth = traced[4] - traced[1]
-    assert growth < 512 * 1024, [f"{t / 1024:.0f} KiB" for t in traced]
+    # Measured: ~300 KiB alive after each round, within ~30 KiB of each other; keeping one hub
+    # Subscription per SSE connection (tried by patching EventHub.subscribe) grows ~120 KiB a round.
+    assert traced[4] - traced[1] < 256 * 1024, [f"{t / 1024:.0f} KiB" for t in traced]
     no_errors_logged(caplog)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import statistics
 import time
@@ -39,10 +40,13 @@ TENANTS: dict[str, tuple[int, int, int]] = {
 SSE_READERS = 200
 SSE_LATE = 100  # of which join mid-run (replay from the database, then live)
 POLLERS = 20
+POLL_PAUSE = tuple(json.loads(os.environ.get("LOAD_POLL_PAUSE", "[0.1, 0.3]")))
 RUN_TIMEOUT = 200.0  # all campaigns must end within this (the plan needs ~75 s)
 # Asterisk creates the channel a little after the pacer recorded the start (the attempt row is written
 # first, behind SQLite's single writer); starts may look closer together by at most this much.
 PACING_JITTER = 0.5
+
+EXPERIMENT = json.loads(os.environ.get("LOAD_EXPERIMENT", "{}"))
 
 
 @dataclass
@@ -174,7 +178,7 @@ async def _poller(session: aiohttp.ClientSession, api: Api, tenant: str, cids: l
                      f"/api/v1/campaigns/{cid}/contacts?limit=1000"):
             await _request(session, api, tenant, path, stats)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), rng.uniform(0.1, 0.3))
+            await asyncio.wait_for(stop.wait(), rng.uniform(*POLL_PAUSE))
 
 
 async def _loop_lag(samples: list[tuple[float, float]]) -> None:
@@ -207,6 +211,19 @@ async def _progress(api: Api, watch: AsteriskWatch, stats: ApiStats, lag: list[t
         })
 
 
+def _timeline(watch: AsteriskWatch, attempts: list[Any]) -> list[tuple[Any, ...]]:
+    """A campaign's calls for a failure message: Asterisk's creation time and dialerd's attempt times."""
+    def ts(t: Any) -> str:
+        return t.strftime("%H:%M:%S.%f")[:-3] if t is not None else "-"
+
+    rows = []
+    for a in sorted(attempts, key=lambda a: a.created_at):
+        created = (watch.seen.get(a.channel_id) or {}).get("created", "unseen")
+        rows.append((a.channel_id[-8:], "asterisk", created[11:23], "dialerd", ts(a.created_at),
+                     ts(a.originated_at), ts(a.answered_at), ts(a.ended_at), a.reason))
+    return rows
+
+
 def _pacing_slack(times: list[float], interval: float) -> float:
     """How much sooner than even spacing allows any run of starts happened (0 = never early).
 
@@ -235,7 +252,7 @@ async def test_fifty_campaigns_ten_tenants_under_load(tmp_path: Path) -> None:
     watch = AsteriskWatch.from_env()
     connector = aiohttp.TCPConnector(limit=0)  # 200 streams + 20 pollers: no client-side queueing
     try:
-        async with live_api(tmp_path, tenants=tenants) as api, aiohttp.ClientSession(connector=connector) as http:
+        async with live_api(tmp_path, tenants=tenants, **EXPERIMENT) as api, aiohttp.ClientSession(connector=connector) as http:
             for p in plans:
                 status, body = await api.create(numbers(p.suffixes), tenant=p.tenant, name=f"load {p.tenant}",
                                                 max_concurrent_calls=p.cap, caller_id="+14155550000")
@@ -301,6 +318,8 @@ async def test_fifty_campaigns_ten_tenants_under_load(tmp_path: Path) -> None:
 
             table = {p.cid: await api.daemon.store.events_after(p.cid, 0, 100000) for p in plans}
             contacts = {p.cid: await all_contacts(api, p.cid, tenant=p.tenant) for p in plans}
+            attempts = {p.cid: [a for c in contacts[p.cid] for a in await api.daemon.store.list_attempts(c["id"])]
+                        for p in plans}
             originations = api.daemon.dispatcher.originations
     finally:
         await watch.stop()
@@ -338,7 +357,7 @@ async def test_fifty_campaigns_ten_tenants_under_load(tmp_path: Path) -> None:
     # ---- caps, from Asterisk's side ---------------------------------------------------------------
     over = {p.cid: (watch.max_concurrent.get(p.cid), p.cap) for p in plans
             if watch.max_concurrent.get(p.cid, 0) > p.cap}
-    assert not over, over
+    assert not over, {cid: (peak, _timeline(watch, attempts[cid])) for cid, peak in over.items()}
     at_cap = sum(watch.max_concurrent.get(p.cid, 0) == p.cap for p in plans)
     tenant_figures: dict[str, dict[str, Any]] = {}
     for t, (cmax, cpm) in tenants.items():

@@ -123,7 +123,7 @@ async def test_query_parameters_match_the_handlers(offline_api: Api) -> None:
     contacts_q = query_params("/api/v1/campaigns/{id}/contacts")
     events_q = query_params("/api/v1/campaigns/{id}/events")
     assert set(campaigns_q) == {"query:limit", "query:offset", "query:status"}
-    assert set(contacts_q) == {"path:id", "query:limit", "query:offset", "query:status"}
+    assert set(contacts_q) == {"path:id", "query:limit", "query:offset", "query:status", "query:after_id"}
     assert set(events_q) == {"path:id", "query:last_event_id", "header:Last-Event-ID"}
     assert campaigns_q["query:status"]["enum"] == [s.value for s in CampaignStatus]
     assert contacts_q["query:status"]["enum"] == [s.value for s in ContactStatus]
