@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.stats import cpu_seconds, mem_kb
+from bench.stats import cpu_seconds, main_thread_cpu_seconds, mem_kb
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,6 +24,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def pstats_report(path: Path, top: int = 18) -> str:
+    """The top functions by own CPU time, and dialerd's by cumulative time, as markdown lists."""
+    import io
+    import pstats
+
+    stats = pstats.Stats(str(path), stream=io.StringIO())
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in entries.values()) or 1.0
+
+    def name(key: tuple[str, int, str]) -> str:
+        file, line, func = key
+        for marker in ("/site-packages/", "/lib/python3.11/", "/work/main/"):
+            if marker in file:
+                file = file.split(marker, 1)[1]
+        return f"{file}:{line}({func})"
+
+    by_self = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    by_cum = sorted(((k, v) for k, v in entries.items() if "dialerd/" in k[0]), key=lambda kv: kv[1][3],
+                    reverse=True)[:top]
+    lines = [f"{total:.2f} s of event-loop CPU profiled. Own time (tottime), % of it:", ""]
+    lines += [f"- {100 * v[2] / total:4.1f} % `{name(k)}` ({v[1]} calls)" for k, v in by_self]
+    lines += ["", "dialerd functions by cumulative time (includes what they call), % of it:", ""]
+    lines += [f"- {100 * v[3] / total:4.1f} % `{name(k)}`" for k, v in by_cum]
+    return "\n".join(lines)
 
 
 class DaemonProcess:
@@ -86,6 +112,9 @@ class DaemonProcess:
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
 
+    def main_cpu(self) -> float:
+        return main_thread_cpu_seconds(self.pid)
+
     def mem(self) -> dict[str, int]:
         return mem_kb(self.pid)
 
@@ -103,6 +132,24 @@ class DaemonProcess:
                 data: dict[str, Any] = json.loads(path.read_text())
                 return data
             await asyncio.sleep(0.01)
+        return None
+
+    async def cprofile(self) -> str | None:
+        """Toggle cProfile in the daemon; on the stop toggle, return its report (CPU time, event loop)."""
+        if self.sample_dir is None or self.proc is None:
+            return None
+        self._cprofiles = getattr(self, "_cprofiles", 0)
+        self.proc.send_signal(signal.SIGUSR2)
+        self._cprofile_on = not getattr(self, "_cprofile_on", False)
+        if self._cprofile_on:
+            return None
+        self._cprofiles += 1
+        path = self.sample_dir / f"cprofile-{self._cprofiles}.pstats"
+        for _ in range(300):
+            if path.exists():
+                await asyncio.sleep(0.2)  # dump_stats may still be writing
+                return pstats_report(path)
+            await asyncio.sleep(0.02)
         return None
 
     async def stop(self, limit_s: float = 30.0) -> int | None:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,7 +30,7 @@ from bench.fixtures import (
     wait_calls_ended,
     wait_finished,
 )
-from bench.report import fmt, profile_md
+from bench.report import fmt
 from bench.stats import ari_time, db_time, max_in_window, max_overlap, pct, rate
 from tests.live import AsteriskWatch
 
@@ -47,6 +48,7 @@ class DialerdRun:
     starts: list[float] = field(default_factory=list)
     done: int = 0
     cpu: float = 0.0
+    main_cpu: float = 0.0  # of which the main thread (event loop)
     idle_cpu_rate: float = 0.0
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
@@ -65,7 +67,7 @@ async def _dialerd_run(daemon: DaemonProcess, client: Client, results: Results, 
     await asyncio.sleep(1.0)
     run.idle_cpu_rate = (daemon.cpu() - c0) / (time.monotonic() - t0)
     await daemon.profile()  # starts the profile window
-    c0, t0 = daemon.cpu(), time.monotonic()
+    c0, m0, t0 = daemon.cpu(), daemon.main_cpu(), time.monotonic()
     await client.action(run.cid, "start")
     finished = await wait_finished(results, run.cid, limit_s)
     if not finished:
@@ -74,6 +76,7 @@ async def _dialerd_run(daemon: DaemonProcess, client: Client, results: Results, 
         await wait_calls_ended(results, run.cid, 15)
     run.seconds = time.monotonic() - t0
     run.cpu = daemon.cpu() - c0
+    run.main_cpu = daemon.main_cpu() - m0
     run.profile = await daemon.profile()
     run.counts = results.status_counts(run.cid)
     run.done = results.attempt_count(run.cid)
@@ -96,6 +99,9 @@ async def run(ctx: Ctx) -> None:
             runs[r] = DialerdRun(r, calls[r], cid, key)
         tid, cap_key = await add_tenant(store, "cap", concurrent_max=cap, calls_per_minute=60_000)
         cap_cid = await add_campaign(store, tid, short_numbers(cap_calls), name="cap", max_concurrent_calls=cap)
+        tid, prof_key = await add_tenant(store, "profiled", concurrent_max=160, calls_per_minute=20 * 60)
+        prof_run = DialerdRun(20, 100, await add_campaign(store, tid, short_numbers(100), name="profiled",
+                                                          max_concurrent_calls=160), prof_key)
 
     watch = AsteriskWatch.from_env()
     watch.start()
@@ -117,23 +123,62 @@ async def run(ctx: Ctx) -> None:
                 bare_starts[r] = watch.start_times(tag)
                 d = runs[r]
                 await _dialerd_run(daemon, Client(daemon.base, d.key, session), results, d,
-                                   limit_s=calls[r] / r * 1.5 + 5)
+                                   limit_s=calls[r] / r * 1.2 + 3)
                 d.starts = watch.start_times(d.cid)
             await asyncio.sleep(0.5)
-            cap_profile_start = await daemon.profile()
-            del cap_profile_start
-            client = Client(daemon.base, cap_key, session)
-            await client.action(cap_cid, "start")
-            await wait_finished(results, cap_cid, 60)
+            await daemon.profile()  # starts the cap run's profile window
+            await Client(daemon.base, cap_key, session).action(cap_cid, "start")
+            await wait_finished(results, cap_cid, 40)
             cap_profile = await daemon.profile()
             cap_attempts = results.attempts(cap_cid)
+            client = Client(daemon.base, prof_key, session)
+            # Where the CPU goes: a separate run with cProfile on (it slows the daemon; not measured).
+            await daemon.cprofile()
+            await client.action(prof_run.cid, "start")
+            if not await wait_finished(results, prof_run.cid, 25):
+                await client.action(prof_run.cid, "pause")
+                await wait_calls_ended(results, prof_run.cid, 15)
+            cprofile_report = await daemon.cprofile()
+            prof_run.done = results.attempt_count(prof_run.cid)
     finally:
         await watch.stop()
         await daemon.stop()
         results.close()
+    fsync_ms = _fsync_ms(ctx.workdir)
 
     _report_dispatch(ctx, bare, bare_starts, runs)
+    _report_profiled(ctx, prof_run, cprofile_report, fsync_ms)
     _report_caps(ctx, runs, cap, cap_cid, cap_attempts, watch, cap_profile)
+
+
+def _fsync_ms(where: Path, count: int = 40) -> list[float]:
+    """Latency of write(4 KiB) + fsync in the databases' directory: the price of one commit."""
+    path = where / "fsync-probe"
+    out = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+            out.append(1000 * (time.perf_counter() - t0))
+    finally:
+        os.close(fd)
+        path.unlink()
+    return out
+
+
+def _report_profiled(ctx: Ctx, run: DialerdRun, report: str | None, fsync_ms: list[float]) -> None:
+    rep = ctx.report
+    rep.add(S1, "commit cost on this disk: write+fsync 4 KiB p50/p99 (context)",
+            f"{fmt(pct(fsync_ms, 50), 1)} / {fmt(pct(fsync_ms, 99), 1)} ms")
+    if report is None:
+        return
+    rep.note(S1, (
+        f"Where the CPU goes: one more campaign at 20 calls/s ({run.done} calls) with cProfile on in the daemon's "
+        "event-loop thread (timer: that thread's CPU time; the loop thread does ~80 % of the daemon's CPU, see "
+        "the table). cProfile roughly doubles the cost of every Python call, so read the shares, not the "
+        "seconds:\n\n" + report))
 
 
 def _copes(bare_starts: list[float] | None, starts: list[float]) -> bool:
@@ -146,7 +191,7 @@ def _report_dispatch(ctx: Ctx, bare: dict[int, BareResult], bare_starts: dict[in
     rep = ctx.report
     lines = ["| target calls/s | calls | bare: achieved calls/s | bare: originate HTTP p50/p99 ms | bare: ended "
              "| dialerd: achieved calls/s | ratio | dialerd: completed | dialerd CPU s / 1,000 calls "
-             "| wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| of which event-loop thread | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, b in bare.items():
         d = runs[r]
         b_rate, d_rate = rate(bare_starts[r]), rate(d.starts)
@@ -159,13 +204,10 @@ def _report_dispatch(ctx: Ctx, bare: dict[int, BareResult], bare_starts: dict[in
         lines.append(
             f"| {r} | {d.calls} | {fmt(b_rate, 1)} | {fmt(b.http_p50, 1)} / {fmt(b.http_p99, 1)} | "
             f"{b.ended}/{b.accepted} ({b.errors} errors) | {fmt(d_rate, 1)} | {fmt(ratio, 3)} | "
-            f"{d.done}/{d.calls} {d.counts} | {fmt(d.cpu_per_call_ms, 2)} | {fmt(d.seconds, 1)} |")
+            f"{d.done}/{d.calls} {d.counts} | {fmt(d.cpu_per_call_ms, 2)} | "
+            f"{fmt(100 * d.main_cpu / d.cpu if d.cpu else float('nan'), 0)} % | {fmt(d.seconds, 1)} |")
         ctx.profiles[f"dispatch @{r}/s"] = d.profile
     rep.note(S1, "\n".join(lines))
-    worst = max(runs[r].rate for r in bare) if bare else None
-    if worst is not None:
-        rep.note(S1, f"Sampling profile of the daemon during the {worst} calls/s run (subprocess, "
-                     "`bench/sampler.py`):\n\n" + profile_md(runs[worst].profile))
 
 
 def _report_caps(ctx: Ctx, runs: dict[int, DialerdRun], cap: int, cid: str, attempts: list[dict[str, Any]],

@@ -37,7 +37,7 @@ async def _timed(client: Client, path: str, times: int) -> tuple[list[float], ob
 async def run(ctx: Ctx) -> None:
     rep = ctx.report
     size = 50_000 if ctx.quick else 1_000_000
-    if not ctx.quick and ctx.left() < 120:
+    if not ctx.quick and ctx.left() < 60:
         size = 300_000
     db = ctx.workdir / "scale.db"
     t0 = time.perf_counter()

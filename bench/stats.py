@@ -25,6 +25,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU time of the process's main thread (the event loop) alone."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def mem_kb(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak) of process ``pid``, in KiB."""
     out: dict[str, int] = {}

@@ -210,8 +210,10 @@ class AriPbx:
                 return
             call = self._track.calls[cid] = _Call()  # originated by an earlier process: _route reads DEST_VAR
         if self._track.answer(cid, call):
-            log.warning("answered call found unrouted in our app (StasisStart lost); routing it",
-                        extra={"action": "route_parked", "channel_id": cid})
+            log.warning(
+                "answered call found unrouted in our app (StasisStart lost); routing it",
+                extra={"action": "route_parked", "channel_id": cid},
+            )
             self._tasks.spawn(self._route(cid, call.destination), f"ari-route-{cid}")
 
     # -- websocket side: everything below runs in the event task and must not block ----------------

@@ -357,7 +357,10 @@ async def test_fifty_campaigns_ten_tenants_under_load(tmp_path: Path) -> None:
     # ---- caps, from Asterisk's side ---------------------------------------------------------------
     over = {p.cid: (watch.max_concurrent.get(p.cid), p.cap) for p in plans
             if watch.max_concurrent.get(p.cid, 0) > p.cap}
-    assert not over, {cid: (peak, _timeline(watch, attempts[cid])) for cid, peak in over.items()}
+    if over:
+        detail = "\n".join(f"{cid} (peak, cap) {peak}:\n  " + "\n  ".join(map(str, _timeline(watch, attempts[cid])))
+                           for cid, peak in over.items())
+        raise AssertionError(f"campaign caps exceeded in Asterisk:\n{detail}")
     at_cap = sum(watch.max_concurrent.get(p.cid, 0) == p.cap for p in plans)
     tenant_figures: dict[str, dict[str, Any]] = {}
     for t, (cmax, cpm) in tenants.items():
