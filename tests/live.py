@@ -135,13 +135,21 @@ class AsteriskWatch:
 
     Only channels carrying DIALERD_CAMPAIGN (the dialer legs, via ari.conf channelvars) count, so the
     carrier's far-end legs are not double counted.
+
+    Concurrency counts a channel at a poll only if the next poll still lists it. Asterisk's channel list
+    (a cache fed by another thread) can still hold a channel for a moment after its ChannelDestroyed has
+    reached dialerd, which may already have dialled the next call: a one-poll ghost, measured here at
+    up to cap + 1 under load. A real cap breach lasts a whole call (seconds, many polls) and is caught.
+    ``max_instant`` keeps the raw per-poll peak for reporting.
     """
 
     url: str
     auth: dict[str, str]  # the Authorization header
     interval: float = 0.05
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel id -> info
-    max_concurrent: dict[str, int] = field(default_factory=dict)  # campaign -> peak
+    max_concurrent: dict[str, int] = field(default_factory=dict)  # campaign -> peak (ghost-free)
+    max_instant: dict[str, int] = field(default_factory=dict)  # campaign -> raw per-poll peak
+    _prev: dict[str, set[str]] = field(default_factory=dict)  # campaign -> channel ids at the last poll
     live: dict[str, int] = field(default_factory=dict)  # campaign -> channels at the last poll
     max_by_tenant_group: dict[frozenset[str], int] = field(default_factory=dict)
     groups: list[frozenset[str]] = field(default_factory=list)
@@ -162,21 +170,26 @@ class AsteriskWatch:
                     assert resp.status == 200, f"GET /ari/channels answered {resp.status}"
                     channels = await resp.json()
                 self.polls += 1
-                now: dict[str, int] = {}
+                ids: dict[str, set[str]] = {}
                 for ch in channels:
                     campaign = (ch.get("channelvars") or {}).get("DIALERD_CAMPAIGN")
                     if not campaign:
                         continue
-                    now[campaign] = now.get(campaign, 0) + 1
+                    ids.setdefault(campaign, set()).add(ch["id"])
                     info = self.seen.setdefault(ch["id"], {"campaign": campaign, "created": ch["creationtime"],
                                                            "number": (ch.get("dialplan") or {}).get("exten")})
                     info["last_state"] = ch["state"]
-                self.live = now
-                for campaign, n in now.items():
+                self.live = {c: len(v) for c, v in ids.items()}
+                for campaign, n in self.live.items():
+                    self.max_instant[campaign] = max(self.max_instant.get(campaign, 0), n)
+                # The previous poll, counting only the channels that are still listed now.
+                held = {c: len(v & ids.get(c, set())) for c, v in self._prev.items()}
+                for campaign, n in held.items():
                     self.max_concurrent[campaign] = max(self.max_concurrent.get(campaign, 0), n)
                 for group in self.groups:
-                    total = sum(n for c, n in now.items() if c in group)
+                    total = sum(n for c, n in held.items() if c in group)
                     self.max_by_tenant_group[group] = max(self.max_by_tenant_group.get(group, 0), total)
+                self._prev = ids
                 await asyncio.sleep(self.interval)
 
     def start(self) -> None:

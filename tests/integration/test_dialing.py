@@ -100,7 +100,7 @@ async def test_caps_hold_from_asterisks_side(tmp_path: Path) -> None:
         finally:
             await watch.stop()
     assert watch.polls > 1000
-    assert watch.max_concurrent[solo] == 3, watch.max_concurrent
+    assert watch.max_concurrent[solo] == 3, (watch.max_concurrent, watch.max_instant)
     assert len(watch.start_times(solo)) == 30
     assert watch.max_by_tenant_group[frozenset({duo_a, duo_b})] == 4
     times = watch.start_times(paced)
