@@ -40,11 +40,13 @@ class Report:
         return "\n".join(lines)
 
     def markdown_table(self, section: str | None = None) -> str:
-        out = ["| figure | value | goal | verdict |", "|---|---|---|---|"]
+        head = "| section " if section is None else ""
+        out = [head + "| figure | value | goal | verdict |", ("|---" if section is None else "") + "|---|---|---|---|"]
         for f in self.figures:
             if section is None or f.section == section:
                 verdict = {"met": "met", "MISSED": "**missed**"}.get(f.verdict, "")
-                out.append(f"| {f.name} | {f.value} | {f.goal} | {verdict} |")
+                lead = f"| {f.section} " if section is None else ""
+                out.append(f"{lead}| {f.name} | {f.value} | {f.goal} | {verdict} |")
         return "\n".join(out)
 
 
