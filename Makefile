@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent; needs root on Debian/Ubuntu).
-.PHONY: demo test lint setup bench
+.PHONY: demo test lint setup load bench
 
 setup:
 	bash .ci/setup
@@ -21,3 +21,6 @@ lint:
 # table and writes docs/benchmarks.md. See bench/.
 bench: setup
 	.venv/bin/python -m bench
+
+load: setup
+	.venv/bin/python -m pytest -q -p no:cacheprovider -o addopts="" tests/load
