@@ -7,6 +7,7 @@ and the event loop only awaits it; memory holds one batch at a time however long
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
@@ -48,8 +49,8 @@ class ImportReport:
         }
 
 
-def _next_batch(batches: Any) -> list[ParsedContact | RowProblem] | None:
-    return next(batches, None)  # type: ignore[no-any-return]
+def _next_batch(batches: Iterator[list[ParsedContact | RowProblem]]) -> list[ParsedContact | RowProblem] | None:
+    return next(batches, None)
 
 
 async def import_contacts(

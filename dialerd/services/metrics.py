@@ -24,7 +24,7 @@ class Metrics:
         self.store = store
         self.in_flight = in_flight
         self.pbx_connected = pbx_connected
-        # Load test (tests/integration/test_load.py): with 200 SSE streams, a 0.5 s TTL and no sharing of
+        # Load test (tests/load/test_load.py): with 200 SSE streams, a 0.5 s TTL and no sharing of
         # a query in progress, nearly every snapshot of every stream ran its three queries (~85/s), which
         # starved the dispatcher of database connections. Now a campaign's figures are read at most once
         # per TTL, however many streams ask, and the live parts below are never stale.

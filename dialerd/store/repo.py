@@ -7,6 +7,8 @@ so the SSE stream replayed from the database always agrees with the contacts' st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -23,6 +25,19 @@ from dialerd.errors import StoreError
 from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, Tenant, utcnow
 
 IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
+
+# Reads made in a priority context (the dispatcher's tasks) skip the queue the other reads (API requests,
+# SSE replays and snapshots) take turns in, at most SHARED_READS at once; see Store.read.
+SHARED_READS = 4
+_PRIORITY: contextvars.ContextVar[bool] = contextvars.ContextVar("dialerd_store_priority", default=False)
+
+
+def priority_context() -> contextvars.Context:
+    """A copy of the current context in which Store reads skip the shared queue (for create_task)."""
+    ctx = contextvars.copy_context()
+    ctx.run(_PRIORITY.set, True)
+    return ctx
+
 
 T_TENANT = Tenant.__table__  # type: ignore[attr-defined]
 T_KEY = ApiKey.__table__  # type: ignore[attr-defined]
@@ -63,6 +78,7 @@ class Store:
         self._write_lock = asyncio.Lock()
         self._txn_events: list[Event] = []
         self.publish = publish  # called with each transaction's events right after its commit
+        self._shared_reads = asyncio.Semaphore(SHARED_READS)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -83,8 +99,14 @@ class Store:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        # Load test (tests/load): with 20 API pollers and 200 SSE streams, their reads filled the pool
+        # and the event loop, the dispatcher's reads queued behind them, and dialling fell to ~2 calls/s.
+        # Those reads now take turns a few at a time; the dispatcher's (priority_context) go straight on.
+        gate: contextlib.AbstractAsyncContextManager[Any] = (
+            contextlib.nullcontext() if _PRIORITY.get() else self._shared_reads
+        )
         try:
-            async with self.engine.connect() as conn:
+            async with gate, self.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}") from exc

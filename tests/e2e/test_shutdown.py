@@ -191,7 +191,11 @@ async def test_sigterm_stops_dialling_and_follows_live_calls_to_their_end(tmp_pa
     records = run.log(0)
     order = [_index(records, m) for m in ("shutting down", "runner stopped", "stopped")]
     assert order == sorted(order), order
-    assert not [r for r in records[order[0]:] if r.get("action") == "originate"]
+    # The "originated" record is written after the originate reply and its database write, so the last
+    # call's record can follow the signal on a busy box; any such record must be one of the calls that
+    # were already up on Asterisk when the signal was sent (requested before it).
+    late = {r.get("channel_id") for r in records[order[0]:] if r.get("action") == "originate"}
+    assert late <= up_at_signal, (late, up_at_signal)
     assert not [r for r in records if r.get("action") == "shutdown" and r.get("calls_in_flight")]
 
 
