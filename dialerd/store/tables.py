@@ -97,6 +97,7 @@ class Contact(SQLModel, table=True):
         UniqueConstraint("campaign_id", "phone_e164", name="uq_contact_campaign_number"),
         Index("ix_contact_campaign_status", "campaign_id", "status", "id"),
         Index("ix_contact_campaign_next", "campaign_id", "status", "next_attempt_at"),
+        Index("ix_contact_campaign_id", "campaign_id", "id"),  # migration 0002
     )
     id: int | None = Field(
         default=None,

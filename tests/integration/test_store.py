@@ -34,6 +34,7 @@ from dialerd.domain.contact import ContactStatus
 from dialerd.errors import ConfigError, StoreError, Unauthorized
 from dialerd.services.auth import Authenticator, create_key
 from dialerd.store import tables
+from dialerd.store import db
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
 from dialerd.store.repo import IMPORTING, T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
 from dialerd.store.tables import Campaign, Contact, utcnow
@@ -188,7 +189,7 @@ async def test_migrations_create_exactly_the_declared_schema_and_are_idempotent(
     try:
         async with engine.connect() as conn:
             assert await conn.run_sync(lambda c: inspect(c).get_table_names()) == []
-        assert await migrate(engine) == SCHEMA_VERSION == 1
+        assert await migrate(engine) == SCHEMA_VERSION == 2
         async with engine.connect() as conn:
             first = await conn.run_sync(_reflect)
         declared = _declared(engine.dialect.name)
@@ -197,11 +198,11 @@ async def test_migrations_create_exactly_the_declared_schema_and_are_idempotent(
             for aspect in ("columns", "primary_key", "indexes", "unique", "named_unique", "foreign_keys"):
                 assert first[name][aspect] == declared[name][aspect], (name, aspect)
 
-        assert await migrate(engine) == 1
+        assert await migrate(engine) == 2
         async with engine.connect() as conn:
             assert await conn.run_sync(_reflect) == first
-            versions = (await conn.execute(text("SELECT version FROM schema_version"))).scalars().all()
-        assert versions == [1]
+            versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
+        assert versions == [1, 2]
     finally:
         await engine.dispose()
 
@@ -217,7 +218,28 @@ async def test_a_newer_schema_is_refused(store: Store) -> None:
     assert f"version {SCHEMA_VERSION + 1} is newer" in caught.value.message
     async with store.read() as conn:
         versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
+
+
+async def test_a_version_1_database_is_upgraded_in_place(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = create_engine(db_url)
+    try:
+        monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:1])
+        monkeypatch.setattr(db, "SCHEMA_VERSION", 1)
+        assert await migrate(engine) == 1
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO tenant (id, name, concurrent_max, calls_per_minute, created_at) "
+                                    "VALUES ('ten_old', 'old', 5, 60, :t)"), {"t": utcnow()})
+            indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("contact")})
+        assert "ix_contact_campaign_id" not in indexes
+        monkeypatch.undo()
+        assert await migrate(engine) == SCHEMA_VERSION == 2
+        async with engine.connect() as conn:
+            indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("contact")})
+            names = (await conn.execute(text("SELECT name FROM tenant"))).scalars().all()
+        assert "ix_contact_campaign_id" in indexes and names == ["old"]
+    finally:
+        await engine.dispose()
 
 
 async def test_sqlite_pragmas_hold_on_every_new_connection(sqlite_url: str) -> None:
