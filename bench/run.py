@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import api_load, dispatch, fanout, importing, scale
+from bench import api_load, dispatch, fanout, hotpath, importing, scale
 from bench.context import Ctx
 from bench.docs import render
 from bench.report import Report
@@ -26,6 +26,7 @@ BUDGET_SECONDS = 360.0
 
 SECTIONS: dict[str, Callable[[Ctx], Awaitable[None]]] = {
     "dispatch": dispatch.run,
+    "hotpath": hotpath.run,
     "import": importing.run,
     "fanout": fanout.run,
     "api": api_load.run,

@@ -1,24 +1,21 @@
 """GET /api/v1/campaigns/{id}/events: the live Server-Sent Events stream.
 
 Order of operations matters: we subscribe to the hub *before* replaying from the database, so an
-event committed during the replay is either in the replay or in the queue (duplicates are dropped
+event committed during the replay is either in the replay or in the hub's log (duplicates are dropped
 by id), never in neither.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import time
-from typing import Any
+from collections.abc import Iterable
 
 from aiohttp import web
 
 from dialerd.api.context import principal, services
 from dialerd.api.forms import campaign_id, parse_int, query
 from dialerd.domain.campaign import CampaignStatus
-from dialerd.store.tables import Event
+from dialerd.services.events import Frame, Subscription, sse_frame
 
 routes = web.RouteTableDef()
 
@@ -27,26 +24,6 @@ REPLAY_PAGE = 500
 # that is not running writes only a heartbeat every 15 s; so the loop looks at the connection this often
 # to let go of a vanished client's subscription and task (test_abusive_clients).
 DISCONNECT_CHECK = 1.0
-
-
-def _frame(event: str | None, data: dict[str, Any], event_id: int | None) -> bytes:
-    lines = []
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    if event is not None:
-        lines.append(f"event: {event}")
-    lines.append("data: " + json.dumps(data, separators=(",", ":")))
-    return ("\n".join(lines) + "\n\n").encode("utf-8")
-
-
-def _event_frame(ev: Event) -> bytes:
-    assert ev.id is not None
-    data = {"id": ev.id, "campaign_id": ev.campaign_id, **ev.payload}
-    return _frame(ev.kind, data, ev.id)
-
-
-def _is_end(ev: Event) -> bool:
-    return ev.kind == "campaign" and ev.payload.get("status") in ("completed", "failed")
 
 
 @routes.get("/api/v1/campaigns/{id}/events")
@@ -88,32 +65,34 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 
 class _Stream:
-    def __init__(self, request: web.Request, resp: web.StreamResponse, sub: Any, last_id: int) -> None:
+    def __init__(self, request: web.Request, resp: web.StreamResponse, sub: Subscription, last_id: int) -> None:
         self.svc = services(request)
         self.request = request
         self.resp = resp
         self.sub = sub
         self.last_id = last_id
         self.ended = False
+        self.timer: asyncio.TimerHandle | None = None  # wakes the stream for a snapshot, heartbeat or check
 
-    async def send(self, ev: Event) -> None:
-        assert ev.id is not None
-        if ev.id <= self.last_id:
-            return
-        await self.resp.write(_event_frame(ev))
-        self.last_id = ev.id
-        if _is_end(ev):
-            await self.resp.write(_frame("end", {"campaign_id": ev.campaign_id, "status": ev.payload["status"]},
-                                         ev.id))
-            self.ended = True
+    def unsent(self, frames: Iterable[Frame]) -> bytes:
+        """The bytes of those ``frames`` this client has not had yet, up to and including the end."""
+        out = []
+        for frame in frames:
+            if frame.id <= self.last_id:  # a live event the replay already sent
+                continue
+            out.append(frame.data)
+            self.last_id = frame.id
+            if frame.ends:
+                self.ended = True
+                break
+        return b"".join(out)
 
     async def replay(self, campaign_id: str) -> None:
         while not self.ended:
             page = await self.svc.store.events_after(campaign_id, self.last_id, REPLAY_PAGE)
-            for ev in page:
-                await self.send(ev)
-                if self.ended:
-                    return
+            data = self.unsent(Frame.of(ev) for ev in page)
+            if data:
+                await self.resp.write(data)
             if len(page) < REPLAY_PAGE:
                 return
 
@@ -126,39 +105,56 @@ class _Stream:
             # Nothing more will happen; the replay held the final status event unless it was trimmed.
             campaign = await self.svc.store.get_campaign(campaign_id)
             status = campaign.status if campaign else "deleted"
-            await self.resp.write(_frame("end", {"campaign_id": campaign_id, "status": status}, self.last_id))
+            await self.resp.write(sse_frame("end", {"campaign_id": campaign_id, "status": status}, self.last_id))
             return
-        await self.snapshot(campaign_id, force=True)
-        next_snapshot = time.monotonic() + settings.sse_snapshot_interval
-        next_heartbeat = time.monotonic() + settings.sse_heartbeat_interval
-        while not self.ended:
-            timeout = min(max(0.0, min(next_snapshot, next_heartbeat) - time.monotonic()), DISCONNECT_CHECK)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.sub.wakeup.wait(), timeout)
-            transport = self.request.transport
-            if transport is None or transport.is_closing():
-                return  # the client is gone
-            if self.sub.lagged:
-                self.sub.lagged = False
-                self.sub.drain()
-                await self.replay(campaign_id)
-            for ev in self.sub.drain():
-                await self.send(ev)
-                if self.ended:
-                    return
-            now = time.monotonic()
-            if now >= next_snapshot:
-                await self.snapshot(campaign_id)
-                next_snapshot = now + settings.sse_snapshot_interval
-            if now >= next_heartbeat:
-                await self.resp.write(b": heartbeat\n\n")
-                next_heartbeat = now + settings.sse_heartbeat_interval
+        await self.resp.write(await self.snapshot(campaign_id, force=True))
+        loop = asyncio.get_running_loop()
+        next_snapshot = loop.time() + settings.sse_snapshot_interval
+        next_heartbeat = loop.time() + settings.sse_heartbeat_interval
 
-    async def snapshot(self, campaign_id: str, force: bool = False) -> None:
+        # One timer per stream, armed again only once it has fired: a new one per wake-up (wait_for,
+        # asyncio.timeout) cost more than the rest of the wake-up with hundreds of streams. Deadlines only move
+        # later, so a timer that fires early is just a wake-up with nothing to do.
+        try:
+            while not self.ended:
+                if self.timer is None:
+                    due = min(next_snapshot, next_heartbeat, loop.time() + DISCONNECT_CHECK)
+                    self.timer = loop.call_at(due, self.ring)
+                await self.sub.wakeup.wait()
+                transport = self.request.transport
+                if transport is None or transport.is_closing():
+                    return  # the client is gone
+                # Everything due goes out in one write: a send() per event per stream is what made the
+                # fan-out cost the dispatcher its share of the loop (docs/benchmarks.md, section 4).
+                frames = self.sub.take()
+                if frames is None:  # lagged: what the hub dropped is in the database
+                    await self.replay(campaign_id)
+                    out = b""
+                else:
+                    out = self.unsent(frames)
+                if not self.ended:
+                    now = loop.time()
+                    if now >= next_snapshot:
+                        out += await self.snapshot(campaign_id)
+                        next_snapshot = now + settings.sse_snapshot_interval
+                    if now >= next_heartbeat and not self.ended:
+                        out += b": heartbeat\n\n"
+                        next_heartbeat = now + settings.sse_heartbeat_interval
+                if out:
+                    await self.resp.write(out)
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+
+    def ring(self) -> None:
+        self.timer = None
+        self.sub.wakeup.set()
+
+    async def snapshot(self, campaign_id: str, force: bool = False) -> bytes:
         snap = await self.svc.metrics.snapshot(campaign_id)
         if snap is None:  # deleted under us
             self.ended = True
-            await self.resp.write(_frame("end", {"campaign_id": campaign_id, "status": "deleted"}, self.last_id))
-            return
+            return sse_frame("end", {"campaign_id": campaign_id, "status": "deleted"}, self.last_id)
         if force or snap["status"] == "running":
-            await self.resp.write(_frame(None, snap, self.last_id))
+            return sse_frame(None, snap, self.last_id)
+        return b""

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dialerd.dispatcher")
 
 TENANT_REFRESH_SECONDS = 5.0
+CAMPAIGN_RECHECK_SECONDS = 1.0  # a running campaign's row is re-read at most this often by its runner
 MAX_CONSECUTIVE_ORIGINATE_ERRORS = 5
 # Call events applied at once (each holds at most one pooled database connection at a time, so the API
 # keeps most of the pool), and how long close() lets the ones already taken off the queue land.
@@ -252,11 +253,19 @@ class Dispatcher:
     async def _run(self, campaign_id: str) -> None:
         self._wake.setdefault(campaign_id, asyncio.Event())
         log.info("runner started", extra={"action": "runner_start", "campaign_id": campaign_id})
+        campaign: Campaign | None = None
+        read_at = 0.0
         try:
             while self._active(campaign_id):
-                campaign = await self.store.get_campaign(campaign_id)
-                if campaign is None or campaign.status != CampaignStatus.RUNNING:
-                    return
+                # Perf (docs/benchmarks.md, section 1): the campaign row was read on every turn, twice or
+                # more per call. Its settings never change while it runs, and this process's pause/stop/
+                # finish reach the runner through halt(); the re-read only notices a change made by another
+                # process (e.g. a second daemon on the same PostgreSQL database) within a second.
+                if campaign is None or self.clock() - read_at >= CAMPAIGN_RECHECK_SECONDS:
+                    campaign = await self.store.get_campaign(campaign_id)
+                    read_at = self.clock()
+                    if campaign is None or campaign.status != CampaignStatus.RUNNING:
+                        return
                 if not self.pbx_up.is_set():
                     await self._wait_pbx(campaign_id)
                     continue

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import StoreError
+from dialerd.store.direct import HotPath, SqliteDirect
 from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, Tenant, utcnow
 
 IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
@@ -47,6 +49,7 @@ T_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
 T_EVENT = Event.__table__  # type: ignore[attr-defined]
 
 IN_FLIGHT_ATTEMPT_STATES = ("dialing", "originated", "answered")
+_T = TypeVar("_T")
 
 
 def _row(model: Any, row: Any) -> Any:
@@ -79,9 +82,39 @@ class Store:
         self._txn_events: list[Event] = []
         self.publish = publish  # called with each transaction's events right after its commit
         self._shared_reads = asyncio.Semaphore(SHARED_READS)
+        # SQLite file databases: the dispatcher's per-call statements go to the driver directly
+        # (store/direct.py). In-memory databases are per connection, so they keep the SQLAlchemy path.
+        self._direct: SqliteDirect | None = None
+        self._hot: HotPath | None = None
+        database = engine.url.database
+        if self.dialect == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+            self._direct = SqliteDirect(database)
+            self._hot = HotPath({"attempt": T_ATTEMPT, "contact": T_CONTACT, "event": T_EVENT},
+                                engine.dialect, IN_FLIGHT_ATTEMPT_STATES)
 
     async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
         await self.engine.dispose()
+
+    async def _direct_read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        assert self._direct is not None
+        try:
+            return await self._direct.read(fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    async def _direct_write(self, fn: Callable[[sqlite3.Connection], tuple[_T, list[Event]]]) -> _T:
+        """A write transaction on the direct path: the same lock and publish order as ``write``."""
+        assert self._direct is not None
+        try:
+            async with self._write_lock:
+                result, events = await self._direct.transaction(fn)
+                if events and self.publish is not None:
+                    self.publish(events)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+        return result
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -468,6 +501,12 @@ class Store:
 
     async def next_due_contacts(self, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
         """Pending contacts whose next attempt is due, oldest first."""
+        if self._hot is not None:
+            hot = self._hot
+            found = await self._direct_read(
+                lambda conn: hot.next_due_contacts(conn, campaign_id, now, ContactStatus.PENDING.value, limit)
+            )
+            return [Contact(**r) for r in found]
         async with self.read() as conn:
             rows = (
                 await conn.execute(
@@ -524,6 +563,16 @@ class Store:
     async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
         """Record the attempt *before* the originate leaves. None if the contact is no longer pending."""
         now = utcnow()
+        if self._hot is not None:
+            hot = self._hot
+            values: dict[str, Any] = {
+                "contact_id": contact.id, "campaign_id": contact.campaign_id, "number": contact.attempts + 1,
+                "channel_id": channel_id, "state": "dialing", "created_at": now,
+            }
+            attempt_id = await self._direct_write(
+                lambda conn: (hot.begin_attempt(conn, values, ContactStatus.PENDING.value, contact.attempts), [])
+            )
+            return None if attempt_id is None else Attempt(id=attempt_id, **values)
         async with self.write() as conn:
             # A contact whose previous attempt is still unresolved (e.g. found again after a crash and
             # not yet reconciled) stays pending but must not be dialled a second time.
@@ -584,6 +633,10 @@ class Store:
         return True
 
     async def get_attempt(self, channel_id: str) -> Attempt | None:
+        if self._hot is not None:
+            hot = self._hot
+            found = await self._direct_read(lambda conn: hot.get_attempt(conn, channel_id))
+            return None if found is None else Attempt(**found)
         async with self.read() as conn:
             row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
         return None if row is None else _row(Attempt, row)
@@ -625,6 +678,9 @@ class Store:
         late event) changes nothing and returns None.
         """
         now = utcnow()
+        if self._hot is not None:
+            return await self._direct_transition(channel_id, attempt_state, attempt_values, contact_status,
+                                                 contact_values, payload, tuple(only_from), now)
         async with self.write() as conn:
             # Perf (docs/benchmarks.md): three statements, not five; this runs three times per call.
             # The conditional UPDATE both takes the row lock (PostgreSQL re-checks its WHERE after
@@ -660,6 +716,38 @@ class Store:
             event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
         attempt: Attempt = _row(Attempt, row)  # RETURNING gave the row as updated
         return attempt, event
+
+    async def _direct_transition(
+        self, channel_id: str, attempt_state: str, attempt_values: dict[str, Any], contact_status: ContactStatus,
+        contact_values: dict[str, Any], payload: dict[str, Any], only_from: tuple[str, ...], now: datetime,
+    ) -> tuple[Attempt, Event] | None:
+        """``record_transition`` on the direct path: the same three statements and the same event."""
+        assert self._hot is not None
+        hot = self._hot
+
+        def event(attempt: dict[str, Any], contact: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
+            return attempt["campaign_id"], {
+                "contact_id": attempt["contact_id"],
+                "phone_number": contact[0] if contact else None,
+                "status": contact_status.value,
+                "attempt": attempt["number"],
+                "channel_id": channel_id,
+                "at": now.isoformat(),
+                **payload,
+            }
+
+        def run(conn: sqlite3.Connection) -> tuple[tuple[Attempt, Event] | None, list[Event]]:
+            moved = hot.transition(
+                conn, channel_id, only_from, {"state": attempt_state, **attempt_values},
+                {"status": contact_status.value, "updated_at": now, **contact_values}, event,
+            )
+            if moved is None:
+                return None, []
+            attempt, event_id, campaign_id, full = moved
+            ev = Event(id=event_id, campaign_id=campaign_id, kind=contact_status.value, payload=full, created_at=now)
+            return (Attempt(**attempt), ev), [ev]
+
+        return await self._direct_write(run)
 
     # ---- events ---------------------------------------------------------------------------------
 

@@ -33,8 +33,7 @@ from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import ConfigError, StoreError, Unauthorized
 from dialerd.services.auth import Authenticator, create_key
-from dialerd.store import tables
-from dialerd.store import db
+from dialerd.store import db, tables
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
 from dialerd.store.repo import IMPORTING, T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
 from dialerd.store.tables import Campaign, Contact, utcnow

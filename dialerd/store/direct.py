@@ -1,0 +1,195 @@
+"""The dispatcher's per-call statements on SQLite, at the driver level, one thread hop per transaction.
+
+Perf (docs/benchmarks.md, section 1): every call makes one attempt write, three transitions and two
+attempt reads. Through SQLAlchemy async + aiosqlite each statement is built, compiled (cache lookup),
+its values processed, and handed to aiosqlite's thread and back, with several event-loop wake-ups per
+statement: ~11 ms of CPU per call on this machine (``bench/hotpath.py``). The same transactions as plain
+functions on a dedicated ``sqlite3`` connection, run whole in its own thread, cost a fraction of that.
+
+Values go through the columns' own SQLAlchemy bind and result processors, so what is stored and read
+back is exactly what the SQLAlchemy path stores and reads (the store's tests run every operation on
+both paths: SQLite uses this one, PostgreSQL the SQLAlchemy one). Only ``Store`` uses this module, and
+it holds its write lock around every write transaction (one writer in-process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+
+T = TypeVar("T")
+
+_PRAGMAS = (  # the same as the engine's connections (store/db.py)
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
+
+
+class Codec:
+    """One table's columns with SQLAlchemy's value conversions for the dialect."""
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        self.names = [c.name for c in table.c]
+        self.star = ", ".join(self.names)
+        self._bind = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.c}
+        self._result = [(c.name, c.type.dialect_impl(dialect).result_processor(dialect, None)) for c in table.c]
+
+    def bind(self, name: str, value: Any) -> Any:
+        proc = self._bind[name]
+        return value if proc is None or value is None else proc(value)
+
+    def row(self, values: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+        """A row selected as ``SELECT {star}`` (or ``RETURNING {star}``) as a dict of Python values."""
+        return {name: (value if proc is None or value is None else proc(value))
+                for (name, proc), value in zip(self._result, values, strict=True)}
+
+
+class SqliteDirect:
+    """A dedicated sqlite3 connection used from one thread of its own."""
+
+    def __init__(self, path: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dialerd-sqlite")
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:  # in the worker thread
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+            for pragma in _PRAGMAS:
+                conn.execute(pragma)
+            self._conn = conn
+        return self._conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._connection()))
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one write transaction (BEGIN IMMEDIATE ... COMMIT; ROLLBACK if it raises).
+
+        The transaction runs to its end in the worker thread even if the awaiting task is cancelled.
+        """
+        def run() -> T:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, close)
+        self._pool.shutdown(wait=True)
+
+
+class HotPath:
+    """The per-call statements as plain functions of a sqlite3 connection (run by ``SqliteDirect``).
+
+    Each mirrors a ``Store`` method's SQLAlchemy statements one for one; see there for the why.
+    """
+
+    def __init__(self, tables: dict[str, Table], dialect: Dialect, in_flight_states: tuple[str, ...]) -> None:
+        self.attempt = Codec(tables["attempt"], dialect)
+        self.contact = Codec(tables["contact"], dialect)
+        self.event = Codec(tables["event"], dialect)
+        self._in_flight = ", ".join(f"'{s}'" for s in in_flight_states)  # constants from the store, not input
+
+    def get_attempt(self, conn: sqlite3.Connection, channel_id: str) -> dict[str, Any] | None:
+        row = conn.execute(f"SELECT {self.attempt.star} FROM attempt WHERE channel_id = ?", (channel_id,)).fetchone()
+        return None if row is None else self.attempt.row(row)
+
+    def next_due_contacts(self, conn: sqlite3.Connection, campaign_id: str, now: Any, status: str,
+                          limit: int) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            f"SELECT {self.contact.star} FROM contact WHERE campaign_id = ? AND status = ?"
+            " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            f" AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.contact_id = contact.id"
+            f" AND attempt.state IN ({self._in_flight})) ORDER BY contact.id LIMIT ?",
+            (campaign_id, status, self.contact.bind("next_attempt_at", now), limit),
+        ).fetchall()
+        return [self.contact.row(r) for r in rows]
+
+    def begin_attempt(self, conn: sqlite3.Connection, values: dict[str, Any], pending: str,
+                      attempts: int) -> int | None:
+        """Count the attempt on the contact and insert it; None if the contact moved on meanwhile."""
+        busy = conn.execute(
+            f"SELECT 1 FROM attempt WHERE contact_id = ? AND state IN ({self._in_flight}) LIMIT 1",
+            (values["contact_id"],),
+        ).fetchone()
+        if busy is not None:
+            return None
+        now = self.contact.bind("updated_at", values["created_at"])
+        moved = conn.execute(
+            "UPDATE contact SET attempts = attempts + 1, last_attempt_at = ?, updated_at = ?"
+            " WHERE id = ? AND status = ? AND attempts = ?",
+            (now, now, values["contact_id"], pending, attempts),
+        )
+        if not moved.rowcount:
+            return None
+        return self._insert(conn, "attempt", self.attempt, values)
+
+    def transition(self, conn: sqlite3.Connection, channel_id: str, only_from: tuple[str, ...],
+                   attempt_sets: dict[str, Any], contact_sets: dict[str, Any],
+                   event: Callable[[dict[str, Any], tuple[Any, ...] | None], tuple[str, dict[str, Any]]],
+                   ) -> tuple[dict[str, Any], int, str, dict[str, Any]] | None:
+        """Move the attempt (if in one of ``only_from``) and its contact; append the event.
+
+        ``event(attempt, contact_row)`` builds the event's (campaign_id, payload) from the moved rows.
+        Returns (attempt as updated, event id, campaign id, payload), or None if nothing moved.
+        """
+        sets, params = self._sets(self.attempt, attempt_sets)
+        marks = ", ".join("?" * len(only_from))
+        row = conn.execute(
+            f"UPDATE attempt SET {sets} WHERE channel_id = ? AND state IN ({marks}) RETURNING {self.attempt.star}",
+            (*params, channel_id, *only_from),
+        ).fetchone()
+        if row is None:
+            return None
+        attempt = self.attempt.row(row)
+        sets, params = self._sets(self.contact, contact_sets)
+        contact = conn.execute(
+            f"UPDATE contact SET {sets} WHERE id = ? RETURNING phone_e164, attempts",
+            (*params, attempt["contact_id"]),
+        ).fetchone()
+        campaign_id, payload = event(attempt, contact)
+        event_id = self._insert(conn, "event", self.event, {
+            "campaign_id": campaign_id, "kind": contact_sets["status"], "payload": payload,
+            "created_at": contact_sets["updated_at"],
+        })
+        return attempt, event_id, campaign_id, payload
+
+    @staticmethod
+    def _sets(codec: Codec, values: dict[str, Any]) -> tuple[str, list[Any]]:
+        unknown = [k for k in values if k not in codec.names]
+        if unknown:
+            raise ValueError(f"unknown columns {unknown}")
+        return ", ".join(f"{k} = ?" for k in values), [codec.bind(k, v) for k, v in values.items()]
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, table: str, codec: Codec, values: dict[str, Any]) -> int:
+        unknown = [k for k in values if k not in codec.names]
+        if unknown:
+            raise ValueError(f"unknown columns {unknown}")
+        cur = conn.execute(
+            f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            [codec.bind(k, v) for k, v in values.items()],
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
