@@ -1,156 +1,42 @@
 """The Store: every read and write dialerd makes, over SQLAlchemy async (SQLite or PostgreSQL).
 
-Writes that change a contact also append the matching row to ``event`` in the same transaction,
-so the SSE stream replayed from the database always agrees with the contacts' state.
+Split by concern: ``base.py`` (transactions, events), ``calls.py`` (the dispatcher's per-call work), and
+here tenants, keys, campaigns, contact pages and the figures the API shows.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
-from dialerd.errors import StoreError
-from dialerd.store.direct import HotPath, SqliteDirect
-from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, Tenant, utcnow
+from dialerd.store.base import (
+    IMPORTING,
+    SHARED_READS,
+    T_ATTEMPT,
+    T_CAMPAIGN,
+    T_CONTACT,
+    T_EVENT,
+    T_KEY,
+    T_TENANT,
+    _Merged,
+    _row,
+    priority_context,
+)
+from dialerd.store.calls import CallStore
+from dialerd.store.tables import ApiKey, Campaign, Contact, Event, Tenant, utcnow
 
-IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
-
-# Reads made in a priority context (the dispatcher's tasks) skip the queue the other reads (API requests,
-# SSE replays and snapshots) take turns in, at most SHARED_READS at once; see Store.read.
-SHARED_READS = 4
-_PRIORITY: contextvars.ContextVar[bool] = contextvars.ContextVar("dialerd_store_priority", default=False)
-
-
-def priority_context() -> contextvars.Context:
-    """A copy of the current context in which Store reads skip the shared queue (for create_task)."""
-    ctx = contextvars.copy_context()
-    ctx.run(_PRIORITY.set, True)
-    return ctx
-
-
-T_TENANT = Tenant.__table__  # type: ignore[attr-defined]
-T_KEY = ApiKey.__table__  # type: ignore[attr-defined]
-T_CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
-T_CONTACT = Contact.__table__  # type: ignore[attr-defined]
-T_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
-T_EVENT = Event.__table__  # type: ignore[attr-defined]
-
-IN_FLIGHT_ATTEMPT_STATES = ("dialing", "originated", "answered")
-_T = TypeVar("_T")
+__all__ = ["IMPORTING", "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "Store", "priority_context"]
 
 
-def _row(model: Any, row: Any) -> Any:
-    return model(**dict(row._mapping))
-
-
-def _attempt_in_flight(contact_id: Any) -> Any:
-    """SQL: the contact has an attempt that is dialling, ringing or talking."""
-    return exists().where(T_ATTEMPT.c.contact_id == contact_id, T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
-
-
-class _Merged:
-    """A row-like wrapper around a dict, so merged values go through ``_row`` like fetched rows."""
-
-    def __init__(self, mapping: dict[str, Any]) -> None:
-        self._mapping = mapping
-
-
-class Store:
+class Store(CallStore):
     """Typed access to the database. One instance per daemon, built in the composition root."""
-
-    def __init__(self, engine: AsyncEngine, publish: Callable[[list[Event]], None] | None = None) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
-        # One writer at a time, in-process, on both backends. On SQLite this avoids "database is
-        # locked" upgrade deadlocks between pooled connections. On both, it makes event ids, commit
-        # order and publish order the same order: a live SSE client can never receive event 7 before
-        # event 6, and a reader of the event table never sees 7 committed while 6 is still pending.
-        self._write_lock = asyncio.Lock()
-        self._txn_events: list[Event] = []
-        self.publish = publish  # called with each transaction's events right after its commit
-        self._shared_reads = asyncio.Semaphore(SHARED_READS)
-        # SQLite file databases: the dispatcher's per-call statements go to the driver directly
-        # (store/direct.py). In-memory databases are per connection, so they keep the SQLAlchemy path.
-        self._direct: SqliteDirect | None = None
-        self._hot: HotPath | None = None
-        database = engine.url.database
-        if self.dialect == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
-            self._direct = SqliteDirect(database)
-            self._hot = HotPath({"attempt": T_ATTEMPT, "contact": T_CONTACT, "event": T_EVENT},
-                                engine.dialect, IN_FLIGHT_ATTEMPT_STATES)
-
-    async def close(self) -> None:
-        if self._direct is not None:
-            await self._direct.close()
-        await self.engine.dispose()
-
-    async def _direct_read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        assert self._direct is not None
-        try:
-            return await self._direct.read(fn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
-
-    async def _direct_write(self, fn: Callable[[sqlite3.Connection], tuple[_T, list[Event]]]) -> _T:
-        """A write transaction on the direct path: the same lock and publish order as ``write``."""
-        assert self._direct is not None
-        try:
-            async with self._write_lock:
-                result, events = await self._direct.transaction(fn)
-                if events and self.publish is not None:
-                    self.publish(events)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
-        return result
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; commits on exit, rolls back on error; then publishes its events."""
-        try:
-            async with self._write_lock:
-                self._txn_events = []
-                async with self.engine.begin() as conn:
-                    yield conn
-                events, self._txn_events = self._txn_events, []
-                if events and self.publish is not None:
-                    self.publish(events)  # still under the lock: publish order == id order
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        # Load test (tests/load): with 20 API pollers and 200 SSE streams, their reads filled the pool
-        # and the event loop, the dispatcher's reads queued behind them, and dialling fell to ~2 calls/s.
-        # Those reads now take turns a few at a time; the dispatcher's (priority_context) go straight on.
-        gate: contextlib.AbstractAsyncContextManager[Any] = (
-            contextlib.nullcontext() if _PRIORITY.get() else self._shared_reads
-        )
-        try:
-            async with gate, self.engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
-
-    async def ping(self) -> bool:
-        try:
-            async with self.read() as conn:
-                await conn.execute(select(1))
-            return True
-        except StoreError:
-            return False
 
     # ---- tenants and keys -------------------------------------------------------------------
 
@@ -429,48 +315,6 @@ class Store:
         ]
         return await self._events(conn, campaign_id, "cancelled", payloads, now)
 
-    async def _event(
-        self, conn: AsyncConnection, campaign_id: str, kind: str, payload: dict[str, Any], now: datetime
-    ) -> Event:
-        result = await conn.execute(
-            insert(T_EVENT)
-            .values(campaign_id=campaign_id, kind=kind, payload=payload, created_at=now)
-            .returning(T_EVENT.c.id)
-        )
-        event = Event(
-            id=int(result.scalar_one()), campaign_id=campaign_id, kind=kind, payload=payload, created_at=now
-        )
-        self._txn_events.append(event)
-        return event
-
-    async def _events(
-        self,
-        conn: AsyncConnection,
-        campaign_id: str,
-        kind: str,
-        payloads: list[dict[str, Any]],
-        now: datetime,
-    ) -> list[Event]:
-        out: list[Event] = []
-        for chunk_start in range(0, len(payloads), 1000):
-            chunk = payloads[chunk_start : chunk_start + 1000]
-            rows = [{"campaign_id": campaign_id, "kind": kind, "payload": p, "created_at": now} for p in chunk]
-            if self.dialect == "sqlite":
-                # SQLAlchemy cannot batch INSERT..RETURNING on SQLite (it falls back to one statement
-                # per row). We hold the only write transaction, so new rowids are max(id)+1, +2, ...
-                first = int((await conn.execute(select(func.coalesce(func.max(T_EVENT.c.id), 0)))).scalar_one()) + 1
-                await conn.execute(insert(T_EVENT), rows)
-                ids = list(range(first, first + len(rows)))
-            else:
-                result = await conn.execute(insert(T_EVENT).returning(T_EVENT.c.id, sort_by_parameter_order=True), rows)
-                ids = [int(r[0]) for r in result.all()]
-            out.extend(
-                Event(id=i, campaign_id=campaign_id, kind=kind, payload=p, created_at=now)
-                for i, p in zip(ids, chunk, strict=True)
-            )
-        self._txn_events.extend(out)
-        return out
-
     # ---- contacts -----------------------------------------------------------------------------
 
     async def list_contacts(
@@ -498,256 +342,6 @@ class Store:
         async with self.read() as conn:
             row = (await conn.execute(select(T_CONTACT).where(T_CONTACT.c.id == contact_id))).first()
         return None if row is None else _row(Contact, row)
-
-    async def next_due_contacts(self, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
-        """Pending contacts whose next attempt is due, oldest first."""
-        if self._hot is not None:
-            hot = self._hot
-            found = await self._direct_read(
-                lambda conn: hot.next_due_contacts(conn, campaign_id, now, ContactStatus.PENDING.value, limit)
-            )
-            return [Contact(**r) for r in found]
-        async with self.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(T_CONTACT)
-                    .where(
-                        T_CONTACT.c.campaign_id == campaign_id,
-                        T_CONTACT.c.status == ContactStatus.PENDING.value,
-                        or_(T_CONTACT.c.next_attempt_at.is_(None), T_CONTACT.c.next_attempt_at <= now),
-                        ~_attempt_in_flight(T_CONTACT.c.id),
-                    )
-                    .order_by(T_CONTACT.c.id)
-                    .limit(limit)
-                )
-            ).all()
-        return [_row(Contact, r) for r in rows]
-
-    async def next_retry_time(self, campaign_id: str) -> datetime | None:
-        """The earliest next_attempt_at among pending contacts (None if there are none waiting)."""
-        async with self.read() as conn:
-            value = (
-                await conn.execute(
-                    select(func.min(T_CONTACT.c.next_attempt_at)).where(
-                        T_CONTACT.c.campaign_id == campaign_id,
-                        T_CONTACT.c.status == ContactStatus.PENDING.value,
-                    )
-                )
-            ).scalar_one()
-        # func.min keeps the column type, so UTCDateTime turns it back into an aware datetime.
-        return value  # type: ignore[no-any-return]
-
-    async def unfinished_contacts(self, campaign_id: str) -> int:
-        async with self.read() as conn:
-            return int(
-                (
-                    await conn.execute(
-                        select(func.count())
-                        .select_from(T_CONTACT)
-                        .where(
-                            T_CONTACT.c.campaign_id == campaign_id,
-                            T_CONTACT.c.status.in_(
-                                [
-                                    ContactStatus.PENDING.value,
-                                    ContactStatus.ORIGINATED.value,
-                                    ContactStatus.CONNECTED.value,
-                                ]
-                            ),
-                        )
-                    )
-                ).scalar_one()
-            )
-
-    # ---- attempts (the dispatcher's writes) -----------------------------------------------------
-
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
-        """Record the attempt *before* the originate leaves. None if the contact is no longer pending."""
-        now = utcnow()
-        if self._hot is not None:
-            hot = self._hot
-            values: dict[str, Any] = {
-                "contact_id": contact.id, "campaign_id": contact.campaign_id, "number": contact.attempts + 1,
-                "channel_id": channel_id, "state": "dialing", "created_at": now,
-            }
-            attempt_id = await self._direct_write(
-                lambda conn: (hot.begin_attempt(conn, values, ContactStatus.PENDING.value, contact.attempts), [])
-            )
-            return None if attempt_id is None else Attempt(id=attempt_id, **values)
-        async with self.write() as conn:
-            # A contact whose previous attempt is still unresolved (e.g. found again after a crash and
-            # not yet reconciled) stays pending but must not be dialled a second time.
-            if (await conn.execute(select(_attempt_in_flight(contact.id)))).scalar_one():
-                return None
-            result = await conn.execute(
-                update(T_CONTACT)
-                .where(
-                    T_CONTACT.c.id == contact.id,
-                    T_CONTACT.c.status == ContactStatus.PENDING.value,
-                    T_CONTACT.c.attempts == contact.attempts,
-                )
-                .values(attempts=T_CONTACT.c.attempts + 1, last_attempt_at=now, updated_at=now)
-            )
-            if not result.rowcount:
-                return None
-            values = {
-                "contact_id": contact.id,
-                "campaign_id": contact.campaign_id,
-                "number": contact.attempts + 1,
-                "channel_id": channel_id,
-                "state": "dialing",
-                "created_at": now,
-            }
-            attempt_id = (
-                await conn.execute(insert(T_ATTEMPT).values(**values).returning(T_ATTEMPT.c.id))
-            ).scalar_one()
-        attempt: Attempt = _row(Attempt, _Merged({"id": int(attempt_id), **values}))
-        return attempt
-
-    async def give_back_attempt(self, channel_id: str) -> bool:
-        """An attempt that never reached the PBX: mark it not_dialled and return its count to the contact.
-
-        The contact stayed pending throughout (it only becomes originated once the PBX accepts), so no
-        event is written. False if the attempt is no longer 'dialing'.
-        """
-        async with self.write() as conn:
-            row = (
-                await conn.execute(
-                    select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id).with_for_update()
-                )
-            ).first()
-            if row is None or row.state != "dialing":
-                return False
-            moved = await conn.execute(
-                update(T_ATTEMPT)
-                .where(T_ATTEMPT.c.id == row.id, T_ATTEMPT.c.state == "dialing")
-                .values(state="not_dialled", reason="not_dialled")
-            )
-            if not moved.rowcount:
-                return False
-            await conn.execute(
-                update(T_CONTACT)
-                .where(T_CONTACT.c.id == row.contact_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
-                .values(attempts=func.max(T_CONTACT.c.attempts - 1, 0) if self.dialect == "sqlite"
-                        else func.greatest(T_CONTACT.c.attempts - 1, 0), updated_at=utcnow())
-            )
-        return True
-
-    async def get_attempt(self, channel_id: str) -> Attempt | None:
-        if self._hot is not None:
-            hot = self._hot
-            found = await self._direct_read(lambda conn: hot.get_attempt(conn, channel_id))
-            return None if found is None else Attempt(**found)
-        async with self.read() as conn:
-            row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
-        return None if row is None else _row(Attempt, row)
-
-    async def attempts_in_flight(self) -> list[Attempt]:
-        async with self.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(T_ATTEMPT)
-                    .where(T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
-                    .order_by(T_ATTEMPT.c.id)
-                )
-            ).all()
-        return [_row(Attempt, r) for r in rows]
-
-    async def list_attempts(self, contact_id: int) -> list[Attempt]:
-        async with self.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(T_ATTEMPT).where(T_ATTEMPT.c.contact_id == contact_id).order_by(T_ATTEMPT.c.id)
-                )
-            ).all()
-        return [_row(Attempt, r) for r in rows]
-
-    async def record_transition(
-        self,
-        channel_id: str,
-        *,
-        attempt_state: str,
-        attempt_values: dict[str, Any],
-        contact_status: ContactStatus,
-        contact_values: dict[str, Any],
-        payload: dict[str, Any],
-        only_from: Sequence[str],
-    ) -> tuple[Attempt, Event] | None:
-        """Move an attempt and its contact on, and append the event, in one transaction.
-
-        ``only_from`` lists the attempt states this move is valid from; anything else (a duplicate or
-        late event) changes nothing and returns None.
-        """
-        now = utcnow()
-        if self._hot is not None:
-            return await self._direct_transition(channel_id, attempt_state, attempt_values, contact_status,
-                                                 contact_values, payload, tuple(only_from), now)
-        async with self.write() as conn:
-            # Perf (docs/benchmarks.md): three statements, not five; this runs three times per call.
-            # The conditional UPDATE both takes the row lock (PostgreSQL re-checks its WHERE after
-            # waiting for a concurrent writer) and tests the state, as SELECT FOR UPDATE + UPDATE did;
-            # RETURNING hands back the moved row, so no separate SELECT of the attempt or the contact.
-            row = (
-                await conn.execute(
-                    update(T_ATTEMPT)
-                    .where(T_ATTEMPT.c.channel_id == channel_id, T_ATTEMPT.c.state.in_(only_from))
-                    .values(state=attempt_state, **attempt_values)
-                    .returning(*T_ATTEMPT.c)
-                )
-            ).first()
-            if row is None:  # unknown, or not in an only_from state (duplicate/late event, other writer)
-                return None
-            contact = (
-                await conn.execute(
-                    update(T_CONTACT)
-                    .where(T_CONTACT.c.id == row.contact_id)
-                    .values(status=contact_status.value, updated_at=now, **contact_values)
-                    .returning(T_CONTACT.c.phone_e164, T_CONTACT.c.attempts)
-                )
-            ).first()
-            full = {
-                "contact_id": row.contact_id,
-                "phone_number": contact.phone_e164 if contact else None,
-                "status": contact_status.value,
-                "attempt": row.number,
-                "channel_id": channel_id,
-                "at": now.isoformat(),
-                **payload,
-            }
-            event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
-        attempt: Attempt = _row(Attempt, row)  # RETURNING gave the row as updated
-        return attempt, event
-
-    async def _direct_transition(
-        self, channel_id: str, attempt_state: str, attempt_values: dict[str, Any], contact_status: ContactStatus,
-        contact_values: dict[str, Any], payload: dict[str, Any], only_from: tuple[str, ...], now: datetime,
-    ) -> tuple[Attempt, Event] | None:
-        """``record_transition`` on the direct path: the same three statements and the same event."""
-        assert self._hot is not None
-        hot = self._hot
-
-        def event(attempt: dict[str, Any], contact: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
-            return attempt["campaign_id"], {
-                "contact_id": attempt["contact_id"],
-                "phone_number": contact[0] if contact else None,
-                "status": contact_status.value,
-                "attempt": attempt["number"],
-                "channel_id": channel_id,
-                "at": now.isoformat(),
-                **payload,
-            }
-
-        def run(conn: sqlite3.Connection) -> tuple[tuple[Attempt, Event] | None, list[Event]]:
-            moved = hot.transition(
-                conn, channel_id, only_from, {"state": attempt_state, **attempt_values},
-                {"status": contact_status.value, "updated_at": now, **contact_values}, event,
-            )
-            if moved is None:
-                return None, []
-            attempt, event_id, campaign_id, full = moved
-            ev = Event(id=event_id, campaign_id=campaign_id, kind=contact_status.value, payload=full, created_at=now)
-            return (Attempt(**attempt), ev), [ev]
-
-        return await self._direct_write(run)
 
     # ---- events ---------------------------------------------------------------------------------
 

@@ -1,0 +1,196 @@
+"""The store's foundation: engine, transactions, the direct SQLite path, and the event rows.
+
+Writes that change a contact also append the matching row to ``event`` in the same transaction,
+so the SSE stream replayed from the database always agrees with the contacts' state. One writer at a
+time in-process (see ``StoreBase.__init__``); its events are published right after its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import exists, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dialerd.errors import StoreError
+from dialerd.store.direct import HotPath, SqliteDirect
+from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, Tenant
+
+IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
+
+# Reads made in a priority context (the dispatcher's tasks) skip the queue the other reads (API requests,
+# SSE replays and snapshots) take turns in, at most SHARED_READS at once; see Store.read.
+SHARED_READS = 4
+_PRIORITY: contextvars.ContextVar[bool] = contextvars.ContextVar("dialerd_store_priority", default=False)
+
+
+def priority_context() -> contextvars.Context:
+    """A copy of the current context in which Store reads skip the shared queue (for create_task)."""
+    ctx = contextvars.copy_context()
+    ctx.run(_PRIORITY.set, True)
+    return ctx
+
+
+T_TENANT = Tenant.__table__  # type: ignore[attr-defined]
+T_KEY = ApiKey.__table__  # type: ignore[attr-defined]
+T_CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
+T_CONTACT = Contact.__table__  # type: ignore[attr-defined]
+T_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
+T_EVENT = Event.__table__  # type: ignore[attr-defined]
+
+IN_FLIGHT_ATTEMPT_STATES = ("dialing", "originated", "answered")
+_T = TypeVar("_T")
+
+
+def _row(model: Any, row: Any) -> Any:
+    return model(**dict(row._mapping))
+
+
+def _attempt_in_flight(contact_id: Any) -> Any:
+    """SQL: the contact has an attempt that is dialling, ringing or talking."""
+    return exists().where(T_ATTEMPT.c.contact_id == contact_id, T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
+
+
+class _Merged:
+    """A row-like wrapper around a dict, so merged values go through ``_row`` like fetched rows."""
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self._mapping = mapping
+
+
+
+class StoreBase:
+    """The engine, the write lock and the transactions every part of the Store uses."""
+
+    def __init__(self, engine: AsyncEngine, publish: Callable[[list[Event]], None] | None = None) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        # One writer at a time, in-process, on both backends. On SQLite this avoids "database is
+        # locked" upgrade deadlocks between pooled connections. On both, it makes event ids, commit
+        # order and publish order the same order: a live SSE client can never receive event 7 before
+        # event 6, and a reader of the event table never sees 7 committed while 6 is still pending.
+        self._write_lock = asyncio.Lock()
+        self._txn_events: list[Event] = []
+        self.publish = publish  # called with each transaction's events right after its commit
+        self._shared_reads = asyncio.Semaphore(SHARED_READS)
+        # SQLite file databases: the dispatcher's per-call statements go to the driver directly
+        # (store/direct.py). In-memory databases are per connection, so they keep the SQLAlchemy path.
+        self._direct: SqliteDirect | None = None
+        self._hot: HotPath | None = None
+        database = engine.url.database
+        if self.dialect == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+            self._direct = SqliteDirect(database)
+            self._hot = HotPath({"attempt": T_ATTEMPT, "contact": T_CONTACT, "event": T_EVENT},
+                                engine.dialect, IN_FLIGHT_ATTEMPT_STATES)
+
+    async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
+        await self.engine.dispose()
+
+    async def _direct_read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        assert self._direct is not None
+        try:
+            return await self._direct.read(fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    async def _direct_write(self, fn: Callable[[sqlite3.Connection], tuple[_T, list[Event]]]) -> _T:
+        """A write transaction on the direct path: the same lock and publish order as ``write``."""
+        assert self._direct is not None
+        try:
+            async with self._write_lock:
+                result, events = await self._direct.transaction(fn)
+                if events and self.publish is not None:
+                    self.publish(events)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+        return result
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; commits on exit, rolls back on error; then publishes its events."""
+        try:
+            async with self._write_lock:
+                self._txn_events = []
+                async with self.engine.begin() as conn:
+                    yield conn
+                events, self._txn_events = self._txn_events, []
+                if events and self.publish is not None:
+                    self.publish(events)  # still under the lock: publish order == id order
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        # Load test (tests/load): with 20 API pollers and 200 SSE streams, their reads filled the pool
+        # and the event loop, the dispatcher's reads queued behind them, and dialling fell to ~2 calls/s.
+        # Those reads now take turns a few at a time; the dispatcher's (priority_context) go straight on.
+        gate: contextlib.AbstractAsyncContextManager[Any] = (
+            contextlib.nullcontext() if _PRIORITY.get() else self._shared_reads
+        )
+        try:
+            async with gate, self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self.read() as conn:
+                await conn.execute(select(1))
+            return True
+        except StoreError:
+            return False
+
+
+    async def _event(
+        self, conn: AsyncConnection, campaign_id: str, kind: str, payload: dict[str, Any], now: datetime
+    ) -> Event:
+        result = await conn.execute(
+            insert(T_EVENT)
+            .values(campaign_id=campaign_id, kind=kind, payload=payload, created_at=now)
+            .returning(T_EVENT.c.id)
+        )
+        event = Event(
+            id=int(result.scalar_one()), campaign_id=campaign_id, kind=kind, payload=payload, created_at=now
+        )
+        self._txn_events.append(event)
+        return event
+
+    async def _events(
+        self,
+        conn: AsyncConnection,
+        campaign_id: str,
+        kind: str,
+        payloads: list[dict[str, Any]],
+        now: datetime,
+    ) -> list[Event]:
+        out: list[Event] = []
+        for chunk_start in range(0, len(payloads), 1000):
+            chunk = payloads[chunk_start : chunk_start + 1000]
+            rows = [{"campaign_id": campaign_id, "kind": kind, "payload": p, "created_at": now} for p in chunk]
+            if self.dialect == "sqlite":
+                # SQLAlchemy cannot batch INSERT..RETURNING on SQLite (it falls back to one statement
+                # per row). We hold the only write transaction, so new rowids are max(id)+1, +2, ...
+                first = int((await conn.execute(select(func.coalesce(func.max(T_EVENT.c.id), 0)))).scalar_one()) + 1
+                await conn.execute(insert(T_EVENT), rows)
+                ids = list(range(first, first + len(rows)))
+            else:
+                result = await conn.execute(insert(T_EVENT).returning(T_EVENT.c.id, sort_by_parameter_order=True), rows)
+                ids = [int(r[0]) for r in result.all()]
+            out.extend(
+                Event(id=i, campaign_id=campaign_id, kind=kind, payload=p, created_at=now)
+                for i, p in zip(ids, chunk, strict=True)
+            )
+        self._txn_events.extend(out)
+        return out
+

@@ -1,0 +1,159 @@
+"""The direct SQLite path (store/direct.py) against the SQLAlchemy path: the same calls leave the same rows.
+
+Two SQLite files, one Store each (one with the direct path switched off), the same sequence of the
+dispatcher's calls on both, then every row of contact, attempt and event compared column by column
+(times are compared by kind, not value: they are "now" on each side).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dialerd.domain.contact import ContactStatus
+from dialerd.errors import StoreError
+from dialerd.store.db import create_engine, migrate
+from dialerd.store.repo import Store
+from dialerd.store.tables import Event
+from tests.integration.test_store import make_campaign, make_tenant, number, rows
+
+TIMES = {"last_attempt_at", "updated_at", "created_at", "originated_at", "answered_at", "ended_at"}
+AT = datetime(2026, 11, 27, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+async def _store(path: Path, direct: bool, published: list[Event]) -> Store:
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await migrate(engine)
+    store = Store(engine, publish=published.extend)
+    if not direct:
+        store._hot = None  # the SQLAlchemy path, as PostgreSQL and in-memory SQLite use
+    assert (store._hot is not None) == direct
+    return store
+
+
+async def _script(store: Store) -> dict[str, Any]:
+    """A run of dispatcher calls: an answered call, a failed one with a retry time, a refused duplicate."""
+    tenant = await make_tenant(store)
+    cid = await make_campaign(store, tenant, status="running", id="cmp_same")
+    await store.insert_contacts(cid, rows([number(1), number(2), number(3)], note="x ü"))
+    out: dict[str, Any] = {}
+    due = await store.next_due_contacts(cid, AT, 10)
+    out["due"] = [(c.id, c.phone_e164, c.fields, c.status, c.attempts) for c in due]
+    first, second = due[0], due[1]
+    a1 = await store.begin_attempt(first, "ch-1")
+    a2 = await store.begin_attempt(second, "ch-2")
+    assert a1 is not None and a2 is not None
+    out["again"] = await store.begin_attempt(first, "ch-1b")  # attempts moved on: refused
+    out["due_after"] = [c.id for c in await store.next_due_contacts(cid, AT, 10)]
+    moves = [
+        ("ch-1", "originated", {"originated_at": AT}, ContactStatus.ORIGINATED, {}, ("dialing",)),
+        ("ch-1", "answered", {"answered_at": AT}, ContactStatus.CONNECTED, {}, ("originated",)),
+        ("ch-1", "answered", {"answered_at": AT}, ContactStatus.CONNECTED, {}, ("originated",)),  # duplicate
+        ("ch-1", "ended", {"ended_at": AT + timedelta(seconds=2), "talk_seconds": 2.0, "cause": 16, "sip_code": 200},
+         ContactStatus.COMPLETED, {"hangup_cause": 16, "sip_code": 200, "failure_reason": None,
+                                   "next_attempt_at": None}, ("originated", "answered", "dialing")),
+        ("ch-2", "ended", {"ended_at": AT, "cause": 17, "sip_code": 486, "reason": "busy"}, ContactStatus.PENDING,
+         {"failure_reason": "busy", "hangup_cause": 17, "sip_code": 486, "next_attempt_at": AT + timedelta(minutes=5)},
+         ("dialing", "originated")),
+        ("ch-unknown", "ended", {"ended_at": AT}, ContactStatus.FAILED, {}, ("dialing",)),
+    ]
+    results = []
+    for channel, state, values, status, contact_values, only_from in moves:
+        moved = await store.record_transition(channel, attempt_state=state, attempt_values=values,
+                                              contact_status=status, contact_values=contact_values,
+                                              payload={"cause": values.get("cause")}, only_from=only_from)
+        results.append(None if moved is None else (moved[0].state, moved[1].kind, moved[1].id))
+    out["moves"] = results
+    got = await store.get_attempt("ch-1")
+    assert got is not None
+    out["attempt"] = got.model_dump()
+    out["missing"] = await store.get_attempt("nope")
+    out["due_later"] = [c.id for c in await store.next_due_contacts(cid, AT + timedelta(minutes=6), 10)]
+    return out
+
+
+def _rows(path: Path) -> dict[str, list[dict[str, Any]]]:
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        out = {}
+        for table in ("contact", "attempt", "event"):
+            out[table] = [{k: _cell(k, r[k]) for k in r.keys()}  # noqa: SIM118 - sqlite3.Row iterates values
+                          for r in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
+        # Stored time texts have one shape on both paths (SQLAlchemy's), so they sort and compare alike.
+        out["time_shapes"] = [{"t": len(t)} for (t,) in conn.execute(
+            "SELECT last_attempt_at FROM contact WHERE last_attempt_at IS NOT NULL UNION ALL "
+            "SELECT ended_at FROM attempt WHERE ended_at IS NOT NULL")]
+    return out
+
+
+def _cell(column: str, value: Any) -> Any:
+    if column in TIMES and value is not None:
+        return "<time>"
+    if column == "payload":  # the stored JSON text itself, with the event's own time masked
+        return re.sub(r'"at": "[^"]*"', '"at": "<time>"', value)
+    return value
+
+
+def _strip_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: ("<time>" if k in TIMES | {"at"} and v is not None else _strip_times(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strip_times(v) for v in value]
+    return value
+
+
+async def test_direct_and_sqlalchemy_paths_leave_the_same_rows(tmp_path: Path) -> None:
+    results, tables, published = {}, {}, {}
+    for direct in (True, False):
+        path = tmp_path / f"direct-{direct}.db"
+        events: list[Event] = []
+        store = await _store(path, direct, events)
+        try:
+            results[direct] = _strip_times(await _script(store))
+        finally:
+            await store.close()
+        tables[direct] = _rows(path)
+        published[direct] = [(e.id, e.kind, _strip_times(e.payload)) for e in events]
+    assert results[True] == results[False]
+    assert tables[True] == tables[False]
+    assert published[True] == published[False]
+    # And the script did what it says: one completed call, one busy call waiting for its retry.
+    statuses = [r["status"] for r in tables[True]["contact"]]
+    assert statuses == ["completed", "pending", "pending"]
+    assert results[True]["moves"][2] is None and results[True]["moves"][5] is None
+    assert results[True]["again"] is None and results[True]["missing"] is None
+    assert results[True]["due_later"] == [2, 3] and results[True]["due_after"] == [3]
+    assert [k for _i, k, _p in published[True]] == ["originated", "connected", "completed", "pending"]
+
+
+async def test_direct_path_errors_are_store_errors_and_roll_back(tmp_path: Path) -> None:
+    events: list[Event] = []
+    store = await _store(tmp_path / "d.db", True, events)
+    try:
+        tenant = await make_tenant(store)
+        cid = await make_campaign(store, tenant, status="running")
+        await store.insert_contacts(cid, rows([number(1)]))
+        (contact,) = await store.next_due_contacts(cid, AT, 1)
+        assert await store.begin_attempt(contact, "ch-1") is not None
+        with pytest.raises(ValueError, match="unknown columns"):
+            await store.record_transition("ch-1", attempt_state="originated", attempt_values={"nonsense": 1},
+                                          contact_status=ContactStatus.ORIGINATED, contact_values={},
+                                          payload={}, only_from=("dialing",))
+        assert (await store.get_attempt("ch-1")).state == "dialing"  # type: ignore[union-attr]
+        # A channel id used twice breaks the unique index: a StoreError, nothing written, nothing published.
+        assert await store.give_back_attempt("ch-1")
+        (contact,) = await store.next_due_contacts(cid, AT, 1)
+        with pytest.raises(StoreError):
+            await store.begin_attempt(contact, "ch-1")
+        attempt = await store.get_attempt("ch-1")
+        assert attempt is not None and attempt.state == "not_dialled"
+        (again,) = await store.next_due_contacts(cid, AT, 1)
+        assert again.attempts == contact.attempts  # the failed transaction's count was rolled back
+        assert events == []
+    finally:
+        await store.close()
