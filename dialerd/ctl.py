@@ -18,42 +18,22 @@ applies to E.164 numbers too (``'+14155550100``): strip one leading ``'`` to get
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
-import shutil
 import sys
-import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
-from dialerd.client import (
-    CampaignEvent,
-    ContactEvent,
-    Dialerd,
-    DialerdApiError,
-    DialerdConnectionError,
-    End,
-    Event,
-    Snapshot,
-)
+from dialerd.client import Dialerd, DialerdApiError, DialerdConnectionError
 from dialerd.client.models import Campaign, Contact
+from dialerd.ctlwatch import counts_of, counts_text, watch
 
-STATUSES = ("pending", "originated", "connected", "completed", "failed", "cancelled")
-FINAL = ("completed", "failed", "cancelled")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 CONTACT_COLUMNS = (
     "id", "phone_number", "raw_number", "line", "status", "attempts", "last_attempt_at", "next_attempt_at",
     "failure_reason", "hangup_cause", "sip_code", "updated_at",
 )  # fmt: skip
-# A contact's first transition we see tells us where it came from (a snapshot corrects any guess).
-PREVIOUS = {
-    "originated": "pending", "connected": "originated", "completed": "connected", "failed": "originated",
-    "pending": "originated", "cancelled": "pending",
-}  # fmt: skip
 
 
 class UsageError(Exception):
@@ -68,208 +48,6 @@ def safe_cell(value: object) -> str:
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(FORMULA_START) else text
 
-
-def counts_of(campaign: Campaign) -> dict[str, int]:
-    counts: Mapping[str, object] = campaign["contacts"]
-    return {k: v for k, v in counts.items() if isinstance(v, int)}
-
-
-def counts_text(counts: Mapping[str, int], sep: str = " ") -> str:
-    return sep.join(f"{s}={counts.get(s, 0)}" for s in STATUSES)
-
-
-def clock(at: str | None) -> str:
-    when = datetime.now().astimezone()
-    if at:
-        with contextlib.suppress(ValueError):
-            when = datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone()
-    return f"{when:%H:%M:%S}.{when.microsecond // 1000:03d}"
-
-
-def transition_details(ev: ContactEvent) -> str:
-    parts = [f"contact={ev.contact_id}", f"attempt={ev.attempt if ev.attempt is not None else '-'}"]
-    if ev.reason:
-        parts.append(f"reason={ev.reason}")
-    if ev.cause is not None:
-        parts.append(f"cause={ev.cause}")
-    if ev.sip_code is not None:
-        parts.append(f"sip={ev.sip_code}")
-    talk = ev.data.get("talk_seconds")
-    if isinstance(talk, int | float):
-        parts.append(f"talk={talk:.1f}s")
-    retry_at = ev.data.get("retry_at")
-    if retry_at:
-        parts.append(f"retry_at={retry_at}")
-    return " ".join(parts)
-
-
-def event_line(ev: Event) -> str | None:
-    """The one-line form of an event (non-terminal output)."""
-    if isinstance(ev, ContactEvent):
-        return f"{clock(ev.at)} {ev.status:<10} {ev.phone_number or '?':<16} {transition_details(ev)}"
-    if isinstance(ev, Snapshot):
-        c = ev.contacts
-        done = sum(c.get(s, 0) for s in FINAL)
-        return (
-            f"{clock(ev.data.get('at'))} {'snapshot':<10} status={ev.status} final={done}/{c.get('total', 0)} "
-            f"in_flight={ev.calls_in_flight} {counts_text(c)}"
-        )
-    if isinstance(ev, CampaignEvent):
-        at = ev.data.get("at")
-        return f"{clock(at if isinstance(at, str) else None)} {'campaign':<10} {ev.previous} -> {ev.status} action={ev.action}"
-    if isinstance(ev, End):
-        return f"{clock(None)} {'end':<10} status={ev.status}"
-    return None
-
-
-# ---- watch -------------------------------------------------------------------------------------------
-
-
-class WatchState:
-    """What the live view shows, kept up to date from events; snapshots resynchronise the counts."""
-
-    def __init__(self, campaign: Campaign, *, replay: bool = False, recent: int = 8) -> None:
-        """``replay``: the stream will start from the first event, so count from where the campaign began."""
-        self.id = campaign["id"]
-        self.name = campaign["name"]
-        self.status = campaign["status"]
-        self.counts = counts_of(campaign)
-        if replay:
-            self.counts = {"total": self.total, "pending": self.total}
-            self.status = "draft"
-        self.in_flight = 0 if replay else campaign.get("calls_in_flight", 0)
-        self.recent: deque[str] = deque(maxlen=recent)
-        self._last: dict[int, str] = {}
-
-    def refresh(self, campaign: Campaign) -> None:
-        """Take the daemon's authoritative figures (after the stream ended)."""
-        self.status = campaign["status"]
-        self.counts = counts_of(campaign)
-        self.in_flight = campaign.get("calls_in_flight", 0)
-
-    @property
-    def total(self) -> int:
-        return self.counts.get("total", 0)
-
-    @property
-    def final(self) -> int:
-        return sum(self.counts.get(s, 0) for s in FINAL)
-
-    def apply(self, ev: Event) -> None:
-        if isinstance(ev, Snapshot):
-            self.status = ev.status or self.status
-            self.counts = dict(ev.contacts) or self.counts
-            self.in_flight = ev.calls_in_flight
-        elif isinstance(ev, CampaignEvent | End):
-            self.status = ev.status
-        elif isinstance(ev, ContactEvent):
-            before = self._last.get(ev.contact_id) or PREVIOUS.get(ev.status)
-            if before != ev.status:
-                if before is not None and self.counts.get(before, 0) > 0:
-                    self.counts[before] -= 1
-                self.counts[ev.status] = self.counts.get(ev.status, 0) + 1
-            self._last[ev.contact_id] = ev.status
-            self.in_flight = self.counts.get("originated", 0) + self.counts.get("connected", 0)
-            self.recent.append(
-                f"{clock(ev.at)[:8]} {ev.status:<10} {ev.phone_number or '?':<16} {transition_details(ev)}"
-            )
-
-    def lines(self, width: int, color: bool) -> list[str]:
-        def paint(code: str, text: str) -> str:
-            return f"\x1b[{code}m{text}\x1b[0m" if color else text
-
-        total, final = self.total, self.final
-        share = min(1.0, final / total) if total else 0.0
-        bar_width = max(10, min(50, width - 30))
-        filled = round(bar_width * share)
-        bar = "#" * filled + "." * (bar_width - filled)
-        shades = {"completed": "32", "failed": "31", "cancelled": "90", "originated": "33", "connected": "36"}
-        counts = "  ".join(paint(shades.get(s, "0"), f"{s} {self.counts.get(s, 0)}") for s in STATUSES)
-        out = [
-            f"campaign {self.name} ({self.id})  {paint('1', self.status)}",
-            f"[{bar}] {final}/{total} final  {share:.0%}",
-            counts,
-            f"calls in flight {self.in_flight}",
-            "recent transitions:",
-            *(f"  {line}" for line in self.recent),
-        ]
-        # Never let a line wrap: the redraw moves the cursor up by the number of lines it printed.
-        return [_clip(line, width) for line in out]
-
-
-def _clip(line: str, width: int) -> str:
-    visible = 0
-    out: list[str] = []
-    escape = False
-    for ch in line:
-        if ch == "\x1b":
-            escape = True
-        if not escape:
-            if visible >= width - 1:
-                break
-            visible += 1
-        out.append(ch)
-        if escape and ch == "m":
-            escape = False
-    return "".join(out) + ("\x1b[0m" if "\x1b[" in line else "")
-
-
-class TerminalView:
-    """Redraws the state in place with ANSI escapes (no curses), at most ``fps`` times a second."""
-
-    def __init__(self, out: TextIO, fps: float = 10.0) -> None:
-        self.out = out
-        self.interval = 1.0 / fps
-        self.drawn = 0
-        self.last = 0.0
-        self.color = "NO_COLOR" not in os.environ
-
-    def __enter__(self) -> TerminalView:
-        self.out.write("\x1b[?25l")  # hide the cursor while redrawing
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.out.write("\x1b[?25h")
-        self.out.flush()
-
-    def draw(self, state: WatchState, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < self.interval:
-            return
-        self.last = now
-        width = shutil.get_terminal_size((100, 24)).columns
-        lines = state.lines(width, self.color)
-        up = f"\x1b[{self.drawn}F" if self.drawn else ""
-        self.out.write(up + "\x1b[J" + "\n".join(lines) + "\n")
-        self.out.flush()
-        self.drawn = len(lines)
-
-
-def watch(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
-    campaign = client.campaigns.get(args.id)
-    last_id = 0 if args.from_start else args.last_event_id
-    state = WatchState(campaign, replay=last_id == 0)
-    stream = client.campaigns.events(args.id, last_event_id=last_id)
-    tty = out.isatty() if args.tty is None else args.tty
-    if tty:
-        with TerminalView(out) as view:
-            view.draw(state, force=True)
-            for ev in stream:
-                state.apply(ev)
-                view.draw(state, force=not isinstance(ev, ContactEvent))
-            state.refresh(client.campaigns.get(args.id))
-            view.draw(state, force=True)
-    else:
-        for ev in stream:
-            line = event_line(ev)
-            if line is not None:
-                print(line, file=out, flush=True)
-        state.refresh(client.campaigns.get(args.id))
-    print(f"final status={state.status} total={state.total} {counts_text(state.counts)}", file=out, flush=True)
-    return 0
-
-
-# ---- the other commands ---------------------------------------------------------------------------
 
 
 def _print_json(value: Any, out: TextIO) -> None:
