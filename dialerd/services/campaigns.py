@@ -15,7 +15,7 @@ from dialerd.errors import Conflict, NotFound
 from dialerd.pbx.base import Destination
 from dialerd.services.auth import Principal
 from dialerd.services.events import EventHub
-from dialerd.services.importer import ImportReport, import_contacts
+from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, import_contacts
 from dialerd.store.repo import IMPORTING, Store
 from dialerd.store.tables import Campaign, Contact, utcnow
 
@@ -72,7 +72,7 @@ class CampaignService:
         *,
         dispatch: DispatchControl | None = None,
         scheduler: ScheduleControl | None = None,
-        import_batch_size: int = 1000,
+        import_batch_size: int = IMPORT_BATCH_SIZE,
     ) -> None:
         self.store = store
         self.hub = hub

@@ -372,13 +372,14 @@ async def test_latin1_late_in_the_file_is_refused_after_batches_were_stored(
         stored_batches.append(len(rows))
 
     monkeypatch.setattr(store, "insert_contacts", counting_insert)
-    lines = [f"+1415555{i:04d},name{i}\n".encode() for i in range(1, 6001)]
-    lines[4999] = "+14155555000,Jos\xe9\n".encode("latin-1")  # data row 5000 is file line 5001
+    # Batches are IMPORT_BATCH_SIZE (5,000) rows: two whole batches are stored before data row 11,000.
+    lines = [f"+1{415 + i // 10000}555{i % 10000:04d},name{i}\n".encode() for i in range(1, 12001)]
+    lines[10999] = "+14165551000,Jos\xe9\n".encode("latin-1")  # data row 11000 is file line 11001
     body = await refused(offline_api, b"phone_number,name\n" + b"".join(lines), "csv_not_utf8",
-                         "not UTF-8", "0xe9", "line 5001", "CSV UTF-8")
-    assert body["details"]["line"] == 5001
+                         "not UTF-8", "0xe9", "line 11001", "CSV UTF-8")
+    assert body["details"]["line"] == 11001
     # The refusal came mid-stream: whole batches had been inserted before it, and are gone now.
-    assert sum(stored_batches) >= 4000
+    assert sum(stored_batches) >= 10000
 
 
 async def test_unclosed_quote(offline_api: Api) -> None:
