@@ -201,6 +201,11 @@ def _report_dispatch(ctx: Ctx, bare: dict[int, BareResult], bare_starts: dict[in
                 ">= 0.95", ratio >= 0.95 and complete)
         rep.add(S1, f"dialerd CPU per call @{r}/s", f"{fmt(d.cpu_per_call_ms, 2)} ms", "< 1 ms",
                 d.cpu_per_call_ms < 1.0)
+        # Context for the figure above: the bare loop's own CPU per call (one originate POST, reading the
+        # call's events off the websocket, no database), measured in the same run.
+        bare_ms = 1000 * b.cpu_seconds / b.accepted if b.accepted else float("nan")
+        rep.add(S1, f"bare loop CPU per call @{r}/s (context); dialerd / bare",
+                f"{fmt(bare_ms, 2)} ms; {fmt(d.cpu_per_call_ms / bare_ms if bare_ms else float('nan'), 1)}x")
         lines.append(
             f"| {r} | {d.calls} | {fmt(b_rate, 1)} | {fmt(b.http_p50, 1)} / {fmt(b.http_p99, 1)} | "
             f"{b.ended}/{b.accepted} ({b.errors} errors) | {fmt(d_rate, 1)} | {fmt(ratio, 3)} | "

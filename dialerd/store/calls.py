@@ -55,6 +55,12 @@ class CallStore(StoreBase):
 
     async def next_retry_time(self, campaign_id: str) -> datetime | None:
         """The earliest next_attempt_at among pending contacts (None if there are none waiting)."""
+        if self._hot is not None:
+            hot = self._hot
+            found: datetime | None = await self._direct_read(
+                lambda conn: hot.next_retry_time(conn, campaign_id, ContactStatus.PENDING.value)
+            )
+            return found
         async with self.read() as conn:
             value = (
                 await conn.execute(
@@ -68,6 +74,10 @@ class CallStore(StoreBase):
         return value  # type: ignore[no-any-return]
 
     async def unfinished_contacts(self, campaign_id: str) -> int:
+        if self._hot is not None:
+            hot, unfinished = self._hot, (ContactStatus.PENDING.value, ContactStatus.ORIGINATED.value,
+                                          ContactStatus.CONNECTED.value)
+            return await self._direct_read(lambda conn: hot.count_contacts(conn, campaign_id, unfinished))
         async with self.read() as conn:
             return int(
                 (

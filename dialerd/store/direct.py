@@ -41,9 +41,15 @@ class Codec:
         self.star = ", ".join(self.names)
         self._bind = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.c}
         self._result = [(c.name, c.type.dialect_impl(dialect).result_processor(dialect, None)) for c in table.c]
+        self._result_by_name = dict(self._result)
 
     def bind(self, name: str, value: Any) -> Any:
         proc = self._bind[name]
+        return value if proc is None or value is None else proc(value)
+
+    def row_value(self, name: str, value: Any) -> Any:
+        """One column's stored value as Python (as SQLAlchemy reads it)."""
+        proc = self._result_by_name[name]
         return value if proc is None or value is None else proc(value)
 
     def row(self, values: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
@@ -125,6 +131,17 @@ class HotPath:
             (campaign_id, status, self.contact.bind("next_attempt_at", now), limit),
         ).fetchall()
         return [self.contact.row(r) for r in rows]
+
+    def next_retry_time(self, conn: sqlite3.Connection, campaign_id: str, pending: str) -> Any:
+        row = conn.execute("SELECT min(next_attempt_at) FROM contact WHERE campaign_id = ? AND status = ?",
+                           (campaign_id, pending)).fetchone()
+        return None if row[0] is None else self.contact.row_value("next_attempt_at", row[0])
+
+    def count_contacts(self, conn: sqlite3.Connection, campaign_id: str, statuses: tuple[str, ...]) -> int:
+        marks = ", ".join("?" * len(statuses))
+        row = conn.execute(f"SELECT count(*) FROM contact WHERE campaign_id = ? AND status IN ({marks})",
+                           (campaign_id, *statuses)).fetchone()
+        return int(row[0])
 
     def begin_attempt(self, conn: sqlite3.Connection, values: dict[str, Any], pending: str,
                       attempts: int) -> int | None:

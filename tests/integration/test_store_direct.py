@@ -74,6 +74,8 @@ async def _script(store: Store) -> dict[str, Any]:
     out["attempt"] = got.model_dump()
     out["missing"] = await store.get_attempt("nope")
     out["due_later"] = [c.id for c in await store.next_due_contacts(cid, AT + timedelta(minutes=6), 10)]
+    out["retry_at"] = await store.next_retry_time(cid)
+    out["unfinished"] = await store.unfinished_contacts(cid)
     return out
 
 
@@ -128,6 +130,7 @@ async def test_direct_and_sqlalchemy_paths_leave_the_same_rows(tmp_path: Path) -
     assert results[True]["moves"][2] is None and results[True]["moves"][5] is None
     assert results[True]["again"] is None and results[True]["missing"] is None
     assert results[True]["due_later"] == [2, 3] and results[True]["due_after"] == [3]
+    assert results[True]["retry_at"] == AT + timedelta(minutes=5) and results[True]["unfinished"] == 2
     assert [k for _i, k, _p in published[True]] == ["originated", "connected", "completed", "pending"]
 
 
