@@ -30,7 +30,7 @@ def render(report: Report, profiles: dict[str, Any], machine: dict[str, str], ti
         f"- machine: {machine['nproc']} CPUs (`nproc`), Python {machine['python']}; Asterisk "
         f"{machine['asterisk']} (local PBX, loopback carrier)",
         f"- run: {machine['date']}, {machine['seconds']} s; load average before {machine['load_before']}, after "
-        f"{machine['load_after']} (other work shared the machine; see the note on noise below)",
+        f"{machine['load_after']} ({_load_note(machine['load_before'])}; see the note on noise below)",
         f"- CPU speed check: {machine.get('calibration', 'n/a')}; an idle current desktop core takes ~0.2 s",
         "",
         "## Goals",
@@ -71,3 +71,12 @@ HOW = """- `bench/run.py` runs the sections in order within a ~6 minute budget; 
   leg's `creationtime`; call ends are Asterisk's `ChannelDestroyed` timestamps (stored as `attempt.ended_at`).
 - Noise: ratios are taken between runs seconds apart; if the machine is shared (the load average above), CPU
   time per call and rates move by tens of percent between runs. The CPU speed check gives the scale."""
+
+
+def _load_note(load_before: str) -> str:
+    """The 1-minute load average before the run says whether other work shared the machine."""
+    try:
+        busy = float(load_before.split()[0]) >= 1.0
+    except (IndexError, ValueError):
+        return "load unknown"
+    return "other work shared the machine" if busy else "the machine was otherwise quiet"
