@@ -160,3 +160,26 @@ async def test_direct_path_errors_are_store_errors_and_roll_back(tmp_path: Path)
         assert events == []
     finally:
         await store.close()
+
+
+async def test_a_failed_commit_is_rolled_back_and_the_connection_stays_usable(tmp_path: Path) -> None:
+    store = await _store(tmp_path / "c.db", True, [])
+    direct = store._direct
+    assert direct is not None
+    try:
+        def dangling_key(conn: sqlite3.Connection) -> None:
+            # A deferred foreign key is checked at COMMIT, so it is the COMMIT that fails.
+            conn.execute("PRAGMA defer_foreign_keys = ON")
+            conn.execute("INSERT INTO api_key (id, tenant_id, secret_hash, label, created_at) "
+                         "VALUES ('k1', 'no-such-tenant', 'h', 'l', '2026-11-27 00:00:00.000000')")
+
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            await direct.transaction(dangling_key)
+        # Rolled back, and the next transaction starts cleanly on the same connection.
+        def count(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM api_key").fetchone()[0])
+
+        assert await direct.transaction(count) == 0
+        assert await direct.read(lambda conn: conn.in_transaction) is False
+    finally:
+        await store.close()
