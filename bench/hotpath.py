@@ -20,6 +20,7 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def _campaign(tenant_id: str) -> Campaign:
 def _contacts(n: int) -> list[dict[str, object]]:
     return [{"line": i + 2, "phone_e164": f"+1415555{i:04d}", "raw_number": str(i), "fields": {"n": str(i)}}
             for i in range(n)]
+
+
+async def _cpu_per_call(one: Callable[[int], Awaitable[None]], calls: int) -> float:
+    """CPU seconds per ``one(i)``: 10 warm-up calls (caches, first connections), then ``calls`` timed."""
+    for i in range(10):
+        await one(i)
+    t0 = time.process_time()
+    for i in range(10, calls + 10):
+        await one(i)
+    return (time.process_time() - t0) / calls
 
 
 async def _store_calls(path: Path, calls: int, direct: bool) -> float:
@@ -74,12 +85,7 @@ async def _store_calls(path: Path, calls: int, direct: bool) -> float:
                                               contact_status=status, contact_values={}, payload={},
                                               only_from=only_from)
 
-        for i in range(10):  # warm-up: caches, first connections
-            await one(i)
-        t0 = time.process_time()
-        for i in range(10, calls + 10):
-            await one(i)
-        return (time.process_time() - t0) / calls
+        return await _cpu_per_call(one, calls)
     finally:
         await store.close()
 
@@ -138,12 +144,7 @@ async def _floor_calls(path: Path, calls: int) -> float:
                     ("INSERT INTO event (campaign_id, kind, payload, created_at) VALUES ('c', ?, ?, ?)",
                      (state, json.dumps({"contact_id": cid, "status": state, "channel_id": ch}), now())))
 
-        for i in range(10):
-            await one(i)
-        t0 = time.process_time()
-        for i in range(10, calls + 10):
-            await one(i)
-        return (time.process_time() - t0) / calls
+        return await _cpu_per_call(one, calls)
     finally:
         await loop.run_in_executor(pool, conn.close)
         pool.shutdown()
