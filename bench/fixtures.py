@@ -7,7 +7,7 @@ import asyncio
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -78,24 +78,23 @@ async def add_campaign(
     return cid
 
 
-async def wait_finished(results: Results, cid: str, limit_s: float) -> bool:
-    """Poll until no contact of ``cid`` is pending or in a call; False if ``limit_s`` passed first."""
+async def _poll(done: Callable[[], bool], limit_s: float) -> bool:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        if results.unfinished(cid) == 0:
+        if done():
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+async def wait_finished(results: Results, cid: str, limit_s: float) -> bool:
+    """Poll until no contact of ``cid`` is pending or in a call; False if ``limit_s`` passed first."""
+    return await _poll(lambda: results.unfinished(cid) == 0, limit_s)
 
 
 async def wait_calls_ended(results: Results, cid: str, limit_s: float) -> bool:
     """Poll until no attempt of ``cid`` is dialling, ringing or talking."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if results.calls_in_progress(cid) == 0:
-            return True
-        await asyncio.sleep(0.1)
-    return False
+    return await _poll(lambda: results.calls_in_progress(cid) == 0, limit_s)
 
 
 class Results:
