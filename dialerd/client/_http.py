@@ -12,11 +12,12 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar, cast
 from urllib.parse import quote, urlencode
 
+from dialerd import timestamps
 from dialerd.client.errors import DialerdApiError, error_from_response
 from dialerd.client.models import Campaign, CampaignPage, ContactPage
 
@@ -148,7 +149,7 @@ def rfc3339(value: datetime | str) -> str:
         return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("scheduled_at must be timezone-aware (e.g. datetime(..., tzinfo=UTC))")
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return timestamps.rfc3339(value)
 
 
 def create_fields(

@@ -74,6 +74,7 @@ async def import_contacts(
         if batch is None:
             break
         rows: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []  # every rejected row is kept (GET /campaigns/{id}/import)
         for item in batch:
             report.rows_total += 1
             if isinstance(item, ParsedContact):
@@ -83,9 +84,11 @@ async def import_contacts(
                 )
             else:
                 report.rows_rejected += 1
+                rejected.append({"line": item.line, "value": item.value, "reason": item.reason, "code": item.code})
                 if len(report.problems) < MAX_REPORTED_PROBLEMS:
                     report.problems.append(item)
         await store.insert_contacts(campaign_id, rows)
+        await store.insert_import_problems(campaign_id, rejected)
     report.stored = await store.count_contacts(campaign_id)
     if report.stored == 0:
         raise InvalidCsv(

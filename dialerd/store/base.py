@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dialerd.errors import StoreError
 from dialerd.store.direct import HotPath, SqliteDirect
-from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, Tenant
+from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
 
 IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
 
@@ -45,6 +45,8 @@ T_CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
 T_CONTACT = Contact.__table__  # type: ignore[attr-defined]
 T_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
 T_EVENT = Event.__table__  # type: ignore[attr-defined]
+T_IDEMPOTENCY = IdempotencyKey.__table__  # type: ignore[attr-defined]
+T_PROBLEM = ImportProblem.__table__  # type: ignore[attr-defined]
 
 IN_FLIGHT_ATTEMPT_STATES = ("dialing", "originated", "answered")
 _T = TypeVar("_T")

@@ -24,6 +24,7 @@ from dialerd.store.base import (
     _row,
 )
 from dialerd.store.tables import Attempt, Contact, Event, utcnow
+from dialerd.timestamps import rfc3339
 
 
 class CallStore(StoreBase):
@@ -250,7 +251,7 @@ class CallStore(StoreBase):
                 "status": contact_status.value,
                 "attempt": row.number,
                 "channel_id": channel_id,
-                "at": now.isoformat(),
+                "at": rfc3339(now),
                 **payload,
             }
             event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
@@ -272,7 +273,7 @@ class CallStore(StoreBase):
                 "status": contact_status.value,
                 "attempt": attempt["number"],
                 "channel_id": channel_id,
-                "at": now.isoformat(),
+                "at": rfc3339(now),
                 **payload,
             }
 
