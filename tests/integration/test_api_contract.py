@@ -503,3 +503,36 @@ async def test_the_import_report_with_every_rejected_row(offline_api: Api) -> No
     assert_error(*(await api.call("GET", path)), 404, "campaign_not_found")
     async with api.daemon.store.read() as conn:
         assert (await conn.exec_driver_sql("SELECT COUNT(*) FROM import_problem")).scalar_one() == 0
+
+
+# ---- the client's side of the new endpoints -----------------------------------------------------------
+
+
+async def test_clients_update_import_report_page_and_json_create(offline_api: Api) -> None:
+    from dialerd.client import AsyncDialerd, InvalidRequest
+
+    api = offline_api
+    client = Dialerd(api.base, api.keys["acme"])
+    contacts: list[dict[str, object]] = [{"phone_number": f"+1415555{i:04d}", "n": i} for i in range(150)]
+    contacts.append({"phone_number": "nope"})
+    created = await asyncio.to_thread(client.campaigns.create, contacts, name="json", max_concurrent_calls=4)
+    assert created["import"]["contacts"] == 150 and created["import"]["rows_rejected"] == 1
+    cid = created["id"]
+    changed = await asyncio.to_thread(lambda: client.campaigns.update(cid, name="renamed", ring_timeout_seconds=40))
+    assert (changed["name"], changed["ring_timeout_seconds"], changed["max_concurrent_calls"]) == ("renamed", 40, 4)
+    report = await asyncio.to_thread(client.campaigns.import_report, cid)
+    assert report["problems_total"] == 1 and report["problems"][0]["line"] == 152
+    page = await asyncio.to_thread(lambda: client.campaigns.list_contacts(cid, page=1))
+    assert len(page["contacts"]) == 50 and page["next_page"] is None
+    with pytest.raises(ValueError):
+        client.campaigns.update(cid)  # nothing to change: refused before sending
+    async with AsyncDialerd(api.base, api.keys["acme"]) as aclient:
+        with pytest.raises(InvalidRequest) as caught:
+            await aclient.campaigns.update(cid, max_concurrent_calls=50)
+        assert caught.value.details["concurrent_max"] == 10
+        again = await aclient.campaigns.create(contacts, name="json", max_concurrent_calls=4, idempotency_key="a-1")
+        replay = await aclient.campaigns.create(contacts, name="json", max_concurrent_calls=4, idempotency_key="a-1")
+        assert replay["id"] == again["id"]
+        assert (await aclient.campaigns.start(again["id"]))["status"] == "running"
+        assert (await aclient.campaigns.import_report(again["id"], limit=1))["limit"] == 1
+    assert await count_campaigns(api) == 2
