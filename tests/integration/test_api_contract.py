@@ -536,3 +536,29 @@ async def test_clients_update_import_report_page_and_json_create(offline_api: Ap
         assert (await aclient.campaigns.start(again["id"]))["status"] == "running"
         assert (await aclient.campaigns.import_report(again["id"], limit=1))["limit"] == 1
     assert await count_campaigns(api) == 2
+
+
+async def test_idempotency_rows_expire_and_a_dead_processs_claim_is_taken_over(store: Any) -> None:
+    from dialerd.services.auth import create_key
+    from dialerd.services.idempotency import TTL
+
+    tenant_id, _key = await create_key(store, "acme", concurrent_max=10, calls_per_minute=60, defaults=(10, 60))
+    assert await store.claim_idempotency_key(tenant_id, "k", "h1", "proc_a", TTL) is None  # claimed
+    held = await store.claim_idempotency_key(tenant_id, "k", "h1", "proc_a", TTL)
+    assert held is not None and held.state == "in_progress"  # the same process: still running
+    # Another process finds a claim its owner never finished: that daemon is gone, the claim is taken over.
+    assert await store.claim_idempotency_key(tenant_id, "k", "h2", "proc_b", TTL) is None
+    await store.finish_idempotency_key(tenant_id, "k", "proc_b", 201, '{"id": "cmp_x"}', "cmp_x")
+    done = await store.claim_idempotency_key(tenant_id, "k", "h2", "proc_a", TTL)
+    assert done is not None and (done.state, done.response_status, done.request_hash) == ("done", 201, "h2")
+    # After 24 hours the key is forgotten: a new request may use it.
+    async with store.write() as conn:
+        await conn.exec_driver_sql("UPDATE idempotency_key SET created_at = created_at - INTERVAL '25 hours'"
+                                   if store.dialect == "postgresql" else
+                                   "UPDATE idempotency_key SET created_at = datetime(created_at, '-25 hours')")
+    assert await store.claim_idempotency_key(tenant_id, "k", "h3", "proc_a", TTL) is None
+    # A release removes only the releasing owner's claim in progress.
+    await store.release_idempotency_key(tenant_id, "k", "proc_b")
+    assert (await store.claim_idempotency_key(tenant_id, "k", "h3", "proc_a", TTL)) is not None
+    await store.release_idempotency_key(tenant_id, "k", "proc_a")
+    assert await store.claim_idempotency_key(tenant_id, "k", "h4", "proc_a", TTL) is None
