@@ -196,3 +196,33 @@ async def test_after_a_restart_the_reconciled_calls_end_the_stopped_campaign_onc
     kinds = [e.event for e in named(replayed)]
     assert kinds[-4:] == ["completed"] * 3 + ["end"], kinds
     assert [e.event for e in named(late)] == ["end"]
+
+
+async def test_dialerctl_watch_follows_a_stopped_campaign_to_its_end(db_url: str) -> None:
+    """``dialerctl watch`` (one line per event) keeps going past the stop and prints the calls' outcomes."""
+    import argparse
+    import io
+
+    from dialerd.client import Dialerd
+    from dialerd.ctlwatch import watch
+
+    pbx = HeldPbx()
+    async with api_on(db_url, pbx) as api:
+        cid = await create(api, max_concurrent_calls=3)
+        await post(api, cid, "start")
+        await poll(api, cid, lambda b: b["contacts"].get("connected") == 3)
+        out = io.StringIO()
+        args = argparse.Namespace(id=cid, from_start=False, last_event_id=None, tty=False)
+        with Dialerd(api.base, api.keys["acme"]) as client:
+            watching = asyncio.create_task(asyncio.to_thread(watch, client, args, out))
+            await subscribed(api, cid)
+            await post(api, cid, "stop")
+            await asyncio.sleep(0.5)
+            assert not watching.done()
+            pbx.hang_up_all()
+            assert await asyncio.wait_for(watching, 20) == 0
+    *events, summary = out.getvalue().splitlines()
+    kinds = [line.split()[1] for line in events if line.split()[1] != "snapshot"]  # "HH:MM:SS.mmm kind ..."
+    assert kinds == ["cancelled", "cancelled", "campaign", "completed", "completed", "completed", "end"], kinds
+    assert summary.startswith("final status=completed total=5") and "completed=3" in summary, summary
+    assert "cancelled=2" in summary, summary
