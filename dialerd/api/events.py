@@ -3,6 +3,10 @@
 Order of operations matters: we subscribe to the hub *before* replaying from the database, so an
 event committed during the replay is either in the replay or in the hub's log (duplicates are dropped
 by id), never in neither.
+
+The stream closes after the campaign's ``end`` event, which the store writes once the campaign is over
+(terminal status and no call in flight: ``domain.campaign.over``), not at the terminal status itself: a
+campaign stopped with calls up streams their outcomes first. Live and replayed streams alike end there.
 """
 
 from __future__ import annotations

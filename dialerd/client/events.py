@@ -2,7 +2,8 @@
 
 The daemon sends named events (``originated``, ``connected``, ``completed``, ``failed``, ``pending`` for a
 retry, ``cancelled``; ``campaign`` for a campaign transition; ``end`` once the campaign is over, last) and
-unnamed snapshot messages. ``data`` always holds the whole decoded JSON payload, so fields a newer daemon adds are there.
+unnamed snapshot messages. ``data`` always holds the whole decoded JSON payload, so fields a newer daemon
+adds are there.
 """
 
 from __future__ import annotations
