@@ -1012,3 +1012,30 @@ async def test_column_types_match_the_declared_types(db_url: str) -> None:
         assert mismatches == {}
     finally:
         await engine.dispose()
+
+
+async def test_the_last_two_calls_ending_in_two_processes_write_one_end(db_url: str) -> None:
+    """Two Stores on one database (two daemons): each ends one of the stopped campaign's last two calls at
+    the same moment. The campaign row lock orders them, so exactly one writes the end, never none or two."""
+    stores = []
+    for _ in range(2):
+        engine = create_engine(db_url)
+        await migrate(engine)
+        stores.append(Store(engine))
+    try:
+        a, b = stores
+        for round_ in range(5):
+            cid = await make_campaign(a, await make_tenant(a, f"t{round_}"), status="running")
+            await a.insert_contacts(cid, rows([number(1), number(2)]))
+            first, second = await all_contacts(a, cid)
+            await _call_up(a, first, f"ch-{round_}-a")
+            await _call_up(a, second, f"ch-{round_}-b")
+            changed, _ = await a.set_campaign_status(cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED,
+                                                     event_payload={"action": "stop"}, cancel_pending=True)
+            assert changed
+            await asyncio.gather(_hang_up(a, f"ch-{round_}-a"), _hang_up(b, f"ch-{round_}-b"))
+            kinds = [e.kind for e in await a.events_after(cid, 0)]
+            assert kinds.count("end") == 1 and kinds[-1] == "end", kinds
+    finally:
+        for s in stores:
+            await s.close()
