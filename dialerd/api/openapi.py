@@ -214,8 +214,8 @@ def _schemas() -> dict[str, Schema]:
                     "type": "string",
                     "enum": ["message", "campaign", "end", *(s.value for s in ContactStatus)],
                     "description": "'message' (no event line): a snapshot of the live figures; 'campaign': a "
-                    "status change; a contact status: that contact's transition; 'end': the "
-                    "campaign is final and the stream closes",
+                    "status change; a contact status: that contact's transition; 'end' (once, last): the "
+                    "campaign is over, i.e. in a final status with no call in flight, and the stream closes",
                 },
                 "data": {"type": "string", "description": "a JSON object"},
                 "id": {
@@ -393,8 +393,12 @@ TEXT = {"type": "string"}
 EVENTS_DESCRIPTION = (
     "Server-Sent Events: contact transitions (the event is the new contact status: 'event: originated', "
     "'event: failed', ...) and campaign status changes ('event: campaign'), each with its id; a snapshot data "
-    "message every few seconds while running; ': heartbeat' comments; and 'event: end' when the campaign "
-    "reaches a final status. Resume with Last-Event-ID (0 replays everything); without it the stream starts live."
+    "message every few seconds while running (and while a stopped campaign's calls are still up); ': heartbeat' "
+    "comments; and 'event: end', exactly once, after the campaign's last transition: it is in a final status "
+    "and none of its calls is in flight any more. A campaign stopped with calls up reports 'completed' at the "
+    "stop, then those calls' outcomes, then the end. The end is a stored event with its own id, so a replay "
+    "from any id yields every event after it and then the end. Resume with Last-Event-ID (0 replays "
+    "everything); without it the stream starts live."
 )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +19,7 @@ from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.base import (
     IMPORTING,
+    IN_FLIGHT_ATTEMPT_STATES,
     SHARED_READS,
     T_ATTEMPT,
     T_CAMPAIGN,
@@ -302,6 +303,10 @@ class Store(CallStore):
                     {**event_payload, "status": new.value, "at": now.isoformat()}, now,
                 )
             )
+            if new.terminal:  # over at once when no call is up; otherwise its last call's end writes it
+                end = await self._end_if_over(conn, campaign_id, new.value, now)
+                if end is not None:
+                    events.append(end)
         return True, events
 
     async def _cancel_pending(self, conn: AsyncConnection, campaign_id: str, now: datetime) -> list[Event]:
@@ -369,6 +374,17 @@ class Store(CallStore):
                 )
             ).all()
         return [_row(Event, r) for r in rows]
+
+    async def has_calls_in_flight(self, campaign_id: str) -> bool:
+        """Whether an attempt of the campaign is dialling, ringing or talking (the database's view)."""
+        async with self.read() as conn:
+            busy = (
+                await conn.execute(
+                    select(exists().where(T_ATTEMPT.c.campaign_id == campaign_id,
+                                          T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES)))
+                )
+            ).scalar_one()
+        return bool(busy)
 
     async def last_event_id(self, campaign_id: str) -> int:
         async with self.read() as conn:

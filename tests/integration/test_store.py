@@ -36,7 +36,7 @@ from dialerd.services.auth import Authenticator, create_key
 from dialerd.store import db, tables
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
 from dialerd.store.repo import IMPORTING, T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
-from dialerd.store.tables import Campaign, Contact, utcnow
+from dialerd.store.tables import Campaign, Contact, Event, utcnow
 
 METADATA = SQLModel.metadata
 assert tables.Tenant.__tablename__ in METADATA.tables  # the models are registered on this metadata
@@ -457,8 +457,9 @@ async def test_stop_cancels_exactly_the_pending_contacts_with_one_event_each(sto
         cancel_pending=True,
     )
     assert changed
-    assert [e.kind for e in events] == ["cancelled"] * len(pending_ids) + ["campaign"]
-    assert [e.payload["contact_id"] for e in events[:-1]] == pending_ids
+    # No attempt is in flight (the two busy contacts are set by hand): the campaign is over at once.
+    assert [e.kind for e in events] == ["cancelled"] * len(pending_ids) + ["campaign", "end"]
+    assert [e.payload["contact_id"] for e in events[:-2]] == pending_ids
     event_ids = [e.id for e in events]
     assert all(a < b for a, b in zip(event_ids, event_ids[1:], strict=False))  # type: ignore[operator]
     sample = events[5].payload
@@ -481,7 +482,96 @@ async def test_stop_cancels_exactly_the_pending_contacts_with_one_event_each(sto
         cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED, event_payload={}, cancel_pending=True
     )
     assert (changed, events) == (False, [])
-    assert await count(store, T_EVENT, cid) == len(pending_ids) + 1
+    assert await count(store, T_EVENT, cid) == len(pending_ids) + 2
+
+
+# ---- the end of a campaign -------------------------------------------------------------------------
+
+
+async def _call_up(store: Store, contact: Contact, channel_id: str) -> None:
+    assert await store.begin_attempt(contact, channel_id) is not None
+    assert await store.record_transition(
+        channel_id, attempt_state="originated", attempt_values={"originated_at": utcnow()},
+        contact_status=ContactStatus.ORIGINATED, contact_values={}, payload={}, only_from=("dialing",),
+    ) is not None
+
+
+async def _hang_up(store: Store, channel_id: str, *, only_from: tuple[str, ...] = ("originated",)) -> list[str]:
+    """End the call as completed; the kinds of the events its transaction wrote."""
+    published: list[Event] = []
+    store.publish = published.extend
+    try:
+        await store.record_transition(
+            channel_id, attempt_state="ended", attempt_values={"ended_at": utcnow(), "cause": 16},
+            contact_status=ContactStatus.COMPLETED, contact_values={"hangup_cause": 16}, payload={},
+            only_from=only_from,
+        )
+    finally:
+        store.publish = None
+    return [e.kind for e in published]
+
+
+async def test_a_stop_with_calls_up_ends_with_the_last_call_once(store: Store) -> None:
+    cid = await make_campaign(store, await make_tenant(store), status="running")
+    await store.insert_contacts(cid, rows([number(i) for i in range(4)]))
+    contacts = await all_contacts(store, cid)
+    for i, contact in enumerate(contacts[:2]):
+        await _call_up(store, contact, f"ch-{i}")
+    # The third is being dialled (never confirmed): it counts as in flight until given back.
+    assert await store.begin_attempt(contacts[2], "ch-2") is not None
+
+    changed, events = await store.set_campaign_status(
+        cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED, event_payload={"action": "stop"}, cancel_pending=True,
+    )
+    # The contact being dialled is still pending, so it is cancelled too; but its attempt and two calls
+    # are up: not over yet.
+    assert changed and [e.kind for e in events] == ["cancelled", "cancelled", "campaign"]
+    assert await store.has_calls_in_flight(cid)
+    assert await _hang_up(store, "ch-0") == ["completed"]
+    assert await store.give_back_attempt("ch-2")  # never reached the PBX; writes no event of its own
+    assert [e.kind for e in await store.events_after(cid, 0)][-1] == "completed"
+    # The last call's outcome and the end, in one transaction.
+    assert await _hang_up(store, "ch-1") == ["completed", "end"]
+    assert not await store.has_calls_in_flight(cid)
+    # A late duplicate of that end changes nothing and writes no second end.
+    assert await _hang_up(store, "ch-1", only_from=("originated", "answered")) == []
+    kinds = [e.kind for e in await store.events_after(cid, 0)]
+    assert kinds.count("end") == 1 and kinds[-2:] == ["completed", "end"]
+    end = (await store.events_after(cid, 0))[-1]
+    assert end.payload["status"] == "completed" and end.payload["at"]
+
+
+async def test_the_end_comes_with_the_given_back_attempt_when_it_was_the_last(store: Store) -> None:
+    cid = await make_campaign(store, await make_tenant(store), status="running")
+    await store.insert_contacts(cid, rows([number(1)]))
+    (contact,) = await all_contacts(store, cid)
+    assert await store.begin_attempt(contact, "ch-1") is not None
+    changed, events = await store.set_campaign_status(
+        cid, CampaignStatus.RUNNING, CampaignStatus.FAILED, event_payload={"action": "fail"},
+    )
+    assert changed and [e.kind for e in events] == ["campaign"]
+    published: list[Event] = []
+    store.publish = published.extend
+    assert await store.give_back_attempt("ch-1")
+    assert [(e.kind, e.payload["status"]) for e in published] == [("end", "failed")]
+    assert not await store.give_back_attempt("ch-1")
+    assert [e.kind for e in await store.events_after(cid, 0)] == ["campaign", "end"]
+
+
+async def test_only_a_terminal_campaign_ends(store: Store) -> None:
+    cid = await make_campaign(store, await make_tenant(store), status="running")
+    await store.insert_contacts(cid, rows([number(1), number(2)]))
+    first, _second = await all_contacts(store, cid)
+    await _call_up(store, first, "ch-1")
+    assert await _hang_up(store, "ch-1") == ["completed"]  # running, nothing in flight: not over
+    changed, events = await store.set_campaign_status(
+        cid, CampaignStatus.RUNNING, CampaignStatus.PAUSED, event_payload={"action": "pause"},
+    )
+    assert changed and [e.kind for e in events] == ["campaign"]
+    changed, events = await store.set_campaign_status(
+        cid, CampaignStatus.PAUSED, CampaignStatus.COMPLETED, event_payload={"action": "stop"}, cancel_pending=True,
+    )
+    assert [e.kind for e in events] == ["cancelled", "campaign", "end"]
 
 
 # ---- attempts --------------------------------------------------------------------------------------
@@ -599,7 +689,7 @@ async def test_events_after_pages_in_strictly_increasing_ids(store: Store) -> No
         assert all(e.campaign_id == a for e in page)
         seen.extend(e.id for e in page)  # type: ignore[misc]
         after = page[-1].id  # type: ignore[assignment]
-    assert len(seen) == 2 + 12 + 1
+    assert len(seen) == 2 + 12 + 1 + 1  # pause, resume, 12 cancelled, completed, end
     assert all(x < y for x, y in zip(seen, seen[1:], strict=False))
     assert seen == [e.id for e in await store.events_after(a, 0, limit=1000)]
     assert await store.last_event_id(a) == seen[-1]
@@ -893,7 +983,7 @@ async def test_stop_writes_its_events_in_batches(store: Store) -> None:
         )
     finally:
         event.remove(store.engine.sync_engine, "before_cursor_execute", watch)
-    assert changed and len(events) == 2501
+    assert changed and len(events) == 2502  # 2,500 cancelled, the status, the end
     assert len(inserts) <= 10, f"{len(inserts)} INSERT statements for {len(events)} events"
 
 
@@ -922,3 +1012,30 @@ async def test_column_types_match_the_declared_types(db_url: str) -> None:
         assert mismatches == {}
     finally:
         await engine.dispose()
+
+
+async def test_the_last_two_calls_ending_in_two_processes_write_one_end(db_url: str) -> None:
+    """Two Stores on one database (two daemons): each ends one of the stopped campaign's last two calls at
+    the same moment. The campaign row lock orders them, so exactly one writes the end, never none or two."""
+    stores = []
+    for _ in range(2):
+        engine = create_engine(db_url)
+        await migrate(engine)
+        stores.append(Store(engine))
+    try:
+        a, b = stores
+        for round_ in range(5):
+            cid = await make_campaign(a, await make_tenant(a, f"t{round_}"), status="running")
+            await a.insert_contacts(cid, rows([number(1), number(2)]))
+            first, second = await all_contacts(a, cid)
+            await _call_up(a, first, f"ch-{round_}-a")
+            await _call_up(a, second, f"ch-{round_}-b")
+            changed, _ = await a.set_campaign_status(cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED,
+                                                     event_payload={"action": "stop"}, cancel_pending=True)
+            assert changed
+            await asyncio.gather(_hang_up(a, f"ch-{round_}-a"), _hang_up(b, f"ch-{round_}-b"))
+            kinds = [e.kind for e in await a.events_after(cid, 0)]
+            assert kinds.count("end") == 1 and kinds[-1] == "end", kinds
+    finally:
+        for s in stores:
+            await s.close()
