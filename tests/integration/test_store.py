@@ -31,8 +31,8 @@ from sqlmodel import SQLModel
 
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
-from dialerd.errors import ConfigError, StoreError, Unauthorized
-from dialerd.services.auth import Authenticator, create_key
+from dialerd.errors import ConfigError, Conflict, InvalidInput, NotFound, StoreError, Unauthorized
+from dialerd.services.auth import Authenticator, create_key, revoke_key, set_limits
 from dialerd.store import db, tables
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
 from dialerd.store.repo import IMPORTING, T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
@@ -922,3 +922,69 @@ async def test_column_types_match_the_declared_types(db_url: str) -> None:
         assert mismatches == {}
     finally:
         await engine.dispose()
+
+
+# ---- operator CLI: ensure_tenant, limits, key listing and revocation (issue 9, item 8) ----------------
+
+
+async def test_ensure_tenant_creates_once_and_never_changes_limits(store: Store) -> None:
+    created, new = await store.ensure_tenant("t_one", "acme", 5, 50)
+    assert new and (created.id, created.concurrent_max, created.calls_per_minute) == ("t_one", 5, 50)
+    again, new = await store.ensure_tenant("t_two", "acme", 99, 99)
+    assert not new
+    assert (again.id, again.concurrent_max, again.calls_per_minute) == ("t_one", 5, 50)
+    assert [t.id for t in await store.list_tenants()] == ["t_one"]
+
+
+async def test_ensure_tenant_from_concurrent_callers_gives_one_row(store: Store) -> None:
+    results = await asyncio.gather(*(store.ensure_tenant(f"t_{i}", "acme", 5, 50) for i in range(8)))
+    assert len({t.id for t, _ in results}) == 1
+    assert sum(new for _, new in results) == 1
+    assert await count(store, T_TENANT) == 1
+
+
+async def test_create_key_refuses_different_limits_for_an_existing_tenant(store: Store) -> None:
+    tenant_id, _ = await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    with pytest.raises(Conflict) as refused:
+        await create_key(store, "acme", concurrent_max=6, calls_per_minute=None, defaults=(10, 60))
+    assert "tenants set --tenant acme --concurrent-max 6" in refused.value.message
+    assert await count(store, T_KEY) == 1, "nothing minted"
+    same, _ = await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    assert same == tenant_id
+    tenant = await store.get_tenant(tenant_id)
+    assert tenant is not None and (tenant.concurrent_max, tenant.calls_per_minute) == (5, 50)
+
+
+async def test_set_limits_changes_only_what_is_given(store: Store) -> None:
+    await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    changed = await set_limits(store, "acme", concurrent_max=None, calls_per_minute=70)
+    assert (changed.concurrent_max, changed.calls_per_minute) == (5, 70)
+    stored = await store.get_tenant_by_name("acme")
+    assert stored is not None and (stored.concurrent_max, stored.calls_per_minute) == (5, 70)
+    with pytest.raises(NotFound):
+        await set_limits(store, "nobody", concurrent_max=3, calls_per_minute=None)
+    with pytest.raises(InvalidInput):
+        await set_limits(store, "acme", concurrent_max=0, calls_per_minute=None)
+    assert await store.set_tenant_limits("nobody", 1, 1) is None
+
+
+async def test_revoked_keys_stay_listed_and_answer_unauthorized(store: Store) -> None:
+    _, first = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    _, second = await create_key(store, "globex", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    first_id = first.split("_")[1]
+    key, newly = await revoke_key(store, first_id)
+    assert newly and key.revoked_at is not None
+    assert_utc(key.revoked_at, utcnow())
+    again, newly = await revoke_key(store, first)  # the whole key works too
+    assert not newly and again.revoked_at == key.revoked_at
+    with pytest.raises(NotFound):
+        await revoke_key(store, "k0000000000000000")
+    auth = Authenticator(store)
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(f"Bearer {first}")
+    assert (await auth.authenticate(f"Bearer {second}")).key_id == second.split("_")[1]
+    listed = [(k.id, tenant, k.revoked_at is not None) for k, tenant in await store.list_api_keys()]
+    assert listed == [(first_id, "acme", True), (second.split("_")[1], "globex", False)]
+    assert [k.id for k, _ in await store.list_api_keys("globex")] == [second.split("_")[1]]
+    counts = await store.active_key_counts()
+    assert sorted(counts.values()) == [1]
