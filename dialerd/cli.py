@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True, help="tenant name")
     limits(create, "limit of a new tenant")
     create.add_argument("--label", default="", help="a note stored with the key")
-    klist = ksub.add_parser("list", help="list the keys: id, tenant, created, revoked, label (never the key)")
+    klist = ksub.add_parser("list", help="list the keys: id, tenant, created, last used, revoked, label (never the key)")
     common(klist)
     klist.add_argument("--tenant", help="only this tenant's keys")
     klist.add_argument("--json", action="store_true", help="one JSON array instead of a table")
@@ -167,15 +167,17 @@ async def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
         # Never the key nor its hash: the id, who owns it, and when.
         records = [
             {"id": k.id, "tenant": tenant, "created_at": _when(k.created_at),
+             "last_used_at": None if k.last_used_at is None else _when(k.last_used_at),
              "revoked_at": None if k.revoked_at is None else _when(k.revoked_at), "label": k.label}
             for k, tenant in keys
         ]
         if args.json:
             print(json.dumps(records, indent=2))
         else:
-            header = ["ID", "TENANT", "CREATED", "REVOKED", "LABEL"]
+            header = ["ID", "TENANT", "CREATED", "LAST_USED", "REVOKED", "LABEL"]
             print(_table([header] + [
-                [r["id"], r["tenant"], r["created_at"], r["revoked_at"] or "-", r["label"]] for r in records
+                [r["id"], r["tenant"], r["created_at"], r["last_used_at"] or "-", r["revoked_at"] or "-", r["label"]]
+                for r in records
             ]))
         return EXIT_OK
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import shlex
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from dialerd.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from dialerd.errors import Conflict, InvalidInput, NotFound, StoreError, Unauthorized
 from dialerd.store.repo import Store
-from dialerd.store.tables import ApiKey, Tenant
+from dialerd.store.tables import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "dlr"
+LAST_USED_RESOLUTION = 60.0  # seconds: how stale a key's last_used_at may be
+log = logging.getLogger("dialerd.auth")
 _DUMMY_HASH = hashlib.sha256(b"dialerd-no-such-key").hexdigest()
 
 
@@ -43,8 +48,26 @@ def _key_id(key: str) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.clock = clock
+        self._touched: dict[str, float] = {}  # key id -> clock() when last_used_at was last written
+
+    async def _note_use(self, record: ApiKey) -> None:
+        """Keep ``last_used_at`` to within LAST_USED_RESOLUTION: at most one write a minute per key."""
+        now = self.clock()
+        last = self._touched.get(record.id)
+        if last is not None and now - last < LAST_USED_RESOLUTION:
+            return
+        self._touched[record.id] = now
+        at = utcnow()
+        if record.last_used_at is not None and (at - record.last_used_at).total_seconds() < LAST_USED_RESOLUTION:
+            return  # written lately (by this daemon before a restart, or by another one)
+        try:
+            await self.store.touch_api_key(record.id, at)
+        except StoreError as exc:  # bookkeeping only: a valid key is never refused for it
+            log.warning("could not record the key's last use", extra={"action": "key_last_used", "key_id": record.id,
+                                                                      "error": exc.message})
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """Resolve an ``Authorization`` header to a Principal or raise Unauthorized."""
@@ -60,6 +83,7 @@ class Authenticator:
         stored = record.secret_hash if record else _DUMMY_HASH
         if not hmac.compare_digest(stored, hash_key(key)) or record is None:
             raise Unauthorized("invalid API key")
+        await self._note_use(record)
         return Principal(tenant_id=record.tenant_id, key_id=record.id)
 
 

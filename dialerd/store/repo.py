@@ -469,3 +469,8 @@ class Store(CallStore):
                 )
             ).all()
         return {tid: int(n) for tid, n in rows}
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Record that the key authenticated a request at ``at`` (``last_used_at``, migration 0004)."""
+        async with self.write() as conn:
+            await conn.execute(update(T_KEY).where(T_KEY.c.id == key_id).values(last_used_at=at))

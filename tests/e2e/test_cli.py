@@ -525,7 +525,7 @@ def test_keys_list_shows_ids_and_tenants_never_a_key(db_url: str) -> None:
     assert [(k["id"], k["tenant"]) for k in listed] == [
         (_key_id(keys[0]), "acme"), (_key_id(keys[1]), "acme"), (_key_id(keys[2]), "globex")
     ]
-    assert all(k["revoked_at"] is None and k["created_at"] for k in listed)
+    assert all(k["revoked_at"] is None and k["last_used_at"] is None and k["created_at"] for k in listed)
     for key in keys:
         assert _key_id(key) in table.stdout
         for output in (table.stdout + table.stderr, as_json.stdout + as_json.stderr):
@@ -550,6 +550,7 @@ def test_keys_revoke_turns_the_key_away_over_http(tmp_path: Path, db_url: str) -
     listed = {k["id"]: k for k in json.loads(_cli("keys", "list", "--json", env=env).stdout)}
     assert listed[_key_id(revoked)]["revoked_at"] is not None
     assert listed[_key_id(kept)]["revoked_at"] is None
+    assert listed[_key_id(kept)]["last_used_at"] is not None, "a key that authenticated a request"
     again = _cli("keys", "revoke", _key_id(revoked), env=env)
     assert again.returncode == EXIT_OK, "revoking twice is harmless"
     assert "already revoked" in again.stdout

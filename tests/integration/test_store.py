@@ -188,7 +188,7 @@ async def test_migrations_create_exactly_the_declared_schema_and_are_idempotent(
     try:
         async with engine.connect() as conn:
             assert await conn.run_sync(lambda c: inspect(c).get_table_names()) == []
-        assert await migrate(engine) == SCHEMA_VERSION == 2
+        assert await migrate(engine) == SCHEMA_VERSION == db.MIGRATIONS[-1][0]
         async with engine.connect() as conn:
             first = await conn.run_sync(_reflect)
         declared = _declared(engine.dialect.name)
@@ -197,11 +197,11 @@ async def test_migrations_create_exactly_the_declared_schema_and_are_idempotent(
             for aspect in ("columns", "primary_key", "indexes", "unique", "named_unique", "foreign_keys"):
                 assert first[name][aspect] == declared[name][aspect], (name, aspect)
 
-        assert await migrate(engine) == 2
+        assert await migrate(engine) == SCHEMA_VERSION
         async with engine.connect() as conn:
             assert await conn.run_sync(_reflect) == first
             versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
-        assert versions == [1, 2]
+        assert versions == [version for version, _ in db.MIGRATIONS]
     finally:
         await engine.dispose()
 
@@ -217,7 +217,7 @@ async def test_a_newer_schema_is_refused(store: Store) -> None:
     assert f"version {SCHEMA_VERSION + 1} is newer" in caught.value.message
     async with store.read() as conn:
         versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
-    assert versions == [1, 2, 3]
+    assert versions == [*(version for version, _ in db.MIGRATIONS), SCHEMA_VERSION + 1]
 
 
 async def test_a_version_1_database_is_upgraded_in_place(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,7 +232,7 @@ async def test_a_version_1_database_is_upgraded_in_place(db_url: str, monkeypatc
             indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("contact")})
         assert "ix_contact_campaign_id" not in indexes
         monkeypatch.undo()
-        assert await migrate(engine) == SCHEMA_VERSION == 2
+        assert await migrate(engine) == SCHEMA_VERSION
         async with engine.connect() as conn:
             indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("contact")})
             names = (await conn.execute(text("SELECT name FROM tenant"))).scalars().all()
@@ -988,3 +988,40 @@ async def test_revoked_keys_stay_listed_and_answer_unauthorized(store: Store) ->
     assert [k.id for k, _ in await store.list_api_keys("globex")] == [second.split("_")[1]]
     counts = await store.active_key_counts()
     assert sorted(counts.values()) == [1]
+
+
+async def test_last_used_is_written_at_most_once_a_minute_per_key(store: Store) -> None:
+    _, key = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    _, other = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    key_id = key.split("_")[1]
+    now = [1000.0]
+    auth = Authenticator(store, clock=lambda: now[0])
+    writes: list[str] = []
+    touch = store.touch_api_key
+
+    async def counting(kid: str, at: datetime) -> None:
+        writes.append(kid)
+        await touch(kid, at)
+
+    store.touch_api_key = counting  # type: ignore[method-assign]
+    before = utcnow()
+    for _ in range(5):
+        await auth.authenticate(f"Bearer {key}")
+    assert writes == [key_id]
+    stored = await store.get_api_key(key_id)
+    assert stored is not None and stored.last_used_at is not None
+    assert_utc(stored.last_used_at, before)
+    await auth.authenticate(f"Bearer {other}")
+    assert writes == [key_id, other.split("_")[1]], "per key"
+    now[0] += 61
+    await auth.authenticate(f"Bearer {key}")
+    assert writes == [key_id, other.split("_")[1]], "the stored time is under a minute old: no second write"
+    # A new daemon (fresh memory) a minute after the stored use writes again.
+    async with store.write() as conn:
+        await conn.execute(update(T_KEY).where(T_KEY.c.id == key_id)
+                           .values(last_used_at=utcnow() - timedelta(seconds=120)))
+    await Authenticator(store).authenticate(f"Bearer {key}")
+    assert writes[-1] == key_id and len(writes) == 3
+    refreshed = await store.get_api_key(key_id)
+    assert refreshed is not None and refreshed.last_used_at is not None
+    assert_utc(refreshed.last_used_at, utcnow())
