@@ -17,7 +17,11 @@ from dialerd.store.tables import utcnow
 log = logging.getLogger("dialerd.store")
 
 # Migrations are ordered SQL files per dialect in dialerd/store/sql: NNNN_name.<dialect>.sql.
-MIGRATIONS: list[tuple[int, str]] = [(1, "0001_initial"), (2, "0002_contact_page_index")]
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, "0001_initial"),
+    (2, "0002_contact_page_index"),
+    (4, "0004_api_key_last_used"),
+]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -414,3 +414,79 @@ class Store(CallStore):
             "answered": int(answered or 0),
             "avg_talk_seconds": round(float(avg_talk), 2) if avg_talk is not None else 0.0,
         }
+
+    # ---- tenants and keys, for the operator's CLI (dialerd keys / dialerd tenants) ------------
+
+    async def ensure_tenant(
+        self, tenant_id: str, name: str, concurrent_max: int, calls_per_minute: int
+    ) -> tuple[Tenant, bool]:
+        """Create the tenant ``name`` unless it exists; never changes an existing one. Returns (tenant, created)."""
+        values = {
+            "id": tenant_id,
+            "name": name,
+            "created_at": utcnow(),
+            "concurrent_max": concurrent_max,
+            "calls_per_minute": calls_per_minute,
+        }
+        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(T_TENANT)
+        async with self.write() as conn:
+            # ON CONFLICT: two `keys create` for a new tenant at once both succeed, on one tenant row.
+            result = await conn.execute(ins.values(**values).on_conflict_do_nothing(index_elements=["name"]))
+            row = (await conn.execute(select(T_TENANT).where(T_TENANT.c.name == name))).one()
+        return _row(Tenant, row), bool(result.rowcount)
+
+    async def get_tenant_by_name(self, name: str) -> Tenant | None:
+        async with self.read() as conn:
+            row = (await conn.execute(select(T_TENANT).where(T_TENANT.c.name == name))).first()
+        return None if row is None else _row(Tenant, row)
+
+    async def set_tenant_limits(
+        self, name: str, concurrent_max: int | None, calls_per_minute: int | None
+    ) -> Tenant | None:
+        """Change the limits given (None keeps one); None if there is no tenant ``name``."""
+        changes = {
+            k: v for k, v in (("concurrent_max", concurrent_max), ("calls_per_minute", calls_per_minute)) if v is not None
+        }
+        async with self.write() as conn:
+            if changes:
+                await conn.execute(update(T_TENANT).where(T_TENANT.c.name == name).values(**changes))
+            row = (await conn.execute(select(T_TENANT).where(T_TENANT.c.name == name))).first()
+        return None if row is None else _row(Tenant, row)
+
+    async def list_api_keys(self, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
+        """Every key (revoked ones too) with its tenant's name, oldest first. The hashes stay in the row."""
+        q = select(T_KEY, T_TENANT.c.name.label("tenant_name")).join(T_TENANT, T_TENANT.c.id == T_KEY.c.tenant_id)
+        if tenant_name is not None:
+            q = q.where(T_TENANT.c.name == tenant_name)
+        async with self.read() as conn:
+            rows = (await conn.execute(q.order_by(T_KEY.c.created_at, T_KEY.c.id))).all()
+        out = []
+        for r in rows:
+            fields = dict(r._mapping)
+            name = fields.pop("tenant_name")
+            out.append((ApiKey(**fields), str(name)))
+        return out
+
+    async def revoke_api_key(self, key_id: str) -> tuple[ApiKey, bool] | None:
+        """Mark the key revoked (it answers 401 from then on). (key, newly revoked), or None if unknown."""
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(T_KEY).where(T_KEY.c.id == key_id, T_KEY.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+            )
+            row = (await conn.execute(select(T_KEY).where(T_KEY.c.id == key_id))).first()
+        return None if row is None else (_row(ApiKey, row), bool(result.rowcount))
+
+    async def active_key_counts(self) -> dict[str, int]:
+        """Tenant id -> number of keys not revoked."""
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_KEY.c.tenant_id, func.count()).where(T_KEY.c.revoked_at.is_(None)).group_by(T_KEY.c.tenant_id)
+                )
+            ).all()
+        return {tid: int(n) for tid, n in rows}
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Record that the key authenticated a request at ``at`` (``last_used_at``, migration 0004)."""
+        async with self.write() as conn:
+            await conn.execute(update(T_KEY).where(T_KEY.c.id == key_id).values(last_used_at=at))

@@ -31,8 +31,8 @@ from sqlmodel import SQLModel
 
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
-from dialerd.errors import ConfigError, StoreError, Unauthorized
-from dialerd.services.auth import Authenticator, create_key
+from dialerd.errors import ConfigError, Conflict, InvalidInput, NotFound, StoreError, Unauthorized
+from dialerd.services.auth import Authenticator, create_key, revoke_key, set_limits
 from dialerd.store import db, tables
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
 from dialerd.store.repo import IMPORTING, T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
@@ -188,7 +188,7 @@ async def test_migrations_create_exactly_the_declared_schema_and_are_idempotent(
     try:
         async with engine.connect() as conn:
             assert await conn.run_sync(lambda c: inspect(c).get_table_names()) == []
-        assert await migrate(engine) == SCHEMA_VERSION == 2
+        assert await migrate(engine) == SCHEMA_VERSION == db.MIGRATIONS[-1][0]
         async with engine.connect() as conn:
             first = await conn.run_sync(_reflect)
         declared = _declared(engine.dialect.name)
@@ -197,11 +197,11 @@ async def test_migrations_create_exactly_the_declared_schema_and_are_idempotent(
             for aspect in ("columns", "primary_key", "indexes", "unique", "named_unique", "foreign_keys"):
                 assert first[name][aspect] == declared[name][aspect], (name, aspect)
 
-        assert await migrate(engine) == 2
+        assert await migrate(engine) == SCHEMA_VERSION
         async with engine.connect() as conn:
             assert await conn.run_sync(_reflect) == first
             versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
-        assert versions == [1, 2]
+        assert versions == [version for version, _ in db.MIGRATIONS]
     finally:
         await engine.dispose()
 
@@ -217,7 +217,7 @@ async def test_a_newer_schema_is_refused(store: Store) -> None:
     assert f"version {SCHEMA_VERSION + 1} is newer" in caught.value.message
     async with store.read() as conn:
         versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
-    assert versions == [1, 2, 3]
+    assert versions == [*(version for version, _ in db.MIGRATIONS), SCHEMA_VERSION + 1]
 
 
 async def test_a_version_1_database_is_upgraded_in_place(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,7 +232,7 @@ async def test_a_version_1_database_is_upgraded_in_place(db_url: str, monkeypatc
             indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("contact")})
         assert "ix_contact_campaign_id" not in indexes
         monkeypatch.undo()
-        assert await migrate(engine) == SCHEMA_VERSION == 2
+        assert await migrate(engine) == SCHEMA_VERSION
         async with engine.connect() as conn:
             indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("contact")})
             names = (await conn.execute(text("SELECT name FROM tenant"))).scalars().all()
@@ -1039,3 +1039,106 @@ async def test_the_last_two_calls_ending_in_two_processes_write_one_end(db_url: 
     finally:
         for s in stores:
             await s.close()
+
+
+# ---- operator CLI: ensure_tenant, limits, key listing and revocation (issue 9, item 8) ----------------
+
+
+async def test_ensure_tenant_creates_once_and_never_changes_limits(store: Store) -> None:
+    created, new = await store.ensure_tenant("t_one", "acme", 5, 50)
+    assert new and (created.id, created.concurrent_max, created.calls_per_minute) == ("t_one", 5, 50)
+    again, new = await store.ensure_tenant("t_two", "acme", 99, 99)
+    assert not new
+    assert (again.id, again.concurrent_max, again.calls_per_minute) == ("t_one", 5, 50)
+    assert [t.id for t in await store.list_tenants()] == ["t_one"]
+
+
+async def test_ensure_tenant_from_concurrent_callers_gives_one_row(store: Store) -> None:
+    results = await asyncio.gather(*(store.ensure_tenant(f"t_{i}", "acme", 5, 50) for i in range(8)))
+    assert len({t.id for t, _ in results}) == 1
+    assert sum(new for _, new in results) == 1
+    assert await count(store, T_TENANT) == 1
+
+
+async def test_create_key_refuses_different_limits_for_an_existing_tenant(store: Store) -> None:
+    tenant_id, _ = await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    with pytest.raises(Conflict) as refused:
+        await create_key(store, "acme", concurrent_max=6, calls_per_minute=None, defaults=(10, 60))
+    assert "tenants set --tenant acme --concurrent-max 6" in refused.value.message
+    assert await count(store, T_KEY) == 1, "nothing minted"
+    same, _ = await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    assert same == tenant_id
+    tenant = await store.get_tenant(tenant_id)
+    assert tenant is not None and (tenant.concurrent_max, tenant.calls_per_minute) == (5, 50)
+
+
+async def test_set_limits_changes_only_what_is_given(store: Store) -> None:
+    await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    changed = await set_limits(store, "acme", concurrent_max=None, calls_per_minute=70)
+    assert (changed.concurrent_max, changed.calls_per_minute) == (5, 70)
+    stored = await store.get_tenant_by_name("acme")
+    assert stored is not None and (stored.concurrent_max, stored.calls_per_minute) == (5, 70)
+    with pytest.raises(NotFound):
+        await set_limits(store, "nobody", concurrent_max=3, calls_per_minute=None)
+    with pytest.raises(InvalidInput):
+        await set_limits(store, "acme", concurrent_max=0, calls_per_minute=None)
+    assert await store.set_tenant_limits("nobody", 1, 1) is None
+
+
+async def test_revoked_keys_stay_listed_and_answer_unauthorized(store: Store) -> None:
+    _, first = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    _, second = await create_key(store, "globex", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    first_id = first.split("_")[1]
+    key, newly = await revoke_key(store, first_id)
+    assert newly and key.revoked_at is not None
+    assert_utc(key.revoked_at, utcnow())
+    again, newly = await revoke_key(store, first)  # the whole key works too
+    assert not newly and again.revoked_at == key.revoked_at
+    with pytest.raises(NotFound):
+        await revoke_key(store, "k0000000000000000")
+    auth = Authenticator(store)
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(f"Bearer {first}")
+    assert (await auth.authenticate(f"Bearer {second}")).key_id == second.split("_")[1]
+    listed = [(k.id, tenant, k.revoked_at is not None) for k, tenant in await store.list_api_keys()]
+    assert listed == [(first_id, "acme", True), (second.split("_")[1], "globex", False)]
+    assert [k.id for k, _ in await store.list_api_keys("globex")] == [second.split("_")[1]]
+    counts = await store.active_key_counts()
+    assert sorted(counts.values()) == [1]
+
+
+async def test_last_used_is_written_at_most_once_a_minute_per_key(store: Store) -> None:
+    _, key = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    _, other = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    key_id = key.split("_")[1]
+    now = [1000.0]
+    auth = Authenticator(store, clock=lambda: now[0])
+    writes: list[str] = []
+    touch = store.touch_api_key
+
+    async def counting(kid: str, at: datetime) -> None:
+        writes.append(kid)
+        await touch(kid, at)
+
+    store.touch_api_key = counting  # type: ignore[method-assign]
+    before = utcnow()
+    for _ in range(5):
+        await auth.authenticate(f"Bearer {key}")
+    assert writes == [key_id]
+    stored = await store.get_api_key(key_id)
+    assert stored is not None and stored.last_used_at is not None
+    assert_utc(stored.last_used_at, before)
+    await auth.authenticate(f"Bearer {other}")
+    assert writes == [key_id, other.split("_")[1]], "per key"
+    now[0] += 61
+    await auth.authenticate(f"Bearer {key}")
+    assert writes == [key_id, other.split("_")[1]], "the stored time is under a minute old: no second write"
+    # A new daemon (fresh memory) a minute after the stored use writes again.
+    async with store.write() as conn:
+        await conn.execute(update(T_KEY).where(T_KEY.c.id == key_id)
+                           .values(last_used_at=utcnow() - timedelta(seconds=120)))
+    await Authenticator(store).authenticate(f"Bearer {key}")
+    assert writes[-1] == key_id and len(writes) == 3
+    refreshed = await store.get_api_key(key_id)
+    assert refreshed is not None and refreshed.last_used_at is not None
+    assert_utc(refreshed.last_used_at, utcnow())
