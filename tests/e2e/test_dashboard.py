@@ -626,14 +626,56 @@ async def test_banner_names_why_dialling_is_held(tmp_path: Path, chromium_log: I
 
 
 async def _answer_health(cdp: Cdp, health: dict[str, Any]) -> None:
-    """Answers every /health request the page makes with ``health`` (Fetch.requestPaused events)."""
+    """Answers every /health request the page makes with ``health``."""
+    await _stub(cdp, {"/health": lambda: ("application/json", json.dumps(health))})
+
+
+async def _stub(cdp: Cdp, routes: dict[str, Any]) -> None:
+    """Answers each request paused by Fetch.enable with the route whose path ends its URL (Fetch.requestPaused)."""
     done = 0
     while True:
         paused = cdp.named("Fetch.requestPaused")
         for event in paused[done:]:
-            body = base64.b64encode(json.dumps(health).encode()).decode()
+            path = event["request"]["url"].split("?", 1)[0]
+            content_type, text = next(answer for end, answer in routes.items() if path.endswith(end))()
             await cdp.send("Fetch.fulfillRequest", {
-                "requestId": event["requestId"], "responseCode": 200, "body": body,
-                "responseHeaders": [{"name": "Content-Type", "value": "application/json"}]})
+                "requestId": event["requestId"], "responseCode": 200, "body": base64.b64encode(text.encode()).decode(),
+                "responseHeaders": [{"name": "Content-Type", "value": content_type}]})
         done = len(paused)
         await asyncio.sleep(0.02)
+
+
+async def test_banner_from_the_snapshot(tmp_path: Path, chromium_log: IO[bytes]) -> None:
+    """A stream snapshot's `dialling_held` (stubbed in the browser) raises the banner though /health is fine."""
+    async with daemon_without_pbx(tmp_path) as api, headless_chromium(tmp_path, chromium_log) as cdp:
+        status, body = await api.create(numbers([0]), name="Held here")
+        assert status == 201, body
+        snapshot = {"type": "snapshot", "campaign_id": body["id"], "status": "running",
+                    "contacts": {**body["contacts"]}, "calls_in_flight": 0, "calls_per_minute": 0,
+                    "answer_rate": 0.0, "avg_talk_seconds": 0.0, "pbx_connected": True,
+                    "dialling_held": "ari_app_replaced", "at": "2030-01-01T00:00:00.000Z"}
+        health = {"status": "ok", "pbx": {"driver": "ari", "connected": True, "dialling_held": None}}
+        await cdp.send("Fetch.enable", {"patterns": [{"urlPattern": "*/health"}, {"urlPattern": "*/events"}]})
+        stub = asyncio.create_task(_stub(cdp, {
+            "/health": lambda: ("application/json", json.dumps(health)),
+            "/events": lambda: ("text/event-stream", f"retry: 2000\nid: 0\n\nid: 0\ndata: {json.dumps(snapshot)}\n\n"),
+        }))
+        try:
+            await cdp.send("Page.navigate", {"url": f"{api.base}/dashboard"})
+            await cdp.wait_for("document.readyState === 'complete' && !document.getElementById('login').hidden",
+                               "the key form")
+            await type_key(cdp, api.keys["acme"])
+            await cdp.wait_for("(b => b.hidden && Number(b.dataset.reports) >= 1)"
+                               "(document.querySelector('[data-testid=held-banner]'))", "no banner while /health is fine")
+            await open_campaign(cdp, body["id"], "Held here")
+            await cdp.wait_for("document.querySelector('[data-testid=figures]').dataset.source === 'snapshot'"
+                               " && (b => !b.hidden && b.dataset.reason === 'ari_app_replaced')"
+                               "(document.querySelector('[data-testid=held-banner]'))", "the banner from the snapshot")
+            text = await cdp.js("document.querySelector('[data-testid=held-banner]').textContent")
+            assert "another client took over dialerd's ARI application" in text, text
+        finally:
+            stub.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stub
+        thrown = cdp.named("Runtime.exceptionThrown")
+    assert not thrown, thrown
