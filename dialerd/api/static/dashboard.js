@@ -635,7 +635,11 @@ function renderView(v) {
   }
   $("reasons").replaceChildren(...reasons);
 
-  drawChart($("chart"), v.points);
+  const finished = v.ended || v.status === "completed" || v.status === "failed";
+  let empty; // the default: live figures appear while it runs
+  if (finished && !v.reasonsComplete) empty = "No chart: this campaign finished before it was opened here and is too big to replay.";
+  else if (finished) empty = v.ended ? "No chart: this campaign made no calls." : "Reading the campaign's history…";
+  drawChart($("chart"), v.points, empty);
   $("chart-source").textContent = { snapshots: "from the stream's snapshots", history: "from the event history",
     both: "from the event history, then the stream's snapshots" }[v.chartSource];
 
