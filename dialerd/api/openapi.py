@@ -389,6 +389,10 @@ AFTER_ID = _param(
     "next_after_id); stays fast deep into big campaigns, where offset does not; not with offset",
     _int(0, maximum=MAX_QUERY_INT),
 )
+NAME_SEARCH = _param(
+    "name", "query", "only campaigns whose name contains this text, in any case (% and _ match themselves); "
+    "surrounding spaces are ignored, empty means no filter", {"type": "string", "maxLength": campaigns.NAME_SEARCH_MAX},
+)
 TEXT = {"type": "string"}
 EVENTS_DESCRIPTION = (
     "Server-Sent Events: contact transitions (the event is the new contact status: 'event: originated', "
@@ -434,8 +438,9 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             "get": _op(
                 "campaigns", "listCampaigns", "List campaigns",
                 {"200": _ok("a page of campaigns", "CampaignList"), **_errors(400, 401, 500)},
-                description="The tenant's campaigns, newest first.",
-                parameters=[_limit(50), OFFSET, {"$ref": "#/components/parameters/CampaignStatus"}],
+                description="The tenant's campaigns, newest first; status and name narrow the list (both at "
+                "once: campaigns matching both), total counts what matches.",
+                parameters=[_limit(50), OFFSET, {"$ref": "#/components/parameters/CampaignStatus"}, NAME_SEARCH],
             ),
             "post": _op(
                 "campaigns", "createCampaign", "Create a campaign",

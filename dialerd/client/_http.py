@@ -111,8 +111,10 @@ def _params(**values: object) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in values.items() if v is not None)
 
 
-def list_campaigns(status: str | None, limit: int | None, offset: int | None) -> Call[CampaignPage]:
-    return Call("GET", API, _as(CampaignPage), _params(status=status, limit=limit, offset=offset))
+def list_campaigns(
+    status: str | None, limit: int | None, offset: int | None, name: str | None = None
+) -> Call[CampaignPage]:
+    return Call("GET", API, _as(CampaignPage), _params(status=status, name=name, limit=limit, offset=offset))
 
 
 def get_campaign(campaign_id: str) -> Call[Campaign]:

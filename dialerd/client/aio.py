@@ -116,9 +116,11 @@ class AsyncCampaigns:
         self._client = client
 
     async def list(
-        self, status: str | None = None, limit: int | None = None, offset: int | None = None
+        self, status: str | None = None, limit: int | None = None, offset: int | None = None, *,
+        name: str | None = None,
     ) -> CampaignPage:
-        return await self._client._call(_http.list_campaigns(status, limit, offset))
+        """A page of campaigns, newest first; ``name`` keeps those whose name contains it (any case)."""
+        return await self._client._call(_http.list_campaigns(status, limit, offset, name))
 
     async def create(
         self,

@@ -114,8 +114,12 @@ class Campaigns:
     def __init__(self, client: Dialerd) -> None:
         self._client = client
 
-    def list(self, status: str | None = None, limit: int | None = None, offset: int | None = None) -> CampaignPage:
-        return self._client._call(_http.list_campaigns(status, limit, offset))
+    def list(
+        self, status: str | None = None, limit: int | None = None, offset: int | None = None, *,
+        name: str | None = None,
+    ) -> CampaignPage:
+        """A page of campaigns, newest first; ``name`` keeps those whose name contains it (any case)."""
+        return self._client._call(_http.list_campaigns(status, limit, offset, name))
 
     def create(
         self,

@@ -148,9 +148,9 @@ class CampaignService:
         return await self.view(await self._get(who, campaign_id))
 
     async def list_campaigns(
-        self, who: Principal, limit: int, offset: int, status: str | None = None
+        self, who: Principal, limit: int, offset: int, status: str | None = None, name: str | None = None
     ) -> tuple[list[CampaignView], int]:
-        campaigns, total = await self.store.list_campaigns(who.tenant_id, limit, offset, status)
+        campaigns, total = await self.store.list_campaigns(who.tenant_id, limit, offset, status, name)
         counts = await self.store.contact_counts(c.id for c in campaigns)
         return [CampaignView(c, counts[c.id], self._in_flight(c.id, counts[c.id])) for c in campaigns], total
 

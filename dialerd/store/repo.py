@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,9 +32,18 @@ from dialerd.store.base import (
     priority_context,
 )
 from dialerd.store.calls import CallStore
+from dialerd.store.db import UNICODE_LOWER
 from dialerd.store.tables import ApiKey, Campaign, Contact, Event, Tenant, utcnow
 
 __all__ = ["IMPORTING", "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "Store", "priority_context"]
+
+
+LIKE_ESCAPE = "\\"
+
+
+def escape_like(text: str) -> str:
+    """``text`` as a LIKE pattern that matches it literally (with ``ESCAPE '\\'``)."""
+    return text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
 
 
 class Store(CallStore):
@@ -213,11 +222,19 @@ class Store(CallStore):
         return None if row is None else _row(Campaign, row)
 
     async def list_campaigns(
-        self, tenant_id: str, limit: int, offset: int, status: str | None = None
+        self, tenant_id: str, limit: int, offset: int, status: str | None = None, name: str | None = None
     ) -> tuple[list[Campaign], int]:
+        """A page of the tenant's campaigns, newest first; ``name`` keeps those whose name contains it
+        (case-insensitive, taken literally: ``%`` and ``_`` are not wildcards)."""
         cond = and_(T_CAMPAIGN.c.tenant_id == tenant_id, T_CAMPAIGN.c.status != IMPORTING)
         if status is not None:
             cond = and_(cond, T_CAMPAIGN.c.status == status)
+        if name:
+            # Both sides lowered by the same function, so SQLite (our Unicode lower(), see db.py) and
+            # PostgreSQL (its own) each agree with themselves.
+            lower = getattr(func, UNICODE_LOWER) if self.dialect == "sqlite" else func.lower
+            pattern = "%" + escape_like(name) + "%"
+            cond = and_(cond, lower(T_CAMPAIGN.c.name).like(lower(literal(pattern)), escape=LIKE_ESCAPE))
         async with self.read() as conn:
             total = (await conn.execute(select(func.count()).select_from(T_CAMPAIGN).where(cond))).scalar_one()
             rows = (
