@@ -7,7 +7,8 @@ first of them, in this priority, whose cell holds a dialable number:
 
 1. a generic phone column: ``phone_number``, ``phone``, ``telephone``, ``tel``, ``msisdn``, ``e164``
    (HubSpot's ``Phone Number``, Salesforce's ``Phone``) and the same in other languages (``Telefon``,
-   ``Téléphone``, ``Teléfono``, ``Telefono``, ``Telefone``, ``Telefoonnummer``, ...);
+   ``Téléphone``, ``Teléfono``, ``Telefono``, ``Telefone``, ``Telefoonnummer``, ``Τηλέφωνο``, ``Телефон``,
+   ``電話``, ...);
 2. numbered ones, by number: Google Contacts' ``Phone 1 - Value``, ``Phone 2 - Value``, ... and
    ``Phone 1``, ``Phone 2``, ...;
 3. mobile: ``mobile``, ``Mobile Phone`` (Outlook), ``Mobile Phone Number`` (HubSpot), ``MobilePhone``
@@ -34,6 +35,8 @@ GENERIC: Final = (
     "telefon", "telefonnummer", "rufnummer", "telefono", "numero_de_telefono", "numero_di_telefono",
     "numero_telefono", "telefone", "numero_de_telefone", "numero_de_telephone", "telefoon", "telefoonnummer",
     "puhelin", "puhelinnumero", "numer_telefonu", "nr_telefonu", "tlf",
+    "τηλεφωνο", "телефон", "номер_телефона", "טלפון", "هاتف", "電話", "電話番号", "电话", "电话号码", "전화",
+    "전화번호",
 )  # fmt: skip
 MOBILE: Final = (
     "mobile_number", "mobile", "mobile_phone", "mobile_phone_number", "mobilephone", "mobile_no", "cell",
@@ -41,7 +44,8 @@ MOBILE: Final = (
     "mobilnummer", "mobile_telephone", "cellulare", "numero_di_cellulare", "celular", "movil",
     "telefono_movil", "telefono_celular", "portable", "telephone_portable", "tel_portable",
     "telephone_mobile", "tel_mobile", "mobiel", "mobiel_nummer", "mobiele_nummer", "telemovel", "gsm",
-    "matkapuhelin", "komorka", "telefon_komorkowy",
+    "matkapuhelin", "komorka", "telefon_komorkowy", "cep_telefonu", "κινητο", "мобильный",
+    "мобильный_телефон", "携帯電話", "手机", "휴대폰",
 )  # fmt: skip
 TYPED: Final = (
     "primary_phone", "company_main_phone", "business_phone", "business_phone_2", "work_phone", "office_phone",

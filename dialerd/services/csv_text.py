@@ -11,7 +11,9 @@ however long the file). Which encoding, in this order:
    file to a detected encoding: text already read was ASCII, which reads the same in all of them, so
    nothing is parsed twice. ``charset_normalizer`` ranks the code pages Windows, Excel and Outlook write
    (``DETECTED``) on a sample of the non-ASCII lines ahead. Several code pages often read a short sample
-   equally well; when they agree on the script (all Latin, say), the first of ``DETECTED`` wins, so
+   equally well. A reading that puts letters of another script inside Latin words (``Renйe``, ``Mόller``)
+   is dropped first: the mess ratio, averaged over mostly-ASCII lines, barely sees it. When the rest
+   agree on the script (all Latin, say), the first of ``DETECTED`` wins, so
    ``cp1252`` (Western Europe and the Americas) is preferred over ``cp1250``; when they read different
    scripts (Latin, Cyrillic, Greek), and charset_normalizer's language check does not settle it, the
    file is refused (``csv_encoding_unknown``) naming the candidates and the ``encoding`` field to send.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import re
 import unicodedata
 from collections.abc import Iterator
 from typing import BinaryIO, Final
@@ -54,7 +57,7 @@ CHUNK: Final = 16 * 1024
 SNIFF_BYTES: Final = 8192
 SAMPLE_BYTES: Final = 64 * 1024  # non-ASCII lines handed to charset_normalizer
 MAX_CHAOS: Final = 0.1  # charset_normalizer's "mess" ratio above which a reading is not believed
-TIE: Final = 0.05  # readings this close in mess count as equally good
+TIE: Final = 0.01  # readings this close in mess count as equally good
 LANGUAGE_MARGIN: Final = 0.1  # coherence lead that lets the language check settle a tie
 
 EXPORT_HINT: Final = "export or save it as 'CSV UTF-8'"
@@ -81,14 +84,17 @@ _SIGNATURES: Final = (
 def text_codec(name: str) -> str:
     """Python's canonical name for a text encoding (``Windows-1252`` -> ``cp1252``); InvalidInput if none."""
     try:
-        b"".decode(name.strip())  # LookupError for unknown names and for bytes-to-bytes codecs (base64)
-        return codecs.lookup(name.strip()).name
+        info = codecs.lookup(name.strip())
     except (LookupError, ValueError):
-        raise InvalidInput(
-            f"encoding: {name[:40]!r} is not a text encoding Python knows (e.g. utf-8, cp1252, latin-1, utf-16)",
-            error_id="invalid_field",
-            field="encoding",
-        ) from None
+        info = None
+    # Codecs such as base64 or rot13 are known but turn bytes into bytes (or str into str), not text.
+    if info is not None and getattr(info, "_is_text_encoding", True):
+        return info.name
+    raise InvalidInput(
+        f"encoding: {name[:40]!r} is not a text encoding Python knows (e.g. utf-8, cp1252, latin-1, utf-16)",
+        error_id="invalid_field",
+        field="encoding",
+    )
 
 
 def breaks(text: str) -> int:
@@ -227,10 +233,14 @@ class DecodedLines:
 def detect_encoding(sample: bytes) -> str:
     """The code page of ``sample`` (non-ASCII bytes), or InvalidCsv ``csv_encoding_unknown`` if unsure."""
     readings: list[tuple[float, float, str, str | None]] = []  # (mess, coherence, encoding, script)
+    mixed: list[tuple[float, float, str, str | None]] = []
     for match in from_bytes(sample, cp_isolation=list(DETECTED), enable_fallback=False):
         # One match stands for every code page that decodes the sample to the same text.
         names = [name for name in DETECTED if name in match.could_be_from_charset] or [match.encoding]
-        readings.append((match.chaos, match.coherence, names[0], _script(str(match))))
+        text = str(match)
+        reading = (match.chaos, match.coherence, names[0], _script(text))
+        (mixed if _mixes_scripts(text) else readings).append(reading)
+    readings = readings or mixed
     best = min((reading[0] for reading in readings), default=1.0)
     if best > MAX_CHAOS:
         raise _undetected([r[2] for r in sorted(readings)[:3]], tie=False)
@@ -271,6 +281,19 @@ def _script(text: str) -> str | None:
             script = unicodedata.name(char, "?").split(" ", 1)[0]
             counts[script] = counts.get(script, 0) + 1
     return max(counts, key=counts.__getitem__) if counts else None
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def _mixes_scripts(text: str) -> bool:
+    """Whether a word has both ASCII letters and letters of a script other than Latin (``Renйe``)."""
+    for word in _WORD.findall(text):
+        if word.isascii() or not any("a" <= char <= "z" or "A" <= char <= "Z" for char in word):
+            continue
+        if any(char > "\x7f" and not unicodedata.name(char, "LATIN").startswith("LATIN") for char in word):
+            return True
+    return False
 
 
 def _same_family(declared: str, bom: str) -> bool:
