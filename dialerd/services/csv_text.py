@@ -17,7 +17,8 @@ however long the file). Which encoding, in this order:
    ``cp1252`` (Western Europe and the Americas) is preferred over ``cp1250``; when they read different
    scripts (Latin, Cyrillic, Greek), and charset_normalizer's language check does not settle it, the
    file is refused (``csv_encoding_unknown``) naming the candidates and the ``encoding`` field to send.
-   A file whose earlier lines held UTF-8 beyond ASCII and then a byte that is not UTF-8 mixes
+   When no code page reads it cleanly but cp1252 shows only typography (smart quotes, dashes, the euro
+   sign), cp1252 is taken. A file whose earlier lines held UTF-8 beyond ASCII and then a byte that is not UTF-8 mixes
    encodings: refused (``csv_not_utf8``) with the line.
 
 UTF-16 without a BOM is recognised from its NUL bytes (every other byte, in ASCII text). Lines end
@@ -242,6 +243,8 @@ def detect_encoding(sample: bytes) -> str:
         (mixed if _mixes_scripts(text) else readings).append(reading)
     readings = readings or mixed
     best = min((reading[0] for reading in readings), default=1.0)
+    if best > MAX_CHAOS and _typographic_only(sample):
+        return "cp1252"
     if best > MAX_CHAOS:
         raise _undetected([r[2] for r in sorted(readings)[:3]], tie=False)
     tied = sorted((r for r in readings if r[0] <= best + TIE), key=lambda r: DETECTED.index(r[2]))
@@ -281,6 +284,20 @@ def _script(text: str) -> str | None:
             script = unicodedata.name(char, "?").split(" ", 1)[0]
             counts[script] = counts.get(script, 0) + 1
     return max(counts, key=counts.__getitem__) if counts else None
+
+
+def _typographic_only(sample: bytes) -> bool:
+    """Whether ``sample`` in cp1252 has no letters beyond ASCII, only typography (``€ – “ ” …``).
+
+    Windows' smart quotes, dashes and the euro sign are the most common bytes beyond ASCII in English
+    exports; charset_normalizer finds a line of mostly symbols messy in every code page.
+    """
+    try:
+        text = sample.decode("cp1252")
+    except UnicodeDecodeError:
+        return False
+    extra = [char for char in text if char > "\x7f"]
+    return bool(extra) and all(unicodedata.category(char)[0] in "PSZ" for char in extra)
 
 
 _WORD = re.compile(r"[^\W\d_]+")
