@@ -31,9 +31,10 @@ _format = phonenumbers.format_number
 
 def parse_phone(raw: str, region: str | None) -> str | tuple[str, str]:
     """E.164 for a dialable ``raw`` number, else ``(code, reason)``."""
-    if raw[:4].lower() == "tel:":
+    # Cheap first-character tests keep both checks off the common row's path (this runs per row).
+    if raw[:1] in ("t", "T") and raw[:4].lower() == "tel:":
         return _parse_tel_uri(raw, region)
-    if _FLOAT.fullmatch(raw):
+    if raw[-1:] == "0" and _FLOAT.fullmatch(raw):
         return "not_a_number", _FLOAT_REASON
     return _parse(raw, region, letters=_LETTER.search(raw) is not None)
 
