@@ -20,6 +20,7 @@ from dialerd.api.forms import ALIASES, MAX_FIELD_BYTES
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.services.csv_contacts import ROW_CODES
+from dialerd.services.csv_text import ENCODING_SOURCES
 from dialerd.settings import Settings
 
 routes = web.RouteTableDef()
@@ -97,10 +98,24 @@ def _import_summary(with_problems: bool) -> Schema:
             "description": "every other column: handed to the call as DIALERD_FIELD_* variables",
         },
         "problems_truncated": {"type": "boolean", "description": "more rows were rejected than are listed"},
+        "encoding": {"type": "string", "description": "the encoding the file was read in, e.g. utf-8, "
+                     "utf-16-le, cp1252 (a Python codec name, as the encoding form field takes)"},
+        "encoding_source": {"type": "string", "enum": list(ENCODING_SOURCES),
+                            "description": "bom: a byte-order mark; declared: the encoding form field; "
+                            "utf-8: valid UTF-8 without BOM; detected: charset detection"},
+        "phone_columns": {
+            "type": "object",
+            "additionalProperties": _int(),
+            "description": "every phone column, in the priority they are tried, with how many contacts' "
+            "numbers came from each",
+        },
+        "multi_number_cells": _int(description="contacts whose phone cell held several numbers separated by "
+                                   "':::' (Google Contacts); the first dialable one was taken"),
     }
     if with_problems:
         props["problems"] = {"type": "array", "items": _ref("RowProblem")}
-    return _obj(props)
+    # Reports stored before these keys existed lack them.
+    return _obj(props, optional=("encoding", "encoding_source", "phone_columns", "multi_number_cells"))
 
 
 def _campaign(import_schema: str) -> Schema:
@@ -301,12 +316,29 @@ def _create_form(settings: Settings) -> Schema:
         "description": "ISO 3166 country for numbers written in national format (case-insensitive); "
         f"default: {settings.dialer_default_region or 'none (numbers must be international)'}",
     }
+    props["phone_column"] = {
+        "type": "string",
+        "maxLength": 200,
+        "pattern": r"^[^\x00-\x1f]*$",
+        "description": "the header of the column to take the numbers from (exact, else compared like the "
+        "recognised names); default: every recognised phone column, the first non-empty dialable one per "
+        "row; a name that is not a header is refused (400) naming the headers found",
+    }
+    props["encoding"] = {
+        "type": "string",
+        "maxLength": 40,
+        "example": "cp1252",
+        "description": "the file's text encoding, any Python codec name (utf-8, cp1252, latin-1, utf-16, "
+        "...); default: from the byte-order mark, else UTF-8, else detected (400 csv_encoding_unknown "
+        "when detection is not confident)",
+    }
     limit_mb = settings.upload_limit_bytes / (1024 * 1024)
     props["contacts"] = {
         "type": "string",
         "format": "binary",
-        "description": f"CSV file (UTF-8), at most {settings.upload_limit_bytes} bytes ({limit_mb:g} MiB); "
-        "a header row with a phone number column (phone_number, phone, mobile, ...); every other "
+        "description": f"CSV file, at most {settings.upload_limit_bytes} bytes ({limit_mb:g} MiB), in UTF-8, "
+        "UTF-16 with a BOM or a Windows code page (see encoding); a header row with phone number columns "
+        "(phone_number, phone, mobile, Phone 1 - Value, Mobile Phone, Telefon, ...); every other "
         "column becomes a custom field",
     }
     return {

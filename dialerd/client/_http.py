@@ -164,6 +164,8 @@ def create_fields(
     ring_timeout_seconds: int | None,
     scheduled_at: datetime | str | None,
     default_region: str | None,
+    phone_column: str | None = None,
+    encoding: str | None = None,
 ) -> dict[str, str]:
     """The form fields of create; ``None`` leaves a field out so the daemon's default applies."""
     values: dict[str, object] = {
@@ -176,6 +178,8 @@ def create_fields(
         "ring_timeout_seconds": ring_timeout_seconds,
         "scheduled_at": rfc3339(scheduled_at) if scheduled_at is not None else None,
         "default_region": default_region,
+        "phone_column": phone_column,
+        "encoding": encoding,
     }
     return {k: str(v) for k, v in values.items() if v is not None}
 

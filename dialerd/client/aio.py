@@ -135,10 +135,14 @@ class AsyncCampaigns:
         ring_timeout_seconds: int | None = None,
         scheduled_at: datetime | str | None = None,
         default_region: str | None = None,
+        phone_column: str | None = None,
+        encoding: str | None = None,
     ) -> Campaign:
         """Upload a contacts CSV (path, bytes or binary file) and create a draft campaign.
 
-        The answer's ``import`` holds the import report, rejected rows included.
+        The answer's ``import`` holds the import report, rejected rows included. ``phone_column`` names
+        the column to dial (default: the recognised phone columns); ``encoding`` the file's encoding
+        (default: BOM, UTF-8 or detection).
         """
         fields = _http.create_fields(
             name=name,
@@ -150,6 +154,8 @@ class AsyncCampaigns:
             ring_timeout_seconds=ring_timeout_seconds,
             scheduled_at=scheduled_at,
             default_region=default_region,
+            phone_column=phone_column,
+            encoding=encoding,
         )
         if isinstance(contacts, bytes | bytearray):
             data, filename = _http.read_contacts(contacts)

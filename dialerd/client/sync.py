@@ -134,10 +134,14 @@ class Campaigns:
         ring_timeout_seconds: int | None = None,
         scheduled_at: datetime | str | None = None,
         default_region: str | None = None,
+        phone_column: str | None = None,
+        encoding: str | None = None,
     ) -> Campaign:
         """Upload a contacts CSV (path, bytes or binary file) and create a draft campaign.
 
-        The answer's ``import`` holds the import report, rejected rows included.
+        The answer's ``import`` holds the import report, rejected rows included. ``phone_column`` names
+        the column to dial (default: the recognised phone columns); ``encoding`` the file's encoding
+        (default: BOM, UTF-8 or detection).
         """
         fields = _http.create_fields(
             name=name,
@@ -149,6 +153,8 @@ class Campaigns:
             ring_timeout_seconds=ring_timeout_seconds,
             scheduled_at=scheduled_at,
             default_region=default_region,
+            phone_column=phone_column,
+            encoding=encoding,
         )
         data, filename = _http.read_contacts(contacts)
         return self._client._call(_http.create_campaign(fields, data, filename))

@@ -35,6 +35,8 @@ class CampaignSpec:
     ring_timeout_seconds: int
     default_region: str
     scheduled_at: datetime | None
+    phone_column: str | None = None  # the CSV column to take numbers from; None: the recognised ones
+    encoding: str | None = None  # the CSV file's encoding; None: BOM, UTF-8 or detection
 
 
 class DispatchControl(Protocol):
@@ -107,7 +109,8 @@ class CampaignService:
         await self.store.insert_campaign(campaign)
         try:
             report = await import_contacts(
-                self.store, campaign.id, contacts, spec.default_region or None, batch_size=self.import_batch_size
+                self.store, campaign.id, contacts, spec.default_region or None, batch_size=self.import_batch_size,
+                phone_column=spec.phone_column, encoding=spec.encoding,
             )
             status = initial_status(spec.scheduled_at is not None)
             await self.store.finish_import(campaign.id, status, report.as_json(max_problems=1000))
