@@ -1,10 +1,15 @@
-# The two commands of the README. Both set everything up first (idempotent; needs root on Debian/Ubuntu).
-.PHONY: demo test lint setup load bench
+# The two commands of the README. Both set up what they need first (idempotent; needs root on Debian/Ubuntu):
+# `make demo` only the venv with dialerd and the local Asterisk, `make test` everything (dev tools,
+# PostgreSQL, systemd tools, Chromium).
+.PHONY: demo test lint setup setup-demo load bench
 
 setup:
 	bash .ci/setup
 
-demo: setup
+setup-demo:
+	bash .ci/setup demo
+
+demo: setup-demo
 	.venv/bin/python examples/demo.py
 
 test: setup

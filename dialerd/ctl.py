@@ -11,8 +11,9 @@ Every ``campaigns`` subcommand is also a top-level command (``dialerctl watch ID
 or could not be reached (message and error_id on stderr), 2 bad usage, 130 interrupted.
 
 CSV exports are safe to open in a spreadsheet: a cell starting with ``= + - @``, a tab or a carriage
-return (or their full-width forms) gets a leading ``'`` so it is never evaluated as a formula. This
-applies to E.164 numbers too (``'+14155550100``): strip one leading ``'`` to get the number back.
+return (or their full-width forms) gets a leading ``'`` so it is never evaluated as a formula. A plain
+E.164 number (``+14155550100``: ``+`` and digits only) is left as it is: it cannot hold a formula, and
+the export stays machine-readable (no ``'`` to strip before re-importing it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
@@ -30,6 +32,8 @@ from dialerd.client.models import Campaign, Contact
 from dialerd.ctlwatch import counts_of, counts_text, watch
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# "+" then at most 15 ASCII digits: a spreadsheet reads it as a number at worst, never as a formula.
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 CONTACT_COLUMNS = (
     "id", "phone_number", "raw_number", "line", "status", "attempts", "last_attempt_at", "next_attempt_at",
     "failure_reason", "hangup_cause", "sip_code", "updated_at",
@@ -46,7 +50,9 @@ class UsageError(Exception):
 def safe_cell(value: object) -> str:
     """One CSV cell that a spreadsheet will show as text, never run as a formula."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+    if text.startswith(FORMULA_START) and _E164.fullmatch(text) is None:
+        return "'" + text
+    return text
 
 
 

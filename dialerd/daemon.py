@@ -21,6 +21,7 @@ from dialerd import __version__
 from dialerd.api.app import build_app
 from dialerd.api.context import Services
 from dialerd.api.prometheus import Telemetry
+from dialerd.errors import ConfigError
 from dialerd.faults import Failpoints
 from dialerd.pbx.base import Pbx
 from dialerd.services.auth import Authenticator
@@ -112,8 +113,16 @@ class Daemon:
             self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0, keepalive_timeout=75.0
         )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.server_host, self.settings.server_port)
-        await site.start()
+        host, port = self.settings.server_host, self.settings.server_port
+        site = web.TCPSite(self.runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:  # e.g. EADDRINUSE: one line naming the setting (exit 78), not a traceback
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ConfigError(
+                f"setting server.port: cannot listen on {host}:{port} ({reason}); stop what uses it "
+                "or choose another server.port (server.host for the address)", key="server.port",
+            ) from None
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.server_port

@@ -2,12 +2,15 @@
 
 Every setting lives in a TOML section; its flat name is ``<section>_<key>`` and its environment
 variable ``DIALERD_<SECTION>_<KEY>`` (e.g. ``[database] url`` <- ``DIALERD_DATABASE_URL``).
-Invalid values raise :class:`dialerd.errors.ConfigError` naming the key.
+Invalid values raise :class:`dialerd.errors.ConfigError` naming the key. A ``DIALERD_*`` variable that is
+neither a setting nor one of :data:`OTHER_ENV` (read by other tools) is refused like an unknown key in
+the file, so a typo (``DIALERD_SERVER_PROT``) does not silently leave the default in force.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import tomllib
@@ -19,6 +22,28 @@ from typing import Any
 from dialerd.errors import ConfigError
 
 SECRET_KEYS = frozenset({"ari_password", "ami_secret"})
+
+ENV_PREFIX = "DIALERD_"
+# DIALERD_* names that are not settings yet may be in dialerd's environment: the daemon ignores them.
+# Keep this list and docs/operations.md ("Environment variables") in step (tests/unit/test_settings.py
+# scans the source tree for DIALERD_* names).
+OTHER_ENV: dict[str, str] = {
+    "DIALERD_URL": "dialerctl and the Python client: the daemon's base URL",
+    "DIALERD_API_KEY": "dialerctl and the Python client: the API key",
+    "DIALERD_FAILPOINTS": "fault injection for the crash tests (dialerd/faults.py); never set it in production",
+    "DIALERD_TEST_PG_URL": "the test suite: PostgreSQL admin URL",
+    # asterisk/local-pbx prints these beside the settings (`eval "$(asterisk/local-pbx up)"`) ...
+    "DIALERD_PBX_SIP_PORT": "asterisk/local-pbx: the simulated carrier's SIP port",
+    "DIALERD_PBX_ASTERISK_VERSION": "asterisk/local-pbx: the Asterisk version",
+    "DIALERD_PBX_ROOT": "asterisk/local-pbx: the Asterisk root file system",
+    "DIALERD_PBX_CDR": "asterisk/local-pbx: the CDR file",
+    # ... and reads these; asterisk/compose.yaml reads the last three.
+    "DIALERD_PBX_CACHE": "asterisk/local-pbx: its cache directory",
+    "DIALERD_PBX_MIRROR": "asterisk/local-pbx: the Debian mirror",
+    "DIALERD_PBX_ARI_PORT": "asterisk/compose.yaml: the host's ARI port",
+    "DIALERD_PBX_AMI_PORT": "asterisk/compose.yaml: the host's AMI port",
+    "DIALERD_PBX_CDR_DIR": "asterisk/compose.yaml: the host's CDR directory",
+}
 
 
 def _meta(help: str, *, check: Callable[[Any], str | None] | None = None) -> dict[str, Any]:
@@ -174,8 +199,11 @@ def load_settings(
                     )
                 values[name] = _coerce(f"{section}.{key}", raw, types[name])
     environ = os.environ if env is None else env
-    for name in types:
-        var = f"DIALERD_{name.upper()}"
+    known = {f"{ENV_PREFIX}{name.upper()}": name for name in types}
+    for var in sorted(environ):
+        if var.startswith(ENV_PREFIX) and var not in known and var not in OTHER_ENV:
+            raise ConfigError(_unknown_env(var, known), key=var)
+    for var, name in known.items():
         if var in environ:
             values[name] = _coerce(var, environ[var], types[name])
     for name, raw in (overrides or {}).items():
@@ -190,3 +218,12 @@ def load_settings(
     if settings.pbx_driver in ("ari", "ami") and "{number}" not in settings.pbx_endpoint:
         raise ConfigError("setting pbx_endpoint: must contain {number}", key="pbx_endpoint")
     return settings
+
+
+def _unknown_env(var: str, known: Mapping[str, str]) -> str:
+    close = difflib.get_close_matches(var, list(known), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (
+        f"unknown environment variable {var}: not a setting ({hint}settings are DIALERD_<SECTION>_<KEY>, "
+        "see config/dialerd.toml); unset it"
+    )

@@ -40,12 +40,26 @@ def _status(q: dict[str, str], allowed: type[ContactStatus] | type[CampaignStatu
     return value
 
 
+NAME_SEARCH_MAX = 200  # a campaign name's own limit: a longer search could never match
+
+
+def _name_search(q: dict[str, str]) -> str | None:
+    """The ``name`` list filter: a substring, matched case-insensitively and literally."""
+    value = q.get("name", "").strip()
+    if not value:
+        return None
+    if len(value) > NAME_SEARCH_MAX or any(ord(ch) < 32 for ch in value):
+        raise InvalidInput(f"name: must be 1-{NAME_SEARCH_MAX} printable characters (campaign names are)",
+                           error_id="invalid_field", field="name")
+    return value
+
+
 @routes.get("/api/v1/campaigns")
 async def list_campaigns(request: web.Request) -> web.Response:
-    q = query(request, {"limit", "offset", "status"})
+    q = query(request, {"limit", "offset", "status", "name"})
     limit, offset = _page(q, 50)
     views, total = await services(request).campaigns.list_campaigns(
-        principal(request), limit, offset, _status(q, CampaignStatus)
+        principal(request), limit, offset, _status(q, CampaignStatus), _name_search(q)
     )
     return web.json_response(
         {"campaigns": [render.campaign(v) for v in views], "total": total, "limit": limit, "offset": offset}

@@ -3,6 +3,10 @@
 Order of operations matters: we subscribe to the hub *before* replaying from the database, so an
 event committed during the replay is either in the replay or in the hub's log (duplicates are dropped
 by id), never in neither.
+
+The stream closes after the campaign's ``end`` event, which the store writes once the campaign is over
+(terminal status and no call in flight: ``domain.campaign.over``), not at the terminal status itself: a
+campaign stopped with calls up streams their outcomes first. Live and replayed streams alike end there.
 """
 
 from __future__ import annotations
@@ -101,12 +105,9 @@ class _Stream:
         await self.replay(campaign_id)
         if self.ended:
             return
-        if terminal_at_start:
-            # Nothing more will happen; the replay held the final status event unless it was trimmed.
-            campaign = await self.svc.store.get_campaign(campaign_id)
-            status = campaign.status if campaign else "deleted"
-            await self.resp.write(sse_frame("end", {"campaign_id": campaign_id, "status": status}, self.last_id))
+        if terminal_at_start and await self.over_without_end(campaign_id):
             return
+        # Still going, or stopped with calls up: their outcomes and then the end come live.
         await self.resp.write(await self.snapshot(campaign_id, force=True))
         loop = asyncio.get_running_loop()
         next_snapshot = loop.time() + settings.sse_snapshot_interval
@@ -146,6 +147,25 @@ class _Stream:
             if self.timer is not None:
                 self.timer.cancel()
 
+    async def over_without_end(self, campaign_id: str) -> bool:
+        """For a campaign that was terminal when the stream opened and whose replay held no end: if it is
+        over, send the end and say so.
+
+        The client resumed after the end (Last-Event-ID at or past it), or the campaign finished under a
+        dialerd that did not store ends yet. A terminal campaign with calls still up is not over: its
+        end is stored with its last call's outcome and comes through the hub.
+        """
+        campaign = await self.svc.store.get_campaign(campaign_id)
+        if campaign is not None and await self.svc.store.has_calls_in_flight(campaign_id):
+            return False
+        # Over: an end stored since the first replay (the last call ended meanwhile) is sent as it is.
+        await self.replay(campaign_id)
+        if not self.ended:
+            status = campaign.status if campaign else "deleted"
+            await self.resp.write(sse_frame("end", {"campaign_id": campaign_id, "status": status}, self.last_id))
+            self.ended = True
+        return True
+
     def ring(self) -> None:
         self.timer = None
         self.sub.wakeup.set()
@@ -155,6 +175,7 @@ class _Stream:
         if snap is None:  # deleted under us
             self.ended = True
             return sse_frame("end", {"campaign_id": campaign_id, "status": "deleted"}, self.last_id)
-        if force or snap["status"] == "running":
+        # Also while a stopped campaign's calls are still up: its calls in flight count down to the end.
+        if force or snap["status"] == "running" or snap["calls_in_flight"]:
             return sse_frame(None, snap, self.last_id)
         return b""

@@ -25,12 +25,13 @@ from aiohttp.multipart import BadContentDispositionHeader, BadContentDisposition
 from dialerd.errors import InvalidInput, NotFound, PayloadTooLarge
 from dialerd.pbx.base import Destination
 from dialerd.services.campaigns import CampaignSpec
+from dialerd.services.csv_text import text_codec
 from dialerd.settings import Settings
 from dialerd.store.tables import utcnow
 
 FIELDS = {
     "name", "caller_id", "destination", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds",
-    "ring_timeout_seconds", "scheduled_at", "default_region",
+    "ring_timeout_seconds", "scheduled_at", "default_region", "phone_column", "encoding",
 }
 ALIASES = {"agent_id": "destination", "phone_number_id": "caller_id"}  # the reference API's names
 FORM_OVERHEAD = 64 * 1024  # room for the text fields and multipart framing beside the file
@@ -222,6 +223,10 @@ def _cell(index: int, key: str, value: Any) -> str:
     raise bad("contacts", f"contacts[{index}].{key} must be a string or a number, got {type(value).__name__}")
 
 
+# Form fields that mean nothing in a JSON create body, and why.
+JSON_REFUSED = {"encoding": "applies to an uploaded CSV file; a JSON body and its contacts are always UTF-8"}
+
+
 async def _read_json_create(request: web.Request, settings: Settings) -> CreateRequest:
     """The JSON create body: the same fields as the form, and ``contacts`` as an array of objects.
 
@@ -239,6 +244,8 @@ async def _read_json_create(request: web.Request, settings: Settings) -> CreateR
                 f"unknown field {name!r}; accepted: contacts, {', '.join(sorted(FIELDS | set(ALIASES)))}",
                 error_id="unknown_field", field=name,
             )
+        if field in JSON_REFUSED:
+            raise bad(field, JSON_REFUSED[field])
         if field in values:
             raise bad(name, f"given together with {field}")
         values[field] = json_field(name, value)
@@ -338,6 +345,12 @@ def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:
         scheduled_at = parse_time("scheduled_at", values["scheduled_at"])
         if scheduled_at <= utcnow():
             raise bad("scheduled_at", "is in the past")
+    phone_column = (values.get("phone_column") or "").strip() or None
+    if phone_column is not None and (len(phone_column) > 200 or any(ord(ch) < 32 for ch in phone_column)):
+        raise bad("phone_column", "must be a header of the contacts file, at most 200 printable characters")
+    encoding = (values.get("encoding") or "").strip() or None
+    if encoding is not None:
+        encoding = text_codec(encoding)  # 400 naming the field for a name Python does not know
     return CampaignSpec(
         name=name,
         caller_id=caller_id,
@@ -348,6 +361,8 @@ def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:
         ring_timeout_seconds=check_int("ring_timeout_seconds", values.get("ring_timeout_seconds"), settings),
         default_region=region,
         scheduled_at=scheduled_at,
+        phone_column=phone_column,
+        encoding=encoding,
     )
 
 

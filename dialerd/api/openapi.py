@@ -16,11 +16,12 @@ from aiohttp import web
 from dialerd import __version__
 from dialerd.api import campaigns, dashboard
 from dialerd.api.context import services
-from dialerd.api.forms import ALIASES, EDITABLE, INT_FIELDS, MAX_FIELD_BYTES
+from dialerd.api.forms import ALIASES, EDITABLE, INT_FIELDS, JSON_REFUSED, MAX_FIELD_BYTES
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.services import idempotency
 from dialerd.services.csv_contacts import ROW_CODES
+from dialerd.services.csv_text import ENCODING_SOURCES
 from dialerd.settings import Settings
 
 routes = web.RouteTableDef()
@@ -99,10 +100,24 @@ def _import_summary(with_problems: bool) -> Schema:
             "description": "every other column: handed to the call as DIALERD_FIELD_* variables",
         },
         "problems_truncated": {"type": "boolean", "description": "more rows were rejected than are listed"},
+        "encoding": {"type": "string", "description": "the encoding the file was read in, e.g. utf-8, "
+                     "utf-16-le, cp1252 (a Python codec name, as the encoding form field takes)"},
+        "encoding_source": {"type": "string", "enum": list(ENCODING_SOURCES),
+                            "description": "bom: a byte-order mark; declared: the encoding form field; "
+                            "utf-8: valid UTF-8 without BOM; detected: charset detection"},
+        "phone_columns": {
+            "type": "object",
+            "additionalProperties": _int(),
+            "description": "every phone column, in the priority they are tried, with how many contacts' "
+            "numbers came from each",
+        },
+        "multi_number_cells": _int(description="contacts whose phone cell held several numbers separated by "
+                                   "':::' (Google Contacts); the first dialable one was taken"),
     }
     if with_problems:
         props["problems"] = {"type": "array", "items": _ref("RowProblem")}
-    return _obj(props)
+    # Reports stored before these keys existed lack them.
+    return _obj(props, optional=("encoding", "encoding_source", "phone_columns", "multi_number_cells"))
 
 
 def _campaign(import_schema: str) -> Schema:
@@ -244,8 +259,8 @@ def _schemas() -> dict[str, Schema]:
                     "type": "string",
                     "enum": ["message", "campaign", "end", *(s.value for s in ContactStatus)],
                     "description": "'message' (no event line): a snapshot of the live figures; 'campaign': a "
-                    "status change; a contact status: that contact's transition; 'end': the "
-                    "campaign is final and the stream closes",
+                    "status change; a contact status: that contact's transition; 'end' (once, last): the "
+                    "campaign is over, i.e. in a final status with no call in flight, and the stream closes",
                 },
                 "data": {"type": "string", "description": "a JSON object"},
                 "id": {
@@ -331,12 +346,29 @@ def _create_form(settings: Settings) -> Schema:
         "description": "ISO 3166 country for numbers written in national format (case-insensitive); "
         f"default: {settings.dialer_default_region or 'none (numbers must be international)'}",
     }
+    props["phone_column"] = {
+        "type": "string",
+        "maxLength": 200,
+        "pattern": r"^[^\x00-\x1f]*$",
+        "description": "the header of the column to take the numbers from (exact, else compared like the "
+        "recognised names); default: every recognised phone column, the first non-empty dialable one per "
+        "row; a name that is not a header is refused (400) naming the headers found",
+    }
+    props["encoding"] = {
+        "type": "string",
+        "maxLength": 40,
+        "example": "cp1252",
+        "description": "the file's text encoding, any Python codec name (utf-8, cp1252, latin-1, utf-16, "
+        "...); default: from the byte-order mark, else UTF-8, else detected (400 csv_encoding_unknown "
+        "when detection is not confident)",
+    }
     limit_mb = settings.upload_limit_bytes / (1024 * 1024)
     props["contacts"] = {
         "type": "string",
         "format": "binary",
-        "description": f"CSV file (UTF-8), at most {settings.upload_limit_bytes} bytes ({limit_mb:g} MiB); "
-        "a header row with a phone number column (phone_number, phone, mobile, ...); every other "
+        "description": f"CSV file, at most {settings.upload_limit_bytes} bytes ({limit_mb:g} MiB), in UTF-8, "
+        "UTF-16 with a BOM or a Windows code page (see encoding); a header row with phone number columns "
+        "(phone_number, phone, mobile, Phone 1 - Value, Mobile Phone, Telefon, ...); every other "
         "column becomes a custom field",
     }
     return {
@@ -367,7 +399,8 @@ def _create_json(settings: Settings) -> Schema:
         "are imported exactly as a CSV with those columns would be (same rules, same report); contact i of the "
         "array is line i + 2 in the report. The body may be as large as the CSV upload limit.",
     }
-    return {**form, "properties": {**form["properties"], "contacts": contacts},
+    props = {k: v for k, v in form["properties"].items() if k not in JSON_REFUSED}
+    return {**form, "properties": {**props, "contacts": contacts},
             "description": "The same fields as the multipart form (values as JSON strings, integers as numbers), "
             "with the contacts inline. An unknown field is refused (400)."}
 
@@ -483,14 +516,22 @@ PAGE = _param(
     "page", "query", "the reference API's paging: 0-based pages of limit (default 100) contacts, i.e. offset = "
     "page * limit; not with offset or after_id", _int(0, maximum=10**9),
 )
+NAME_SEARCH = _param(
+    "name", "query", "only campaigns whose name contains this text, in any case (% and _ match themselves); "
+    "surrounding spaces are ignored, empty means no filter", {"type": "string", "maxLength": campaigns.NAME_SEARCH_MAX},
+)
 TEXT = {"type": "string"}
 EVENTS_DESCRIPTION = (
     "Server-Sent Events: contact transitions (the event is the new contact status: 'event: originated', "
     "'event: failed', ...) and campaign status changes ('event: campaign'; action 'start_deferred' when a "
     "scheduled start is held back by the tenant's cap), each with its id; every time is RFC 3339 UTC with "
     "milliseconds and a Z; a snapshot data "
-    "message every few seconds while running; ': heartbeat' comments; and 'event: end' when the campaign "
-    "reaches a final status. Resume with Last-Event-ID (0 replays everything); without it the stream starts live."
+    "message every few seconds while running (and while a stopped campaign's calls are still up); ': heartbeat' "
+    "comments; and 'event: end', exactly once, after the campaign's last transition: it is in a final status "
+    "and none of its calls is in flight any more. A campaign stopped with calls up reports 'completed' at the "
+    "stop, then those calls' outcomes, then the end. The end is a stored event with its own id, so a replay "
+    "from any id yields every event after it and then the end. Resume with Last-Event-ID (0 replays "
+    "everything); without it the stream starts live."
 )
 
 
@@ -527,8 +568,9 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             "get": _op(
                 "campaigns", "listCampaigns", "List campaigns",
                 {"200": _ok("a page of campaigns", "CampaignList"), **_errors(400, 401, 500)},
-                description="The tenant's campaigns, newest first.",
-                parameters=[_limit(50), OFFSET, {"$ref": "#/components/parameters/CampaignStatus"}],
+                description="The tenant's campaigns, newest first; status and name narrow the list (both at "
+                "once: campaigns matching both), total counts what matches.",
+                parameters=[_limit(50), OFFSET, {"$ref": "#/components/parameters/CampaignStatus"}, NAME_SEARCH],
             ),
             "post": _op(
                 "campaigns", "createCampaign", "Create a campaign",

@@ -115,8 +115,10 @@ def _params(**values: object) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in values.items() if v is not None)
 
 
-def list_campaigns(status: str | None, limit: int | None, offset: int | None) -> Call[CampaignPage]:
-    return Call("GET", API, _as(CampaignPage), _params(status=status, limit=limit, offset=offset))
+def list_campaigns(
+    status: str | None, limit: int | None, offset: int | None, name: str | None = None
+) -> Call[CampaignPage]:
+    return Call("GET", API, _as(CampaignPage), _params(status=status, name=name, limit=limit, offset=offset))
 
 
 def get_campaign(campaign_id: str) -> Call[Campaign]:
@@ -204,6 +206,8 @@ def create_fields(
     ring_timeout_seconds: int | None,
     scheduled_at: datetime | str | None,
     default_region: str | None,
+    phone_column: str | None = None,
+    encoding: str | None = None,
 ) -> dict[str, str]:
     """The form fields of create; ``None`` leaves a field out so the daemon's default applies."""
     values: dict[str, object] = {
@@ -216,6 +220,8 @@ def create_fields(
         "ring_timeout_seconds": ring_timeout_seconds,
         "scheduled_at": rfc3339(scheduled_at) if scheduled_at is not None else None,
         "default_region": default_region,
+        "phone_column": phone_column,
+        "encoding": encoding,
     }
     return {k: str(v) for k, v in values.items() if v is not None}
 

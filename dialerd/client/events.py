@@ -1,8 +1,9 @@
 """The typed events of a campaign's stream (``GET /api/v1/campaigns/{id}/events``).
 
 The daemon sends named events (``originated``, ``connected``, ``completed``, ``failed``, ``pending`` for a
-retry, ``cancelled``; ``campaign`` for a campaign transition; ``end`` last) and unnamed snapshot
-messages. ``data`` always holds the whole decoded JSON payload, so fields a newer daemon adds are there.
+retry, ``cancelled``; ``campaign`` for a campaign transition; ``end`` once the campaign is over, last) and
+unnamed snapshot messages. ``data`` always holds the whole decoded JSON payload, so fields a newer daemon
+adds are there.
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class End:
-    """The campaign reached a terminal status (or was deleted); the stream is over."""
+    """The campaign is over: in a terminal status with no call in flight (or deleted); the stream is over.
+
+    It comes once, after every other event of the campaign: a stop with calls up is a ``CampaignEvent``
+    (status ``completed``) followed by those calls' outcomes and only then ``End``."""
 
     id: int | None
     campaign_id: str

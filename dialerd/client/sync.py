@@ -134,8 +134,12 @@ class Campaigns:
     def __init__(self, client: Dialerd) -> None:
         self._client = client
 
-    def list(self, status: str | None = None, limit: int | None = None, offset: int | None = None) -> CampaignPage:
-        return self._client._call(_http.list_campaigns(status, limit, offset))
+    def list(
+        self, status: str | None = None, limit: int | None = None, offset: int | None = None, *,
+        name: str | None = None,
+    ) -> CampaignPage:
+        """A page of campaigns, newest first; ``name`` keeps those whose name contains it (any case)."""
+        return self._client._call(_http.list_campaigns(status, limit, offset, name))
 
     def create(
         self,
@@ -150,6 +154,8 @@ class Campaigns:
         ring_timeout_seconds: int | None = None,
         scheduled_at: datetime | str | None = None,
         default_region: str | None = None,
+        phone_column: str | None = None,
+        encoding: str | None = None,
         idempotency_key: str | None = None,
         retries: int = _http.CREATE_RETRIES,
     ) -> Campaign:
@@ -157,9 +163,11 @@ class Campaigns:
         create a draft campaign.
 
         The answer's ``import`` holds the import report, rejected rows included (all of them:
-        ``import_report``). Every create carries an ``Idempotency-Key`` (``idempotency_key``, or a new
-        UUID): one that times out or loses its connection is sent again with the same key up to ``retries``
-        times, and waits while the daemon says the first is still running, so it yields one campaign.
+        ``import_report``). ``phone_column`` names the column to dial (default: the recognised phone
+        columns); ``encoding`` the file's encoding (default: BOM, UTF-8 or detection). Every create carries
+        an ``Idempotency-Key`` (``idempotency_key``, or a new UUID): one that times out or loses its
+        connection is sent again with the same key up to ``retries`` times, and waits while the daemon says
+        the first is still running, so it yields one campaign.
         """
         fields = _http.create_fields(
             name=name,
@@ -171,6 +179,8 @@ class Campaigns:
             ring_timeout_seconds=ring_timeout_seconds,
             scheduled_at=scheduled_at,
             default_region=default_region,
+            phone_column=phone_column,
+            encoding=encoding,
         )
         key = idempotency_key or _http.new_idempotency_key()
         if isinstance(contacts, list):

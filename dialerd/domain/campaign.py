@@ -3,6 +3,10 @@
 draft -> running (start) · draft -> scheduled (scheduled_at set) · scheduled -> running (time reached,
 or start) · running -> paused (pause) · paused -> running (resume, or start) · running/paused/draft/
 scheduled -> completed (stop, or every contact final) · running -> failed (terminal error).
+
+A campaign is *over* once its status is terminal and none of its calls is in flight any more (a stop
+leaves the calls that are up to end on their own): that is its last transition, marked by one ``end``
+event.
 """
 
 from __future__ import annotations
@@ -120,6 +124,15 @@ def decide(status: CampaignStatus, action: CampaignAction) -> Decision:
 def initial_status(scheduled: bool) -> CampaignStatus:
     """A new campaign starts in draft, or scheduled when it has a scheduled_at."""
     return S.SCHEDULED if scheduled else S.DRAFT
+
+
+# The kind of the event that marks a campaign over (see ``over``); its stream ends with it.
+END_EVENT = "end"
+
+
+def over(status: CampaignStatus, calls_in_flight: int) -> bool:
+    """Whether nothing more can happen to a campaign: terminal, and its last call has ended."""
+    return status.terminal and calls_in_flight == 0
 
 
 def dispatching(status: CampaignStatus) -> bool:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import shlex
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from dialerd.errors import InvalidInput, Unauthorized
+from dialerd.errors import Conflict, InvalidInput, NotFound, StoreError, Unauthorized
 from dialerd.store.repo import Store
+from dialerd.store.tables import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "dlr"
+LAST_USED_RESOLUTION = 60.0  # seconds: how stale a key's last_used_at may be
+log = logging.getLogger("dialerd.auth")
 _DUMMY_HASH = hashlib.sha256(b"dialerd-no-such-key").hexdigest()
 
 
@@ -41,8 +48,26 @@ def _key_id(key: str) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.clock = clock
+        self._touched: dict[str, float] = {}  # key id -> clock() when last_used_at was last written
+
+    async def _note_use(self, record: ApiKey) -> None:
+        """Keep ``last_used_at`` to within LAST_USED_RESOLUTION: at most one write a minute per key."""
+        now = self.clock()
+        last = self._touched.get(record.id)
+        if last is not None and now - last < LAST_USED_RESOLUTION:
+            return
+        self._touched[record.id] = now
+        at = utcnow()
+        if record.last_used_at is not None and (at - record.last_used_at).total_seconds() < LAST_USED_RESOLUTION:
+            return  # written lately (by this daemon before a restart, or by another one)
+        try:
+            await self.store.touch_api_key(record.id, at)
+        except StoreError as exc:  # bookkeeping only: a valid key is never refused for it
+            log.warning("could not record the key's last use", extra={"action": "key_last_used", "key_id": record.id,
+                                                                      "error": exc.message})
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """Resolve an ``Authorization`` header to a Principal or raise Unauthorized."""
@@ -58,23 +83,92 @@ class Authenticator:
         stored = record.secret_hash if record else _DUMMY_HASH
         if not hmac.compare_digest(stored, hash_key(key)) or record is None:
             raise Unauthorized("invalid API key")
+        await self._note_use(record)
         return Principal(tenant_id=record.tenant_id, key_id=record.id)
+
+
+def _check_name(tenant_name: str) -> str:
+    name = tenant_name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("tenant name must be 1-200 characters", error_id="invalid_tenant")
+    return name
+
+
+def _check_limits(concurrent_max: int | None, calls_per_minute: int | None) -> None:
+    for label_, value in (("concurrent_max", concurrent_max), ("calls_per_minute", calls_per_minute)):
+        if value is not None and value < 1:
+            raise InvalidInput(f"{label_} must be >= 1", error_id="invalid_tenant")
+
+
+def _limits_command(name: str, concurrent_max: int | None, calls_per_minute: int | None) -> str:
+    words = ["dialerd", "tenants", "set", "--tenant", shlex.quote(name)]
+    if concurrent_max is not None:
+        words += ["--concurrent-max", str(concurrent_max)]
+    if calls_per_minute is not None:
+        words += ["--calls-per-minute", str(calls_per_minute)]
+    return " ".join(words)
 
 
 async def create_key(
     store: Store, tenant_name: str, *, concurrent_max: int | None, calls_per_minute: int | None,
     defaults: tuple[int, int], label: str = "",
 ) -> tuple[str, str]:
-    """Create the tenant if needed (or update its limits) and mint a key. Returns (tenant_id, key)."""
-    name = tenant_name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("tenant name must be 1-200 characters", error_id="invalid_tenant")
-    for label_, value in (("concurrent_max", concurrent_max), ("calls_per_minute", calls_per_minute)):
-        if value is not None and value < 1:
-            raise InvalidInput(f"{label_} must be >= 1", error_id="invalid_tenant")
-    tenant = await store.upsert_tenant(
-        "t" + secrets.token_hex(8), name, concurrent_max, calls_per_minute, defaults=defaults
+    """Create the tenant if needed and mint a key. Returns (tenant_id, key).
+
+    Limits apply to a tenant being created. For an existing tenant, limits equal to its own are accepted
+    (a repeated script), different ones are refused (Conflict) before any key is minted: changing them is
+    ``dialerd tenants set``'s job, never a side effect of a new key.
+    """
+    name = _check_name(tenant_name)
+    _check_limits(concurrent_max, calls_per_minute)
+    tenant, created = await store.ensure_tenant(
+        "t" + secrets.token_hex(8), name, concurrent_max or defaults[0], calls_per_minute or defaults[1]
     )
+    if not created:
+        differ = [
+            f"{field_} {getattr(tenant, field_)} (asked {value})"
+            for field_, value in (("concurrent_max", concurrent_max), ("calls_per_minute", calls_per_minute))
+            if value is not None and value != getattr(tenant, field_)
+        ]
+        if differ:
+            raise Conflict(
+                f"tenant {name} already exists with {', '.join(differ)}; keys create does not change an existing "
+                f"tenant's limits: run `{_limits_command(name, concurrent_max, calls_per_minute)}`, then "
+                f"`dialerd keys create --tenant {shlex.quote(name)}` without limits",
+                error_id="tenant_exists",
+            )
     key_id, key = mint_key()
     await store.add_api_key(key_id, tenant.id, hash_key(key), label)
     return tenant.id, key
+
+
+async def set_limits(
+    store: Store, tenant_name: str, *, concurrent_max: int | None, calls_per_minute: int | None
+) -> Tenant:
+    """Change an existing tenant's limits (a running daemon applies them within seconds)."""
+    name = _check_name(tenant_name)
+    if concurrent_max is None and calls_per_minute is None:
+        raise InvalidInput("give --concurrent-max and/or --calls-per-minute", error_id="invalid_tenant")
+    _check_limits(concurrent_max, calls_per_minute)
+    tenant = await store.set_tenant_limits(name, concurrent_max, calls_per_minute)
+    if tenant is None:
+        raise NotFound(
+            f"no tenant {name}; `dialerd keys create --tenant {shlex.quote(name)}` creates it with its first key",
+            error_id="tenant_not_found",
+        )
+    return tenant
+
+
+def key_id_of(text: str) -> str:
+    """The key id an operator typed: the id itself (``k...``) or a whole key (its id part is used)."""
+    text = text.strip()
+    return _key_id(text) or text
+
+
+async def revoke_key(store: Store, key_text: str) -> tuple[ApiKey, bool]:
+    """Revoke a key by id (or by the whole key). Returns (key, newly revoked); NotFound if unknown."""
+    key_id = key_id_of(key_text)
+    found = await store.revoke_api_key(key_id) if key_id else None
+    if found is None:
+        raise NotFound(f"no API key with id {key_id!r} (`dialerd keys list` shows the ids)", error_id="key_not_found")
+    return found

@@ -36,6 +36,8 @@ class CampaignSpec:
     ring_timeout_seconds: int
     default_region: str
     scheduled_at: datetime | None
+    phone_column: str | None = None  # the CSV column to take numbers from; None: the recognised ones
+    encoding: str | None = None  # the CSV file's encoding; None: BOM, UTF-8 or detection
 
 
 # Where PATCH may change a campaign's settings: before it runs, or while it is paused.
@@ -114,7 +116,8 @@ class CampaignService:
         await self.store.insert_campaign(campaign)
         try:
             report = await import_contacts(
-                self.store, campaign.id, contacts, spec.default_region or None, batch_size=self.import_batch_size
+                self.store, campaign.id, contacts, spec.default_region or None, batch_size=self.import_batch_size,
+                phone_column=spec.phone_column, encoding=spec.encoding,
             )
             status = initial_status(spec.scheduled_at is not None)
             await self.store.finish_import(campaign.id, status, report.as_json(max_problems=1000))
@@ -192,9 +195,9 @@ class CampaignService:
         return await self.view(await self._get(who, campaign_id))
 
     async def list_campaigns(
-        self, who: Principal, limit: int, offset: int, status: str | None = None
+        self, who: Principal, limit: int, offset: int, status: str | None = None, name: str | None = None
     ) -> tuple[list[CampaignView], int]:
-        campaigns, total = await self.store.list_campaigns(who.tenant_id, limit, offset, status)
+        campaigns, total = await self.store.list_campaigns(who.tenant_id, limit, offset, status, name)
         counts = await self.store.contact_counts(c.id for c in campaigns)
         return [CampaignView(c, counts[c.id], self._in_flight(c.id, counts[c.id])) for c in campaigns], total
 

@@ -1,25 +1,30 @@
 """Streaming parser for an uploaded contacts CSV file.
 
 ``ContactsCsv`` reads the header when built (refusing the whole file with ``InvalidCsv`` when it cannot be
-a contacts list), then ``batches()`` streams the data rows as ``ParsedContact`` (a dialable E.164 number
-plus the row's other columns) or ``RowProblem`` (why that row cannot be dialled). Every data record comes
-out exactly once, in file order; nothing is deduplicated (the store collapses duplicate numbers).
+a contacts list), then ``batches()`` streams the data rows as ``ParsedContact`` (a dialable E.164 number,
+the column it came from, plus the row's other columns) or ``RowProblem`` (why that row cannot be dialled).
+Every data record comes out exactly once, in file order; nothing is deduplicated (the store collapses
+duplicate numbers).
 
 Decisions (see the module constants for the exact lists):
 
-- Encoding: UTF-8, with or without BOM. Anything else refuses the file (``csv_not_utf8`` with the line),
-  as do NUL bytes and known binary formats such as an ``.xlsx`` workbook (``csv_binary``). Other control
-  characters are kept as field content.
+- Encoding (``csv_text``): a BOM (UTF-8, UTF-16, UTF-32), else the ``encoding`` given, else UTF-8, else
+  a code page detected from the bytes; refused when detection is not confident (``csv_encoding_unknown``).
+  NUL characters and known binary formats such as an ``.xlsx`` workbook are refused (``csv_binary``).
+  Other control characters are kept as field content.
 - Delimiter: ``,`` ``;`` or tab, whichever occurs most outside quotes in the header line (``,`` on a tie
   or when none occurs); an Excel ``sep=X`` first line overrides it. Blank lines before the header are
   skipped; blank lines after it are reported as ``empty_row``.
-- Numbers are accepted when ``phonenumbers`` calls them *possible* (right length for the country), not
-  only when they are *valid* (assigned ranges): dialerd's test PBX dials the fictional +1 415 555 01XX
-  range, which is possible but not valid. Local-only numbers (no area code) are refused.
-- ``00`` international prefix becomes ``+`` when the number does not parse as a possible national number.
-- Letters are refused (``not_a_number``): a dialer must not guess what ``1-800-FLOWERS`` means.
-  Numbers with an extension (``x123``, ``ext. 123``, ``#123``) are refused (``extension``) rather than
-  dialled without it.
+- Phone columns (``dialerd.domain.phone_columns``): every header that names one, in a fixed priority
+  (generic ``phone_number``/``phone`` first, then numbered, mobile, typed landlines); each row's number
+  comes from the first of them whose cell holds a dialable number, else the row is rejected with the
+  problem of the first non-empty one. ``phone_column`` names the one column to use instead. The first
+  phone column is ``phone_column`` in the report and not a custom field; the others stay custom fields.
+- A cell holding several numbers separated by ``:::`` (Google Contacts) gives its first dialable one;
+  ``raw`` keeps the whole cell.
+- Numbers (``dialerd.domain.phone``): *possible* (right length for the country), not only *valid*, so
+  the fictional +1 415 555 01XX range works; NANP area codes and exchanges starting 0/1, local-only
+  numbers, letters, extensions and spreadsheet artefacts (``4155550124.0``, ``4.15555E+09``) are refused.
 - Trailing extra fields that are all blank (``a,b,,,`` under a two-column header) are dropped; extra
   fields with content make the row ``too_many_fields``.
 """
@@ -27,7 +32,6 @@ Decisions (see the module constants for the exact lists):
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,15 +41,11 @@ from typing import BinaryIO, Final
 import phonenumbers
 
 from dialerd.domain.phone import parse_phone
+from dialerd.domain.phone_columns import PHONE_COLUMN_NAMES, find_column, phone_columns
 from dialerd.errors import InvalidCsv, InvalidInput
+from dialerd.services.csv_text import DecodedLines
 
-# Normalized header spellings accepted as the phone column, in order of preference: when a file has
-# several (say "phone" and "mobile"), the earliest spelling here wins and the others stay custom fields.
-PHONE_COLUMN_NAMES: Final[tuple[str, ...]] = (
-    "phone_number", "phonenumber", "phone", "phone_no", "phone_num", "telephone_number", "telephone",
-    "tel", "msisdn", "e164", "e_164", "mobile_number", "mobile", "mobile_phone", "mobile_no", "cell",
-    "cell_phone", "cellphone", "cell_number", "number", "contact_number", "telefon", "telefono",
-)  # fmt: skip
+__all__ = ["PHONE_COLUMN_NAMES", "ROW_CODES", "ContactsCsv", "CsvStats", "ParsedContact", "RowProblem"]
 
 ROW_CODES: Final = frozenset(
     {
@@ -61,28 +61,12 @@ ROW_CODES: Final = frozenset(
     }
 )
 
-_SNIFF_BYTES: Final = 8192
 _VALUE_CHARS: Final = 100  # RowProblem.value is truncated to this many characters
 _DELIMITERS: Final = ",;\t"  # detection order doubles as the tie-break order
+MULTI_VALUE: Final = ":::"  # Google Contacts' separator of several values in one cell
 
-# A file that starts like one of these is not a CSV file at all; naming it helps the user more than
-# "invalid byte 0x89 on line 1".
-_SIGNATURES: Final = (
-    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx or OpenDocument workbook?)"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 .xls workbook"),
-    (b"%PDF-", "a PDF document"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"\x1f\x8b", "a gzip archive"),
-)
-_UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
-_EXPORT_HINT: Final = "export or save it as 'CSV UTF-8'"
-
-_HEADER_JUNK = re.compile(r"[\W_]+")
 _SEP_LINE = re.compile(r"\s*sep=([,;\t|])\s*", re.IGNORECASE)
 _PHONE_LIKE = re.compile(r"[+(]?[\d \-.()/]{7,}")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +77,7 @@ class ParsedContact:
     phone_e164: str  # "+14155550142"
     raw: str  # the phone cell as written, surrounding whitespace trimmed
     fields: dict[str, str]  # every other column by cleaned header name, values trimmed
+    column: str  # the header of the cell the number came from
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +104,11 @@ class ContactsCsv:
 
     ``stream`` is a seekable binary file positioned at the start of the CSV; it is read incrementally
     (memory stays flat) and never closed. ``InvalidCsv`` refuses the whole file, from the constructor or
-    from ``batches()``: the text layer decodes ahead in 8 KiB chunks, so an encoding error close to the
+    from ``batches()``: the text layer decodes ahead in 16 KiB chunks, so an encoding error close to the
     header can already surface in the constructor. Its ``details`` carry ``line`` when it is known.
+    ``phone_column`` names the column to take numbers from (else the recognised phone columns are used);
+    ``encoding`` the file's encoding (else BOM, UTF-8 or detection). ``encoding`` and ``encoding_source``
+    are final once ``batches()`` is exhausted (detection may switch from UTF-8 mid-file).
     """
 
     def __init__(
@@ -128,6 +116,8 @@ class ContactsCsv:
         stream: BinaryIO,
         *,
         default_region: str | None,
+        phone_column: str | None = None,
+        encoding: str | None = None,
         batch_size: int = 1000,
         max_columns: int = 100,
         max_field_chars: int = 10_000,
@@ -137,14 +127,8 @@ class ContactsCsv:
         self._region = _check_region(default_region)
         self._batch_size = batch_size
         self._max_field_chars = max_field_chars
-        self._stream = stream
-        self._start = stream.tell()
-        head = stream.read(_SNIFF_BYTES)
-        stream.seek(self._start)
-        _refuse_non_text(head)
-
-        self._text = _BorrowedTextIO(stream, encoding="utf-8-sig", errors="strict", newline="")
-        lines = self._checked_lines()
+        self._text = DecodedLines(stream, encoding)
+        lines = iter(self._text)
         first, skipped = _next_non_blank(lines)
         if first is None:
             raise InvalidCsv("contacts file is empty: no header row and no data", error_id="csv_empty")
@@ -176,14 +160,41 @@ class ContactsCsv:
                 columns=len(cells),
                 limit=max_columns,
             )
+        if cells:
+            cells[0] = cells[0].removeprefix("\ufeff")  # a BOM repeated after a declared utf-8/utf-16
         self.header: list[str] = _clean_header(cells)
-        phone_index = _phone_column_index(self.header, cells)
+        if phone_column is not None:
+            chosen = find_column(self.header, phone_column)
+            if chosen is None:
+                raise InvalidCsv(
+                    f"phone_column {phone_column!r} is not a column of the contacts file; its headers are "
+                    + ", ".join(map(repr, self.header)),
+                    error_id="csv_unknown_phone_column",
+                    field="phone_column",
+                    headers=self.header,
+                )
+            candidates = [chosen]
+        else:
+            candidates = phone_columns(self.header) or _no_phone_column(self.header, cells)
+        phone_index = candidates[0]
         self.phone_column: str = self.header[phone_index]
+        self.phone_columns: list[str] = [self.header[i] for i in candidates]
         self._phone_index = phone_index
+        self._candidates = tuple(candidates)
         self._others = tuple((i, name) for i, name in enumerate(self.header) if i != phone_index)
         self._started = False
         self._valid = 0
         self._rejected = 0
+
+    @property
+    def encoding(self) -> str:
+        """The encoding the file is read in (``utf-8``, ``utf-16-le``, ``cp1252``...)."""
+        return self._text.encoding
+
+    @property
+    def encoding_source(self) -> str:
+        """How it was chosen: ``bom``, ``declared``, ``utf-8`` or ``detected``."""
+        return self._text.source
 
     @property
     def stats(self) -> CsvStats:
@@ -216,6 +227,8 @@ class ContactsCsv:
         region = self._region
         parse = parse_phone  # a local name: this loop runs per row
         to_item = self._to_item
+        column = self.phone_column
+        single = len(self._candidates) == 1  # else each row may need its other phone columns
         last = reader.line_num  # line_num after a record is the line where it ended
         batch: list[ParsedContact | RowProblem] = []
         while True:
@@ -226,12 +239,14 @@ class ContactsCsv:
                     line = offset + last + 1
                     last = reader.line_num
                     raw = row[phone_index].strip() if len(row) == width else ""
-                    if not raw or max(map(len, row)) > max_chars:
+                    if not raw or max(map(len, row)) > max_chars or MULTI_VALUE in raw:
                         batch.append(to_item(row, line))
                     elif (parsed := parse(raw, region)).__class__ is str:
                         self._valid += 1
                         fields = {name: row[i].strip() for i, name in others}
-                        batch.append(ParsedContact(line, parsed, raw, fields))
+                        batch.append(ParsedContact(line, parsed, raw, fields, column))
+                    elif not single:
+                        batch.append(to_item(row, line))
                     else:
                         self._rejected += 1
                         batch.append(RowProblem(line, raw[:_VALUE_CHARS], parsed[1], parsed[0]))
@@ -257,19 +272,34 @@ class ContactsCsv:
         row.extend([""] * (width - len(row)))
         if max(map(len, row)) > self._max_field_chars:
             return self._reject(self._too_long(row, line))
-        raw = row[self._phone_index].strip()
-        if not raw:
-            if any(cell.strip() for cell in row):
-                problem = RowProblem(line, self._row_value(row), f"empty {self.phone_column}", "empty_number")
-            else:
-                problem = RowProblem(line, self._row_value(row), "empty row", "empty_row")
-            return self._reject(problem)
-        parsed = parse_phone(raw, self._region)
-        if not isinstance(parsed, str):
-            code, reason = parsed
-            return self._reject(RowProblem(line, raw[:_VALUE_CHARS], reason, code))
-        self._valid += 1
-        return ParsedContact(line, parsed, raw, {name: row[i].strip() for i, name in self._others})
+        first: tuple[int, str, str, str] | None = None  # (column, cell, code, reason) of the first bad cell
+        for index in self._candidates:
+            cell = row[index].strip()
+            if not cell:
+                continue
+            for value in cell.split(MULTI_VALUE) if MULTI_VALUE in cell else (cell,):
+                value = value.strip()
+                if not value:
+                    continue
+                parsed = parse_phone(value, self._region)
+                if isinstance(parsed, str):
+                    self._valid += 1
+                    fields = {name: row[i].strip() for i, name in self._others}
+                    return ParsedContact(line, parsed, cell, fields, self.header[index])
+                if first is None:
+                    first = (index, cell, *parsed)
+        if first is not None:
+            index, cell, code, reason = first
+            if len(self._candidates) > 1:
+                reason = f"{reason} (column {self.header[index]!r})"
+            return self._reject(RowProblem(line, cell[:_VALUE_CHARS], reason, code))
+        if any(cell.strip() for cell in row):
+            return self._reject(RowProblem(line, self._row_value(row), f"empty {self._names()}", "empty_number"))
+        return self._reject(RowProblem(line, self._row_value(row), "empty row", "empty_row"))
+
+    def _names(self) -> str:
+        names = self.phone_columns
+        return names[0] if len(names) == 1 else ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
     def _reject(self, problem: RowProblem) -> RowProblem:
         self._rejected += 1
@@ -285,50 +315,6 @@ class ContactsCsv:
         reason = f"field {self.header[index]!r} is {len(cell)} characters (limit {self._max_field_chars})"
         return RowProblem(line, self._row_value(row), reason, "field_too_long")
 
-    def _checked_lines(self) -> Iterator[str]:
-        """The text lines (universal newlines, as csv's line_num counts them), refusing NUL bytes."""
-        try:
-            for number, line in enumerate(self._text, 1):
-                if "\x00" in line:
-                    raise InvalidCsv(
-                        f"contacts file is binary, not text: NUL byte on line {number}",
-                        error_id="csv_binary",
-                        line=number,
-                    )
-                yield line
-        except UnicodeDecodeError:
-            raise self._decode_error() from None
-
-    def _decode_error(self) -> InvalidCsv:
-        """Find the first byte that is not UTF-8, and its line, by rescanning the file from the start.
-
-        TextIOWrapper decodes ahead in chunks, so its error says neither the line nor the file offset.
-        Splitting the bytes at LF is safe for UTF-8 (0x0A is never part of a multi-byte sequence).
-        """
-        self._stream.seek(self._start)
-        line = 1
-        for piece in self._stream:
-            try:
-                piece.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                line += _line_breaks(piece[: exc.start])
-                return InvalidCsv(
-                    f"contacts file is not UTF-8: invalid byte 0x{piece[exc.start]:02x} on line {line}; "
-                    + _EXPORT_HINT,
-                    error_id="csv_not_utf8",
-                    line=line,
-                )
-            line += _line_breaks(piece)
-        return InvalidCsv(f"contacts file is not UTF-8; {_EXPORT_HINT}", error_id="csv_not_utf8")
-
-
-class _BorrowedTextIO(io.TextIOWrapper):
-    """A text layer that leaves the caller's binary stream open when it is garbage-collected."""
-
-    def close(self) -> None:
-        # TextIOWrapper's finalizer calls close(), which would close the service's spooled file.
-        pass
-
 
 def _check_region(region: str | None) -> str | None:
     if region is None:
@@ -341,32 +327,6 @@ def _check_region(region: str | None) -> str | None:
             default_region=region,
         )
     return code
-
-
-def _refuse_non_text(head: bytes) -> None:
-    """Refuse, from its first bytes, a file that is empty or obviously not UTF-8 text."""
-    if not head:
-        raise InvalidCsv("contacts file is empty", error_id="csv_empty")
-    if head.startswith(_UTF16_BOMS):
-        raise InvalidCsv(
-            f"contacts file is UTF-16 or UTF-32 text, not UTF-8; {_EXPORT_HINT}", error_id="csv_not_utf8", line=1
-        )
-    for magic, kind in _SIGNATURES:
-        if head.startswith(magic):
-            raise InvalidCsv(f"contacts file is {kind}, not a CSV file", error_id="csv_binary", line=1)
-    # Text never holds NUL; binary data of any size almost always does. Other control characters are
-    # left alone: they do turn up in real exports (vertical tabs for in-cell line breaks).
-    nul = head.find(b"\x00")
-    if nul >= 0:
-        line = 1 + _line_breaks(head[:nul])
-        raise InvalidCsv(
-            f"contacts file is binary, not text: NUL byte on line {line}", error_id="csv_binary", line=line
-        )
-
-
-def _line_breaks(data: bytes) -> int:
-    """How many line ends (LF, CRLF or a lone CR, as universal newlines counts them) ``data`` holds."""
-    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
 
 def _next_non_blank(lines: Iterator[str]) -> tuple[str | None, int]:
@@ -406,11 +366,8 @@ def _clean_header(cells: list[str]) -> list[str]:
     return names
 
 
-def _phone_column_index(names: list[str], cells: list[str]) -> int:
-    normalized = [_HEADER_JUNK.sub("_", name.casefold()).strip("_") for name in names]
-    for spelling in PHONE_COLUMN_NAMES:
-        if spelling in normalized:
-            return normalized.index(spelling)
+def _no_phone_column(names: list[str], cells: list[str]) -> list[int]:
+    """Raise the most helpful refusal for a header with no phone column."""
     looks_like_data = next((cell.strip() for cell in cells if _looks_like_phone(cell.strip())), None)
     if looks_like_data is not None:
         raise InvalidCsv(
@@ -423,9 +380,9 @@ def _phone_column_index(names: list[str], cells: list[str]) -> int:
             "contacts file has no header row: the first line names no columns", error_id="csv_no_header"
         )
     raise InvalidCsv(
-        f"contacts file has no phone column: found {', '.join(map(repr, names))}; "
-        f"name the column one of {', '.join(PHONE_COLUMN_NAMES)} (any case; spaces, dashes or dots "
-        "for underscores)",
+        f"contacts file has no phone column: found {', '.join(map(repr, names))}; name the column "
+        "phone_number, phone, mobile, tel, Telefon, Phone 1 - Value, Mobile Phone, ... (any case, accents or "
+        "punctuation; details.accepted lists them all), or send the phone_column form field naming it",
         error_id="csv_no_phone_column",
         headers=names,
         accepted=list(PHONE_COLUMN_NAMES),

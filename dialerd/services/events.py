@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dialerd.domain.campaign import END_EVENT
 from dialerd.store.tables import Event
 
 # A wake-up and its write cost ~20-30 us per stream on loopback; 50 us of spacing per subscriber keeps a
@@ -56,17 +57,18 @@ class Frame:
     """One event as it goes on the wire, encoded once and shared by every subscriber."""
 
     id: int
-    data: bytes  # the event's frame; for the campaign's final status, followed by the ``end`` frame
-    ends: bool
+    data: bytes  # the event's frame
+    ends: bool  # the campaign's ``end`` event: the last of its stream
 
     @classmethod
     def of(cls, ev: Event) -> Frame:
+        # The end is a stored event like any other (written when the campaign is over: terminal and its
+        # last call ended, domain.campaign.over), so a replay from any id ends with it as the live stream
+        # did. A terminal status event no longer ends the stream: a stop leaves calls up whose outcomes
+        # come after it.
         assert ev.id is not None
         data = sse_frame(ev.kind, {"id": ev.id, "campaign_id": ev.campaign_id, **ev.payload}, ev.id)
-        ends = ev.kind == "campaign" and ev.payload.get("status") in ("completed", "failed")
-        if ends:
-            data += sse_frame("end", {"campaign_id": ev.campaign_id, "status": ev.payload["status"]}, ev.id)
-        return cls(ev.id, data, ends)
+        return cls(ev.id, data, ev.kind == END_EVENT)
 
 
 class _Channel:

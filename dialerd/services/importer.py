@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
 from dialerd.errors import InvalidCsv
-from dialerd.services.csv_contacts import ContactsCsv, ParsedContact, RowProblem
+from dialerd.services.csv_contacts import MULTI_VALUE, ContactsCsv, ParsedContact, RowProblem
 from dialerd.store.repo import Store
 
 MAX_REPORTED_PROBLEMS = 1000
@@ -20,6 +20,8 @@ MAX_REPORTED_PROBLEMS = 1000
 
 @dataclass
 class ImportReport:
+    """What an import did. ``as_json`` is the API's report; keys are only ever added to it."""
+
     rows_total: int = 0
     rows_valid: int = 0
     rows_rejected: int = 0
@@ -28,6 +30,11 @@ class ImportReport:
     delimiter: str = ","
     custom_fields: list[str] = field(default_factory=list)
     problems: list[RowProblem] = field(default_factory=list)
+    encoding: str = "utf-8"
+    encoding_source: str = "utf-8"  # bom, declared, utf-8 or detected
+    # Every phone column, in the priority tried, with how many contacts' numbers came from it.
+    phone_columns: dict[str, int] = field(default_factory=dict)
+    multi_number_cells: int = 0  # valid rows whose cell held several numbers (":::"); the first was taken
 
     @property
     def duplicates(self) -> int:
@@ -46,6 +53,10 @@ class ImportReport:
             "custom_fields": self.custom_fields,
             "problems": [{"line": p.line, "value": p.value, "reason": p.reason, "code": p.code} for p in shown],
             "problems_truncated": self.rows_rejected > len(shown),
+            "encoding": self.encoding,
+            "encoding_source": self.encoding_source,
+            "phone_columns": dict(self.phone_columns),
+            "multi_number_cells": self.multi_number_cells,
         }
 
 
@@ -59,15 +70,34 @@ def _next_batch(batches: Iterator[list[ParsedContact | RowProblem]]) -> list[Par
 
 
 async def import_contacts(
-    store: Store, campaign_id: str, stream: IO[bytes], default_region: str | None, *, batch_size: int = IMPORT_BATCH_SIZE
+    store: Store,
+    campaign_id: str,
+    stream: IO[bytes],
+    default_region: str | None,
+    *,
+    batch_size: int = IMPORT_BATCH_SIZE,
+    phone_column: str | None = None,
+    encoding: str | None = None,
 ) -> ImportReport:
-    """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file."""
-    parser = await asyncio.to_thread(ContactsCsv, cast(BinaryIO, stream), default_region=default_region, batch_size=batch_size)
+    """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file.
+
+    ``phone_column`` and ``encoding`` are the create form's fields of those names (None: not given).
+    """
+    parser = await asyncio.to_thread(
+        ContactsCsv,
+        cast(BinaryIO, stream),
+        default_region=default_region,
+        batch_size=batch_size,
+        phone_column=phone_column,
+        encoding=encoding,
+    )
     report = ImportReport(
         phone_column=parser.phone_column,
         delimiter=parser.delimiter,
         custom_fields=[h for h in parser.header if h != parser.phone_column],
+        phone_columns=dict.fromkeys(parser.phone_columns, 0),
     )
+    counts = report.phone_columns
     batches = parser.batches()
     while True:
         batch = await asyncio.to_thread(_next_batch, batches)
@@ -79,6 +109,9 @@ async def import_contacts(
             report.rows_total += 1
             if isinstance(item, ParsedContact):
                 report.rows_valid += 1
+                counts[item.column] += 1
+                if MULTI_VALUE in item.raw:
+                    report.multi_number_cells += 1
                 rows.append(
                     {"line": item.line, "phone_e164": item.phone_e164, "raw_number": item.raw, "fields": item.fields}
                 )
@@ -89,12 +122,14 @@ async def import_contacts(
                     report.problems.append(item)
         await store.insert_contacts(campaign_id, rows)
         await store.insert_import_problems(campaign_id, rejected)
+    # Final only now: UTF-8 can turn out to be another encoding part-way through the file.
+    report.encoding, report.encoding_source = parser.encoding, parser.encoding_source
     report.stored = await store.count_contacts(campaign_id)
     if report.stored == 0:
         raise InvalidCsv(
             "contacts file has no valid phone number"
             + (f" ({report.rows_rejected} rows rejected; see details)" if report.rows_rejected else " (no data rows)"),
             error_id="csv_no_valid_numbers",
-            **{k: v for k, v in report.as_json(max_problems=100).items() if k in ("rows_total", "problems")},
+            **{k: v for k, v in report.as_json(max_problems=100).items() if k in ("rows_total", "problems", "encoding", "phone_column")},
         )
     return report

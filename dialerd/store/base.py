@@ -20,9 +20,11 @@ from sqlalchemy import exists, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dialerd.domain.campaign import END_EVENT, CampaignStatus, over
 from dialerd.errors import StoreError
 from dialerd.store.direct import HotPath, SqliteDirect
 from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
+from dialerd.timestamps import rfc3339
 
 IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
 
@@ -167,6 +169,49 @@ class StoreBase:
         )
         self._txn_events.append(event)
         return event
+
+    async def _lock_campaign(self, conn: AsyncConnection, *, campaign_id: Any) -> str | None:
+        """The campaign's status, its row locked until the transaction ends (PostgreSQL; an SQLite write
+        transaction is exclusive anyway). ``campaign_id`` may be a scalar subquery.
+
+        Every write that can make a campaign over (``_end_if_over``) takes this lock before any other, so
+        that a stop and the end of its last call, or the ends of its last two calls, in two processes on
+        one database, are serialised: each sees the other's commit, one of them writes the end, and
+        the lock order (campaign first) cannot deadlock with a stop cancelling contacts.
+        """
+        row = (
+            await conn.execute(select(T_CAMPAIGN.c.status).where(T_CAMPAIGN.c.id == campaign_id).with_for_update())
+        ).first()
+        return None if row is None else str(row.status)
+
+    async def _end_if_over(
+        self, conn: AsyncConnection, campaign_id: str, status: str | None, now: datetime
+    ) -> Event | None:
+        """Append the campaign's ``end`` event if this transaction made it over (``domain.campaign.over``).
+
+        Called by each write that takes a campaign to a terminal status or a call of it out of flight,
+        with the status it read under ``_lock_campaign``; the end is then committed with the transition
+        that made it due, so it can neither be lost (a crash right after) nor come twice.
+        """
+        if status is None or not CampaignStatus(status).terminal:
+            return None
+        busy = (
+            await conn.execute(
+                select(exists().where(T_ATTEMPT.c.campaign_id == campaign_id,
+                                      T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES)))
+            )
+        ).scalar_one()
+        if not over(CampaignStatus(status), 1 if busy else 0):
+            return None
+        last = (
+            await conn.execute(
+                select(T_EVENT.c.kind).where(T_EVENT.c.campaign_id == campaign_id).order_by(T_EVENT.c.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if last == END_EVENT:  # already over (nothing is written for a campaign after its end)
+            return None
+        return await self._event(conn, campaign_id, END_EVENT, {"status": status, "at": rfc3339(now)}, now)
 
     async def _events(
         self,

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
 
+from dialerd.domain.campaign import END_EVENT, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.base import (
     IN_FLIGHT_ATTEMPT_STATES,
@@ -25,6 +26,8 @@ from dialerd.store.base import (
 )
 from dialerd.store.tables import Attempt, Contact, Event, utcnow
 from dialerd.timestamps import rfc3339
+
+TERMINAL_STATUSES = tuple(s.value for s in CampaignStatus if s.terminal)
 
 
 class CallStore(StoreBase):
@@ -151,6 +154,8 @@ class CallStore(StoreBase):
         event is written. False if the attempt is no longer 'dialing'.
         """
         async with self.write() as conn:
+            # The last attempt of a stopped campaign may be this one: its end is due then (_end_if_over).
+            status = await self._lock_campaign(conn, campaign_id=self._campaign_of(channel_id))
             row = (
                 await conn.execute(
                     select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id).with_for_update()
@@ -171,7 +176,13 @@ class CallStore(StoreBase):
                 .values(attempts=func.max(T_CONTACT.c.attempts - 1, 0) if self.dialect == "sqlite"
                         else func.greatest(T_CONTACT.c.attempts - 1, 0), updated_at=utcnow())
             )
+            await self._end_if_over(conn, row.campaign_id, status, utcnow())
         return True
+
+    @staticmethod
+    def _campaign_of(channel_id: str) -> Any:
+        """SQL: the id of the campaign the attempt ``channel_id`` belongs to."""
+        return select(T_ATTEMPT.c.campaign_id).where(T_ATTEMPT.c.channel_id == channel_id).scalar_subquery()
 
     async def get_attempt(self, channel_id: str) -> Attempt | None:
         if self._hot is not None:
@@ -219,10 +230,13 @@ class CallStore(StoreBase):
         late event) changes nothing and returns None.
         """
         now = utcnow()
+        # A call out of flight may be its campaign's last after a stop: the end is then due (_end_if_over).
+        final = attempt_state not in IN_FLIGHT_ATTEMPT_STATES
         if self._hot is not None:
             return await self._direct_transition(channel_id, attempt_state, attempt_values, contact_status,
-                                                 contact_values, payload, tuple(only_from), now)
+                                                 contact_values, payload, tuple(only_from), now, final)
         async with self.write() as conn:
+            status = await self._lock_campaign(conn, campaign_id=self._campaign_of(channel_id)) if final else None
             # Perf (docs/benchmarks.md): three statements, not five; this runs three times per call.
             # The conditional UPDATE both takes the row lock (PostgreSQL re-checks its WHERE after
             # waiting for a concurrent writer) and tests the state, as SELECT FOR UPDATE + UPDATE did;
@@ -255,12 +269,15 @@ class CallStore(StoreBase):
                 **payload,
             }
             event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
+            if final:
+                await self._end_if_over(conn, row.campaign_id, status, now)
         attempt: Attempt = _row(Attempt, row)  # RETURNING gave the row as updated
         return attempt, event
 
     async def _direct_transition(
         self, channel_id: str, attempt_state: str, attempt_values: dict[str, Any], contact_status: ContactStatus,
         contact_values: dict[str, Any], payload: dict[str, Any], only_from: tuple[str, ...], now: datetime,
+        final: bool,
     ) -> tuple[Attempt, Event] | None:
         """``record_transition`` on the direct path: the same three statements and the same event."""
         assert self._hot is not None
@@ -286,7 +303,14 @@ class CallStore(StoreBase):
                 return None, []
             attempt, event_id, campaign_id, full = moved
             ev = Event(id=event_id, campaign_id=campaign_id, kind=contact_status.value, payload=full, created_at=now)
-            return (Attempt(**attempt), ev), [ev]
+            events = [ev]
+            if final:  # the same check as _end_if_over, in this transaction
+                end = hot.end_if_over(conn, campaign_id, now, TERMINAL_STATUSES)
+                if end is not None:
+                    end_id, end_payload = end
+                    events.append(Event(id=end_id, campaign_id=campaign_id, kind=END_EVENT, payload=end_payload,
+                                        created_at=now))
+            return (Attempt(**attempt), ev), events
 
         return await self._direct_write(run)
 

@@ -21,6 +21,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (1, "0001_initial"),
     (2, "0002_contact_page_index"),
     (3, "0003_api_contract"),
+    (4, "0004_api_key_last_used"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -59,6 +60,16 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+        # SQLite's own lower() folds ASCII only; the campaign name search must match "été" with "ÉTÉ" on
+        # SQLite as PostgreSQL's lower() does (Store.list_campaigns).
+        dbapi_conn.create_function(UNICODE_LOWER, 1, _unicode_lower, deterministic=True)
+
+
+UNICODE_LOWER = "dialerd_lower"
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 async def migrate(engine: AsyncEngine) -> int:

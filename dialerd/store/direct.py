@@ -23,6 +23,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
+from dialerd.domain.campaign import END_EVENT
+from dialerd.timestamps import rfc3339
+
 T = TypeVar("T")
 
 _PRAGMAS = (  # the same as the engine's connections (store/db.py)
@@ -192,6 +195,28 @@ class HotPath:
             "created_at": contact_sets["updated_at"],
         })
         return attempt, event_id, campaign_id, payload
+
+    def end_if_over(self, conn: sqlite3.Connection, campaign_id: str, now: Any,
+                    terminal: tuple[str, ...]) -> tuple[int, dict[str, Any]] | None:
+        """``StoreBase._end_if_over``: append the ``end`` event if the campaign is terminal with no attempt
+        in flight and not over already. Returns (event id, payload), or None."""
+        row = conn.execute("SELECT status FROM campaign WHERE id = ?", (campaign_id,)).fetchone()
+        if row is None or row[0] not in terminal:
+            return None
+        busy = conn.execute(
+            f"SELECT 1 FROM attempt WHERE campaign_id = ? AND state IN ({self._in_flight}) LIMIT 1", (campaign_id,)
+        ).fetchone()
+        if busy is not None:
+            return None
+        last = conn.execute("SELECT kind FROM event WHERE campaign_id = ? ORDER BY id DESC LIMIT 1",
+                            (campaign_id,)).fetchone()
+        if last is not None and last[0] == END_EVENT:
+            return None
+        payload = {"status": row[0], "at": rfc3339(now)}
+        event_id = self._insert(conn, "event", self.event, {
+            "campaign_id": campaign_id, "kind": END_EVENT, "payload": payload, "created_at": now,
+        })
+        return event_id, payload
 
     @staticmethod
     def _sets(codec: Codec, values: dict[str, Any]) -> tuple[str, list[Any]]:

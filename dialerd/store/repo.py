@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +19,7 @@ from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.base import (
     IMPORTING,
+    IN_FLIGHT_ATTEMPT_STATES,
     SHARED_READS,
     T_ATTEMPT,
     T_CAMPAIGN,
@@ -33,10 +34,19 @@ from dialerd.store.base import (
     priority_context,
 )
 from dialerd.store.calls import CallStore
+from dialerd.store.db import UNICODE_LOWER
 from dialerd.store.tables import ApiKey, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant, utcnow
 from dialerd.timestamps import rfc3339
 
 __all__ = ["IMPORTING", "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "Store", "priority_context"]
+
+
+LIKE_ESCAPE = "\\"
+
+
+def escape_like(text: str) -> str:
+    """``text`` as a LIKE pattern that matches it literally (with ``ESCAPE '\\'``)."""
+    return text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
 
 
 class Store(CallStore):
@@ -215,11 +225,19 @@ class Store(CallStore):
         return None if row is None else _row(Campaign, row)
 
     async def list_campaigns(
-        self, tenant_id: str, limit: int, offset: int, status: str | None = None
+        self, tenant_id: str, limit: int, offset: int, status: str | None = None, name: str | None = None
     ) -> tuple[list[Campaign], int]:
+        """A page of the tenant's campaigns, newest first; ``name`` keeps those whose name contains it
+        (case-insensitive, taken literally: ``%`` and ``_`` are not wildcards)."""
         cond = and_(T_CAMPAIGN.c.tenant_id == tenant_id, T_CAMPAIGN.c.status != IMPORTING)
         if status is not None:
             cond = and_(cond, T_CAMPAIGN.c.status == status)
+        if name:
+            # Both sides lowered by the same function, so SQLite (our Unicode lower(), see db.py) and
+            # PostgreSQL (its own) each agree with themselves.
+            lower = getattr(func, UNICODE_LOWER) if self.dialect == "sqlite" else func.lower
+            pattern = "%" + escape_like(name) + "%"
+            cond = and_(cond, lower(T_CAMPAIGN.c.name).like(lower(literal(pattern)), escape=LIKE_ESCAPE))
         async with self.read() as conn:
             total = (await conn.execute(select(func.count()).select_from(T_CAMPAIGN).where(cond))).scalar_one()
             rows = (
@@ -307,6 +325,10 @@ class Store(CallStore):
                     {**event_payload, "status": new.value, "at": rfc3339(now)}, now,
                 )
             )
+            if new.terminal:  # over at once when no call is up; otherwise its last call's end writes it
+                end = await self._end_if_over(conn, campaign_id, new.value, now)
+                if end is not None:
+                    events.append(end)
         return True, events
 
     async def _cancel_pending(self, conn: AsyncConnection, campaign_id: str, now: datetime) -> list[Event]:
@@ -374,6 +396,17 @@ class Store(CallStore):
                 )
             ).all()
         return [_row(Event, r) for r in rows]
+
+    async def has_calls_in_flight(self, campaign_id: str) -> bool:
+        """Whether an attempt of the campaign is dialling, ringing or talking (the database's view)."""
+        async with self.read() as conn:
+            busy = (
+                await conn.execute(
+                    select(exists().where(T_ATTEMPT.c.campaign_id == campaign_id,
+                                          T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES)))
+                )
+            ).scalar_one()
+        return bool(busy)
 
     async def last_event_id(self, campaign_id: str) -> int:
         async with self.read() as conn:
@@ -521,3 +554,79 @@ class Store(CallStore):
                     T_IDEMPOTENCY.c.owner == owner, T_IDEMPOTENCY.c.state == "in_progress",
                 )
             )
+
+    # ---- tenants and keys, for the operator's CLI (dialerd keys / dialerd tenants) ------------
+
+    async def ensure_tenant(
+        self, tenant_id: str, name: str, concurrent_max: int, calls_per_minute: int
+    ) -> tuple[Tenant, bool]:
+        """Create the tenant ``name`` unless it exists; never changes an existing one. Returns (tenant, created)."""
+        values = {
+            "id": tenant_id,
+            "name": name,
+            "created_at": utcnow(),
+            "concurrent_max": concurrent_max,
+            "calls_per_minute": calls_per_minute,
+        }
+        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(T_TENANT)
+        async with self.write() as conn:
+            # ON CONFLICT: two `keys create` for a new tenant at once both succeed, on one tenant row.
+            result = await conn.execute(ins.values(**values).on_conflict_do_nothing(index_elements=["name"]))
+            row = (await conn.execute(select(T_TENANT).where(T_TENANT.c.name == name))).one()
+        return _row(Tenant, row), bool(result.rowcount)
+
+    async def get_tenant_by_name(self, name: str) -> Tenant | None:
+        async with self.read() as conn:
+            row = (await conn.execute(select(T_TENANT).where(T_TENANT.c.name == name))).first()
+        return None if row is None else _row(Tenant, row)
+
+    async def set_tenant_limits(
+        self, name: str, concurrent_max: int | None, calls_per_minute: int | None
+    ) -> Tenant | None:
+        """Change the limits given (None keeps one); None if there is no tenant ``name``."""
+        changes = {
+            k: v for k, v in (("concurrent_max", concurrent_max), ("calls_per_minute", calls_per_minute)) if v is not None
+        }
+        async with self.write() as conn:
+            if changes:
+                await conn.execute(update(T_TENANT).where(T_TENANT.c.name == name).values(**changes))
+            row = (await conn.execute(select(T_TENANT).where(T_TENANT.c.name == name))).first()
+        return None if row is None else _row(Tenant, row)
+
+    async def list_api_keys(self, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
+        """Every key (revoked ones too) with its tenant's name, oldest first. The hashes stay in the row."""
+        q = select(T_KEY, T_TENANT.c.name.label("tenant_name")).join(T_TENANT, T_TENANT.c.id == T_KEY.c.tenant_id)
+        if tenant_name is not None:
+            q = q.where(T_TENANT.c.name == tenant_name)
+        async with self.read() as conn:
+            rows = (await conn.execute(q.order_by(T_KEY.c.created_at, T_KEY.c.id))).all()
+        out = []
+        for r in rows:
+            fields = dict(r._mapping)
+            name = fields.pop("tenant_name")
+            out.append((ApiKey(**fields), str(name)))
+        return out
+
+    async def revoke_api_key(self, key_id: str) -> tuple[ApiKey, bool] | None:
+        """Mark the key revoked (it answers 401 from then on). (key, newly revoked), or None if unknown."""
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(T_KEY).where(T_KEY.c.id == key_id, T_KEY.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+            )
+            row = (await conn.execute(select(T_KEY).where(T_KEY.c.id == key_id))).first()
+        return None if row is None else (_row(ApiKey, row), bool(result.rowcount))
+
+    async def active_key_counts(self) -> dict[str, int]:
+        """Tenant id -> number of keys not revoked."""
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_KEY.c.tenant_id, func.count()).where(T_KEY.c.revoked_at.is_(None)).group_by(T_KEY.c.tenant_id)
+                )
+            ).all()
+        return {tid: int(n) for tid, n in rows}
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Record that the key authenticated a request at ``at`` (``last_used_at``, migration 0004)."""
+        async with self.write() as conn:
+            await conn.execute(update(T_KEY).where(T_KEY.c.id == key_id).values(last_used_at=at))

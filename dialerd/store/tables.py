@@ -66,6 +66,7 @@ class ApiKey(SQLModel, table=True):
     label: str = Field(default="", sa_column=Column(String(200), nullable=False))
     created_at: datetime | None = _ts(nullable=False)
     revoked_at: datetime | None = _ts()
+    last_used_at: datetime | None = _ts()  # migration 0004; updated at most once a minute per key
 
 
 class Campaign(SQLModel, table=True):

@@ -459,9 +459,9 @@ async def test_every_time_in_rest_and_sse_has_the_one_format(offline_api: Api) -
     times += [body[k] for k in ("scheduled_at", "created_at", "started_at", "completed_at", "updated_at")]
     status, page = await api.call("GET", f"/api/v1/campaigns/{cid}/contacts")
     times += [c["updated_at"] for c in page["contacts"]]
-    events = await read_sse_until(api, cid, lambda k, d: k == "campaign" and d.get("status") == "completed")
+    events = await read_sse_until(api, cid, lambda k, d: k == "end")
     times += [d["at"] for _k, d in events]
-    assert {k for k, _d in events} == {"campaign", "cancelled"}
+    assert {k for k, _d in events} == {"campaign", "cancelled", "end"}
     # A snapshot (the live figures) of a running campaign.
     status, live = await api.create(CSV, default_region="US")
     assert (await api.call("POST", f"/api/v1/campaigns/{live['id']}/start"))[0] == 200

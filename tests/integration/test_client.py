@@ -302,6 +302,32 @@ def test_stream_decoding_and_reconnect_policy_without_a_daemon() -> None:
         stream.lost(None)
 
 
+
+def test_a_stop_status_does_not_end_the_stream_only_the_end_does() -> None:
+    """A stop with calls up: the terminal ``campaign`` event, then the calls' outcomes, then ``end``. The
+    reader goes on past the terminal status, resumes after it if cut there, and stops at the end."""
+    from dialerd.services.events import Frame
+    from dialerd.store.tables import Event as Stored
+
+    def wire(event_id: int, kind: str, **payload: Any) -> bytes:
+        return Frame.of(Stored(id=event_id, campaign_id="c", kind=kind, payload=payload)).data
+
+    stop = wire(10, "campaign", status="completed", previous="running", action="stop")
+    outcomes = wire(11, "completed", contact_id=1, status="completed") + wire(12, "failed", contact_id=2,
+                                                                               status="failed", reason="busy")
+    end = wire(13, "end", status="completed")
+    stream = EventStream("c", 9)
+    stream.connected()
+    first = stream.feed(stop)
+    assert [type(e) for e in first] == [CampaignEvent] and not stream.ended
+    # Cut right after the stop: the reconnect resumes after it, and the outcomes still come.
+    assert stream.lost(None) > 0 and stream.request_headers()["Last-Event-ID"] == "10"
+    stream.connected()
+    rest = stream.feed(stop + outcomes + end + wire(14, "completed", contact_id=3, status="completed"))
+    assert [type(e) for e in rest] == [ContactEvent, ContactEvent, End]  # the replayed stop is dropped
+    last = rest[-1]
+    assert isinstance(last, End) and (last.id, last.status) == (13, "completed") and stream.ended
+
 # ---- end to end through the local Asterisk ------------------------------------------------------------
 
 # 00-29 answer for ~2 s, 42 busy, 63 congestion, 75 not found, 85 declined (asterisk/README.md).

@@ -360,7 +360,7 @@ async def test_no_valid_numbers(offline_api: Api) -> None:
                                               "dials digits only", "code": "not_a_number"}
 
 
-async def test_latin1_late_in_the_file_is_refused_after_batches_were_stored(
+async def test_latin1_late_in_a_utf8_file_is_refused_after_batches_were_stored(
     offline_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = offline_api.daemon.store
@@ -374,9 +374,10 @@ async def test_latin1_late_in_the_file_is_refused_after_batches_were_stored(
     monkeypatch.setattr(store, "insert_contacts", counting_insert)
     # Batches are IMPORT_BATCH_SIZE (5,000) rows: two whole batches are stored before data row 11,000.
     lines = [f"+1{415 + i // 10000}555{i % 10000:04d},name{i}\n".encode() for i in range(1, 12001)]
+    lines[0] = "+14155550001,Zoë\n".encode()  # UTF-8 beyond ASCII: the file is UTF-8, no detection
     lines[10999] = "+14165551000,Jos\xe9\n".encode("latin-1")  # data row 11000 is file line 11001
     body = await refused(offline_api, b"phone_number,name\n" + b"".join(lines), "csv_not_utf8",
-                         "not UTF-8", "0xe9", "line 11001", "CSV UTF-8")
+                         "not UTF-8", "0xe9", "line 11001", "mixes encodings", "CSV UTF-8")
     assert body["details"]["line"] == 11001
     # The refusal came mid-stream: whole batches had been inserted before it, and are gone now.
     assert sum(stored_batches) >= 10000

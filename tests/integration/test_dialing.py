@@ -284,3 +284,81 @@ async def test_call_carries_caller_id_correlation_and_custom_fields(tmp_path: Pa
         "DIALERD_FIELD_FIRST_NAME": "Zoë", "DIALERD_FIELD_ACCOUNT": "ACME-42", "DIALERD_CONTACT": str(contact["id"]),
         "DIALERD_ATTEMPT": "1", "DIALERD_NUMBER": "+12125550133",
     }
+
+
+def _named(events: list[Any]) -> list[Any]:
+    """The stored events of a stream (transitions, campaign changes, the end), without snapshots."""
+    return [e for e in events if e.event is not None]
+
+
+def _after_stop(events: list[Any]) -> list[tuple[str, str]]:
+    """(event, number) of what a stream carried after the stop's terminal status event."""
+    named = _named(events)
+    stop = next(i for i, e in enumerate(named) if e.event == "campaign" and e.data["status"] == "completed")
+    return [(e.event, (e.data.get("phone_number") or "")[-2:]) for e in named[stop + 1:]]
+
+
+async def test_stop_with_calls_up_streams_their_outcomes_then_one_end(tmp_path: Path) -> None:
+    """Stopping leaves the three calls up to end on their own; every stream shows their outcomes, and its
+    one end after them: a live stream opened before the stop, a replay from 0 once everything ended, and
+    a replay from the middle."""
+    async with live_api(tmp_path) as api:
+        # 30-39 answer and stay up ~20 s: three are up when the stop comes, three never start.
+        cid = await create(api, numbers([30, 31, 32, 33, 34, 35]), max_concurrent_calls=3)
+        watch = AsteriskWatch.from_env()
+        watch.start()
+        try:
+            await start(api, cid)
+            await _wait_asterisk(watch, cid, 3)
+            await wait_status_counts(api, cid, connected=3)
+            live = asyncio.create_task(read_sse(api, cid, last_event_id=None, max_seconds=90))
+            while api.daemon.hub.subscriber_count(cid) == 0:  # noqa: ASYNC110 - no event for a new subscriber
+                await asyncio.sleep(0.01)
+            status, body = await api.call("POST", f"/api/v1/campaigns/{cid}/stop")
+            stopped_at = time.time()
+            assert status == 200 and body["status"] == "completed", body
+            assert body["calls_in_flight"] == 3 and body["contacts"]["cancelled"] == 3
+            # Stopped but not over: the calls are still up in Asterisk, GET counts them, the stream is open.
+            assert watch.live.get(cid) == 3
+            _, body = await api.call("GET", f"/api/v1/campaigns/{cid}")
+            assert (body["status"], body["calls_in_flight"], body["contacts"]["connected"]) == ("completed", 3, 3)
+            await asyncio.sleep(1)
+            assert not live.done()
+            await _wait_asterisk(watch, cid, 0, timeout=40)
+            streamed = await asyncio.wait_for(live, 30)
+        finally:
+            await watch.stop()
+        _, body = await api.call("GET", f"/api/v1/campaigns/{cid}")
+        assert body["calls_in_flight"] == 0 and body["contacts"]["completed"] == 3
+        replayed = await read_sse(api, cid, last_event_id="0", max_seconds=30)
+        middle = next(e for e in _named(replayed) if e.event == "connected").id
+        from_middle = await read_sse(api, cid, last_event_id=middle, max_seconds=30)
+
+    assert len(watch.start_times(cid)) == 3 and max(watch.start_times(cid)) < stopped_at
+    up = {"30", "31", "32"}
+    for events in (streamed, replayed, from_middle):
+        kinds = [e.event for e in _named(events)]
+        assert kinds.count("end") == 1 and kinds[-1] == "end", kinds
+        assert _named(events)[-1].data["status"] == "completed"
+    # After the stop: the three calls' outcomes (talked ~20 s), then the end. The live stream opened
+    # before the stop and the full replay carry the same events.
+    for events in (streamed, replayed):
+        after = _after_stop(events)
+        assert sorted(after[:-1]) == sorted(("completed", n) for n in up) and after[-1] == ("end", ""), after
+    assert [(e.id, e.event) for e in _named(streamed)] == [(e.id, e.event) for e in _named(replayed)
+                                                           if int(e.id) >= int(_named(streamed)[0].id)]
+    talk = [e.data["talk_seconds"] for e in _named(replayed) if e.event == "completed"]
+    assert len(talk) == 3 and all(t >= 10 for t in talk), talk
+    # A replay from any id: every event after it, then the end once.
+    assert [e.id for e in _named(from_middle)] == [e.id for e in _named(replayed) if int(e.id) > int(middle)]
+
+
+async def wait_status_counts(api: Api, cid: str, timeout: float = 30.0, **counts: int) -> dict[str, Any]:
+    """Wait until the campaign's contact counts include ``counts``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, body = await api.call("GET", f"/api/v1/campaigns/{cid}")
+        if all(body["contacts"].get(k, 0) == v for k, v in counts.items()):
+            return dict(body)
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.1)

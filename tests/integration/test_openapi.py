@@ -124,7 +124,8 @@ async def test_query_parameters_match_the_handlers(offline_api: Api) -> None:
     campaigns_q = query_params("/api/v1/campaigns")
     contacts_q = query_params("/api/v1/campaigns/{id}/contacts")
     events_q = query_params("/api/v1/campaigns/{id}/events")
-    assert set(campaigns_q) == {"query:limit", "query:offset", "query:status"}
+    assert set(campaigns_q) == {"query:limit", "query:offset", "query:status", "query:name"}
+    assert campaigns_q["query:name"] == {"type": "string", "maxLength": campaigns.NAME_SEARCH_MAX}
     assert set(contacts_q) == {"path:id", "query:limit", "query:offset", "query:status", "query:after_id",
                                "query:page"}
     assert set(events_q) == {"path:id", "query:last_event_id", "header:Last-Event-ID"}
@@ -148,6 +149,10 @@ async def test_query_parameters_match_the_handlers(offline_api: Api) -> None:
         assert status == 200, body
         status, body = await offline_api.call("GET", path, params={"offset": str(q["query:offset"]["maximum"] + 1)})
         assert status == 400, body
+    # The name search's documented bound.
+    for text, expected in (("x" * campaigns.NAME_SEARCH_MAX, 200), ("x" * (campaigns.NAME_SEARCH_MAX + 1), 400)):
+        status, body = await offline_api.call("GET", "/api/v1/campaigns", params={"name": text})
+        assert status == expected, body
 
 
 def test_create_form_fields_and_ranges_match_the_parser() -> None:

@@ -31,12 +31,12 @@ from sqlmodel import SQLModel
 
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
-from dialerd.errors import ConfigError, StoreError, Unauthorized
-from dialerd.services.auth import Authenticator, create_key
+from dialerd.errors import ConfigError, Conflict, InvalidInput, NotFound, StoreError, Unauthorized
+from dialerd.services.auth import Authenticator, create_key, revoke_key, set_limits
 from dialerd.store import db, tables
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
 from dialerd.store.repo import IMPORTING, T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
-from dialerd.store.tables import Campaign, Contact, utcnow
+from dialerd.store.tables import Campaign, Contact, Event, utcnow
 
 METADATA = SQLModel.metadata
 assert tables.Tenant.__tablename__ in METADATA.tables  # the models are registered on this metadata
@@ -188,7 +188,7 @@ async def test_migrations_create_exactly_the_declared_schema_and_are_idempotent(
     try:
         async with engine.connect() as conn:
             assert await conn.run_sync(lambda c: inspect(c).get_table_names()) == []
-        assert await migrate(engine) == SCHEMA_VERSION == 3
+        assert await migrate(engine) == SCHEMA_VERSION == db.MIGRATIONS[-1][0]
         async with engine.connect() as conn:
             first = await conn.run_sync(_reflect)
         declared = _declared(engine.dialect.name)
@@ -201,7 +201,7 @@ async def test_migrations_create_exactly_the_declared_schema_and_are_idempotent(
         async with engine.connect() as conn:
             assert await conn.run_sync(_reflect) == first
             versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
-        assert versions == list(range(1, SCHEMA_VERSION + 1))
+        assert versions == [version for version, _ in db.MIGRATIONS]
     finally:
         await engine.dispose()
 
@@ -217,7 +217,7 @@ async def test_a_newer_schema_is_refused(store: Store) -> None:
     assert f"version {SCHEMA_VERSION + 1} is newer" in caught.value.message
     async with store.read() as conn:
         versions = (await conn.execute(text("SELECT version FROM schema_version ORDER BY version"))).scalars().all()
-    assert versions == list(range(1, SCHEMA_VERSION + 2))
+    assert versions == [*(version for version, _ in db.MIGRATIONS), SCHEMA_VERSION + 1]
 
 
 async def test_a_version_1_database_is_upgraded_in_place(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -457,8 +457,9 @@ async def test_stop_cancels_exactly_the_pending_contacts_with_one_event_each(sto
         cancel_pending=True,
     )
     assert changed
-    assert [e.kind for e in events] == ["cancelled"] * len(pending_ids) + ["campaign"]
-    assert [e.payload["contact_id"] for e in events[:-1]] == pending_ids
+    # No attempt is in flight (the two busy contacts are set by hand): the campaign is over at once.
+    assert [e.kind for e in events] == ["cancelled"] * len(pending_ids) + ["campaign", "end"]
+    assert [e.payload["contact_id"] for e in events[:-2]] == pending_ids
     event_ids = [e.id for e in events]
     assert all(a < b for a, b in zip(event_ids, event_ids[1:], strict=False))  # type: ignore[operator]
     sample = events[5].payload
@@ -481,7 +482,96 @@ async def test_stop_cancels_exactly_the_pending_contacts_with_one_event_each(sto
         cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED, event_payload={}, cancel_pending=True
     )
     assert (changed, events) == (False, [])
-    assert await count(store, T_EVENT, cid) == len(pending_ids) + 1
+    assert await count(store, T_EVENT, cid) == len(pending_ids) + 2
+
+
+# ---- the end of a campaign -------------------------------------------------------------------------
+
+
+async def _call_up(store: Store, contact: Contact, channel_id: str) -> None:
+    assert await store.begin_attempt(contact, channel_id) is not None
+    assert await store.record_transition(
+        channel_id, attempt_state="originated", attempt_values={"originated_at": utcnow()},
+        contact_status=ContactStatus.ORIGINATED, contact_values={}, payload={}, only_from=("dialing",),
+    ) is not None
+
+
+async def _hang_up(store: Store, channel_id: str, *, only_from: tuple[str, ...] = ("originated",)) -> list[str]:
+    """End the call as completed; the kinds of the events its transaction wrote."""
+    published: list[Event] = []
+    store.publish = published.extend
+    try:
+        await store.record_transition(
+            channel_id, attempt_state="ended", attempt_values={"ended_at": utcnow(), "cause": 16},
+            contact_status=ContactStatus.COMPLETED, contact_values={"hangup_cause": 16}, payload={},
+            only_from=only_from,
+        )
+    finally:
+        store.publish = None
+    return [e.kind for e in published]
+
+
+async def test_a_stop_with_calls_up_ends_with_the_last_call_once(store: Store) -> None:
+    cid = await make_campaign(store, await make_tenant(store), status="running")
+    await store.insert_contacts(cid, rows([number(i) for i in range(4)]))
+    contacts = await all_contacts(store, cid)
+    for i, contact in enumerate(contacts[:2]):
+        await _call_up(store, contact, f"ch-{i}")
+    # The third is being dialled (never confirmed): it counts as in flight until given back.
+    assert await store.begin_attempt(contacts[2], "ch-2") is not None
+
+    changed, events = await store.set_campaign_status(
+        cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED, event_payload={"action": "stop"}, cancel_pending=True,
+    )
+    # The contact being dialled is still pending, so it is cancelled too; but its attempt and two calls
+    # are up: not over yet.
+    assert changed and [e.kind for e in events] == ["cancelled", "cancelled", "campaign"]
+    assert await store.has_calls_in_flight(cid)
+    assert await _hang_up(store, "ch-0") == ["completed"]
+    assert await store.give_back_attempt("ch-2")  # never reached the PBX; writes no event of its own
+    assert [e.kind for e in await store.events_after(cid, 0)][-1] == "completed"
+    # The last call's outcome and the end, in one transaction.
+    assert await _hang_up(store, "ch-1") == ["completed", "end"]
+    assert not await store.has_calls_in_flight(cid)
+    # A late duplicate of that end changes nothing and writes no second end.
+    assert await _hang_up(store, "ch-1", only_from=("originated", "answered")) == []
+    kinds = [e.kind for e in await store.events_after(cid, 0)]
+    assert kinds.count("end") == 1 and kinds[-2:] == ["completed", "end"]
+    end = (await store.events_after(cid, 0))[-1]
+    assert end.payload["status"] == "completed" and end.payload["at"]
+
+
+async def test_the_end_comes_with_the_given_back_attempt_when_it_was_the_last(store: Store) -> None:
+    cid = await make_campaign(store, await make_tenant(store), status="running")
+    await store.insert_contacts(cid, rows([number(1)]))
+    (contact,) = await all_contacts(store, cid)
+    assert await store.begin_attempt(contact, "ch-1") is not None
+    changed, events = await store.set_campaign_status(
+        cid, CampaignStatus.RUNNING, CampaignStatus.FAILED, event_payload={"action": "fail"},
+    )
+    assert changed and [e.kind for e in events] == ["campaign"]
+    published: list[Event] = []
+    store.publish = published.extend
+    assert await store.give_back_attempt("ch-1")
+    assert [(e.kind, e.payload["status"]) for e in published] == [("end", "failed")]
+    assert not await store.give_back_attempt("ch-1")
+    assert [e.kind for e in await store.events_after(cid, 0)] == ["campaign", "end"]
+
+
+async def test_only_a_terminal_campaign_ends(store: Store) -> None:
+    cid = await make_campaign(store, await make_tenant(store), status="running")
+    await store.insert_contacts(cid, rows([number(1), number(2)]))
+    first, _second = await all_contacts(store, cid)
+    await _call_up(store, first, "ch-1")
+    assert await _hang_up(store, "ch-1") == ["completed"]  # running, nothing in flight: not over
+    changed, events = await store.set_campaign_status(
+        cid, CampaignStatus.RUNNING, CampaignStatus.PAUSED, event_payload={"action": "pause"},
+    )
+    assert changed and [e.kind for e in events] == ["campaign"]
+    changed, events = await store.set_campaign_status(
+        cid, CampaignStatus.PAUSED, CampaignStatus.COMPLETED, event_payload={"action": "stop"}, cancel_pending=True,
+    )
+    assert [e.kind for e in events] == ["cancelled", "campaign", "end"]
 
 
 # ---- attempts --------------------------------------------------------------------------------------
@@ -599,7 +689,7 @@ async def test_events_after_pages_in_strictly_increasing_ids(store: Store) -> No
         assert all(e.campaign_id == a for e in page)
         seen.extend(e.id for e in page)  # type: ignore[misc]
         after = page[-1].id  # type: ignore[assignment]
-    assert len(seen) == 2 + 12 + 1
+    assert len(seen) == 2 + 12 + 1 + 1  # pause, resume, 12 cancelled, completed, end
     assert all(x < y for x, y in zip(seen, seen[1:], strict=False))
     assert seen == [e.id for e in await store.events_after(a, 0, limit=1000)]
     assert await store.last_event_id(a) == seen[-1]
@@ -893,7 +983,7 @@ async def test_stop_writes_its_events_in_batches(store: Store) -> None:
         )
     finally:
         event.remove(store.engine.sync_engine, "before_cursor_execute", watch)
-    assert changed and len(events) == 2501
+    assert changed and len(events) == 2502  # 2,500 cancelled, the status, the end
     assert len(inserts) <= 10, f"{len(inserts)} INSERT statements for {len(events)} events"
 
 
@@ -922,3 +1012,133 @@ async def test_column_types_match_the_declared_types(db_url: str) -> None:
         assert mismatches == {}
     finally:
         await engine.dispose()
+
+
+async def test_the_last_two_calls_ending_in_two_processes_write_one_end(db_url: str) -> None:
+    """Two Stores on one database (two daemons): each ends one of the stopped campaign's last two calls at
+    the same moment. The campaign row lock orders them, so exactly one writes the end, never none or two."""
+    stores = []
+    for _ in range(2):
+        engine = create_engine(db_url)
+        await migrate(engine)
+        stores.append(Store(engine))
+    try:
+        a, b = stores
+        for round_ in range(5):
+            cid = await make_campaign(a, await make_tenant(a, f"t{round_}"), status="running")
+            await a.insert_contacts(cid, rows([number(1), number(2)]))
+            first, second = await all_contacts(a, cid)
+            await _call_up(a, first, f"ch-{round_}-a")
+            await _call_up(a, second, f"ch-{round_}-b")
+            changed, _ = await a.set_campaign_status(cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED,
+                                                     event_payload={"action": "stop"}, cancel_pending=True)
+            assert changed
+            await asyncio.gather(_hang_up(a, f"ch-{round_}-a"), _hang_up(b, f"ch-{round_}-b"))
+            kinds = [e.kind for e in await a.events_after(cid, 0)]
+            assert kinds.count("end") == 1 and kinds[-1] == "end", kinds
+    finally:
+        for s in stores:
+            await s.close()
+
+
+# ---- operator CLI: ensure_tenant, limits, key listing and revocation (issue 9, item 8) ----------------
+
+
+async def test_ensure_tenant_creates_once_and_never_changes_limits(store: Store) -> None:
+    created, new = await store.ensure_tenant("t_one", "acme", 5, 50)
+    assert new and (created.id, created.concurrent_max, created.calls_per_minute) == ("t_one", 5, 50)
+    again, new = await store.ensure_tenant("t_two", "acme", 99, 99)
+    assert not new
+    assert (again.id, again.concurrent_max, again.calls_per_minute) == ("t_one", 5, 50)
+    assert [t.id for t in await store.list_tenants()] == ["t_one"]
+
+
+async def test_ensure_tenant_from_concurrent_callers_gives_one_row(store: Store) -> None:
+    results = await asyncio.gather(*(store.ensure_tenant(f"t_{i}", "acme", 5, 50) for i in range(8)))
+    assert len({t.id for t, _ in results}) == 1
+    assert sum(new for _, new in results) == 1
+    assert await count(store, T_TENANT) == 1
+
+
+async def test_create_key_refuses_different_limits_for_an_existing_tenant(store: Store) -> None:
+    tenant_id, _ = await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    with pytest.raises(Conflict) as refused:
+        await create_key(store, "acme", concurrent_max=6, calls_per_minute=None, defaults=(10, 60))
+    assert "tenants set --tenant acme --concurrent-max 6" in refused.value.message
+    assert await count(store, T_KEY) == 1, "nothing minted"
+    same, _ = await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    assert same == tenant_id
+    tenant = await store.get_tenant(tenant_id)
+    assert tenant is not None and (tenant.concurrent_max, tenant.calls_per_minute) == (5, 50)
+
+
+async def test_set_limits_changes_only_what_is_given(store: Store) -> None:
+    await create_key(store, "acme", concurrent_max=5, calls_per_minute=50, defaults=(10, 60))
+    changed = await set_limits(store, "acme", concurrent_max=None, calls_per_minute=70)
+    assert (changed.concurrent_max, changed.calls_per_minute) == (5, 70)
+    stored = await store.get_tenant_by_name("acme")
+    assert stored is not None and (stored.concurrent_max, stored.calls_per_minute) == (5, 70)
+    with pytest.raises(NotFound):
+        await set_limits(store, "nobody", concurrent_max=3, calls_per_minute=None)
+    with pytest.raises(InvalidInput):
+        await set_limits(store, "acme", concurrent_max=0, calls_per_minute=None)
+    assert await store.set_tenant_limits("nobody", 1, 1) is None
+
+
+async def test_revoked_keys_stay_listed_and_answer_unauthorized(store: Store) -> None:
+    _, first = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    _, second = await create_key(store, "globex", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    first_id = first.split("_")[1]
+    key, newly = await revoke_key(store, first_id)
+    assert newly and key.revoked_at is not None
+    assert_utc(key.revoked_at, utcnow())
+    again, newly = await revoke_key(store, first)  # the whole key works too
+    assert not newly and again.revoked_at == key.revoked_at
+    with pytest.raises(NotFound):
+        await revoke_key(store, "k0000000000000000")
+    auth = Authenticator(store)
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(f"Bearer {first}")
+    assert (await auth.authenticate(f"Bearer {second}")).key_id == second.split("_")[1]
+    listed = [(k.id, tenant, k.revoked_at is not None) for k, tenant in await store.list_api_keys()]
+    assert listed == [(first_id, "acme", True), (second.split("_")[1], "globex", False)]
+    assert [k.id for k, _ in await store.list_api_keys("globex")] == [second.split("_")[1]]
+    counts = await store.active_key_counts()
+    assert sorted(counts.values()) == [1]
+
+
+async def test_last_used_is_written_at_most_once_a_minute_per_key(store: Store) -> None:
+    _, key = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    _, other = await create_key(store, "acme", concurrent_max=None, calls_per_minute=None, defaults=(10, 60))
+    key_id = key.split("_")[1]
+    now = [1000.0]
+    auth = Authenticator(store, clock=lambda: now[0])
+    writes: list[str] = []
+    touch = store.touch_api_key
+
+    async def counting(kid: str, at: datetime) -> None:
+        writes.append(kid)
+        await touch(kid, at)
+
+    store.touch_api_key = counting  # type: ignore[method-assign]
+    before = utcnow()
+    for _ in range(5):
+        await auth.authenticate(f"Bearer {key}")
+    assert writes == [key_id]
+    stored = await store.get_api_key(key_id)
+    assert stored is not None and stored.last_used_at is not None
+    assert_utc(stored.last_used_at, before)
+    await auth.authenticate(f"Bearer {other}")
+    assert writes == [key_id, other.split("_")[1]], "per key"
+    now[0] += 61
+    await auth.authenticate(f"Bearer {key}")
+    assert writes == [key_id, other.split("_")[1]], "the stored time is under a minute old: no second write"
+    # A new daemon (fresh memory) a minute after the stored use writes again.
+    async with store.write() as conn:
+        await conn.execute(update(T_KEY).where(T_KEY.c.id == key_id)
+                           .values(last_used_at=utcnow() - timedelta(seconds=120)))
+    await Authenticator(store).authenticate(f"Bearer {key}")
+    assert writes[-1] == key_id and len(writes) == 3
+    refreshed = await store.get_api_key(key_id)
+    assert refreshed is not None and refreshed.last_used_at is not None
+    assert_utc(refreshed.last_used_at, utcnow())

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import StoreError
 from dialerd.store.db import create_engine, migrate
@@ -183,3 +184,48 @@ async def test_a_failed_commit_is_rolled_back_and_the_connection_stays_usable(tm
         assert await direct.read(lambda conn: conn.in_transaction) is False
     finally:
         await store.close()
+
+
+async def _stop_with_calls_up(store: Store) -> list[tuple[str, Any]]:
+    """Two calls up, a stop, then each call ends: what each of those writes published (kind, status)."""
+    tenant = await make_tenant(store)
+    cid = await make_campaign(store, tenant, status="running", id="cmp_same")
+    await store.insert_contacts(cid, rows([number(1), number(2)]))
+    for i, contact in enumerate(await store.next_due_contacts(cid, AT, 10)):
+        assert await store.begin_attempt(contact, f"ch-{i}") is not None
+        assert await store.record_transition(f"ch-{i}", attempt_state="originated", attempt_values={"originated_at": AT},
+                                             contact_status=ContactStatus.ORIGINATED, contact_values={}, payload={},
+                                             only_from=("dialing",)) is not None
+    steps: list[tuple[str, Any]] = []
+    published: list[Event] = []
+    store.publish = published.extend
+    _changed, events = await store.set_campaign_status(cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED,
+                                                       event_payload={"action": "stop"}, cancel_pending=True)
+    steps.append(("stop", [e.kind for e in events]))
+    for channel in ("ch-0", "ch-1", "ch-1"):  # the last one is a duplicate: nothing
+        published.clear()
+        await store.record_transition(channel, attempt_state="ended", attempt_values={"ended_at": AT, "cause": 16},
+                                      contact_status=ContactStatus.COMPLETED, contact_values={"hangup_cause": 16},
+                                      payload={"cause": 16}, only_from=("originated", "answered"))
+        steps.append((channel, [(e.kind, e.payload["status"]) for e in published]))
+    return steps
+
+
+async def test_both_paths_write_the_end_with_the_last_call_of_a_stopped_campaign(tmp_path: Path) -> None:
+    steps, tables = {}, {}
+    for direct in (True, False):
+        path = tmp_path / f"end-{direct}.db"
+        store = await _store(path, direct, [])
+        try:
+            steps[direct] = await _stop_with_calls_up(store)
+        finally:
+            await store.close()
+        tables[direct] = _rows(path)
+    assert steps[True] == steps[False] == [
+        ("stop", ["campaign"]),
+        ("ch-0", [("completed", "completed")]),
+        ("ch-1", [("completed", "completed"), ("end", "completed")]),
+        ("ch-1", []),
+    ]
+    assert tables[True] == tables[False]
+    assert [r["kind"] for r in tables[True]["event"]][-3:] == ["completed", "completed", "end"]

@@ -435,41 +435,57 @@ def test_nul_byte_after_the_first_chunk_is_refused_mid_stream_with_its_line() ->
     assert caught.value.details["line"] == 2002
 
 
-@pytest.mark.parametrize("bom", [b"\xff\xfe", b"\xfe\xff"])
-def test_utf16_is_refused_as_not_utf8(bom: bytes) -> None:
-    error = refusal(bom + "phone\n+14155550142\n".encode("utf-16-le"))
-    assert error.error_id == "csv_not_utf8"
-    assert "UTF-16" in error.message
+@pytest.mark.parametrize(("bom", "codec"), [(b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")])
+def test_utf16_with_a_bom_is_decoded(bom: bytes, codec: str) -> None:
+    parser, items = parse(bom + "phone\tname\r\n+14155550142\tZoë\r\n".encode(codec))
+    assert (parser.encoding, parser.encoding_source, parser.delimiter) == (codec, "bom", "\t")
+    assert parser.header == ["phone", "name"]
+    assert contact(items[0]).fields == {"name": "Zoë"}
 
 
-def test_latin1_in_the_header_is_refused_by_the_constructor() -> None:
-    with pytest.raises(InvalidCsv) as caught:
-        ContactsCsv(io.BytesIO(b"phone,pr\xe9nom\n+14155550142,Zo\xeb\n"), default_region="US")
-    assert caught.value.error_id == "csv_not_utf8"
-    assert caught.value.details["line"] == 1
-    assert "0xe9" in caught.value.message
+def test_latin1_in_the_header_is_detected_as_cp1252() -> None:
+    parser, items = parse(b"phone,pr\xe9nom\n+14155550142,Zo\xeb\n")
+    assert parser.header == ["phone", "prénom"]
+    assert (parser.encoding, parser.encoding_source) == ("cp1252", "detected")
+    assert contact(items[0]).fields == {"prénom": "Zoë"}
 
 
-def test_latin1_mid_file_is_refused_mid_stream_with_its_line() -> None:
+def test_cp1252_mid_file_switches_encoding_mid_stream_keeping_every_row() -> None:
     rows = [b"+1415555%04d,Ann\r\n" % (i % 10_000) for i in range(4996)]
     rows.insert(100, b'+14155550100,"two\rlines"\r\n')  # a record on two lines (a lone CR inside): 2-4999
-    data = b"phone,name\r\n" + b"".join(rows) + b"+14155550142,Ren\xe9e\r\n+14155550143,ok\r\n"
+    data = b"phone,name\r\n" + b"".join(rows) + b"+14155550142,Ren\xe9e \x80\r\n+14155550143,ok\r\n"
     parser = ContactsCsv(io.BytesIO(data), default_region="US")
     batches = parser.batches()
     first = next(batches)
+    assert parser.encoding == "utf-8"  # nothing but ASCII read so far
     assert contact(first[100]).fields == {"name": "two\rlines"}
+    rest = [item for batch in batches for item in batch]
+    assert (parser.encoding, parser.encoding_source) == ("cp1252", "detected")
+    assert summary(rest[-2:]) == [(5000, "+14155550142"), (5001, "+14155550143")]
+    assert contact(rest[-2]).fields == {"name": "Renée €"}
+    assert len(first) + len(rest) == 4999
+
+
+def test_invalid_utf8_after_utf8_text_is_refused_as_mixed_with_its_line() -> None:
+    data = b"phone,name\n+14155550142,Zo\xc3\xab\n" + b"+14155550143,ok\n" * 3000 + b"+14155550144,Ren\xe9e\n"
+    parser = ContactsCsv(io.BytesIO(data), default_region="US")
     with pytest.raises(InvalidCsv) as caught:
-        for _ in batches:
-            pass
+        list(parser.batches())
     assert caught.value.error_id == "csv_not_utf8"
-    assert caught.value.details["line"] == 5000
-    assert "line 5000" in caught.value.message
+    assert caught.value.details["line"] == 3003
+    assert "mixes encodings" in caught.value.message
 
 
-def test_truncated_utf8_sequence_at_end_of_file() -> None:
-    error = refusal(b"phone,name\n+14155550142,ok\n+14155550143,\xc3")
+def test_truncated_utf8_sequence_at_end_of_a_utf8_file() -> None:
+    error = refusal(b"phone,name\n+14155550142,Zo\xc3\xab\n+14155550143,\xc3")
     assert error.error_id == "csv_not_utf8"
     assert error.details["line"] == 3
+
+
+def test_declared_utf8_refuses_other_bytes_naming_the_line() -> None:
+    error = refusal(b"phone,name\n+14155550142,ok\n+14155550143,Ren\xe9e\n", encoding="utf-8")
+    assert (error.error_id, error.details["line"]) == ("csv_not_utf8", 3)
+    assert "0xe9" in error.message
 
 
 # --- batching, stats, streaming -----------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from dialerd.domain.phone import _length_verdict as length_verdict
+from dialerd.domain.phone_columns import rank as phone_column_rank
 from dialerd.errors import InvalidCsv
-from dialerd.services.csv_contacts import PHONE_COLUMN_NAMES, ContactsCsv, ParsedContact, RowProblem
+from dialerd.services.csv_contacts import ContactsCsv, ParsedContact, RowProblem
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TABLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -121,7 +122,7 @@ def _quote(cell: str, delimiter: str, force: bool) -> str:
 
 
 def _not_a_phone_spelling(name: str) -> bool:
-    return re.sub(r"[\W_]+", "_", name.casefold()).strip("_") not in PHONE_COLUMN_NAMES
+    return phone_column_rank(name) is None
 
 
 CELL = st.text(st.characters(codec="utf-8", blacklist_characters="\x00"), max_size=12)

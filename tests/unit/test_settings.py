@@ -12,9 +12,19 @@ from typing import Any
 import pytest
 
 from dialerd.errors import ConfigError
-from dialerd.settings import SECRET_KEYS, Settings, load_settings
+from dialerd.settings import OTHER_ENV, SECRET_KEYS, Settings, load_settings
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "dialerd.toml"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "config" / "dialerd.toml"
+OPERATIONS = REPO / "docs" / "operations.md"
+LOCAL_PBX = REPO / "asterisk" / "local-pbx"
+# Asterisk channel variables dialerd sets on its calls (and the dialplan reads): never in the environment.
+CHANNEL_VARIABLES = frozenset({
+    "DIALERD_ID", "DIALERD_CAMPAIGN", "DIALERD_CONTACT", "DIALERD_ATTEMPT", "DIALERD_NUMBER", "DIALERD_DEST",
+    "DIALERD_ANSWERED", "DIALERD_RES",
+})
+CHANNEL_VARIABLE_PREFIXES = ("DIALERD_FIELD_", "DIALERD_RES_")
+TEST_EXAMPLES = frozenset({"DIALERD_NO_SUCH_THING", "DIALERD_SERVER_PROT", "DIALERD_FOO", "DIALERD_DATABSE_URL"})
 SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "sse", "shutdown", "log")
 # In config/dialerd.toml every non-secret key is documented as a commented-out line `# key = <default>`
 # (a TOML value), directly under at least one line of prose comment, inside its `[section]`.
@@ -89,8 +99,69 @@ def test_flags_override_env(tmp_path: Path) -> None:
 
 
 def test_unrelated_environment_is_ignored() -> None:
-    settings = load_settings(None, env={"DIALERD_NO_SUCH_THING": "1", "SERVER_PORT": "1", "PATH": "/bin"})
+    settings = load_settings(None, env={"SERVER_PORT": "1", "PATH": "/bin", "dialerd_server_port": "1"})
     assert settings == Settings()
+
+
+@pytest.mark.parametrize("var", ["DIALERD_NO_SUCH_THING", "DIALERD_SERVER_PROT", "DIALERD_FOO", "DIALERD_"])
+def test_unknown_dialerd_variable_is_refused_naming_it(var: str) -> None:
+    error = _config_error(None, env={var: "1", "DIALERD_SERVER_PORT": "9000"})
+    assert var in error.message
+    assert error.details["key"] == var
+
+
+def test_unknown_variable_gets_a_suggestion() -> None:
+    error = _config_error(None, env={"DIALERD_SERVER_PROT": "9000"})
+    assert "did you mean DIALERD_SERVER_PORT?" in error.message
+
+
+def test_an_unknown_variable_is_refused_even_when_empty() -> None:
+    error = _config_error(None, env={"DIALERD_DATABSE_URL": ""})
+    assert "DIALERD_DATABSE_URL" in error.message
+
+
+def test_the_other_dialerd_variables_are_allowed_and_change_nothing() -> None:
+    env = dict.fromkeys(OTHER_ENV, "1")
+    assert load_settings(None, env=env) == Settings()
+
+
+def test_the_local_pbx_exports_are_accepted_as_they_are(tmp_path: Path) -> None:
+    """`eval "$(asterisk/local-pbx up)"` then `dialerd serve`: every name it prints is known."""
+    source = LOCAL_PBX.read_text(encoding="utf-8")
+    printed = set(re.findall(r'\("(DIALERD_[A-Z0-9_]+)",', source))
+    assert "DIALERD_ARI_URL" in printed and "DIALERD_PBX_ROOT" in printed
+    env = dict.fromkeys(printed, "1")
+    env.update({"DIALERD_ARI_URL": "http://127.0.0.1:1", "DIALERD_PBX_ENDPOINT": "PJSIP/{number}@carrier"})
+    load_settings(None, env=env)  # raises on an unknown name
+
+
+def test_every_dialerd_name_in_the_tree_is_a_setting_or_declared() -> None:
+    """A new DIALERD_* environment variable anywhere (code, tests, local PBX, unit) must be declared in
+    OTHER_ENV, or dialerd refuses to start where it is set. Asterisk channel variables are listed here."""
+    settings_env = {f"DIALERD_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    found: dict[str, str] = {}
+    for path in sorted(REPO.rglob("*")):
+        rel = path.relative_to(REPO)
+        if not path.is_file() or rel.parts[0] in {".git", ".venv"} or "__pycache__" in rel.parts:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for name in re.findall(r"DIALERD_[A-Z0-9_]*[A-Z0-9]\b", text):
+            found.setdefault(name, str(rel))
+    unknown = {
+        name: where for name, where in found.items()
+        if name not in settings_env and name not in OTHER_ENV and name not in CHANNEL_VARIABLES
+        and not name.startswith(CHANNEL_VARIABLE_PREFIXES) and name not in TEST_EXAMPLES
+    }
+    assert unknown == {}, "declare these in dialerd.settings.OTHER_ENV (and docs/operations.md) or rename them"
+
+
+def test_the_other_variables_are_documented() -> None:
+    text = OPERATIONS.read_text(encoding="utf-8")
+    missing = [var for var in OTHER_ENV if f"`{var}`" not in text]
+    assert missing == [], "docs/operations.md must list every allowed non-setting DIALERD_* variable"
 
 
 def test_secrets_come_from_the_environment() -> None:

@@ -36,8 +36,13 @@ def transition(event_id: int, kind: str = "connected", campaign_id: str = CID) -
                  payload={"contact_id": event_id, "status": kind, "at": AT})
 
 
-def final(event_id: int, status: str = "completed") -> Event:
+def status_event(event_id: int, status: str = "completed") -> Event:
     return Event(id=event_id, campaign_id=CID, kind="campaign", payload={"status": status})
+
+
+def final(event_id: int, status: str = "completed") -> Event:
+    """The campaign's end event: written once it is terminal and its last call has ended."""
+    return Event(id=event_id, campaign_id=CID, kind="end", payload={"status": status, "at": AT})
 
 
 def wire(event_id: int, kind: str = "connected") -> bytes:
@@ -58,16 +63,17 @@ def test_frames_keep_the_sse_format_byte_for_byte() -> None:
 
 
 @pytest.mark.parametrize("status", ["completed", "failed"])
-def test_the_final_status_frame_carries_the_end_frame(status: str) -> None:
+def test_the_stored_end_event_is_the_end_frame(status: str) -> None:
     frame = Frame.of(final(9, status))
     assert frame.ends
-    assert frame.data == (f'id: 9\nevent: campaign\ndata: {{"id":9,"campaign_id":"{CID}","status":"{status}"}}\n\n'
-                          f'id: 9\nevent: end\ndata: {{"campaign_id":"{CID}","status":"{status}"}}\n\n').encode()
+    assert frame.data == (f'id: 9\nevent: end\ndata: {{"id":9,"campaign_id":"{CID}","status":"{status}",'
+                          f'"at":"{AT}"}}\n\n').encode()
 
 
-@pytest.mark.parametrize("status", ["running", "paused", "stopped"])
-def test_other_campaign_statuses_do_not_end_the_stream(status: str) -> None:
-    frame = Frame.of(final(9, status))
+@pytest.mark.parametrize("status", ["running", "paused", "completed", "failed"])
+def test_no_campaign_status_ends_the_stream_itself(status: str) -> None:
+    # A stop leaves calls up: their outcomes come after the terminal status, and the end after them.
+    frame = Frame.of(status_event(9, status))
     assert not frame.ends and b"event: end" not in frame.data
 
 
@@ -207,6 +213,11 @@ class Store:
     async def get_campaign(self, campaign_id: str) -> Any:
         return SimpleNamespace(status="completed")
 
+    async def has_calls_in_flight(self, campaign_id: str) -> bool:
+        return self.in_flight
+
+    in_flight = False
+
 
 class Metrics:
     async def snapshot(self, campaign_id: str) -> dict[str, Any]:
@@ -229,9 +240,9 @@ class Rig:
         svc = SimpleNamespace(settings=settings, store=self.store, metrics=Metrics(), hub=hub)
         self.request = cast(web.Request, SimpleNamespace(app={SERVICES: svc}, transport=self.transport))
 
-    def stream(self, last_id: int = 0) -> tuple[_Stream, asyncio.Task[None]]:
+    def stream(self, last_id: int = 0, terminal: bool = False) -> tuple[_Stream, asyncio.Task[None]]:
         stream = _Stream(self.request, cast(web.StreamResponse, self.resp), self.hub.subscribe(CID), last_id)
-        task = asyncio.create_task(stream.run(CID, terminal_at_start=False))
+        task = asyncio.create_task(stream.run(CID, terminal_at_start=terminal))
         return stream, task
 
     def output(self) -> bytes:
@@ -248,8 +259,51 @@ async def test_each_wake_up_writes_all_pending_frames_in_one_write() -> None:
     rig.hub.publish([transition(4), final(5)])
     assert await rig.resp.next_write() == wire(4) + Frame.of(final(5)).data
     await task  # the end frame ended it
-    end = f'id: 5\nevent: end\ndata: {{"campaign_id":"{CID}","status":"completed"}}\n\n'.encode()
+    end = f'id: 5\nevent: end\ndata: {{"id":5,"campaign_id":"{CID}","status":"completed","at":"{AT}"}}\n\n'.encode()
     assert rig.resp.writes[-1].endswith(end)
+
+
+async def test_a_terminal_status_with_calls_up_keeps_the_stream_open_until_the_end() -> None:
+    rig = Rig(EventHub())
+    _stream, task = rig.stream()
+    await rig.resp.next_write()  # the opening snapshot
+    rig.hub.publish([status_event(1, "completed")])
+    assert await rig.resp.next_write() == Frame.of(status_event(1, "completed")).data
+    rig.hub.publish([transition(2, "completed"), transition(3, "failed")])
+    assert await rig.resp.next_write() == wire(2, "completed") + wire(3, "failed")
+    assert not task.done()
+    rig.hub.publish([final(4)])
+    await task
+    assert rig.resp.writes[-1] == Frame.of(final(4)).data
+
+
+async def test_a_replay_of_a_finished_campaign_ends_with_its_stored_end_once() -> None:
+    events = [transition(1, "originated"), status_event(2), transition(3, "completed"), final(4)]
+    for start in (0, 2, 3):
+        rig = Rig(EventHub(), Store(events))
+        _stream, task = rig.stream(last_id=start, terminal=True)
+        await task
+        assert rig.output() == b"".join(Frame.of(e).data for e in events if (e.id or 0) > start)
+        assert rig.output().count(b"event: end") == 1
+
+
+async def test_resuming_after_the_end_gets_an_end_again_and_nothing_else() -> None:
+    rig = Rig(EventHub(), Store([status_event(1), final(2)]))
+    _stream, task = rig.stream(last_id=2, terminal=True)
+    await task
+    assert rig.output() == sse_frame("end", {"campaign_id": CID, "status": "completed"}, 2)
+
+
+async def test_a_stopped_campaign_with_calls_up_goes_live_until_its_end() -> None:
+    store = Store([status_event(1)])
+    store.in_flight = True
+    rig = Rig(EventHub(), store)
+    _stream, task = rig.stream(last_id=0, terminal=True)
+    assert await rig.resp.next_write() == Frame.of(status_event(1)).data
+    assert await rig.resp.next_write() == sse_frame(None, {"type": "snapshot", "status": "running"}, 1)
+    rig.hub.publish([transition(2, "completed"), final(3)])
+    await task
+    assert rig.resp.writes[-1] == wire(2, "completed") + Frame.of(final(3)).data
 
 
 async def test_a_resuming_stream_replays_after_its_id_in_one_write_per_page() -> None:

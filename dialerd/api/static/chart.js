@@ -42,15 +42,16 @@ function clock(ms) {
 
 /**
  * Redraws `svg` from `points`: [{t: epoch ms, inFlight, completed, failed}], oldest first.
- * The number of points drawn is left in svg.dataset.points.
+ * The number of points drawn is left in svg.dataset.points, the last one in svg.dataset.last (JSON).
  */
-export function drawChart(svg, points) {
+export function drawChart(svg, points, emptyText = "Live figures appear here while the campaign runs.") {
   svg.replaceChildren();
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.dataset.points = String(points.length);
+  svg.dataset.last = points.length ? JSON.stringify(points.at(-1)) : "";
   if (points.length === 0) {
     svg.append(el("text", { x: W / 2, y: H / 2, class: "c-empty", "text-anchor": "middle" },
-      "Live figures appear here while the campaign runs."));
+      emptyText));
     return;
   }
   const t0 = points[0].t;

@@ -7,6 +7,9 @@ import { HttpError, httpError, readEventStream } from "./sse.js";
 
 const KEY_STORE = "dialerd.apiKey";
 const LIST_EVERY_MS = 3000;
+const SEARCH_DELAY_MS = 250; // typing in the search box asks the server once it pauses
+const ACTIVE_MAX = 1000; // running and paused campaigns shown above the pages (per status; the API's page cap)
+const MEMORY_MAX = 50; // campaigns whose figures and chart are kept when another one is opened
 const HEALTH_EVERY_MS = 5000;
 const LOG_MAX = 100;
 const CHART_MAX = 600; // 20 minutes of 2 s snapshots
@@ -27,8 +30,13 @@ const testId = (id) => document.querySelector(`[data-testid="${id}"]`);
 const fmt = (n) => Number(n ?? 0).toLocaleString("en-US");
 
 let apiKey = null;
-let campaigns = []; // the last list, as the API returned it
+const known = new Map(); // campaign id -> the campaign as last seen (a list, a GET, a snapshot)
+let active = []; // ids of the running, then the paused campaigns, newest first in each
+const list = { ids: [], total: 0, page: 0, size: 25, status: "", name: "" }; // the page below them
 let view = null; // the selected campaign's live state, see select()
+// Figures and chart of campaigns followed earlier in this tab, so opening one again (a finished one
+// above all) shows what was seen rather than starting blank. Oldest first.
+const memory = new Map();
 
 // ---- API ------------------------------------------------------------------------------------------
 
@@ -61,7 +69,11 @@ function signOut(message = "") {
   apiKey = null;
   sessionStorage.removeItem(KEY_STORE);
   closeView();
-  campaigns = [];
+  known.clear();
+  memory.clear();
+  active = [];
+  list.ids = [];
+  $("active-rows").replaceChildren();
   $("campaign-rows").replaceChildren();
   $("app").hidden = true;
   $("logout").hidden = true;
@@ -71,46 +83,113 @@ function signOut(message = "") {
   $("api-key").focus();
 }
 
-// ---- PBX state ------------------------------------------------------------------------------------
+// ---- PBX state and the dialling-held banner ------------------------------------------------------
 
-function setPbx(connected, driver = null) {
+// What /health and the stream's snapshots last said. `held` is the daemon's reason for not dialling
+// ("pbx_down", "ari_app_replaced", ...) or null; undefined while no report carried it.
+const pbx = { connected: null, held: undefined, driver: null };
+
+const HELD = {
+  pbx_down: ["Dialling is held: the PBX is unreachable.",
+    "No new calls start until dialerd is connected to Asterisk again; it reconnects by itself and running "
+    + "campaigns resume then. Calls already up are still followed."],
+  ari_app_replaced: ["Dialling is held: another client took over dialerd's ARI application.",
+    "Asterisk handed the app name to another connection (a second dialerd with the same settings, or a tool "
+    + "listening on /ari/events). dialerd registers the app again and resumes dialling once it is its own; "
+    + "stop the other client."],
+};
+
+function setPbx(report) {
+  if ("connected" in report) pbx.connected = report.connected;
+  if (report.held !== undefined) pbx.held = report.held;
+  if (report.driver) pbx.driver = report.driver;
   const node = $("pbx");
-  node.dataset.connected = connected === null ? "unknown" : String(connected);
-  const what = connected === null ? "unknown" : connected ? "connected" : "disconnected";
-  $("pbx-text").textContent = `PBX ${what}${driver ? ` · ${driver}` : ""}`;
+  node.dataset.connected = pbx.connected === null ? "unknown" : String(pbx.connected);
+  const what = pbx.connected === null ? "unknown" : pbx.connected ? "connected" : "disconnected";
+  $("pbx-text").textContent = `PBX ${what}${pbx.driver ? ` · ${pbx.driver}` : ""}`;
+  renderHeld();
+}
+
+function renderHeld() {
+  const reason = pbx.held ?? (pbx.connected === false ? "pbx_down" : null);
+  const banner = $("held");
+  banner.dataset.reports = String(Number(banner.dataset.reports ?? 0) + 1); // PBX reports taken in so far
+  banner.hidden = reason === null;
+  banner.dataset.reason = reason ?? "";
+  if (reason === null) return;
+  const [title, text] = HELD[reason] ?? [`Dialling is held (${String(reason).replaceAll("_", " ")}).`,
+    "No new calls start until dialerd resumes by itself; see its log and GET /health."];
+  $("held-title").textContent = title;
+  $("held-text").textContent = text;
 }
 
 async function refreshHealth() {
   try {
     const resp = await fetch("health", { cache: "no-store" });
     const body = await resp.json();
-    setPbx(body.pbx?.connected ?? null, body.pbx?.driver ?? null);
+    setPbx({ connected: body.pbx?.connected ?? null, held: body.pbx?.dialling_held, driver: body.pbx?.driver });
   } catch {
-    setPbx(null);
+    setPbx({ connected: null });
   }
 }
 
 // ---- the campaign list ----------------------------------------------------------------------------
 
+let listSeq = 0; // answers to an older request (before a page or filter change) are dropped
 let listing = false;
 
-async function refreshCampaigns() {
-  if (!apiKey || listing) return;
+function pageQuery() {
+  const q = new URLSearchParams({ limit: String(list.size), offset: String(list.page * list.size) });
+  if (list.status) q.set("status", list.status);
+  if (list.name) q.set("name", list.name);
+  return q.toString();
+}
+
+async function refreshCampaigns({ force = false } = {}) {
+  if (!apiKey || (listing && !force)) return;
+  const seq = ++listSeq;
   listing = true;
   try {
-    const body = await api("GET", "api/v1/campaigns?limit=50");
-    campaigns = body.campaigns;
-    $("campaigns-total").textContent = body.total > campaigns.length
-      ? `(latest ${campaigns.length} of ${fmt(body.total)})` : `(${fmt(body.total)})`;
+    const [running, paused, page] = await Promise.all([
+      api("GET", `api/v1/campaigns?status=running&limit=${ACTIVE_MAX}`),
+      api("GET", `api/v1/campaigns?status=paused&limit=${ACTIVE_MAX}`),
+      api("GET", `api/v1/campaigns?${pageQuery()}`),
+    ]);
+    if (seq !== listSeq) return;
+    if (page.campaigns.length === 0 && page.total > 0 && list.page > 0) {
+      // The page emptied under us (campaigns deleted, a narrower filter): show the last one instead.
+      list.page = Math.floor((page.total - 1) / list.size);
+      listing = false;
+      refreshCampaigns({ force: true });
+      return;
+    }
+    for (const c of [...running.campaigns, ...paused.campaigns, ...page.campaigns]) remember(c);
+    active = [...running.campaigns, ...paused.campaigns].map((c) => c.id);
+    list.ids = page.campaigns.map((c) => c.id);
+    list.total = page.total;
+    const activeTotal = running.total + paused.total;
+    $("active-total").textContent = activeTotal > active.length
+      ? `(${fmt(active.length)} of ${fmt(activeTotal)})` : `(${fmt(activeTotal)})`;
+    $("campaigns-total").textContent = `(${fmt(page.total)}${list.status || list.name ? " matching" : ""})`;
     $("campaigns-error").textContent = "";
     renderCampaigns();
-    const current = view && campaigns.find((c) => c.id === view.id);
+    const current = view && known.get(view.id);
     if (current) applyCampaign(view, current);
   } catch (err) {
-    if (apiKey) $("campaigns-error").textContent = `Could not list campaigns: ${err.message}`;
+    if (apiKey && seq === listSeq) $("campaigns-error").textContent = `Could not list campaigns: ${err.message}`;
   } finally {
-    listing = false;
+    if (seq === listSeq) listing = false;
   }
+}
+
+/** Keeps the freshest copy of a campaign the API returned. */
+function remember(c) {
+  known.set(c.id, c);
+}
+
+function setPage(page) {
+  list.page = Math.max(0, page);
+  refreshCampaigns({ force: true });
 }
 
 function finalCount(contacts) {
@@ -123,19 +202,20 @@ function cell(tag, className = "") {
   return node;
 }
 
-function newRow(c) {
+function newRow(id) {
   const tr = cell("tr");
-  tr.dataset.campaignId = c.id;
+  tr.dataset.campaignId = id;
   tr.dataset.testid = "campaign-row";
-  const name = cell("th");
+  const name = cell("th", "name-col");
   name.scope = "row";
-  const open = cell("button", "link");
+  const open = cell("button", "link name");
   open.type = "button";
-  open.addEventListener("click", () => select(c.id));
-  const id = cell("small", "muted id");
-  id.textContent = c.id;
-  id.title = c.id;
-  name.append(open, id);
+  open.dataset.testid = "campaign-name";
+  open.addEventListener("click", () => select(id));
+  const small = cell("small", "muted id");
+  small.textContent = id;
+  small.title = id;
+  name.append(open, small);
   const status = cell("td");
   status.append(cell("span", "badge"));
   const progress = cell("td", "progress-cell");
@@ -152,11 +232,14 @@ function newRow(c) {
 
 function updateRow(tr, c) {
   const [name, status, progress, outcomes, inFlight] = tr.children;
+  // Long names are cut with an ellipsis (CSS); the whole name is in the tooltip and the label.
   name.firstChild.textContent = c.name;
+  name.firstChild.title = c.name;
   name.firstChild.setAttribute("aria-label", `Follow campaign ${c.name}`);
   const badge = status.firstChild;
   badge.textContent = c.status;
   badge.className = `badge cs-${c.status}`;
+  tr.dataset.status = c.status;
   const total = c.contacts.total ?? 0;
   const bar = progress.firstChild;
   bar.max = Math.max(total, 1);
@@ -173,42 +256,77 @@ function updateRow(tr, c) {
   else tr.removeAttribute("aria-current");
 }
 
-function renderCampaigns() {
-  const body = $("campaign-rows");
+function renderTable(body, ids) {
   const rows = new Map([...body.children].map((tr) => [tr.dataset.campaignId, tr]));
-  const wanted = campaigns.map((c) => {
-    const tr = rows.get(c.id) ?? newRow(c);
-    updateRow(tr, c);
+  const wanted = ids.filter((id) => known.has(id)).map((id) => {
+    const tr = rows.get(id) ?? newRow(id);
+    updateRow(tr, known.get(id));
     return tr;
   });
   // Re-append only when the order changed: moving a row would drop the keyboard focus inside it.
   if (wanted.length !== body.children.length || wanted.some((tr, i) => body.children[i] !== tr)) {
     body.replaceChildren(...wanted);
   }
-  $("campaigns-empty").hidden = campaigns.length > 0;
+}
+
+function renderCampaigns() {
+  renderTable($("active-rows"), active);
+  renderTable($("campaign-rows"), list.ids);
+  $("active-empty").hidden = active.length > 0;
+  const empty = $("campaigns-empty");
+  empty.hidden = list.ids.length > 0;
+  empty.textContent = list.status || list.name ? "No campaign matches." : "No campaigns yet.";
+  const first = list.total ? list.page * list.size + 1 : 0;
+  const last = list.page * list.size + list.ids.length;
+  $("page-info").textContent = list.total ? `${fmt(first)}–${fmt(last)} of ${fmt(list.total)}` : "";
+  $("page-prev").disabled = list.page === 0;
+  $("page-next").disabled = last >= list.total;
 }
 
 // ---- the selected campaign ------------------------------------------------------------------------
 
 function closeView() {
-  if (view) view.abort.abort();
+  if (view) {
+    view.abort.abort();
+    keep(view);
+  }
   view = null;
   $("detail-body").hidden = true;
   $("detail-placeholder").hidden = false;
 }
 
+/** Remembers what `v` showed (figures, chart) for when its campaign is opened again in this tab. */
+function keep(v) {
+  if (!v.points.length && !v.snapshot && !v.final) return;
+  memory.delete(v.id);
+  memory.set(v.id, { points: v.points, snapshot: v.snapshot, final: v.final, chartSource: v.chartSource });
+  while (memory.size > MEMORY_MAX) memory.delete(memory.keys().next().value);
+}
+
+function newHistory() {
+  // Rebuilt from the replayed transitions: the chart of a campaign opened after (or late in) its run,
+  // and the final figures of a finished one, which gets no more snapshots.
+  return { attempts: new Map(), inFlight: 0, completed: 0, failed: 0, originated: 0, ended: 0, answered: 0,
+    talkSum: 0, talkN: 0, firstAt: null, lastAt: null, points: [] };
+}
+
 function select(id) {
-  const c = campaigns.find((x) => x.id === id);
+  const c = known.get(id);
   if (!c || view?.id === id) return;
   closeView();
+  const kept = memory.get(id);
   view = {
     id,
     name: c.name,
     status: c.status,
     contacts: c.contacts,
     inFlight: c.calls_in_flight,
-    snapshot: null,
-    points: [],
+    snapshot: kept?.snapshot ?? null,
+    final: kept?.final ?? null, // figures of a finished campaign, from its whole history
+    points: kept ? [...kept.points] : [],
+    chartSource: kept?.chartSource ?? "snapshots",
+    history: newHistory(),
+    snapshots: 0, // snapshots received since opened
     reasons: new Map(),
     reasonsComplete: (c.contacts.total ?? 0) <= REPLAY_MAX_CONTACTS,
     log: [], // newest first
@@ -226,10 +344,9 @@ function select(id) {
   follow(view);
 }
 
-/** Takes a campaign the API just returned (after an action, or at the end) into the list at once. */
+/** Takes a campaign the API just returned (after an action, or at the end) into the lists at once. */
 function mergeCampaign(c) {
-  const i = campaigns.findIndex((x) => x.id === c.id);
-  if (i >= 0) campaigns[i] = c;
+  remember(c);
   renderCampaigns();
 }
 
@@ -304,40 +421,124 @@ function onStreamMessage(v, { event, id, data }) {
     v.seen = n;
     if (event === "campaign") v.status = data.status;
     if (event === "failed") v.reasons.set(data.reason, (v.reasons.get(data.reason) ?? 0) + 1);
+    if (event !== "campaign") record(v.history, event, data);
     v.log.unshift(logEntry(event, data));
     if (v.log.length > LOG_MAX) v.log.length = LOG_MAX;
   }
   scheduleRender(v);
 }
 
+/** One contact transition into the history: attempts (by channel), running totals, a chart point. */
+function record(h, kind, d) {
+  const t = Date.parse(d.at);
+  if (Number.isNaN(t)) return;
+  const ch = d.channel_id ?? null;
+  if (kind === "originated") {
+    if (ch && !h.attempts.has(ch)) {
+      h.attempts.set(ch, { answered: false, ended: false });
+      h.inFlight += 1;
+      h.originated += 1;
+      h.firstAt ??= t;
+    }
+  } else if (kind === "connected") {
+    const a = ch && h.attempts.get(ch);
+    if (a) a.answered = true;
+  } else if (ch) {
+    // completed, failed, pending (a retry later) or cancelled: the attempt on this channel ended.
+    let a = h.attempts.get(ch);
+    if (!a) {
+      a = { answered: false, ended: false };
+      h.attempts.set(ch, a);
+    } else if (!a.ended) {
+      h.inFlight = Math.max(0, h.inFlight - 1);
+    }
+    if (!a.ended) {
+      a.ended = true;
+      h.ended += 1;
+      if (a.answered || kind === "completed") h.answered += 1;
+      if (typeof d.talk_seconds === "number") {
+        h.talkSum += d.talk_seconds;
+        h.talkN += 1;
+      }
+    }
+  }
+  if (kind === "completed") h.completed += 1;
+  if (kind === "failed") h.failed += 1;
+  h.lastAt = Math.max(h.lastAt ?? t, t);
+  if (!h.points.length) h.points.push({ t, inFlight: 0, completed: 0, failed: 0 });
+  h.points.push({ t, inFlight: h.inFlight, completed: h.completed, failed: h.failed });
+}
+
+/** At most `max` of `points`, evenly spread, the first and last always kept. */
+function thin(points, max = CHART_MAX) {
+  if (points.length <= max) return [...points];
+  const step = (points.length - 1) / (max - 1);
+  return Array.from({ length: max }, (_, i) => points[Math.round(i * step)]);
+}
+
+/** An empty chart takes the history replayed so far (the run before the campaign was opened). */
+function seedChart(v) {
+  if (v.points.length || !v.reasonsComplete || !v.history.points.length) return;
+  v.points = thin(v.history.points, CHART_MAX - 1);
+  v.chartSource = "history";
+}
+
 function applySnapshot(v, snap) {
+  if (v.snapshots === 0) seedChart(v);
+  v.snapshots += 1;
   v.snapshot = snap;
+  v.final = null;
   v.status = snap.status;
   v.contacts = snap.contacts;
   v.inFlight = snap.calls_in_flight;
-  if (typeof snap.pbx_connected === "boolean") setPbx(snap.pbx_connected);
-  const listed = campaigns.find((c) => c.id === v.id);
+  setPbx({
+    ...(typeof snap.pbx_connected === "boolean" ? { connected: snap.pbx_connected } : {}),
+    held: snap.dialling_held,
+  });
+  const listed = known.get(v.id);
   if (listed) {
-    // The snapshot is fresher than the last poll: keep the list row in step with the detail.
+    // The snapshot is fresher than the last poll: keep the list rows in step with the detail.
     Object.assign(listed, { status: snap.status, contacts: snap.contacts, calls_in_flight: snap.calls_in_flight });
     renderCampaigns();
   }
+  if (v.chartSource === "history") v.chartSource = "both";
   addPoint(v, Date.parse(snap.at) || Date.now(), snap.calls_in_flight, snap.contacts);
 }
 
 function addPoint(v, t, inFlight, contacts) {
-  v.points.push({ t, inFlight, completed: contacts.completed ?? 0, failed: contacts.failed ?? 0 });
+  const last = v.points.at(-1);
+  v.points.push({ t: Math.max(t, last?.t ?? t), inFlight, completed: contacts.completed ?? 0,
+    failed: contacts.failed ?? 0 });
   if (v.points.length > CHART_MAX) v.points.splice(0, v.points.length - CHART_MAX);
 }
 
-/** After `end`: the final figures (no more snapshots come), and the chart's closing point. */
+/** The figures of a finished campaign, from its whole history (null if the history is partial). */
+function finalFigures(v) {
+  const h = v.history;
+  if (!v.reasonsComplete || h.originated === 0 && h.ended === 0) return null;
+  const minutes = h.firstAt !== null && h.lastAt > h.firstAt ? (h.lastAt - h.firstAt) / 60000 : null;
+  return {
+    calls_per_minute: minutes ? Math.round(h.originated / minutes) : h.originated,
+    answer_rate: h.ended ? h.answered / h.ended : 0,
+    avg_talk_seconds: h.talkN ? h.talkSum / h.talkN : 0,
+  };
+}
+
+/** After `end`: the final figures from GET (no more snapshots come), and the chart's closing point. */
 async function finish(v) {
   try {
     const c = await api("GET", `api/v1/campaigns/${encodeURIComponent(v.id)}`);
     mergeCampaign(c);
     if (v !== view) return;
     applyCampaign(v, c);
-    if (v.points.length) addPoint(v, Date.now(), c.calls_in_flight, c.contacts);
+    v.final = finalFigures(v) ?? v.final;
+    seedChart(v);
+    const last = v.points.at(-1);
+    const end = Date.parse(c.completed_at ?? "") || last?.t;
+    const closed = last && last.t >= end && last.inFlight === c.calls_in_flight
+      && last.completed === (c.contacts.completed ?? 0) && last.failed === (c.contacts.failed ?? 0);
+    if (last && !closed) addPoint(v, end, c.calls_in_flight, c.contacts);
+    keep(v);
     scheduleRender(v);
   } catch (err) {
     if (v === view) setStream(v, "ended", `could not read the final figures: ${err.message}`);
@@ -386,6 +587,7 @@ function scheduleRender(v) {
 
 function renderView(v) {
   $("detail-title").textContent = v.name;
+  $("detail-title").title = v.name;
   const badge = $("detail-status");
   badge.textContent = v.status;
   badge.className = `badge cs-${v.status}`;
@@ -406,11 +608,14 @@ function renderView(v) {
     + (total ? ` · ${Math.floor((done / total) * 100)}%` : "");
   for (const s of STATUSES) testId(`count-${s}`).textContent = fmt(v.contacts[s]);
 
-  const snap = v.snapshot;
+  // A finished campaign shows its final figures (from its whole history), else the last snapshot's.
+  const figures = v.final ?? v.snapshot;
+  testId("figures").dataset.source = v.final ? "final" : v.snapshot ? "snapshot" : "none";
+  $("cpm-label").textContent = v.final ? "Calls / minute, average" : "Calls / minute";
   testId("calls-in-flight").textContent = fmt(v.inFlight);
-  testId("calls-per-minute").textContent = snap ? fmt(snap.calls_per_minute) : "–";
-  testId("answer-rate").textContent = snap ? `${Math.round(snap.answer_rate * 100)}%` : "–";
-  testId("avg-talk").textContent = snap ? `${Number(snap.avg_talk_seconds).toFixed(1)} s` : "–";
+  testId("calls-per-minute").textContent = figures ? fmt(figures.calls_per_minute) : "–";
+  testId("answer-rate").textContent = figures ? `${Math.round(figures.answer_rate * 100)}%` : "–";
+  testId("avg-talk").textContent = figures ? `${Number(figures.avg_talk_seconds).toFixed(1)} s` : "–";
 
   $("reasons-scope").textContent = v.reasonsComplete ? "" : "(since opened)";
   const reasons = [...v.reasons].sort((a, b) => b[1] - a[1]).map(([reason, n]) => {
@@ -430,7 +635,13 @@ function renderView(v) {
   }
   $("reasons").replaceChildren(...reasons);
 
-  drawChart($("chart"), v.points);
+  const finished = v.ended || v.status === "completed" || v.status === "failed";
+  let empty; // the default: live figures appear while it runs
+  if (finished && !v.reasonsComplete) empty = "No chart: this campaign finished before it was opened here and is too big to replay.";
+  else if (finished) empty = v.ended ? "No chart: this campaign made no calls." : "Reading the campaign's history…";
+  drawChart($("chart"), v.points, empty);
+  $("chart-source").textContent = { snapshots: "from the stream's snapshots", history: "from the event history",
+    both: "from the event history, then the stream's snapshots" }[v.chartSource];
 
   $("log").replaceChildren(...v.log.map((e) => {
     const li = cell("li");
@@ -476,6 +687,26 @@ $("logout").addEventListener("click", () => signOut());
 for (const button of document.querySelectorAll(".controls button")) {
   button.addEventListener("click", () => act(button.dataset.action));
 }
+let searchTimer = null;
+$("search").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    const name = $("search").value.trim();
+    if (name === list.name) return;
+    list.name = name;
+    setPage(0);
+  }, SEARCH_DELAY_MS);
+});
+$("status-filter").addEventListener("change", () => {
+  list.status = $("status-filter").value;
+  setPage(0);
+});
+$("page-size").addEventListener("change", () => {
+  list.size = Number($("page-size").value);
+  setPage(0);
+});
+$("page-prev").addEventListener("click", () => setPage(list.page - 1));
+$("page-next").addEventListener("click", () => setPage(list.page + 1));
 
 refreshHealth();
 setInterval(refreshHealth, HEALTH_EVERY_MS);
