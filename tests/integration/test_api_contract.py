@@ -420,6 +420,7 @@ async def test_json_create_imports_like_a_csv(offline_api: Api) -> None:
         ({"name": "", "contacts": [{"phone_number": "+14155550100"}]}, "invalid_field"),
         ({"name": "x", "max_concurrent_calls": "2", "contacts": [{"phone_number": "+14155550100"}]}, None),
         ({"name": "x", "max_concurrent_calls": None, "contacts": [{"phone_number": "+14155550100"}]}, "invalid_field"),
+        ({"name": "x", "encoding": "cp1252", "contacts": [{"phone_number": "+14155550100"}]}, "invalid_field"),
         ({"name": "x", "contacts": [{"phone_number": "nope"}]}, "csv_no_valid_numbers"),
         ({"name": "x", "contacts": []}, "csv_no_valid_numbers"),
     ):
