@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from typing import Any
 
 from dialerd.errors import ConfigError, DialerdError
 from dialerd.logs import setup_logging
+from dialerd.pbx.errors import EXIT_APP_IN_USE, AppInUse
 from dialerd.settings import Settings, load_settings
 
 
@@ -97,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         from dialerd.daemon import serve
 
         return asyncio.run(serve(settings))
+    except AppInUse as exc:
+        # One line, in the daemon's log format; 75 (EX_TEMPFAIL): systemd retries, and the start succeeds
+        # once the other client has let the app go.
+        logging.getLogger("dialerd.daemon").critical(exc.message, extra={"action": "ari_app_in_use"})
+        return EXIT_APP_IN_USE
     except ConfigError as exc:
         # EX_CONFIG: systemd does not restart on it (RestartPreventExitStatus=78); a retry cannot help.
         print(f"dialerd: {exc.message}", file=sys.stderr)
