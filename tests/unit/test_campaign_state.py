@@ -143,7 +143,7 @@ CONTACT_MOVES: dict[ContactStatus, set[ContactStatus]] = {
     C.FAILED: set(),
     C.CANCELLED: set(),
 }
-RETRYABLE = {"busy", "no_answer", "congestion", "unreachable"}
+RETRYABLE = {"busy", "no_answer", "congestion", "unreachable", "app_unavailable"}
 NEVER_RETRIED = {"invalid_number", "rejected", "originate_error"}
 
 
