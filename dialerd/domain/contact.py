@@ -31,18 +31,21 @@ class FailureReason(StrEnum):
     UNREACHABLE = "unreachable"
     ORIGINATE_ERROR = "originate_error"
     # Answered, then hung up by Asterisk at once: our Stasis app had no live client (taken over by
-    # another client, or dialerd away). The callee heard nothing; an abandoned call, not a completed one.
+    # another client, or dialerd away). The callee heard nothing: an abandoned call, not a completed one.
     APP_UNAVAILABLE = "app_unavailable"
 
     @property
     def retryable(self) -> bool:
-        """Busy, no answer, congestion, unreachable and app_unavailable may succeed later; the rest never will."""
+        """Busy, no answer, congestion and unreachable may succeed later; the rest never will.
+
+        ``app_unavailable`` is an abandoned call (the callee answered and heard nothing): not redialled
+        automatically, as rules on abandoned calls commonly require; the operator decides.
+        """
         return self in _RETRYABLE
 
 
 _RETRYABLE = frozenset(
-    {FailureReason.BUSY, FailureReason.NO_ANSWER, FailureReason.CONGESTION, FailureReason.UNREACHABLE,
-     FailureReason.APP_UNAVAILABLE}
+    {FailureReason.BUSY, FailureReason.NO_ANSWER, FailureReason.CONGESTION, FailureReason.UNREACHABLE}
 )
 
 C = ContactStatus

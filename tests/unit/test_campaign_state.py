@@ -143,8 +143,8 @@ CONTACT_MOVES: dict[ContactStatus, set[ContactStatus]] = {
     C.FAILED: set(),
     C.CANCELLED: set(),
 }
-RETRYABLE = {"busy", "no_answer", "congestion", "unreachable", "app_unavailable"}
-NEVER_RETRIED = {"invalid_number", "rejected", "originate_error"}
+RETRYABLE = {"busy", "no_answer", "congestion", "unreachable"}
+NEVER_RETRIED = {"invalid_number", "rejected", "originate_error", "app_unavailable"}
 
 
 def test_contact_table_covers_every_status() -> None:
