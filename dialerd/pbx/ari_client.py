@@ -33,7 +33,8 @@ _STABLE_AFTER_S = 5.0  # a websocket that lived this long resets the backoff
 
 def describe_error(exc: BaseException, url: str) -> str:
     """One human sentence for why the ARI connection failed (shown as ``/health`` ``pbx.last_error``)."""
-    status = getattr(exc, "status", None) or getattr(exc, "pbx_status", None)
+    # PbxRequestError: the PBX's status (its own ``status`` is the HTTP status dialerd would answer).
+    status = exc.pbx_status if isinstance(exc, PbxRequestError) else getattr(exc, "status", None)
     if status == 401:
         return "ARI 401: check DIALERD_ARI_PASSWORD and ari.conf"
     if status == 403:
