@@ -153,17 +153,24 @@ class AriPbx:
         password) is no reason to refuse: the websocket loop reports and retries that.
         """
         await self.client.open()
-        try:
-            app = await self._get_app()
-            if app is not None:
-                await self._force_cleanup()
+        verdict: str | None = None
+        for attempt in range(3):  # a predecessor's websocket closing just now is not a live client
+            if attempt:
+                await asyncio.sleep(0.5)
+            try:
                 app = await self._get_app()
-            other = other_live_owner(await self._read_owner(), self._token, time.time()) if app else None
-        except PbxError as exc:
-            log.warning("cannot tell whether ARI app %s is in use: %s", self.app, exc,
-                        extra={"action": "ari_app_check"})
-            return None
-        return startup_verdict(app, other)
+                if app is not None:
+                    await self._force_cleanup()
+                    app = await self._get_app()
+                other = other_live_owner(await self._read_owner(), self._token, time.time()) if app else None
+            except PbxError as exc:
+                log.warning("cannot tell whether ARI app %s is in use: %s", self.app, exc,
+                            extra={"action": "ari_app_check"})
+                return None
+            verdict = startup_verdict(app, other)
+            if verdict is None:
+                return None
+        return verdict
 
     async def _get_app(self) -> Any:
         try:
