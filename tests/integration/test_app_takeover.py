@@ -288,3 +288,37 @@ async def test_health_names_a_wrong_pbx_password(tmp_path: Path, driver: str) ->
     else:
         assert health["pbx"]["last_error"].startswith("AMI login failed (Authentication failed)")
         assert "DIALERD_AMI_SECRET" in health["pbx"]["last_error"]
+
+
+async def test_answer_dropped_while_dialerd_was_away_is_not_completed_after_restart(tmp_path: Path) -> None:
+    """Stopped while a call rings (grace 0): Asterisk answers it into an app with no client and hangs up;
+    the next start reconciles it from the hangup record as app_unavailable, not completed."""
+    app = _app("restart")
+    db = f"sqlite+aiosqlite:///{tmp_path / 'restart.db'}"
+    async with live_api(tmp_path, db_url=db, ari_app=app, shutdown_grace_period=0.0) as api:
+        status, body = await api.create(numbers([91]), max_concurrent_calls=1)
+        assert status == 201, body
+        cid = body["id"]
+        status, _ = await api.call("POST", f"/api/v1/campaigns/{cid}/start")
+        assert status == 200
+
+        async def ringing() -> bool:
+            (contact,) = await all_contacts(api, cid)
+            return bool(contact["status"] == "originated")
+
+        await _wait(ringing, 10, "the call ringing")
+        (attempt,) = await _attempt_rows(api, cid)
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 10))
+
+    async def dropped() -> bool:  # the far end answers at ~3 s; Asterisk hangs up at once
+        return any(r[16] == attempt["channel_id"] for r in cdr_rows(since))
+
+    await _wait(dropped, 15, "Asterisk ending the call")
+    (row,) = [r for r in cdr_rows(since) if r[16] == attempt["channel_id"]]
+    assert (row[14], row[7], row[13]) == ("ANSWERED", "Stasis", "0"), row
+    async with live_api(tmp_path, db_url=db, ari_app=app) as api:
+        final = await wait_status(api, cid, "completed", timeout=30)
+        (contact,) = await all_contacts(api, cid)
+        assert (contact["status"], contact["failure_reason"], contact["hangup_cause"]) == (
+            "failed", "app_unavailable", 0), contact
+        assert final["contacts"].get("failed") == 1
