@@ -240,15 +240,15 @@ def _schemas() -> dict[str, Schema]:
                     "properties": {
                         "driver": {"type": "string"},
                         "connected": {"type": "boolean"},
-                        "dialling_held": {
-                            "type": ["string", "null"], "enum": ["pbx_down", "ari_app_replaced", None],
+                        "dialling_held": _nullable({
+                            "type": "string", "enum": ["pbx_down", "ari_app_replaced", None],
                             "description": "why no call is originated now (null: dialling is possible)",
-                        },
-                        "last_error": {
-                            "type": ["string", "null"],
+                        }),
+                        "last_error": _nullable({
+                            "type": "string",
                             "description": "what is wrong with the PBX connection, e.g. 'ARI 401: check "
                             "DIALERD_ARI_PASSWORD and ari.conf' (null while all is well)",
-                        },
+                        }),
                     },
                 },
                 "calls_in_flight": _int(),
