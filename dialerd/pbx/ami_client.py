@@ -40,6 +40,14 @@ class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
             return None
         return super().connect(*args, **kwargs)
 
+    def connection_made(self, f: Any) -> None:
+        if not f.cancelled() and isinstance(f.exception(), OSError):
+            exc = f.exception()
+            host, port = self.config["host"], self.config["port"]
+            self.last_error = (f"AMI unreachable at {host}:{port}: {exc.strerror or exc}; check "
+                               "DIALERD_AMI_HOST, DIALERD_AMI_PORT, manager.conf and that Asterisk runs")
+        super().connection_made(f)
+
     def login(self, future: Any) -> bool:
         ok = bool(super().login(future))
         if not ok:
