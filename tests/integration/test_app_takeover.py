@@ -169,6 +169,7 @@ async def test_app_taken_for_two_seconds_mid_campaign(tmp_path: Path) -> None:
         tenant_id = next(iter(dispatcher._tenants))
         assert dispatcher.tenant_in_flight(tenant_id) == 0 and dispatcher.calls_in_flight(cid) == 0
         attempts = await _attempt_rows(api, cid)
+        begun = [a for c in contacts for a in await api.daemon.store.list_attempts(c["id"])]
 
     # Dialling held from the takeover until the app was ours again: Asterisk created no channel then
     # (0.5 s of slack for an originate request already on its way when the takeover came).
@@ -177,6 +178,8 @@ async def test_app_taken_for_two_seconds_mid_campaign(tmp_path: Path) -> None:
     starts = watch.start_times(cid)
     assert not [t for t in starts if lost + 0.5 < t < resumed], (lost, resumed, starts)
     assert resumed - lost >= REREGISTER_AFTER - 0.5
+    # ...and the store's: no attempt was begun then (none given back either: nothing was waiting to go).
+    assert not [a for a in begun if a.created_at is not None and lost + 0.5 < a.created_at.timestamp() < resumed]
     rows = cdr_rows(since)
     # One call per contact in Asterisk's CDR (dialer legs carry our channel ids): none lost, none doubled.
     ours = sorted(r[16] for r in rows if r[16].startswith(f"dlr-{cid[4:16]}-"))
