@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dialerd.errors import ConfigError, DialerdError, InvalidInput
 from dialerd.logs import setup_logging
+from dialerd.pbx.errors import EXIT_APP_IN_USE, AppInUse
 from dialerd.settings import Settings, load_settings
 
 # Exit codes. docs/operations.md ("Exit codes") documents the same table; tests/e2e/test_cli.py compares them.
@@ -27,6 +29,8 @@ EXIT_CODES: dict[int, str] = {
     "systemd restarts it",
     EXIT_USAGE: "bad command line, or refused (unknown key id or tenant, limits for an existing tenant, ...)",
     EXIT_DATABASE: "keys, tenants or migrate could not open or reach the database",
+    EXIT_APP_IN_USE: "serve: the ARI app is held by a live client (another dialerd or a websocket); systemd "
+    "retries, and the start succeeds once the other client is gone",
     EXIT_CONFIG: "invalid configuration (the message names the setting), or server.host/server.port cannot "
     "be listened on (e.g. the port is in use); systemd does not restart on it",
     EXIT_INTERRUPTED: "interrupted (SIGINT) before serve was up, or during another command",
@@ -298,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         from dialerd.daemon import serve
 
         return asyncio.run(serve(settings))
+    except AppInUse as exc:
+        # One line, in the daemon's log format; 75 (EX_TEMPFAIL): systemd retries, and the start succeeds
+        # once the other client has let the app go.
+        logging.getLogger("dialerd.daemon").critical(exc.message, extra={"action": "ari_app_in_use"})
+        return EXIT_APP_IN_USE
     except ConfigError as exc:
         # EX_CONFIG: systemd does not restart on it (RestartPreventExitStatus=78); a retry cannot help.
         print(f"dialerd: {exc.message}", file=sys.stderr)

@@ -24,6 +24,7 @@ from dialerd.api.prometheus import Telemetry
 from dialerd.errors import ConfigError
 from dialerd.faults import Failpoints
 from dialerd.pbx.base import Pbx
+from dialerd.pbx.errors import AppInUse
 from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.dispatcher import Dispatcher
@@ -92,14 +93,16 @@ class Daemon:
         campaigns = CampaignService(store, hub, dispatch=dispatcher, scheduler=scheduler)
         dispatcher.campaigns = campaigns
         scheduler.campaigns = campaigns
-        metrics = Metrics(store, in_flight=dispatcher.calls_in_flight, pbx_connected=lambda: pbx.connected)
+        metrics = Metrics(store, in_flight=dispatcher.calls_in_flight, pbx_connected=lambda: pbx.connected,
+                          dialling_held=lambda: dispatcher.dialling_held)
         telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx)  # this daemon's own
 
         async def health() -> dict[str, Any]:
             db_ok = await store.ping()
             status = "ok" if db_ok and pbx.connected else ("degraded" if db_ok else "error")
             return {"status": status, "version": __version__, "database": {"ok": db_ok, "schema_version": version},
-                    "pbx": {"driver": settings.pbx_driver, "connected": pbx.connected},
+                    "pbx": {"driver": settings.pbx_driver, "connected": pbx.connected,
+                            "dialling_held": dispatcher.dialling_held, "last_error": dispatcher.pbx_last_error},
                     "calls_in_flight": sum(dispatcher.calls_in_flight(c) for c in list(dispatcher._runners)),
                     "sse_subscribers": hub.subscriber_count()}
 
@@ -108,6 +111,7 @@ class Daemon:
         return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping)
 
     async def start(self) -> None:
+        await self._refuse_taken_app()
         self.runner = web.AppRunner(
             # keepalive_timeout: an idle keep-alive connection is closed after 75 s (aiohttp keeps it an hour).
             self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0, keepalive_timeout=75.0
@@ -137,6 +141,15 @@ class Daemon:
         # READY=1 waits for the PBX (the database is already migrated); _calls is what shutdown waits on.
         self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=lambda: len(self.dispatcher._calls),
                            healthy=self.store.ping, on_crash=lambda _exc: self.stopping.set())
+
+    async def _refuse_taken_app(self) -> None:
+        """Two daemons must not fight over one ARI app: refuse before connecting (raises AppInUse)."""
+        check = getattr(self.pbx, "check_app_free", None)
+        if check is None:
+            return
+        reason = await check()
+        if reason:
+            raise AppInUse(reason)
 
     async def _recover(self) -> None:
         await self.dispatcher.pbx_up.wait()

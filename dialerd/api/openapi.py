@@ -282,7 +282,19 @@ def _schemas() -> dict[str, Schema]:
                 },
                 "pbx": {
                     "type": "object",
-                    "properties": {"driver": {"type": "string"}, "connected": {"type": "boolean"}},
+                    "properties": {
+                        "driver": {"type": "string"},
+                        "connected": {"type": "boolean"},
+                        "dialling_held": _nullable({
+                            "type": "string", "enum": ["pbx_down", "ari_app_replaced", None],
+                            "description": "why no call is originated now (null: dialling is possible)",
+                        }),
+                        "last_error": _nullable({
+                            "type": "string",
+                            "description": "what is wrong with the PBX connection, e.g. 'ARI 401: check "
+                            "DIALERD_ARI_PASSWORD and ari.conf' (null while all is well)",
+                        }),
+                    },
                 },
                 "calls_in_flight": _int(),
                 "sse_subscribers": _int(),

@@ -25,6 +25,7 @@ from dialerd.services.events import EventHub
 
 # Every reason an attempt can end with, exported from the start so rate() works from the first call.
 OUTCOME_REASONS = ("completed", *(r.value for r in FailureReason))
+HELD_REASONS = ("pbx_down", "ari_app_replaced")  # dialerd_dialling_held label values, all exported
 UNMATCHED_ROUTE = "unmatched"  # 404/405: one label value, whatever the URL (no cardinality blow-up)
 CLIENT_GONE = "499"  # handler cancelled before it answered (nginx's code for it)
 
@@ -73,6 +74,20 @@ class DaemonCollector(Collector):
             "dialerd_pbx_connected",
             "1 while the PBX connection is up, else 0",
             value=1.0 if self.pbx.connected else 0.0,
+        )
+        held = GaugeMetricFamily(
+            "dialerd_dialling_held",
+            "1 while dialling is held for this reason (pbx_down, ari_app_replaced), else 0",
+            labels=["reason"],
+        )
+        held_now = d.dialling_held
+        for name in HELD_REASONS:
+            held.add_metric([name], 1.0 if held_now == name else 0.0)
+        yield held
+        yield CounterMetricFamily(
+            "dialerd_ari_app_takeovers",
+            "Times another client took the ARI application from this daemon (ApplicationReplaced)",
+            value=getattr(self.pbx, "takeovers", 0),
         )
         yield GaugeMetricFamily(
             "dialerd_sse_subscribers", "Open Server-Sent Events streams", value=self.hub.subscriber_count()

@@ -2,6 +2,9 @@
 
 The rules and their order come from the measurements in ``shared/asterisk.md`` (outcome table, section 1.3):
 
+0. ended ``Up`` with cause 0 while dialerd never saw the answer -> app unavailable: Asterisk answered the
+   call and hung up at once because our Stasis app had no live client ("Stasis app doesn't exist" /
+   "not active"; measured: hangup record ``0|SIP 200 OK|Up``, CDR lastapp ``Stasis``, billsec 0);
 1. answered (StasisStart / Newstate Up seen, or the channel ended in state ``Up``) -> completed;
 2. cause 17, or SIP 486/600 -> busy;
 3. cause 19 after ringing or early media -> no answer (Asterisk synthesises 480 when the ring timeout fires);
@@ -36,6 +39,7 @@ CONGESTION_CAUSES = frozenset({34, 38, 41, 42, 44, 47, 58})
 UNREACHABLE_CAUSES = frozenset({18, 20})
 UNREACHABLE_SIP = frozenset({408, 480})
 NO_ANSWER_CAUSE = 19
+APP_UNAVAILABLE_CAUSE = 0  # no cause set: Asterisk hung up itself after Stasis() failed
 ALERTING_STATES = frozenset({"Ringing", "Ring"})
 
 _SIP_CODE = re.compile(r"(?<!\d)([3-6]\d\d)(?!\d)")
@@ -51,11 +55,17 @@ class Outcome:
     tech_cause: int | None
 
 
-def classify(event: CallEvent) -> Outcome:
-    """Classify an ENDED event; raise ValueError for any other kind."""
+def classify(event: CallEvent, *, answer_seen: bool | None = None) -> Outcome:
+    """Classify an ENDED event; raise ValueError for any other kind.
+
+    ``answer_seen``: whether dialerd recorded the answer (its StasisStart / Newstate Up) before the
+    end; None when unknown. Only False lets rule 0 apply.
+    """
     if event.kind is not CallEventKind.ENDED:
         raise ValueError(f"classify needs an ENDED event, got {event.kind}")
     cause, sip = event.cause, event.tech_cause
+    if answer_seen is False and event.state == "Up" and cause == APP_UNAVAILABLE_CAUSE:
+        return Outcome(answered=False, reason=FailureReason.APP_UNAVAILABLE, cause=cause, tech_cause=sip)
     if event.answered or event.state == "Up":
         return Outcome(answered=True, reason=None, cause=cause, tech_cause=sip)
     return Outcome(answered=False, reason=_failure(event), cause=cause, tech_cause=sip)

@@ -30,10 +30,17 @@ class FailureReason(StrEnum):
     REJECTED = "rejected"
     UNREACHABLE = "unreachable"
     ORIGINATE_ERROR = "originate_error"
+    # Answered, then hung up by Asterisk at once: our Stasis app had no live client (taken over by
+    # another client, or dialerd away). The callee heard nothing: an abandoned call, not a completed one.
+    APP_UNAVAILABLE = "app_unavailable"
 
     @property
     def retryable(self) -> bool:
-        """Busy, no answer, congestion and unreachable may succeed later; the rest never will."""
+        """Busy, no answer, congestion and unreachable may succeed later; the rest never will.
+
+        ``app_unavailable`` is an abandoned call (the callee answered and heard nothing): not redialled
+        automatically, as rules on abandoned calls commonly require; the operator decides.
+        """
         return self in _RETRYABLE
 
 

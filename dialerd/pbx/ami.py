@@ -84,6 +84,14 @@ class AmiPbx:
     def connected(self) -> bool:
         return self.client.connected
 
+    @property
+    def held_reason(self) -> str | None:
+        return None if self.client.connected else "pbx_down"
+
+    @property
+    def last_error(self) -> str | None:
+        return None if self.client.connected else self.client.last_error
+
     async def start(self, sink: PbxSink) -> None:
         """Connect in the background (retried every ``reconnect_delay`` s); see :meth:`wait_connected`."""
         self._track.sink = sink

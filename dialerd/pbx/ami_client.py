@@ -33,11 +33,29 @@ class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
     """panoramisk's Manager, minus reconnecting after :meth:`AmiClient.close`."""
 
     closing = False
+    last_error: str | None = "AMI not connected yet"
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         if self.closing:
             return None
         return super().connect(*args, **kwargs)
+
+    def connection_made(self, f: Any) -> None:
+        if not f.cancelled() and isinstance(f.exception(), OSError):
+            exc = f.exception()
+            host, port = self.config["host"], self.config["port"]
+            self.last_error = (f"AMI unreachable at {host}:{port}: {exc.strerror or exc}; check "
+                               "DIALERD_AMI_HOST, DIALERD_AMI_PORT, manager.conf and that Asterisk runs")
+        super().connection_made(f)
+
+    def login(self, future: Any) -> bool:
+        ok = bool(super().login(future))
+        if not ok:
+            message = getattr(future.result(), "message", "") or "refused"
+            self.last_error = (f"AMI login failed ({message}): check DIALERD_AMI_USER, DIALERD_AMI_SECRET "
+                               "and manager.conf")
+            log.error(self.last_error, extra={"action": "ami_login_failed"})
+        return ok
 
 
 class AmiClient:
@@ -78,6 +96,15 @@ class AmiClient:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the session is not up (login refused, connection lost), as one sentence."""
+        if self._connected:
+            return None
+        if self._manager is None:
+            return "AMI not started"
+        return self._manager.last_error
 
     def start(
         self,
@@ -150,11 +177,15 @@ class AmiClient:
         if not manager.authenticated or getattr(manager.protocol, "closed", True):
             return  # lost again meanwhile; the next login tries again
         self.logins += 1
+        manager.last_error = None
         log.info("AMI connected", extra={"action": "ami_connected", "attempt": self.logins})
         self._set_connected(True)
 
     def _on_disconnect(self, manager: Any, exc: Any) -> None:
         log.warning("AMI connection lost: %s", exc, extra={"action": "ami_disconnected"})
+        if not str(manager.last_error).startswith("AMI login failed"):  # the cause, not the symptom
+            manager.last_error = (f"AMI connection to {self._config['host']}:{self._config['port']} lost"
+                                  f"{f': {exc}' if exc else ''}; check DIALERD_AMI_HOST/PORT and that Asterisk runs")
         self._set_connected(False)
 
     def _set_connected(self, up: bool) -> None:

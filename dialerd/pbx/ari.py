@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
+import secrets
+import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +38,14 @@ from dialerd.pbx.base import (
     PbxSink,
 )
 from dialerd.pbx.errors import PbxError, PbxRequestError
+from dialerd.pbx.ownership import (
+    OWNER_REFRESH_S,
+    Owner,
+    other_live_owner,
+    owner_variable,
+    parse_owner,
+    startup_verdict,
+)
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
 from dialerd.pbx.tracking import CallTracker, OwnedTasks, TrackedCall, now
 
@@ -49,6 +62,10 @@ EVENT_TYPES = (
     "ApplicationReplaced",
 )
 _ALERTING = frozenset({"RINGING", "PROGRESS"})
+HELD_PBX_DOWN = "pbx_down"
+HELD_APP_REPLACED = "ari_app_replaced"
+_REPLACED_MAX_DELAY_S = 30.0
+_REPLACED_STABLE_S = 60.0  # owning the app this long forgets earlier takeovers (backoff starts over)
 
 
 @dataclass
@@ -73,9 +90,15 @@ class AriPbx:
         max_connections: int = 16,
         reconnect_max_delay: float = 10.0,
         heartbeat: float = 5.0,
+        replaced_delay: float = 1.0,
     ) -> None:
-        """``heartbeat``: websocket ping period; a missing pong (half of it) counts as a dead connection."""
+        """``heartbeat``: websocket ping period; a missing pong (half of it) counts as a dead connection.
+
+        ``replaced_delay``: after another client took the app, re-register after 1-2x this many seconds,
+        doubling on each takeover in a row (up to 30 s).
+        """
         self.app = app
+        self.url = url
         self.endpoint_template = endpoint_template
         self.client = AriClient(
             url,
@@ -90,17 +113,97 @@ class AriPbx:
         self._track: CallTracker[_Call] = CallTracker()
         self._tasks = OwnedTasks()
         self._up: asyncio.Event | None = None  # created in start(), inside the loop
+        self._replaced_delay = replaced_delay
+        self._replaced_at: float | None = None  # monotonic time another client took the app; None: ours
+        self._replacements = 0  # takeovers in a row (the backoff doubles with each)
+        self._owned_since: float | None = None
+        self._reported: bool | None = None  # the last connection state told to the sink
+        self._token = secrets.token_hex(8)  # this process, in the owner record
+        self.takeovers = 0  # times another client took the app (Prometheus counter)
 
     @property
     def connected(self) -> bool:
-        return self.client.connected
+        """The websocket is up and the app is ours: originating is safe."""
+        return self.client.connected and self._replaced_at is None
+
+    @property
+    def held_reason(self) -> str | None:
+        """Why dialling is held: ``ari_app_replaced`` (another client has our app), ``pbx_down``, or None."""
+        if self._replaced_at is not None:
+            return HELD_APP_REPLACED
+        return None if self.client.connected else HELD_PBX_DOWN
+
+    @property
+    def last_error(self) -> str | None:
+        """What is wrong with the PBX connection now, as one sentence (None while all is well)."""
+        return self.client.last_error
 
     async def start(self, sink: PbxSink) -> None:
         """Open the pool and start the websocket task; returns at once (see :meth:`wait_connected`)."""
         self._track.sink = sink
         self._up = asyncio.Event()
         await self.client.open()
-        self.client.start_events(self._on_event, self._on_state, self._on_open)
+        self.client.start_events(self._on_event, self._on_state, self._on_open, self._before_connect)
+        self._tasks.spawn(self._keep_owner_record(), "ari-owner")
+
+    async def check_app_free(self) -> str | None:
+        """Before the first connect: why this app must not be taken (one sentence), or None.
+
+        Facts and rules in :mod:`dialerd.pbx.ownership`. A PBX that cannot be asked (down, wrong
+        password) is no reason to refuse: the websocket loop reports and retries that.
+        """
+        await self.client.open()
+        verdict: str | None = None
+        for attempt in range(3):  # a predecessor's websocket closing just now is not a live client
+            if attempt:
+                await asyncio.sleep(0.5)
+            try:
+                app = await self._get_app()
+                if app is not None:
+                    await self._force_cleanup()
+                    app = await self._get_app()
+                other = other_live_owner(await self._read_owner(), self._token, time.time()) if app else None
+            except PbxError as exc:
+                log.warning("cannot tell whether ARI app %s is in use: %s", self.app, exc,
+                            extra={"action": "ari_app_check"})
+                return None
+            verdict = startup_verdict(app, other)
+            if verdict is None:
+                return None
+        return verdict
+
+    async def _get_app(self) -> Any:
+        try:
+            return await self.client.request("GET", f"/applications/{_q(self.app)}")
+        except PbxRequestError as exc:
+            if exc.pbx_status == 404:
+                return None
+            raise
+
+    async def _force_cleanup(self) -> None:
+        """Register and drop a throw-away app: Asterisk then drops apps nobody holds and nothing uses."""
+        await self.client.touch_app(f"{self.app}.probe-{secrets.token_hex(3)}")
+
+    async def _read_owner(self) -> Owner | None:
+        reply = await self.client.request("GET", "/asterisk/variable", params={"variable": owner_variable(self.app)})
+        return parse_owner(str(_get(reply, "value") or ""))
+
+    def _owner_record(self) -> Owner:
+        return Owner(self._token, socket.gethostname(), os.getpid(), time.time())
+
+    async def _keep_owner_record(self) -> None:
+        """While the app is ours, keep the owner record fresh so another dialerd knows not to take it."""
+        while True:
+            await asyncio.sleep(OWNER_REFRESH_S)
+            if self.connected:
+                await self._write_owner()
+
+    async def _write_owner(self) -> None:
+        try:
+            await self.client.request("POST", "/asterisk/variable", params={
+                "variable": owner_variable(self.app), "value": self._owner_record().encode()})
+        except PbxError as exc:
+            log.warning("could not write the ARI app owner record: %s", exc, extra={"action": "ari_owner"})
 
     async def wait_connected(self) -> None:
         """Return once the websocket is up (wrap in ``asyncio.timeout``). Call after :meth:`start`."""
@@ -111,12 +214,22 @@ class AriPbx:
     async def close(self) -> None:
         """Stop routing tasks and the websocket. Calls in Asterisk are not hung up."""
         await self._tasks.cancel_all()
+        if self.connected:
+            try:  # a clean stop frees the app at once for the next dialerd
+                owner = await self._read_owner()
+                if owner is not None and owner.token == self._token:
+                    await self.client.request("POST", "/asterisk/variable",
+                                              params={"variable": owner_variable(self.app)})
+            except PbxError:
+                pass
         await self.client.close()
 
     async def originate(self, request: OriginateRequest) -> str:
         cid = request.channel_id
         if not self.connected:
             # An answered call whose app has no websocket is hung up at once: never dial blind.
+            if self._replaced_at is not None:
+                raise OriginateError(f"another client holds ARI app {self.app}; not originating")
             raise OriginateError("ARI websocket is down; not originating")
         if cid in self._track.calls:
             raise OriginateError(f"channel id {cid} is already in flight")
@@ -220,14 +333,62 @@ class AriPbx:
 
     async def _on_open(self) -> None:
         # The app object is recreated when its last websocket and subscription go: set it every time.
+        # Its success also proves the app is registered to this (just opened) websocket.
         allowed = [{"type": t} for t in EVENT_TYPES]
         await self.client.request("PUT", f"/applications/{_q(self.app)}/eventFilter", body={"allowed": allowed})
+        await self._write_owner()
 
-    def _on_state(self, up: bool) -> None:
+    async def _before_connect(self) -> None:
+        """After a takeover: never fight another dialerd for the app (its fresh owner record says it is
+        there); anything else (an admin's wscat, an old dialerd) has the app taken back."""
+        if self._replaced_at is None:
+            return
+        told = False
+        while True:
+            try:
+                other = other_live_owner(await self._read_owner(), self._token, time.time())
+            except PbxError:
+                return  # cannot tell: connecting reports what is wrong
+            if other is None:
+                return
+            if not told:
+                told = True
+                self.client.last_error = (f"another {other.describe()} holds ARI app {self.app}; "
+                                          "dialling held until it stops")
+                log.error(self.client.last_error, extra={"action": "ari_app_held", "app": self.app})
+            await asyncio.sleep(OWNER_REFRESH_S)
+
+    def _app_replaced(self) -> None:
+        now = time.monotonic()
+        if self._owned_since is not None and now - self._owned_since >= _REPLACED_STABLE_S:
+            self._replacements = 0
+        self._replacements += 1
+        self.takeovers += 1
+        self._replaced_at = now
+        self._owned_since = None
+        cap = min(_REPLACED_MAX_DELAY_S, self._replaced_delay * 2 ** (self._replacements - 1))
+        delay = random.uniform(cap, 2 * cap) if cap < _REPLACED_MAX_DELAY_S else cap
+        why = (f"another client took over ARI app {self.app} (ApplicationReplaced); dialling held, "
+               f"re-registering in {delay:.1f} s")
+        log.error(why, extra={"action": "ari_app_replaced", "app": self.app, "takeovers": self.takeovers})
+        self.client.reconnect_after(delay, why)
+        self._report(False)  # at once: not one more originate into an app that is not ours
+
+    def _report(self, up: bool) -> None:
         if self._up is not None:
             (self._up.set if up else self._up.clear)()
-        if self._track.sink is not None:
+        if self._track.sink is not None and up != self._reported:
+            self._reported = up
             self._track.sink.connection_changed(up)
+
+    def _on_state(self, up: bool) -> None:
+        if up:
+            self._owned_since = time.monotonic()
+            if self._replaced_at is not None:
+                log.warning("ARI app %s is ours again after %.1f s; dialling resumes", self.app,
+                            time.monotonic() - self._replaced_at, extra={"action": "ari_app_reregistered"})
+                self._replaced_at = None
+        self._report(up)
         if up and self._track.calls:
             # Ends that happened while we were away produce no event: read their records.
             self._tasks.spawn(self._reconcile(), "ari-reconcile")
@@ -249,7 +410,7 @@ class AriPbx:
             if found is not None:  # the target app has no websocket: the call stays with us, silent
                 self._tasks.spawn(self._hangup(found[0], "move failed"), f"ari-hangup-{found[0]}")
         elif kind == "ApplicationReplaced":
-            log.error("another client took over ARI app %s", self.app, extra={"action": "ari_app_replaced"})
+            self._app_replaced()
 
     def _call_for(self, channel: Any) -> tuple[str, _Call] | None:
         cid = str(_get(channel, "id") or "")

@@ -31,6 +31,24 @@ _BACKOFF_BASE_S = 0.5
 _STABLE_AFTER_S = 5.0  # a websocket that lived this long resets the backoff
 
 
+def describe_error(exc: BaseException, url: str) -> str:
+    """One human sentence for why the ARI connection failed (shown as ``/health`` ``pbx.last_error``)."""
+    # PbxRequestError: the PBX's status (its own ``status`` is the HTTP status dialerd would answer).
+    status = exc.pbx_status if isinstance(exc, PbxRequestError) else getattr(exc, "status", None)
+    if status == 401:
+        return "ARI 401: check DIALERD_ARI_PASSWORD and ari.conf"
+    if status == 403:
+        return "ARI 403: the ARI user is read-only; set read_only = no in ari.conf"
+    if isinstance(exc, aiohttp.WSServerHandshakeError) and status:
+        return f"ARI {status} on the event websocket: check DIALERD_ARI_URL and http.conf ({exc.message})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error)
+        return f"ARI unreachable at {url}: {reason}; check DIALERD_ARI_URL, http.conf and that Asterisk runs"
+    if isinstance(exc, TimeoutError):
+        return f"ARI at {url} did not answer in time"
+    return f"ARI connection failed: {str(exc) or type(exc).__name__}"
+
+
 class AriConnectionError(PbxError):
     """The request did not complete (timeout, refused, connection dropped)."""
 
@@ -67,6 +85,9 @@ class AriClient:
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._connected_since: float | None = None
+        self._url = url
+        self._next_delay: float | None = None  # set by reconnect_after(): the next retry waits this long
+        self.last_error: str | None = None  # why the websocket is not up, as one sentence; None while up
 
     @property
     def connected(self) -> bool:
@@ -88,16 +109,29 @@ class AriClient:
         on_event: Callable[[JsonObject], None],
         on_state: Callable[[bool], None],
         on_open: Callable[[], Awaitable[None]],
+        before_connect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Run the websocket loop in an owned task until :meth:`close`.
 
         ``on_open`` runs after each connect and before ``connected`` turns True (e.g. to set the event
         filter); if it raises, the socket is dropped and retried. ``on_event`` gets every decoded event
-        and must return at once: Asterisk drops a consumer that stalls for 100 ms.
+        and must return at once: Asterisk drops a consumer that stalls for 100 ms. ``before_connect``
+        runs before every connect attempt after the first and may wait (connecting registers the app,
+        taking it from whoever holds it).
         """
         if self._task is not None:
             raise RuntimeError("events already started")
-        self._task = asyncio.create_task(self._run(on_event, on_state, on_open), name=f"ari-events-{self.app}")
+        self._task = asyncio.create_task(
+            self._run(on_event, on_state, on_open, before_connect), name=f"ari-events-{self.app}"
+        )
+
+    def reconnect_after(self, delay: float, why: str) -> None:
+        """Drop the websocket at once (before the next event is read) and reconnect in ``delay`` s.
+
+        For a websocket that stays open but no longer carries the app (``ApplicationReplaced``).
+        """
+        self._next_delay = max(0.0, delay)
+        self.last_error = why
 
     async def close(self) -> None:
         """Stop the websocket task and close the pool. Live calls are left alone."""
@@ -113,6 +147,17 @@ class AriClient:
         """Close the current websocket (the loop reconnects). For tests and operator tooling."""
         if self._ws is not None:
             await self._ws.close()
+
+    async def touch_app(self, app: str) -> None:
+        """Register ``app`` with a websocket and drop it at once (Asterisk then cleans up unused apps)."""
+        if self._session is None:
+            raise AriConnectionError("ARI client is not open", sent=False)
+        try:
+            async with asyncio.timeout(self._timeout):
+                ws = await self._session.ws_connect(self._base + "/events", params={"app": app})
+                await ws.close()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise AriConnectionError(describe_error(exc, self._url), sent=False) from exc
 
     async def request(
         self, method: str, path: str, *, params: Params | None = None, body: JsonObject | None = None
@@ -151,6 +196,7 @@ class AriClient:
         on_event: Callable[[JsonObject], None],
         on_state: Callable[[bool], None],
         on_open: Callable[[], Awaitable[None]],
+        before_connect: Callable[[], Awaitable[None]] | None,
     ) -> None:
         attempt = 0
         while True:
@@ -159,6 +205,7 @@ class AriClient:
                 await self._connect_once(on_event, on_state, on_open)
             except (aiohttp.ClientError, OSError, TimeoutError, PbxError) as exc:
                 error = exc
+                self.last_error = describe_error(exc, self._url)
             up_since = self._connected_since
             if up_since is not None and time.monotonic() - up_since >= _STABLE_AFTER_S:
                 attempt = 0
@@ -167,6 +214,8 @@ class AriClient:
             # Jitter over the upper half: never zero, so a server that accepts and closes at once cannot
             # make us spin, and many clients do not retry in step.
             delay = random.uniform(cap / 2, cap)
+            if self._next_delay is not None:
+                delay, self._next_delay = self._next_delay, None
             log.warning(
                 "ARI websocket %s; retry %d in %.1f s",
                 "closed" if error is None else f"failed: {str(error) or type(error).__name__}",
@@ -175,6 +224,8 @@ class AriClient:
                 extra={"action": "ari_ws_retry", "app": self.app, "attempt": attempt},
             )
             await asyncio.sleep(delay)
+            if before_connect is not None:
+                await before_connect()
 
     async def _connect_once(
         self,
@@ -196,11 +247,14 @@ class AriClient:
             await on_open()
             self._connected = True
             self._connected_since = time.monotonic()
+            self.last_error = None
             log.info("ARI websocket connected", extra={"action": "ari_ws_connected", "app": self.app})
             on_state(True)
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     self._dispatch(msg.data, on_event)
+                    if self._next_delay is not None:
+                        break  # reconnect_after() was called by the handler
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     raise aiohttp.ClientError(f"websocket error: {ws.exception()!r}")
         finally:

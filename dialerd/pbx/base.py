@@ -145,6 +145,16 @@ class Pbx(Protocol):
         """True while the event connection is up and originating is safe."""
         ...
 
+    @property
+    def held_reason(self) -> str | None:
+        """Why originating is not safe now: ``pbx_down``, ``ari_app_replaced``; None while connected."""
+        ...
+
+    @property
+    def last_error(self) -> str | None:
+        """What is wrong with the PBX connection, as one sentence for operators; None while all is well."""
+        ...
+
     async def start(self, sink: PbxSink) -> None:
         """Connect and keep reconnecting (with backoff) in an owned task until ``close``."""
         ...

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dialerd.errors import PbxUnavailable
+from dialerd.errors import DialerdError, PbxUnavailable
+
+EXIT_APP_IN_USE = 75  # EX_TEMPFAIL: `dialerd serve` refused, the ARI app is held by a live client
 
 
 class PbxError(PbxUnavailable):
@@ -18,3 +20,9 @@ class PbxRequestError(PbxError):
         super().__init__(message, pbx_status=status, body=body[:500])
         self.pbx_status = status
         self.body = body
+
+
+class AppInUse(DialerdError):
+    """At start: the ARI application is held by a live client; dialerd will not take it over."""
+
+    error_id = "ari_app_in_use"

@@ -138,6 +138,14 @@ class FakePbx:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def held_reason(self) -> str | None:
+        return None if self._connected else "pbx_down"
+
+    @property
+    def last_error(self) -> str | None:
+        return None if self._connected else "the fake PBX is disconnected"
+
     async def start(self, sink: PbxSink) -> None:
         self._sink = sink
         self._up = asyncio.Event()

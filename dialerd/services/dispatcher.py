@@ -164,7 +164,23 @@ class Dispatcher(CallFollower):
             log.info("pbx connected", extra={"action": "pbx_connected"})
         else:
             self.pbx_up.clear()
-            log.warning("pbx disconnected; originations paused", extra={"action": "pbx_disconnected"})
+            log.warning("pbx disconnected; originations paused", extra={"action": "pbx_disconnected",
+                                                                        "reason": self.dialling_held})
+            # A runner pacing its next request wakes now and gives that attempt back unsent.
+            for campaign_id in list(self._runners):
+                self._poke(campaign_id)
+
+    @property
+    def dialling_held(self) -> str | None:
+        """Why no call is being originated although campaigns may run: the PBX adapter's reason
+        (``pbx_down``, ``ari_app_replaced``), or None while dialling is possible."""
+        if self.pbx_up.is_set() and self.pbx.connected:
+            return None
+        return getattr(self.pbx, "held_reason", None) or "pbx_down"
+
+    @property
+    def pbx_last_error(self) -> str | None:
+        return getattr(self.pbx, "last_error", None)
 
     # ---- DispatchControl ----------------------------------------------------------------------
 

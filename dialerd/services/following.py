@@ -138,7 +138,9 @@ class CallFollower:
         if attempt is None or attempt.state in ("ended", "not_dialled"):
             self._end_call(event.channel_id)
             return
-        outcome = classify(event)
+        # An answer dialerd never recorded, ended by Asterisk with no cause: dropped at once because
+        # our Stasis app had no live client (taken over, or dialerd away), never a completed call.
+        outcome = classify(event, answer_seen=attempt.state == "answered")
         if outcome.answered:
             # Answered unseen (while disconnected or down): the PBX's record may still know when.
             answer_time = attempt.answered_at or event.answered_at or event.at

@@ -20,11 +20,13 @@ class Metrics:
         *,
         in_flight: Callable[[str], int | None] = lambda _cid: None,
         pbx_connected: Callable[[], bool | None] = lambda: None,
+        dialling_held: Callable[[], str | None] = lambda: None,
         ttl: float = 1.0,
     ) -> None:
         self.store = store
         self.in_flight = in_flight
         self.pbx_connected = pbx_connected
+        self.dialling_held = dialling_held
         # Load test (tests/load/test_load.py): with 200 SSE streams, a 0.5 s TTL and no sharing of
         # a query in progress, nearly every snapshot of every stream ran its three queries (~85/s), which
         # starved the dispatcher of database connections. Now a campaign's figures are read at most once
@@ -51,6 +53,7 @@ class Metrics:
             "answer_rate": figures["answer_rate"],
             "avg_talk_seconds": figures["avg_talk_seconds"],
             "pbx_connected": self.pbx_connected(),
+            "dialling_held": self.dialling_held(),  # None, "pbx_down" or "ari_app_replaced"
             "at": rfc3339(utcnow()),
         }
 

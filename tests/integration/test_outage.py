@@ -197,8 +197,13 @@ async def test_outage_pauses_dialling_and_resumes_without_loss(
     # (c) resumes within a few seconds, and everything ends exactly once.
     assert resume < 15.0, report
     counts = {k: v for k, v in final["contacts"].items() if v}
-    assert counts == {"total": len(SUFFIXES), "completed": len(SUFFIXES)}, final
-    assert all(c["status"] == "completed" and c["attempts"] == 1 for c in listed), listed
+    # The ARI call cut mid-originate may have been answered while our app had no websocket: Asterisk
+    # hung it up at once (cause 0), an abandoned call recorded as app_unavailable, never as completed.
+    dropped = [c for c in listed if c["failure_reason"] == "app_unavailable"]
+    assert len(dropped) <= len(unknown) and (driver == "ari" or not dropped), (dropped, unknown)
+    assert counts == {"total": len(SUFFIXES), "completed": len(SUFFIXES) - len(dropped),
+                      **({"failed": len(dropped)} if dropped else {})}, final
+    assert all(c["status"] == "completed" and c["attempts"] == 1 for c in listed if c not in dropped), listed
     await asyncio.sleep(1.0)  # CDR rows are written as channels are destroyed
     dialled = [a for contact_attempts in attempts.values() for a in contact_attempts if a.state != "not_dialled"]
     by_id = {a.channel_id: a.contact_id for a in dialled}

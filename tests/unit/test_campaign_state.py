@@ -144,7 +144,7 @@ CONTACT_MOVES: dict[ContactStatus, set[ContactStatus]] = {
     C.CANCELLED: set(),
 }
 RETRYABLE = {"busy", "no_answer", "congestion", "unreachable"}
-NEVER_RETRIED = {"invalid_number", "rejected", "originate_error"}
+NEVER_RETRIED = {"invalid_number", "rejected", "originate_error", "app_unavailable"}
 
 
 def test_contact_table_covers_every_status() -> None:
