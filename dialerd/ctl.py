@@ -91,6 +91,7 @@ def create(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
         ring_timeout_seconds=args.ring_timeout,
         scheduled_at=args.scheduled_at,
         default_region=args.default_region,
+        idempotency_key=args.idempotency_key,
     )
     if args.json:
         _print_json(campaign, out)
@@ -171,7 +172,8 @@ def delete(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
 
 def action(name: str) -> Callable[[Dialerd, argparse.Namespace, TextIO], int]:
     def run(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
-        campaign: Campaign = getattr(client.campaigns, name)(args.id)
+        # The client sends an Idempotency-Key (this one, or a new one) and retries a lost answer with it.
+        campaign: Campaign = getattr(client.campaigns, name)(args.id, idempotency_key=args.idempotency_key)
         if args.json:
             _print_json(campaign, out)
         else:
@@ -255,6 +257,10 @@ def _connection_options(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
+IDEMPOTENCY_HELP = ("key that makes the request safe to repeat (default: a new one; a timed-out request is "
+                    "retried with it)")
+
+
 def _campaign_commands(sub: Any, include_group_only: bool) -> None:
     def add(
         name: str, run: Command, help_text: str, *, takes_id: bool = True, json_flag: bool = True
@@ -284,10 +290,12 @@ def _campaign_commands(sub: Any, include_group_only: bool) -> None:
         p.add_argument("--ring-timeout", type=int, help="seconds to let a call ring")
         p.add_argument("--scheduled-at", help="RFC 3339 time to start, e.g. 2030-01-31T09:00:00Z")
         p.add_argument("--default-region", help="ISO country for national numbers, e.g. US")
+        p.add_argument("--idempotency-key", help=IDEMPOTENCY_HELP)
     add("get", get, "show a campaign")
     add("delete", delete, "delete a campaign (not while running)", json_flag=False)
     for name, text in (("start", "start"), ("pause", "pause"), ("resume", "resume"), ("stop", "stop for good")):
-        add(name, action(name), f"{text} a campaign")
+        p = add(name, action(name), f"{text} a campaign")
+        p.add_argument("--idempotency-key", help=IDEMPOTENCY_HELP)
     p = add("watch", watch, "follow a campaign live until it ends", json_flag=False)
     p.add_argument("--from-start", action="store_true", help="replay every event from the beginning first")
     p.add_argument("--last-event-id", type=int, help="resume after this event id")

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from aiohttp import web
 
 from dialerd.api import render
 from dialerd.api.context import principal, services
-from dialerd.api.forms import campaign_id, parse_int, query, read_create_form
+from dialerd.api.forms import campaign_id, parse_int, query, read_body, read_create_form, read_edit
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import InvalidInput
+from dialerd.services import idempotency
+from dialerd.services.idempotency import Answer
 
 routes = web.RouteTableDef()
 
 MAX_PAGE = 1000
+MAX_PAGE_NUMBER = 10**9  # page * limit stays within what offset accepts
+MAX_ACTION_BODY = 64 * 1024  # the actions take no body; a client may send a small one
 
 
 def _page(q: dict[str, str], default: int) -> tuple[int, int]:
@@ -61,14 +66,47 @@ async def list_campaigns(request: web.Request) -> web.Response:
     )
 
 
+def _answer(answer: Answer) -> web.Response:
+    resp = web.Response(status=answer.status, text=answer.body, content_type="application/json")
+    if answer.replayed:
+        resp.headers[idempotency.REPLAYED_HEADER] = "true"
+    return resp
+
+
 @routes.post("/api/v1/campaigns")
 async def create_campaign(request: web.Request) -> web.Response:
     query(request, set())
     svc = services(request)
-    spec, contacts = await read_create_form(request, svc.settings)
-    with contacts:
-        view = await svc.campaigns.create(principal(request), spec, contacts)
-    return web.json_response(render.campaign_created(view), status=201)
+    who = principal(request)
+    key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+    form = await read_create_form(request, svc.settings)
+
+    async def work() -> tuple[int, dict[str, Any], str | None]:
+        view = await svc.campaigns.create(who, form.spec, form.contacts)
+        return 201, render.campaign_created(view), view.campaign.id
+
+    with form.contacts:
+        fingerprint = idempotency.request_hash(request.method, request.path, form.digest)
+        return _answer(await svc.campaigns.idempotency.run(who.tenant_id, key, fingerprint, work))
+
+
+@routes.patch("/api/v1/campaigns/{id}")
+async def update_campaign(request: web.Request) -> web.Response:
+    query(request, set())
+    svc = services(request)
+    changes, _raw = await read_edit(request, svc.settings)
+    view = await svc.campaigns.update(principal(request), campaign_id(request), changes)
+    return web.json_response(render.campaign(view))
+
+
+@routes.get("/api/v1/campaigns/{id}/import")
+async def get_import(request: web.Request) -> web.Response:
+    q = query(request, {"limit", "offset"})
+    limit, offset = _page(q, 100)
+    campaign, problems, total = await services(request).campaigns.import_report(
+        principal(request), campaign_id(request), limit, offset
+    )
+    return web.json_response(render.import_report(campaign, problems, total, limit, offset))
 
 
 @routes.get("/api/v1/campaigns/{id}")
@@ -87,13 +125,21 @@ async def delete_campaign(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/campaigns/{id}/contacts")
 async def list_contacts(request: web.Request) -> web.Response:
-    q = query(request, {"limit", "offset", "status", "after_id"})
+    q = query(request, {"limit", "offset", "status", "after_id", "page"})
     limit, offset = _page(q, 100)
     # after_id: keyset paging (the previous page's next_after_id); stays fast deep into big campaigns.
     after_id = None if q.get("after_id") in (None, "") else parse_int("after_id", q["after_id"], 0, 0, None)
     if after_id is not None and offset:
         raise InvalidInput("after_id and offset cannot be combined; page with one of them",
                            error_id="invalid_field", field="after_id")
+    # page: the reference API's spelling, 0-based pages of ``limit`` (100) contacts; offset = page * limit.
+    page = None if q.get("page") in (None, "") else parse_int("page", q["page"], 0, 0, MAX_PAGE_NUMBER)
+    if page is not None:
+        if q.get("offset") not in (None, "") or after_id is not None:
+            other = "offset" if q.get("offset") not in (None, "") else "after_id"
+            raise InvalidInput(f"page and {other} cannot be combined; page with one of them",
+                               error_id="invalid_field", field="page")
+        offset = page * limit
     contacts, total = await services(request).campaigns.list_contacts(
         principal(request), campaign_id(request), _status(q, ContactStatus), limit, offset, after_id
     )
@@ -106,14 +152,26 @@ async def list_contacts(request: web.Request) -> web.Response:
         "next_offset": offset + len(contacts) if more and after_id is None else None,
         "next_after_id": contacts[-1].id if more and contacts else None,
     }
+    if page is not None:
+        body["page"] = page
+        body["next_page"] = page + 1 if more else None
     return web.json_response(body)
 
 
 async def _action(request: web.Request, name: str) -> web.Response:
     query(request, set())
     svc = services(request).campaigns
-    view = await getattr(svc, name)(principal(request), campaign_id(request))
-    return web.json_response(render.campaign(view))
+    who = principal(request)
+    key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+    cid = campaign_id(request)
+    body = await read_body(request, MAX_ACTION_BODY) if key is not None else b""
+
+    async def work() -> tuple[int, dict[str, Any], str | None]:
+        view = await getattr(svc, name)(who, cid)
+        return 200, render.campaign(view), cid
+
+    fingerprint = idempotency.request_hash(request.method, request.path, hashlib.sha256(body).hexdigest())
+    return _answer(await svc.idempotency.run(who.tenant_id, key, fingerprint, work))
 
 
 @routes.post("/api/v1/campaigns/{id}/start")

@@ -1,4 +1,4 @@
-"""Reading and validating request input: the create form (multipart) and query parameters.
+"""Reading and validating request input: the create request (multipart or JSON), PATCH, query parameters.
 
 Every problem is a 400 (or 413 for size) naming the field; nothing is written before the whole form
 has been read and checked.
@@ -6,10 +6,16 @@ has been read and checked.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import json
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, Any
+from urllib.parse import parse_qsl
 
 import phonenumbers
 from aiohttp import BodyPartReader, web
@@ -31,6 +37,7 @@ ALIASES = {"agent_id": "destination", "phone_number_id": "caller_id"}  # the ref
 FORM_OVERHEAD = 64 * 1024  # room for the text fields and multipart framing beside the file
 MAX_FIELD_BYTES = 4096
 SPOOL_IN_MEMORY = 1024 * 1024
+MAX_EDIT_BYTES = 64 * 1024  # a PATCH body: seven short fields
 
 
 def bad(field: str, message: str) -> InvalidInput:
@@ -67,21 +74,35 @@ def parse_time(field: str, raw: str) -> datetime:
         raise bad(field, f"is out of range, got {raw[:60]!r}") from None
 
 
-async def read_create_form(request: web.Request, settings: Settings) -> tuple[CampaignSpec, IO[bytes]]:
-    """Read the multipart create request, spooling the CSV; raise 400/413 naming the problem."""
+@dataclass
+class CreateRequest:
+    """A read and validated create request: the fields, the contacts as CSV, and the request's digest."""
+
+    spec: CampaignSpec
+    contacts: IO[bytes]
+    digest: str  # sha256 of what the request says (fields and file bytes), for Idempotency-Key
+
+
+async def read_create_form(request: web.Request, settings: Settings) -> CreateRequest:
+    """Read a create request (multipart with a CSV, or JSON with a contacts array); 400/413 naming the problem."""
     limit = settings.upload_limit_bytes
     if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD:
         raise PayloadTooLarge(
             f"request body is {request.content_length} bytes; the contacts file may be at most {limit} bytes",
             limit_bytes=limit,
         )
+    if request.content_type == "application/json":
+        return await _read_json_create(request, settings)
     if not request.content_type.startswith("multipart/form-data"):
         raise InvalidInput(
-            f"create takes multipart/form-data (a 'contacts' CSV file plus form fields), got {request.content_type!r}",
+            "create takes multipart/form-data (a 'contacts' CSV file plus form fields) or application/json "
+            f"(a 'contacts' array plus fields), got {request.content_type!r}",
             error_id="invalid_content_type",
         )
     values: dict[str, str] = {}
+    given: list[tuple[str, str]] = []  # the fields as sent, for the digest
     spool: IO[bytes] | None = None
+    file_hash = hashlib.sha256()
     try:
         try:
             reader = await request.multipart()
@@ -96,7 +117,7 @@ async def read_create_form(request: web.Request, settings: Settings) -> tuple[Ca
                     if spool is not None:
                         raise bad("contacts", "given more than once")
                     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
-                    await _spool(part, spool, limit)
+                    await _spool(part, spool, limit, file_hash)
                     continue
                 field = ALIASES.get(name, name)
                 if field not in FIELDS:
@@ -113,6 +134,7 @@ async def read_create_form(request: web.Request, settings: Settings) -> tuple[Ca
                     values[field] = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     raise bad(name, "is not UTF-8 text") from None
+                given.append((name, values[field]))
         # HttpProcessingError: a part's headers do not parse (e.g. a control character in its name).
         # BadContentDisposition*: aiohttp *warns* about a Content-Disposition it cannot parse (and then
         # treats it as absent); where warnings are errors (our tests) the warning is raised here instead
@@ -129,14 +151,16 @@ async def read_create_form(request: web.Request, settings: Settings) -> tuple[Ca
             raise InvalidInput("missing the 'contacts' CSV file part", error_id="missing_contacts", field="contacts")
         spec = build_spec(values, settings)
         spool.seek(0)
-        return spec, spool
+        # Boundaries and part order differ between two sends of the same form: hash what it says.
+        digest = hashlib.sha256(json.dumps([sorted(given), file_hash.hexdigest()]).encode()).hexdigest()
+        return CreateRequest(spec, spool, digest)
     except BaseException:
         if spool is not None:
             spool.close()
         raise
 
 
-async def _spool(part: BodyPartReader, spool: IO[bytes], limit: int) -> None:
+async def _spool(part: BodyPartReader, spool: IO[bytes], limit: int, digest: Any) -> None:
     size = 0
     while True:
         chunk = await part.read_chunk(64 * 1024)
@@ -148,25 +172,171 @@ async def _spool(part: BodyPartReader, spool: IO[bytes], limit: int) -> None:
                 f"contacts file is larger than the limit of {limit} bytes", limit_bytes=limit, field="contacts"
             )
         spool.write(chunk)
+        digest.update(chunk)
 
 
-def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:
-    """Validate the text fields of a create request."""
-    name = (values.get("name") or "").strip()
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, refusing (413) more than ``limit`` bytes however it is framed."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            chunk = await request.content.read(64 * 1024)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes", limit_bytes=limit)
+            chunks.append(chunk)
+    except ConnectionResetError:
+        raise InvalidInput("the request body was cut off (client disconnected)", error_id="incomplete_body") from None
+
+
+def read_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidInput("the request body is empty; send a JSON object", error_id="invalid_json")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidInput(f"the request body is not valid JSON: {str(exc)[:120]}", error_id="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"the request body must be a JSON object, got {type(data).__name__}",
+                           error_id="invalid_json")
+    return data
+
+
+def json_field(field: str, value: Any) -> str:
+    """A JSON field value as the text the form rules read: strings as they are, integers in decimal."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        kind = "null" if value is None else type(value).__name__
+        raise bad(field, f"must be a string{' or an integer' if field in INT_FIELDS else ''}, got {kind}")
+    return str(value)
+
+
+def _cell(index: int, key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise bad("contacts", f"contacts[{index}].{key} must be a string or a number, got {type(value).__name__}")
+
+
+# Form fields that mean nothing in a JSON create body, and why.
+JSON_REFUSED = {"encoding": "applies to an uploaded CSV file; a JSON body and its contacts are always UTF-8"}
+
+
+async def _read_json_create(request: web.Request, settings: Settings) -> CreateRequest:
+    """The JSON create body: the same fields as the form, and ``contacts`` as an array of objects.
+
+    The contacts become a CSV (``phone_number`` first, every other key a column) that goes through the same
+    import as an upload: same rules, same report. Contact ``i`` of the array is CSV line ``i + 2``.
+    """
+    raw = await read_body(request, settings.upload_limit_bytes + FORM_OVERHEAD)
+    data = read_json_object(raw)
+    contacts = data.pop("contacts", None)
+    values: dict[str, str] = {}
+    for name, value in data.items():
+        field = ALIASES.get(name, name)
+        if field not in FIELDS:
+            raise InvalidInput(
+                f"unknown field {name!r}; accepted: contacts, {', '.join(sorted(FIELDS | set(ALIASES)))}",
+                error_id="unknown_field", field=name,
+            )
+        if field in JSON_REFUSED:
+            raise bad(field, JSON_REFUSED[field])
+        if field in values:
+            raise bad(name, f"given together with {field}")
+        values[field] = json_field(name, value)
+    if contacts is None:
+        raise InvalidInput("missing the 'contacts' array", error_id="missing_contacts", field="contacts")
+    if not isinstance(contacts, list):
+        raise bad("contacts", f"must be an array of objects, got {type(contacts).__name__}")
+    spec = build_spec(values, settings)
+    columns: dict[str, None] = {"phone_number": None}
+    for index, item in enumerate(contacts):
+        if not isinstance(item, dict):
+            raise bad("contacts", f"contacts[{index}] must be an object, got {type(item).__name__}")
+        columns.update(dict.fromkeys(item))
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+    try:
+        text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+        writer = csv.writer(text, lineterminator="\r\n")
+        writer.writerow(list(columns))
+        for index, item in enumerate(contacts):
+            writer.writerow([_cell(index, key, item.get(key)) for key in columns])
+        text.flush()
+        text.detach()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return CreateRequest(spec, spool, hashlib.sha256(raw).hexdigest())
+
+
+# ---- the field rules: one declaration, used by create (form and JSON) and by PATCH ----------------------
+
+# The integer fields: (minimum, maximum, default); ring_timeout_seconds' default (None) comes from the settings.
+INT_FIELDS: dict[str, tuple[int, int, int | None]] = {
+    "max_concurrent_calls": (1, 100, 5),
+    "retries_per_contact": (0, 5, 0),
+    "retry_delay_seconds": (60, 7 * 86400, 300),
+    "ring_timeout_seconds": (5, 300, None),
+}
+# What PATCH /campaigns/{id} may change (and the aliases of two of them).
+EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
+            "caller_id", "destination")
+
+
+def check_name(raw: str | None, settings: Settings) -> str:
+    name = (raw or "").strip()
     if not name:
         raise bad("name", "is required")
     if len(name) > 200 or any(ord(ch) < 32 for ch in name):
         raise bad("name", "must be 1-200 printable characters")
-    caller_id = (values.get("caller_id") or settings.dialer_default_caller_id).strip()
+    return name
+
+
+def check_caller_id(raw: str | None, settings: Settings) -> str:
+    caller_id = (raw or settings.dialer_default_caller_id).strip()
     if len(caller_id) > 80 or any(ord(ch) < 32 or ch in ";\\" for ch in caller_id):
         raise bad("caller_id", "must be at most 80 printable characters without ';' or '\\'")
+    return caller_id
+
+
+def check_destination(raw: str | None, settings: Settings) -> Destination:
     try:
-        destination = Destination.parse(values.get("destination") or settings.dialer_default_destination)
+        destination = Destination.parse(raw or settings.dialer_default_destination)
     except ValueError as exc:
         raise bad("destination", str(exc)) from None
     # Stasis arguments are free text: bound them to the stored column and keep control characters out.
     if len(str(destination)) > 200 or any(ord(ch) < 32 for ch in str(destination)):
         raise bad("destination", "must be at most 200 printable characters")
+    return destination
+
+
+def check_int(field: str, raw: str | None, settings: Settings) -> int:
+    lo, hi, default = INT_FIELDS[field]
+    return parse_int(field, raw, settings.dialer_ring_timeout if default is None else default, lo, hi)
+
+
+def check_edit(field: str, raw: str, settings: Settings) -> Any:
+    """One field of a PATCH by the create rules; an empty value is refused, not read as the default."""
+    if field in INT_FIELDS:
+        if not raw.strip():
+            raise bad(field, "must be an integer, got ''")
+        return check_int(field, raw, settings)
+    if field == "destination":
+        return str(check_destination(raw, settings))
+    return {"name": check_name, "caller_id": check_caller_id}[field](raw, settings)
+
+
+def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:
+    """Validate the text fields of a create request."""
+    name = check_name(values.get("name"), settings)
+    caller_id = check_caller_id(values.get("caller_id"), settings)
+    destination = check_destination(values.get("destination"), settings)
     region = (values.get("default_region") or settings.dialer_default_region).strip().upper()
     if region and region not in phonenumbers.SUPPORTED_REGIONS:
         raise bad("default_region", f"{region!r} is not an ISO 3166 country code phonenumbers knows (e.g. US, GB, DE)")
@@ -185,12 +355,10 @@ def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:
         name=name,
         caller_id=caller_id,
         destination=destination,
-        max_concurrent_calls=parse_int("max_concurrent_calls", values.get("max_concurrent_calls"), 5, 1, 100),
-        retries_per_contact=parse_int("retries_per_contact", values.get("retries_per_contact"), 0, 0, 5),
-        retry_delay_seconds=parse_int("retry_delay_seconds", values.get("retry_delay_seconds"), 300, 60, 7 * 86400),
-        ring_timeout_seconds=parse_int(
-            "ring_timeout_seconds", values.get("ring_timeout_seconds"), settings.dialer_ring_timeout, 5, 300
-        ),
+        max_concurrent_calls=check_int("max_concurrent_calls", values.get("max_concurrent_calls"), settings),
+        retries_per_contact=check_int("retries_per_contact", values.get("retries_per_contact"), settings),
+        retry_delay_seconds=check_int("retry_delay_seconds", values.get("retry_delay_seconds"), settings),
+        ring_timeout_seconds=check_int("ring_timeout_seconds", values.get("ring_timeout_seconds"), settings),
         default_region=region,
         scheduled_at=scheduled_at,
         phone_column=phone_column,
@@ -221,3 +389,36 @@ def query(request: web.Request, allowed: set[str]) -> dict[str, str]:
                                parameter=key)
         out[key] = value
     return out
+
+
+async def read_edit(request: web.Request, settings: Settings) -> tuple[dict[str, Any], bytes]:
+    """The body of PATCH /campaigns/{id} (JSON object, or form-encoded): the validated changes, and the raw body."""
+    raw = await read_body(request, MAX_EDIT_BYTES)
+    pairs: list[tuple[str, str]]
+    if request.content_type == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw.strip()))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidInput("the form-encoded body does not parse", error_id="invalid_form") from None
+    elif request.content_type == "application/json":
+        pairs = [(k, json_field(k, v)) for k, v in read_json_object(raw).items()]
+    else:
+        raise InvalidInput(
+            f"PATCH takes application/json (or application/x-www-form-urlencoded), got {request.content_type!r}",
+            error_id="invalid_content_type",
+        )
+    accepted = set(EDITABLE) | {a for a, f in ALIASES.items() if f in EDITABLE}
+    changes: dict[str, Any] = {}
+    for name, value in pairs:
+        field = ALIASES.get(name, name)
+        if name not in accepted:
+            raise InvalidInput(
+                f"unknown or unchangeable field {name!r}; PATCH changes: {', '.join(sorted(accepted))}",
+                error_id="unknown_field", field=name,
+            )
+        if field in changes:
+            raise bad(name, "given more than once" if name == field else f"given together with {field}")
+        changes[field] = check_edit(field, value, settings)
+    if not changes:
+        raise InvalidInput(f"nothing to change; give one of {', '.join(EDITABLE)}", error_id="no_changes")
+    return changes, raw

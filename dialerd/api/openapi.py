@@ -16,9 +16,10 @@ from aiohttp import web
 from dialerd import __version__
 from dialerd.api import campaigns, dashboard
 from dialerd.api.context import services
-from dialerd.api.forms import ALIASES, MAX_FIELD_BYTES
+from dialerd.api.forms import ALIASES, EDITABLE, INT_FIELDS, JSON_REFUSED, MAX_FIELD_BYTES
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.services import idempotency
 from dialerd.services.csv_contacts import ROW_CODES
 from dialerd.services.csv_text import ENCODING_SOURCES
 from dialerd.settings import Settings
@@ -31,12 +32,7 @@ JSON = "application/json"
 MAX_QUERY_INT = 10**12 - 1  # forms.parse_int refuses more than 12 characters
 # The integer form fields and their (minimum, maximum, default) as forms.build_spec enforces them;
 # ring_timeout_seconds' default comes from the settings.
-FORM_INTS: dict[str, tuple[int, int, int | None]] = {
-    "max_concurrent_calls": (1, 100, 5),
-    "retries_per_contact": (0, 5, 0),
-    "retry_delay_seconds": (60, 7 * 86400, 300),
-    "ring_timeout_seconds": (5, 300, None),
-}
+FORM_INTS: dict[str, tuple[int, int, int | None]] = INT_FIELDS
 # Printable text without ASCII control characters (what build_spec accepts for name and caller_id).
 _NAME_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x20][^\x00-\x1f]*$"
 _CALLER_ID_PATTERN = r"^[^\x00-\x1f;\\]*$"
@@ -77,7 +73,13 @@ def _int(minimum: int | None = 0, **kw: Any) -> Schema:
     return out
 
 
-TIME: Schema = {"type": "string", "format": "date-time", "example": "2030-01-31T09:00:00.000Z"}
+TIME: Schema = {
+    "type": "string", "format": "date-time", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+    "example": "2030-01-31T09:00:00.000Z",
+    "description": "RFC 3339 in UTC with milliseconds and a Z: the one format of every time the API returns",
+}
+# The times the API reads (scheduled_at) take any RFC 3339 offset.
+TIME_IN: Schema = {"type": "string", "format": "date-time", "example": "2030-01-31T09:00:00Z"}
 
 
 # ---- schemas ------------------------------------------------------------------------------------
@@ -149,8 +151,31 @@ def _campaign(import_schema: str) -> Schema:
                 "description": "share of contacts in a final status (completed, failed, cancelled)",
             },
             "import": _ref(import_schema),
+            "start_deferred": _nullable({
+                **_obj({
+                    "reason": {"type": "string", "example": "tenant_concurrency_exceeded"},
+                    "since": TIME,
+                    "detail": {"type": "string"},
+                }),
+                "description": "a scheduled start held back by the tenant's concurrency cap (retried every "
+                "minute), with the first time it was; null otherwise",
+            }),
         }
     )
+
+
+def _import_page() -> Schema:
+    summary = _import_summary(with_problems=False)
+    props = {k: v for k, v in summary["properties"].items() if k != "problems_truncated"}
+    return _obj({
+        "campaign_id": {"type": "string"},
+        **props,
+        "problems": {"type": "array", "items": _ref("RowProblem"), "description": "a page of every rejected row"},
+        "problems_total": _int(description="rejected rows stored (all of them)"),
+        "limit": _int(1, maximum=campaigns.MAX_PAGE),
+        "offset": _int(),
+        "next_offset": _nullable(_int(description="offset of the next page; null on the last page")),
+    })
 
 
 def _schemas() -> dict[str, Schema]:
@@ -183,6 +208,7 @@ def _schemas() -> dict[str, Schema]:
             }
         ),
         "ImportSummary": _import_summary(with_problems=False),
+        "ImportPage": _import_page(),
         "ImportReport": _import_summary(with_problems=True),
         "Campaign": _campaign("ImportSummary"),
         "CreatedCampaign": _campaign("ImportReport"),
@@ -221,7 +247,11 @@ def _schemas() -> dict[str, Schema]:
                 "next_offset": _nullable(_int(description="offset of the next page; null on the last page "
                                               "and when paging by after_id")),
                 "next_after_id": _nullable(_int(description="after_id of the next page; null on the last page")),
-            }
+                "page": _int(description="the page asked for (only when paging by page)"),
+                "next_page": _nullable(_int(description="the next page; null on the last page (only when "
+                                            "paging by page)")),
+            },
+            optional=("page", "next_page"),
         ),
         "StreamEvent": _obj(
             {
@@ -318,7 +348,7 @@ def _create_form(settings: Settings) -> Schema:
             "default": settings.dialer_ring_timeout if default is None else default,
         }
     props["scheduled_at"] = {
-        **TIME,
+        **TIME_IN,
         "description": "RFC 3339 time with an offset, in the future; the campaign is 'scheduled' and "
         "starts by itself then",
     }
@@ -365,6 +395,44 @@ def _create_form(settings: Settings) -> Schema:
     }
 
 
+def _create_json(settings: Settings) -> Schema:
+    """The JSON create body: the form's fields, and contacts as an array of objects instead of a CSV file."""
+    form = _create_form(settings)
+    cell = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}], "nullable": True}
+    contacts: Schema = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["phone_number"],
+            "properties": {"phone_number": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+            "additionalProperties": cell,
+        },
+        "description": "one object per contact: phone_number, and any other keys as its custom fields. They "
+        "are imported exactly as a CSV with those columns would be (same rules, same report); contact i of the "
+        "array is line i + 2 in the report. The body may be as large as the CSV upload limit.",
+    }
+    props = {k: v for k, v in form["properties"].items() if k not in JSON_REFUSED}
+    return {**form, "properties": {**props, "contacts": contacts},
+            "description": "The same fields as the multipart form (values as JSON strings, integers as numbers), "
+            "with the contacts inline. An unknown field is refused (400)."}
+
+
+def _edit(settings: Settings) -> Schema:
+    """PATCH /campaigns/{id}: the editable fields, by the create rules."""
+    form = _create_form(settings)["properties"]
+    names = [*EDITABLE, *(alias for alias, field in ALIASES.items() if field in EDITABLE)]
+    props = {name: {k: v for k, v in form[name].items() if k != "default"} for name in names}
+    return {
+        "type": "object",
+        "properties": props,
+        "minProperties": 1,
+        "additionalProperties": False,
+        "allOf": [{"not": {"required": [field, alias]}} for alias, field in ALIASES.items() if field in EDITABLE],
+        "description": "Any of the fields, validated as at create; an unknown field (default_region, "
+        "scheduled_at, ...) is refused (400).",
+    }
+
+
 # ---- parameters, responses, operations --------------------------------------------------------------
 
 
@@ -380,6 +448,16 @@ def _parameters() -> dict[str, Schema]:
         "Offset": _param("offset", "query", "items to skip", _int(0, maximum=MAX_QUERY_INT, default=0)),
         "CampaignStatus": _param("status", "query", "only campaigns in this status", _enum(CampaignStatus)),
         "ContactStatus": _param("status", "query", "only contacts in this status", _enum(ContactStatus)),
+        "IdempotencyKey": _param(
+            idempotency.HEADER, "header",
+            "makes the request safe to retry: the same key (per tenant, for 24 hours) with the same request "
+            "returns the first answer again (with Idempotent-Replayed: true) instead of acting twice; with a "
+            "different request, 409 idempotency_key_reused; while the first is still running, 409 "
+            "idempotency_key_in_progress (retry later). Only successful answers are kept: after an error the "
+            "key may be used again.",
+            {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH,
+             "pattern": r"^[\x21-\x7e][\x20-\x7e]*$", "example": "3f1c0a8e-2b8b-4f6e-9a8c-2f1d6a1e0b7c"},
+        ),
     }
 
 
@@ -418,11 +496,24 @@ def _public(op_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
     return {"get": _op("system", op_id, summary, responses, security=[])}
 
 
+REPLAYED = {idempotency.REPLAYED_HEADER: {
+    "description": "'true' when this is the stored answer to an earlier request with the same Idempotency-Key",
+    "schema": {"type": "string", "enum": ["true"]},
+}}
+IDEMPOTENCY_KEY = {"$ref": "#/components/parameters/IdempotencyKey"}
+
+
+def _replayable(ok: Schema) -> Schema:
+    return {**ok, "headers": REPLAYED}
+
+
 def _action(verb: str, summary: str, description: str) -> Schema:
-    responses = {"200": _ok("the campaign after the action", "Campaign"), **_errors(400, 401, 404, 409, 500)}
+    responses = {"200": _replayable(_ok("the campaign after the action", "Campaign")),
+                 **_errors(400, 401, 404, 409, 500)}
     return {
         "parameters": BY_ID,
-        "post": _op("campaigns", f"{verb}Campaign", summary, responses, description=description),
+        "post": _op("campaigns", f"{verb}Campaign", summary, responses, description=description,
+                    parameters=[IDEMPOTENCY_KEY]),
     }
 
 
@@ -433,6 +524,10 @@ AFTER_ID = _param(
     "next_after_id); stays fast deep into big campaigns, where offset does not; not with offset",
     _int(0, maximum=MAX_QUERY_INT),
 )
+PAGE = _param(
+    "page", "query", "the reference API's paging: 0-based pages of limit (default 100) contacts, i.e. offset = "
+    "page * limit; not with offset or after_id", _int(0, maximum=10**9),
+)
 NAME_SEARCH = _param(
     "name", "query", "only campaigns whose name contains this text, in any case (% and _ match themselves); "
     "surrounding spaces are ignored, empty means no filter", {"type": "string", "maxLength": campaigns.NAME_SEARCH_MAX},
@@ -440,7 +535,9 @@ NAME_SEARCH = _param(
 TEXT = {"type": "string"}
 EVENTS_DESCRIPTION = (
     "Server-Sent Events: contact transitions (the event is the new contact status: 'event: originated', "
-    "'event: failed', ...) and campaign status changes ('event: campaign'), each with its id; a snapshot data "
+    "'event: failed', ...) and campaign status changes ('event: campaign'; action 'start_deferred' when a "
+    "scheduled start is held back by the tenant's cap), each with its id; every time is RFC 3339 UTC with "
+    "milliseconds and a Z; a snapshot data "
     "message every few seconds while running (and while a stopped campaign's calls are still up); ': heartbeat' "
     "comments; and 'event: end', exactly once, after the campaign's last transition: it is in a final status "
     "and none of its calls is in flight any more. A campaign stopped with calls up reports 'completed' at the "
@@ -454,6 +551,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
     metrics = {"content": {"text/plain": {"schema": TEXT}, "application/openmetrics-text": {"schema": TEXT}}}
     event_id = _int(0, maximum=MAX_QUERY_INT)
     form = {"schema": _create_form(settings), "encoding": {"contacts": {"contentType": "text/csv"}}}
+    edit = _edit(settings)
     html = {"schema": TEXT}
     return {
         "/health": _public("getHealth", "Liveness and dependencies", {
@@ -488,12 +586,17 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             ),
             "post": _op(
                 "campaigns", "createCampaign", "Create a campaign",
-                {"201": _ok("the new campaign with its full import report", "CreatedCampaign"),
-                 **_errors(400, 401, 413, 500)},
-                description="Multipart form: 'contacts' is the CSV file, every other field a form value. The "
+                {"201": _replayable(_ok("the new campaign with its full import report", "CreatedCampaign")),
+                 **_errors(400, 401, 409, 413, 500)},
+                description="Multipart form: 'contacts' is the CSV file, every other field a form value; or a JSON "
+                "object with the same fields and 'contacts' as an array of objects. The "
                 "campaign is created in 'draft' (or 'scheduled' with scheduled_at); bad rows are reported in "
-                "import.problems, duplicates collapsed. All or nothing.",
-                requestBody={"required": True, "content": {"multipart/form-data": form}},
+                "import.problems (all of them: GET .../import), duplicates collapsed. All or nothing. "
+                "max_concurrent_calls above the tenant's concurrent_max is refused (400). Send an "
+                "Idempotency-Key to retry safely (409 only for that key's conflicts).",
+                parameters=[IDEMPOTENCY_KEY],
+                requestBody={"required": True, "content": {"multipart/form-data": form,
+                                                           JSON: {"schema": _create_json(settings)}}},
             ),
         },
         "/api/v1/campaigns/{id}": {
@@ -508,6 +611,26 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                 description="Removes the campaign with its contacts and events. Refused (409) while it is running "
                 "or has calls in flight.",
             ),
+            "patch": _op(
+                "campaigns", "updateCampaign", "Change a campaign's settings",
+                {"200": _ok("the campaign as changed", "Campaign"), **_errors(400, 401, 404, 409, 500)},
+                description="While draft, scheduled or paused (409 campaign_not_editable otherwise): name, "
+                "max_concurrent_calls, retries_per_contact, retry_delay_seconds, ring_timeout_seconds, caller_id, "
+                "destination, validated as at create. JSON object or form-encoded.",
+                requestBody={"required": True, "content": {JSON: {"schema": edit},
+                                                           "application/x-www-form-urlencoded": {"schema": edit}}},
+            ),
+        },
+        "/api/v1/campaigns/{id}/import": {
+            "parameters": BY_ID,
+            "get": _op(
+                "contacts", "getCampaignImport", "The import report of a campaign",
+                {"200": _ok("the report's figures and a page of its rejected rows", "ImportPage"),
+                 **_errors(400, 401, 404, 500)},
+                description="The report stored at create, with every rejected row (line, value, reason, code), "
+                "paged in file order.",
+                parameters=[_limit(100), OFFSET],
+            ),
         },
         "/api/v1/campaigns/{id}/contacts": {
             "parameters": BY_ID,
@@ -515,7 +638,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                 "contacts", "listContacts", "List contacts in a campaign",
                 {"200": _ok("a page of contacts", "ContactList"), **_errors(400, 401, 404, 500)},
                 description="In CSV order.",
-                parameters=[{"$ref": "#/components/parameters/ContactStatus"}, _limit(100), OFFSET, AFTER_ID],
+                parameters=[{"$ref": "#/components/parameters/ContactStatus"}, _limit(100), OFFSET, AFTER_ID, PAGE],
             ),
         },
         "/api/v1/campaigns/{id}/events": {

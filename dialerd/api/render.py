@@ -6,14 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from dialerd.services.campaigns import CampaignView
-from dialerd.store.tables import Contact
+from dialerd.store.tables import Campaign, Contact, ImportProblem
+from dialerd.timestamps import rfc3339_or_none
 
 
 def ts(value: datetime | None) -> str | None:
-    """RFC 3339 in UTC with a Z, or None."""
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 in UTC with milliseconds and a Z (``dialerd.timestamps``, the one format), or None."""
+    return rfc3339_or_none(value)
 
 
 def campaign(view: CampaignView) -> dict[str, Any]:
@@ -46,6 +45,8 @@ def campaign(view: CampaignView) -> dict[str, Any]:
         "progress": round((counts.get("completed", 0) + counts.get("failed", 0) + counts.get("cancelled", 0))
                           / total, 4) if total else 0.0,
         "import": {k: v for k, v in report.items() if k != "problems"},
+        # A scheduled start held back by the tenant's concurrency cap: {"reason", "since", "detail"}, else null.
+        "start_deferred": c.start_deferred or None,
     }
 
 
@@ -54,6 +55,23 @@ def campaign_created(view: CampaignView) -> dict[str, Any]:
     if view.report is not None:
         body["import"] = view.report.as_json()
     return body
+
+
+def import_report(
+    c: Campaign, problems: list[ImportProblem], total: int, limit: int, offset: int
+) -> dict[str, Any]:
+    """GET /campaigns/{id}/import: the stored report's figures and a page of every rejected row."""
+    report = {k: v for k, v in (c.import_report or {}).items() if k not in ("problems", "problems_truncated")}
+    more = offset + len(problems) < total
+    return {
+        "campaign_id": c.id,
+        **report,
+        "problems": [{"line": p.line, "value": p.value, "reason": p.reason, "code": p.code} for p in problems],
+        "problems_total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + len(problems) if more else None,
+    }
 
 
 def contact(c: Contact) -> dict[str, Any]:

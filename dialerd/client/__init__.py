@@ -38,8 +38,10 @@ from dialerd.client.models import (
     Contact,
     ContactCounts,
     ContactPage,
+    ImportPage,
     ImportProblem,
     ImportReport,
+    StartDeferred,
 )
 from dialerd.client.sync import Campaigns, Dialerd
 
@@ -73,12 +75,14 @@ __all__ = [
     "Dialerd",
     "End",
     "Event",
+    "ImportPage",
     "ImportProblem",
     "ImportReport",
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
     "Snapshot",
+    "StartDeferred",
     "Unauthorized",
     "UnknownEvent",
 ]

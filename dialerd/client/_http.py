@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar, cast
 from urllib.parse import quote, urlencode
 
+from dialerd import timestamps
 from dialerd.client.errors import DialerdApiError, error_from_response
-from dialerd.client.models import Campaign, CampaignPage, ContactPage
+from dialerd.client.models import Campaign, CampaignPage, ContactPage, ImportPage
 
 T = TypeVar("T")
 
@@ -27,8 +29,10 @@ DEFAULT_TIMEOUT = 30.0
 USER_AGENT = "dialerd-client/0.1"
 API = "/api/v1/campaigns"
 
-Contacts = str | os.PathLike[str] | bytes | bytearray | IO[bytes]
-"""A contacts CSV: a path (``str`` is always a path), the bytes themselves, or a binary file object."""
+CsvSource = str | os.PathLike[str] | bytes | bytearray | IO[bytes]
+Contacts = CsvSource | list[dict[str, object]]
+"""A contacts CSV: a path (``str`` is always a path), the bytes themselves, or a binary file object; or a
+list of contacts (``{"phone_number": ..., other keys: custom fields}``), sent as a JSON body."""
 
 
 @dataclass(frozen=True)
@@ -125,18 +129,56 @@ def delete_campaign(campaign_id: str) -> Call[None]:
     return Call("DELETE", campaign_path(campaign_id), _none)
 
 
-def campaign_action(campaign_id: str, action: str) -> Call[Campaign]:
-    return Call("POST", campaign_path(campaign_id, f"/{action}"), _as(Campaign))
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+IN_PROGRESS = "idempotency_key_in_progress"  # the error_id of a retry that came while the first still runs
+CREATE_RETRIES = 3  # a create that timed out or lost its connection is sent again this often, same key
+IN_PROGRESS_WAIT = 300.0  # seconds to wait for a first request still running (a big import) to finish
+EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
+            "caller_id", "destination")
+
+
+def new_idempotency_key() -> str:
+    return str(uuid.uuid4())
+
+
+def _keyed(key: str | None) -> dict[str, str]:
+    return {IDEMPOTENCY_HEADER: key} if key else {}
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...) of a keyed request: 0.5, 1, 2, 4, then 5."""
+    return float(min(5.0, 0.5 * 2 ** (attempt - 1)))
+
+
+def campaign_action(campaign_id: str, action: str, idempotency_key: str | None = None) -> Call[Campaign]:
+    return Call("POST", campaign_path(campaign_id, f"/{action}"), _as(Campaign), headers=_keyed(idempotency_key))
+
+
+def update_campaign(campaign_id: str, changes: Mapping[str, object]) -> Call[Campaign]:
+    """PATCH: the fields given (``None`` values are left out)."""
+    body = {k: v for k, v in changes.items() if v is not None}
+    unknown = sorted(set(body) - set(EDITABLE))
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(unknown)}; changeable: {', '.join(EDITABLE)}")
+    if not body:
+        raise ValueError("nothing to change")
+    return Call("PATCH", campaign_path(campaign_id), _as(Campaign), body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"})
+
+
+def get_import(campaign_id: str, limit: int | None, offset: int | None) -> Call[ImportPage]:
+    return Call("GET", campaign_path(campaign_id, "/import"), _as(ImportPage), _params(limit=limit, offset=offset))
 
 
 def list_contacts(
-    campaign_id: str, status: str | None, limit: int | None, offset: int | None
+    campaign_id: str, status: str | None, limit: int | None, offset: int | None, page: int | None = None
 ) -> Call[ContactPage]:
     return Call(
         "GET",
         campaign_path(campaign_id, "/contacts"),
         _as(ContactPage),
-        _params(status=status, limit=limit, offset=offset),
+        _params(status=status, limit=limit, offset=offset, page=page),
     )
 
 
@@ -150,7 +192,7 @@ def rfc3339(value: datetime | str) -> str:
         return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("scheduled_at must be timezone-aware (e.g. datetime(..., tzinfo=UTC))")
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return timestamps.rfc3339(value)
 
 
 def create_fields(
@@ -184,7 +226,7 @@ def create_fields(
     return {k: str(v) for k, v in values.items() if v is not None}
 
 
-def read_contacts(contacts: Contacts) -> tuple[bytes, str]:
+def read_contacts(contacts: CsvSource) -> tuple[bytes, str]:
     """The CSV bytes and a file name for the upload. Blocking for paths and files."""
     if isinstance(contacts, bytes | bytearray):
         return bytes(contacts), "contacts.csv"
@@ -225,6 +267,22 @@ def encode_multipart(fields: Mapping[str, str], file_field: str, filename: str, 
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def create_campaign(fields: Mapping[str, str], data: bytes, filename: str) -> Call[Campaign]:
+def create_campaign(
+    fields: Mapping[str, str], data: bytes, filename: str, idempotency_key: str | None = None
+) -> Call[Campaign]:
     body, content_type = encode_multipart(fields, "contacts", filename, data)
-    return Call("POST", API, _as(Campaign), body=body, headers={"Content-Type": content_type})
+    return Call("POST", API, _as(Campaign), body=body,
+                headers={"Content-Type": content_type, **_keyed(idempotency_key)})
+
+
+def create_campaign_json(
+    fields: Mapping[str, str], contacts: Sequence[Mapping[str, object]], idempotency_key: str | None = None
+) -> Call[Campaign]:
+    """The JSON create body: the fields (integers as numbers) and the contacts inline."""
+    values: dict[str, object] = {k: int(v) if k in INT_FIELDS else v for k, v in fields.items()}
+    body = json.dumps({**values, "contacts": [dict(c) for c in contacts]}).encode()
+    return Call("POST", API, _as(Campaign), body=body,
+                headers={"Content-Type": "application/json", **_keyed(idempotency_key)})
+
+
+INT_FIELDS = ("max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds")

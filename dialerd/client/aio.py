@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from types import TracebackType
@@ -24,7 +25,7 @@ from dialerd.client import _http
 from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts
 from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
 from dialerd.client.events import Event
-from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage
+from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage, ImportPage
 from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
 
 T = TypeVar("T")
@@ -95,6 +96,26 @@ class AsyncDialerd:
             ) from exc
         return call.result(status, body)
 
+    async def _retrying(self, call: Call[T], retries: int) -> T:
+        """``call`` (which carries an Idempotency-Key) sent again after a lost answer or while still in progress."""
+        lost = 0
+        waits = 0
+        started = time.monotonic()
+        while True:
+            try:
+                return await self._call(call)
+            except DialerdConnectionError:
+                lost += 1
+                if lost > retries:
+                    raise
+                delay = _http.retry_delay(lost)
+            except DialerdApiError as exc:
+                if exc.error_id != _http.IN_PROGRESS or time.monotonic() - started > _http.IN_PROGRESS_WAIT:
+                    raise
+                waits += 1
+                delay = _http.retry_delay(waits)
+            await asyncio.sleep(delay)
+
     async def health(self) -> dict[str, Any]:
         """``GET /health`` (no key needed): the daemon's and the PBX connection's state."""
 
@@ -137,12 +158,18 @@ class AsyncCampaigns:
         default_region: str | None = None,
         phone_column: str | None = None,
         encoding: str | None = None,
+        idempotency_key: str | None = None,
+        retries: int = _http.CREATE_RETRIES,
     ) -> Campaign:
-        """Upload a contacts CSV (path, bytes or binary file) and create a draft campaign.
+        """Upload a contacts CSV (path, bytes or binary file; or a list of contact dicts, sent as JSON) and
+        create a draft campaign.
 
-        The answer's ``import`` holds the import report, rejected rows included. ``phone_column`` names
-        the column to dial (default: the recognised phone columns); ``encoding`` the file's encoding
-        (default: BOM, UTF-8 or detection).
+        The answer's ``import`` holds the import report, rejected rows included (all of them:
+        ``import_report``). ``phone_column`` names the column to dial (default: the recognised phone
+        columns); ``encoding`` the file's encoding (default: BOM, UTF-8 or detection). Every create carries
+        an ``Idempotency-Key`` (``idempotency_key``, or a new UUID): one that times out or loses its
+        connection is sent again with the same key up to ``retries`` times, and waits while the daemon says
+        the first is still running, so it yields one campaign.
         """
         fields = _http.create_fields(
             name=name,
@@ -157,11 +184,16 @@ class AsyncCampaigns:
             phone_column=phone_column,
             encoding=encoding,
         )
-        if isinstance(contacts, bytes | bytearray):
-            data, filename = _http.read_contacts(contacts)
+        key = idempotency_key or _http.new_idempotency_key()
+        if isinstance(contacts, list):
+            call = _http.create_campaign_json(fields, contacts, key)
         else:
-            data, filename = await asyncio.to_thread(_http.read_contacts, contacts)
-        return await self._client._call(_http.create_campaign(fields, data, filename))
+            if isinstance(contacts, bytes | bytearray):
+                data, filename = _http.read_contacts(contacts)
+            else:
+                data, filename = await asyncio.to_thread(_http.read_contacts, contacts)
+            call = _http.create_campaign(fields, data, filename, key)
+        return await self._client._retrying(call, retries)
 
     async def get(self, id: str) -> Campaign:
         return await self._client._call(_http.get_campaign(id))
@@ -170,9 +202,11 @@ class AsyncCampaigns:
         await self._client._call(_http.delete_campaign(id))
 
     async def list_contacts(
-        self, id: str, status: str | None = None, limit: int | None = None, offset: int | None = None
+        self, id: str, status: str | None = None, limit: int | None = None, offset: int | None = None,
+        page: int | None = None,
     ) -> ContactPage:
-        return await self._client._call(_http.list_contacts(id, status, limit, offset))
+        """A page of contacts, by ``offset`` or by ``page`` (0-based pages of ``limit``, default 100)."""
+        return await self._client._call(_http.list_contacts(id, status, limit, offset, page))
 
     async def iter_contacts(
         self, id: str, status: str | None = None, *, page_size: int = 1000
@@ -192,17 +226,45 @@ class AsyncCampaigns:
                     yield contact
             offset = page["next_offset"]
 
-    async def start(self, id: str) -> Campaign:
-        return await self._client._call(_http.campaign_action(id, "start"))
+    async def _act(self, id: str, action: str, idempotency_key: str | None) -> Campaign:
+        key = idempotency_key or _http.new_idempotency_key()
+        return await self._client._retrying(_http.campaign_action(id, action, key), _http.CREATE_RETRIES)
 
-    async def pause(self, id: str) -> Campaign:
-        return await self._client._call(_http.campaign_action(id, "pause"))
+    async def start(self, id: str, *, idempotency_key: str | None = None) -> Campaign:
+        """Each action carries an ``Idempotency-Key`` (given or new) and is retried with it when it times out."""
+        return await self._act(id, "start", idempotency_key)
 
-    async def resume(self, id: str) -> Campaign:
-        return await self._client._call(_http.campaign_action(id, "resume"))
+    async def pause(self, id: str, *, idempotency_key: str | None = None) -> Campaign:
+        return await self._act(id, "pause", idempotency_key)
 
-    async def stop(self, id: str) -> Campaign:
-        return await self._client._call(_http.campaign_action(id, "stop"))
+    async def resume(self, id: str, *, idempotency_key: str | None = None) -> Campaign:
+        return await self._act(id, "resume", idempotency_key)
+
+    async def stop(self, id: str, *, idempotency_key: str | None = None) -> Campaign:
+        return await self._act(id, "stop", idempotency_key)
+
+    async def update(
+        self,
+        id: str,
+        *,
+        name: str | None = None,
+        max_concurrent_calls: int | None = None,
+        retries_per_contact: int | None = None,
+        retry_delay_seconds: int | None = None,
+        ring_timeout_seconds: int | None = None,
+        caller_id: str | None = None,
+        destination: str | None = None,
+    ) -> Campaign:
+        """``PATCH``: change the settings given while the campaign is draft, scheduled or paused."""
+        return await self._client._call(_http.update_campaign(id, {
+            "name": name, "max_concurrent_calls": max_concurrent_calls, "retries_per_contact": retries_per_contact,
+            "retry_delay_seconds": retry_delay_seconds, "ring_timeout_seconds": ring_timeout_seconds,
+            "caller_id": caller_id, "destination": destination,
+        }))
+
+    async def import_report(self, id: str, limit: int | None = None, offset: int | None = None) -> ImportPage:
+        """The stored import report and a page of every rejected row."""
+        return await self._client._call(_http.get_import(id, limit, offset))
 
     async def events(
         self,

@@ -45,6 +45,14 @@ class ContactCounts(TypedDict):
     cancelled: NotRequired[int]
 
 
+class StartDeferred(TypedDict):
+    """A scheduled start held back by the tenant's concurrency cap."""
+
+    reason: str
+    since: str
+    detail: str
+
+
 # Functional syntax: "import" is a Python keyword.
 Campaign = TypedDict(
     "Campaign",
@@ -71,6 +79,7 @@ Campaign = TypedDict(
         "calls_in_flight": int,
         "progress": float,
         "import": ImportReport,
+        "start_deferred": NotRequired[StartDeferred | None],
     },
 )
 
@@ -102,6 +111,28 @@ class Contact(TypedDict):
 class ContactPage(TypedDict):
     contacts: list[Contact]
     total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+    next_after_id: NotRequired[int | None]
+    page: NotRequired[int]
+    next_page: NotRequired[int | None]
+
+
+class ImportPage(TypedDict):
+    """``GET /campaigns/{id}/import``: the stored report's figures and a page of every rejected row."""
+
+    campaign_id: str
+    rows_total: int
+    rows_valid: int
+    rows_rejected: int
+    duplicates: int
+    contacts: int
+    phone_column: str
+    delimiter: str
+    custom_fields: list[str]
+    problems: list[ImportProblem]
+    problems_total: int
     limit: int
     offset: int
     next_offset: int | None

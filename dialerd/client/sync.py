@@ -25,7 +25,7 @@ from dialerd.client import _http
 from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts
 from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
 from dialerd.client.events import Event
-from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage
+from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage, ImportPage
 from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
 
 T = TypeVar("T")
@@ -94,6 +94,26 @@ class Dialerd:
             raise DialerdConnectionError(f"{call.method} {call.path}: reading the answer failed: {exc}") from exc
         return call.result(resp.status or 0, body)
 
+    def _retrying(self, call: Call[T], retries: int) -> T:
+        """``call`` (which carries an Idempotency-Key) sent again after a lost answer or while still in progress."""
+        lost = 0
+        waits = 0
+        started = time.monotonic()
+        while True:
+            try:
+                return self._call(call)
+            except DialerdConnectionError:
+                lost += 1
+                if lost > retries:
+                    raise
+                delay = _http.retry_delay(lost)
+            except DialerdApiError as exc:
+                if exc.error_id != _http.IN_PROGRESS or time.monotonic() - started > _http.IN_PROGRESS_WAIT:
+                    raise
+                waits += 1
+                delay = _http.retry_delay(waits)
+            time.sleep(delay)
+
     def health(self) -> dict[str, Any]:
         """``GET /health`` (no key needed): the daemon's and the PBX connection's state."""
 
@@ -136,12 +156,18 @@ class Campaigns:
         default_region: str | None = None,
         phone_column: str | None = None,
         encoding: str | None = None,
+        idempotency_key: str | None = None,
+        retries: int = _http.CREATE_RETRIES,
     ) -> Campaign:
-        """Upload a contacts CSV (path, bytes or binary file) and create a draft campaign.
+        """Upload a contacts CSV (path, bytes or binary file; or a list of contact dicts, sent as JSON) and
+        create a draft campaign.
 
-        The answer's ``import`` holds the import report, rejected rows included. ``phone_column`` names
-        the column to dial (default: the recognised phone columns); ``encoding`` the file's encoding
-        (default: BOM, UTF-8 or detection).
+        The answer's ``import`` holds the import report, rejected rows included (all of them:
+        ``import_report``). ``phone_column`` names the column to dial (default: the recognised phone
+        columns); ``encoding`` the file's encoding (default: BOM, UTF-8 or detection). Every create carries
+        an ``Idempotency-Key`` (``idempotency_key``, or a new UUID): one that times out or loses its
+        connection is sent again with the same key up to ``retries`` times, and waits while the daemon says
+        the first is still running, so it yields one campaign.
         """
         fields = _http.create_fields(
             name=name,
@@ -156,8 +182,13 @@ class Campaigns:
             phone_column=phone_column,
             encoding=encoding,
         )
-        data, filename = _http.read_contacts(contacts)
-        return self._client._call(_http.create_campaign(fields, data, filename))
+        key = idempotency_key or _http.new_idempotency_key()
+        if isinstance(contacts, list):
+            call = _http.create_campaign_json(fields, contacts, key)
+        else:
+            data, filename = _http.read_contacts(contacts)
+            call = _http.create_campaign(fields, data, filename, key)
+        return self._client._retrying(call, retries)
 
     def get(self, id: str) -> Campaign:
         return self._client._call(_http.get_campaign(id))
@@ -166,9 +197,11 @@ class Campaigns:
         self._client._call(_http.delete_campaign(id))
 
     def list_contacts(
-        self, id: str, status: str | None = None, limit: int | None = None, offset: int | None = None
+        self, id: str, status: str | None = None, limit: int | None = None, offset: int | None = None,
+        page: int | None = None,
     ) -> ContactPage:
-        return self._client._call(_http.list_contacts(id, status, limit, offset))
+        """A page of contacts, by ``offset`` or by ``page`` (0-based pages of ``limit``, default 100)."""
+        return self._client._call(_http.list_contacts(id, status, limit, offset, page))
 
     def iter_contacts(self, id: str, status: str | None = None, *, page_size: int = 1000) -> Iterator[Contact]:
         """Every contact (optionally of one status), page after page, each once.
@@ -186,17 +219,45 @@ class Campaigns:
                     yield contact
             offset = page["next_offset"]
 
-    def start(self, id: str) -> Campaign:
-        return self._client._call(_http.campaign_action(id, "start"))
+    def _act(self, id: str, action: str, idempotency_key: str | None) -> Campaign:
+        key = idempotency_key or _http.new_idempotency_key()
+        return self._client._retrying(_http.campaign_action(id, action, key), _http.CREATE_RETRIES)
 
-    def pause(self, id: str) -> Campaign:
-        return self._client._call(_http.campaign_action(id, "pause"))
+    def start(self, id: str, *, idempotency_key: str | None = None) -> Campaign:
+        """Each action carries an ``Idempotency-Key`` (given or new) and is retried with it when it times out."""
+        return self._act(id, "start", idempotency_key)
 
-    def resume(self, id: str) -> Campaign:
-        return self._client._call(_http.campaign_action(id, "resume"))
+    def pause(self, id: str, *, idempotency_key: str | None = None) -> Campaign:
+        return self._act(id, "pause", idempotency_key)
 
-    def stop(self, id: str) -> Campaign:
-        return self._client._call(_http.campaign_action(id, "stop"))
+    def resume(self, id: str, *, idempotency_key: str | None = None) -> Campaign:
+        return self._act(id, "resume", idempotency_key)
+
+    def stop(self, id: str, *, idempotency_key: str | None = None) -> Campaign:
+        return self._act(id, "stop", idempotency_key)
+
+    def update(
+        self,
+        id: str,
+        *,
+        name: str | None = None,
+        max_concurrent_calls: int | None = None,
+        retries_per_contact: int | None = None,
+        retry_delay_seconds: int | None = None,
+        ring_timeout_seconds: int | None = None,
+        caller_id: str | None = None,
+        destination: str | None = None,
+    ) -> Campaign:
+        """``PATCH``: change the settings given while the campaign is draft, scheduled or paused."""
+        return self._client._call(_http.update_campaign(id, {
+            "name": name, "max_concurrent_calls": max_concurrent_calls, "retries_per_contact": retries_per_contact,
+            "retry_delay_seconds": retry_delay_seconds, "ring_timeout_seconds": ring_timeout_seconds,
+            "caller_id": caller_id, "destination": destination,
+        }))
+
+    def import_report(self, id: str, limit: int | None = None, offset: int | None = None) -> ImportPage:
+        """The stored import report and a page of every rejected row."""
+        return self._client._call(_http.get_import(id, limit, offset))
 
     def events(
         self,

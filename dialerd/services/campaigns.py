@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import IO, Any, Protocol
 
 from dialerd.domain.campaign import CampaignAction, CampaignStatus, TransitionRefused, decide, initial_status
-from dialerd.errors import Conflict, NotFound
+from dialerd.errors import Conflict, InvalidInput, NotFound
 from dialerd.pbx.base import Destination
 from dialerd.services.auth import Principal
 from dialerd.services.events import EventHub
+from dialerd.services.idempotency import Idempotency
 from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, import_contacts
 from dialerd.store.repo import IMPORTING, Store
-from dialerd.store.tables import Campaign, Contact, utcnow
+from dialerd.store.tables import Campaign, Contact, ImportProblem, utcnow
 
 log = logging.getLogger("dialerd.campaigns")
 
@@ -37,6 +38,10 @@ class CampaignSpec:
     scheduled_at: datetime | None
     phone_column: str | None = None  # the CSV column to take numbers from; None: the recognised ones
     encoding: str | None = None  # the CSV file's encoding; None: BOM, UTF-8 or detection
+
+
+# Where PATCH may change a campaign's settings: before it runs, or while it is paused.
+EDITABLE_STATUSES = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
 
 
 class DispatchControl(Protocol):
@@ -82,11 +87,13 @@ class CampaignService:
         self.scheduler = scheduler
         self.import_batch_size = import_batch_size
         self._tenant_locks: dict[str, asyncio.Lock] = {}
+        self.idempotency = Idempotency(store)
 
     # ---- create ---------------------------------------------------------------------------------
 
     async def create(self, who: Principal, spec: CampaignSpec, contacts: IO[bytes]) -> CampaignView:
         """Create the campaign and import its contacts, all or nothing."""
+        await self._check_tenant_max(who, spec.max_concurrent_calls)
         now = utcnow()
         campaign = Campaign(
             id="cmp_" + secrets.token_hex(10),
@@ -129,6 +136,43 @@ class CampaignService:
         view = await self.view(await self._get(who, campaign.id))
         view.report = report
         return view
+
+    async def _check_tenant_max(self, who: Principal, max_concurrent_calls: int) -> None:
+        """A campaign asking for more concurrent calls than its tenant may ever place could never start."""
+        tenant = await self.store.get_tenant(who.tenant_id)
+        if tenant is not None and max_concurrent_calls > tenant.concurrent_max:
+            raise InvalidInput(
+                f"max_concurrent_calls: {max_concurrent_calls} is above the tenant's concurrent_max of "
+                f"{tenant.concurrent_max}; such a campaign could never start",
+                error_id="invalid_field", field="max_concurrent_calls",
+                max_concurrent_calls=max_concurrent_calls, concurrent_max=tenant.concurrent_max,
+            )
+
+    # ---- edit -----------------------------------------------------------------------------------
+
+    async def update(self, who: Principal, campaign_id: str, changes: dict[str, Any]) -> CampaignView:
+        """PATCH: change settings while the campaign is draft, scheduled or paused (409 otherwise)."""
+        campaign = await self._get(who, campaign_id)
+        if "max_concurrent_calls" in changes:
+            await self._check_tenant_max(who, int(changes["max_concurrent_calls"]))
+        if not await self.store.update_campaign(campaign_id, who.tenant_id, changes, EDITABLE_STATUSES):
+            fresh = await self._get(who, campaign_id)
+            raise Conflict(
+                f"campaign is {fresh.status}; its settings can be changed only while it is "
+                f"{', '.join(s.value for s in EDITABLE_STATUSES)} (pause it first)",
+                error_id="campaign_not_editable", status=fresh.status,
+            )
+        log.info("campaign updated", extra={"action": "update", "campaign_id": campaign.id,
+                                            "fields": sorted(changes)})
+        return await self.view(await self._get(who, campaign_id))
+
+    async def import_report(
+        self, who: Principal, campaign_id: str, limit: int, offset: int
+    ) -> tuple[Campaign, list[ImportProblem], int]:
+        """The stored import report of a campaign and a page of its rejected rows."""
+        campaign = await self._get(who, campaign_id)
+        problems, total = await self.store.import_problems(campaign_id, limit, offset)
+        return campaign, problems, total
 
     # ---- read -----------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from dialerd.faults import Failpoints
 from dialerd.pbx.base import CallEvent, CallEventKind, Pbx
 from dialerd.store.repo import Store, priority_context
 from dialerd.store.tables import Attempt, Campaign, Event, utcnow
+from dialerd.timestamps import rfc3339
 
 if TYPE_CHECKING:
     from dialerd.services.campaigns import CampaignService
@@ -195,7 +196,7 @@ class CallFollower:
         if retry and not stopped:
             next_at = utcnow() + timedelta(seconds=campaign.retry_delay_seconds)
             contact_values["next_attempt_at"] = next_at
-            payload["retry_at"] = next_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            payload["retry_at"] = rfc3339(next_at)
             status = ContactStatus.PENDING
         elif retry and stopped:
             status = ContactStatus.CANCELLED  # would have been retried, but the campaign was stopped

@@ -104,6 +104,7 @@ async def import_contacts(
         if batch is None:
             break
         rows: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []  # every rejected row is kept (GET /campaigns/{id}/import)
         for item in batch:
             report.rows_total += 1
             if isinstance(item, ParsedContact):
@@ -116,9 +117,11 @@ async def import_contacts(
                 )
             else:
                 report.rows_rejected += 1
+                rejected.append({"line": item.line, "value": item.value, "reason": item.reason, "code": item.code})
                 if len(report.problems) < MAX_REPORTED_PROBLEMS:
                     report.problems.append(item)
         await store.insert_contacts(campaign_id, rows)
+        await store.insert_import_problems(campaign_id, rejected)
     # Final only now: UTF-8 can turn out to be another encoding part-way through the file.
     report.encoding, report.encoding_source = parser.encoding, parser.encoding_source
     report.stored = await store.count_contacts(campaign_id)

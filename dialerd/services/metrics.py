@@ -10,6 +10,7 @@ from typing import Any
 
 from dialerd.store.repo import Store
 from dialerd.store.tables import utcnow
+from dialerd.timestamps import rfc3339
 
 
 class Metrics:
@@ -53,7 +54,7 @@ class Metrics:
             "avg_talk_seconds": figures["avg_talk_seconds"],
             "pbx_connected": self.pbx_connected(),
             "dialling_held": self.dialling_held(),  # None, "pbx_down" or "ari_app_replaced"
-            "at": utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "at": rfc3339(utcnow()),
         }
 
     async def _figures(self, campaign_id: str) -> dict[str, Any] | None:

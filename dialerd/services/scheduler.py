@@ -24,6 +24,7 @@ class Scheduler:
     def __init__(self) -> None:
         self._aps = AsyncIOScheduler(timezone="UTC")
         self.campaigns: CampaignService | None = None
+        self.retry_when_full = RETRY_WHEN_FULL
 
     def start(self) -> None:
         self._aps.start()
@@ -59,9 +60,11 @@ class Scheduler:
         try:
             await self.campaigns._check_reservation(campaign)
         except Conflict as exc:
-            # The tenant's running campaigns reserve all its concurrency: try again in a minute.
+            # The tenant's running campaigns reserve all its concurrency: try again in a minute. The hold is
+            # shown on the campaign (start_deferred) and, the first time, as a campaign event on its stream.
+            first = await self.campaigns.store.set_start_deferred(campaign_id, exc.error_id, exc.message)
             log.warning("scheduled start deferred: %s", exc.message,
-                        extra={"action": "schedule_deferred", "campaign_id": campaign_id})
-            self.schedule(campaign_id, utcnow() + RETRY_WHEN_FULL)
+                        extra={"action": "schedule_deferred", "campaign_id": campaign_id, "first": first})
+            self.schedule(campaign_id, utcnow() + self.retry_when_full)
             return
         await self.campaigns.system_transition(campaign_id, CampaignAction.SCHEDULE_DUE)

@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dialerd.domain.campaign import END_EVENT, CampaignStatus, over
 from dialerd.errors import StoreError
 from dialerd.store.direct import HotPath, SqliteDirect
-from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, Tenant
+from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
+from dialerd.timestamps import rfc3339
 
 IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
 
@@ -46,6 +47,8 @@ T_CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
 T_CONTACT = Contact.__table__  # type: ignore[attr-defined]
 T_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
 T_EVENT = Event.__table__  # type: ignore[attr-defined]
+T_IDEMPOTENCY = IdempotencyKey.__table__  # type: ignore[attr-defined]
+T_PROBLEM = ImportProblem.__table__  # type: ignore[attr-defined]
 
 IN_FLIGHT_ATTEMPT_STATES = ("dialing", "originated", "answered")
 _T = TypeVar("_T")
@@ -208,7 +211,7 @@ class StoreBase:
         ).scalar_one_or_none()
         if last == END_EVENT:  # already over (nothing is written for a campaign after its end)
             return None
-        return await self._event(conn, campaign_id, END_EVENT, {"status": status, "at": now.isoformat()}, now)
+        return await self._event(conn, campaign_id, END_EVENT, {"status": status, "at": rfc3339(now)}, now)
 
     async def _events(
         self,

@@ -25,6 +25,7 @@ from dialerd.store.base import (
     _row,
 )
 from dialerd.store.tables import Attempt, Contact, Event, utcnow
+from dialerd.timestamps import rfc3339
 
 TERMINAL_STATUSES = tuple(s.value for s in CampaignStatus if s.terminal)
 
@@ -264,7 +265,7 @@ class CallStore(StoreBase):
                 "status": contact_status.value,
                 "attempt": row.number,
                 "channel_id": channel_id,
-                "at": now.isoformat(),
+                "at": rfc3339(now),
                 **payload,
             }
             event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
@@ -289,7 +290,7 @@ class CallStore(StoreBase):
                 "status": contact_status.value,
                 "attempt": attempt["number"],
                 "channel_id": channel_id,
-                "at": now.isoformat(),
+                "at": rfc3339(now),
                 **payload,
             }
 

@@ -20,6 +20,7 @@ log = logging.getLogger("dialerd.store")
 MIGRATIONS: list[tuple[int, str]] = [
     (1, "0001_initial"),
     (2, "0002_contact_page_index"),
+    (3, "0003_api_contract"),
     (4, "0004_api_key_last_used"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -24,6 +24,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
 from dialerd.domain.campaign import END_EVENT
+from dialerd.timestamps import rfc3339
 
 T = TypeVar("T")
 
@@ -211,7 +212,7 @@ class HotPath:
                             (campaign_id,)).fetchone()
         if last is not None and last[0] == END_EVENT:
             return None
-        payload = {"status": row[0], "at": now.isoformat()}
+        payload = {"status": row[0], "at": rfc3339(now)}
         event_id = self._insert(conn, "event", self.event, {
             "campaign_id": campaign_id, "kind": END_EVENT, "payload": payload, "created_at": now,
         })

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, literal, select, update
@@ -25,7 +25,9 @@ from dialerd.store.base import (
     T_CAMPAIGN,
     T_CONTACT,
     T_EVENT,
+    T_IDEMPOTENCY,
     T_KEY,
+    T_PROBLEM,
     T_TENANT,
     _Merged,
     _row,
@@ -33,7 +35,8 @@ from dialerd.store.base import (
 )
 from dialerd.store.calls import CallStore
 from dialerd.store.db import UNICODE_LOWER
-from dialerd.store.tables import ApiKey, Campaign, Contact, Event, Tenant, utcnow
+from dialerd.store.tables import ApiKey, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant, utcnow
+from dialerd.timestamps import rfc3339
 
 __all__ = ["IMPORTING", "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "Store", "priority_context"]
 
@@ -186,7 +189,7 @@ class Store(CallStore):
 
     async def purge_campaign(self, campaign_id: str) -> None:
         """Delete a campaign and everything it owns (in bounded chunks on big campaigns)."""
-        for table in (T_EVENT, T_ATTEMPT):
+        for table in (T_EVENT, T_ATTEMPT, T_PROBLEM):
             async with self.write() as conn:
                 await conn.execute(delete(table).where(table.c.campaign_id == campaign_id))
         while True:
@@ -303,6 +306,8 @@ class Store(CallStore):
             values["started_at"] = func.coalesce(T_CAMPAIGN.c.started_at, now)
         if new.terminal:
             values["completed_at"] = now
+        if new is not CampaignStatus.SCHEDULED:
+            values["start_deferred"] = None  # a deferred start is over once the campaign leaves scheduled
         events: list[Event] = []
         async with self.write() as conn:
             result = await conn.execute(
@@ -317,7 +322,7 @@ class Store(CallStore):
             events.append(
                 await self._event(
                     conn, campaign_id, "campaign",
-                    {**event_payload, "status": new.value, "at": now.isoformat()}, now,
+                    {**event_payload, "status": new.value, "at": rfc3339(now)}, now,
                 )
             )
             if new.terminal:  # over at once when no call is up; otherwise its last call's end writes it
@@ -344,7 +349,7 @@ class Store(CallStore):
                 "status": "cancelled",
                 "reason": "campaign_stopped",
                 "attempt": r.attempts,
-                "at": now.isoformat(),
+                "at": rfc3339(now),
             }
             for r in rows
         ]
@@ -431,6 +436,124 @@ class Store(CallStore):
             "answered": int(answered or 0),
             "avg_talk_seconds": round(float(avg_talk), 2) if avg_talk is not None else 0.0,
         }
+
+    # ---- campaign settings, deferred starts (migration 0003) ------------------------------------
+
+    async def update_campaign(
+        self, campaign_id: str, tenant_id: str, changes: dict[str, Any], editable: Sequence[CampaignStatus]
+    ) -> bool:
+        """Apply ``changes`` if the campaign is (still) in an ``editable`` status; False if it is not."""
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(T_CAMPAIGN)
+                .where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.tenant_id == tenant_id,
+                       T_CAMPAIGN.c.status.in_([s.value for s in editable]))
+                .values(**changes, updated_at=utcnow())
+            )
+            return bool(result.rowcount)
+
+    async def set_start_deferred(self, campaign_id: str, reason: str, detail: str) -> bool:
+        """Mark a scheduled campaign's start as held back; the first time, append a campaign event.
+
+        Returns True when the campaign was not marked deferred before (the event was written).
+        """
+        now = utcnow()
+        async with self.write() as conn:
+            row = (
+                await conn.execute(
+                    select(T_CAMPAIGN.c.start_deferred).where(
+                        T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status == CampaignStatus.SCHEDULED.value
+                    )
+                )
+            ).first()
+            if row is None:
+                return False
+            previous = row[0]
+            if previous and previous.get("reason") == reason:
+                if previous.get("detail") != detail:  # same hold, new figures: keep "since", no new event
+                    await conn.execute(update(T_CAMPAIGN).where(T_CAMPAIGN.c.id == campaign_id)
+                                       .values(start_deferred={**previous, "detail": detail}))
+                return False
+            deferred = {"reason": reason, "since": rfc3339(now), "detail": detail}
+            await conn.execute(
+                update(T_CAMPAIGN).where(T_CAMPAIGN.c.id == campaign_id).values(start_deferred=deferred, updated_at=now)
+            )
+            await self._event(
+                conn, campaign_id, "campaign",
+                {"action": "start_deferred", "status": CampaignStatus.SCHEDULED.value, "previous":
+                 CampaignStatus.SCHEDULED.value, "reason": reason, "detail": detail, "at": rfc3339(now)}, now,
+            )
+            return True
+
+    # ---- import problems (migration 0003) --------------------------------------------------------
+
+    async def insert_import_problems(self, campaign_id: str, problems: Sequence[dict[str, Any]]) -> None:
+        """Keep rejected rows (line, value, reason, code) for GET /campaigns/{id}/import."""
+        if not problems:
+            return
+        rows = [
+            {"campaign_id": campaign_id, "line": p["line"], "value": str(p["value"])[:100],
+             "reason": p["reason"], "code": p["code"]}
+            for p in problems
+        ]
+        async with self.write() as conn:
+            for start in range(0, len(rows), 5000):
+                await conn.execute(insert(T_PROBLEM), rows[start : start + 5000])
+
+    async def import_problems(self, campaign_id: str, limit: int, offset: int) -> tuple[list[ImportProblem], int]:
+        cond = T_PROBLEM.c.campaign_id == campaign_id
+        async with self.read() as conn:
+            total = (await conn.execute(select(func.count()).select_from(T_PROBLEM).where(cond))).scalar_one()
+            rows = (
+                await conn.execute(select(T_PROBLEM).where(cond).order_by(T_PROBLEM.c.id).limit(limit).offset(offset))
+            ).all()
+        return [_row(ImportProblem, r) for r in rows], int(total)
+
+    # ---- idempotency keys (migration 0003) ---------------------------------------------------------
+
+    async def claim_idempotency_key(
+        self, tenant_id: str, key: str, request_hash: str, owner: str, ttl: timedelta
+    ) -> IdempotencyKey | None:
+        """Claim ``key`` for a new request (None), or return the row of the request that holds it.
+
+        Rows older than ``ttl`` are removed first. A row still ``in_progress`` under another owner was
+        left by a daemon process that is gone (it never finished nor released it): it is taken over.
+        """
+        now = utcnow()
+        where = and_(T_IDEMPOTENCY.c.tenant_id == tenant_id, T_IDEMPOTENCY.c.idem_key == key)
+        fresh = {"request_hash": request_hash, "owner": owner, "state": "in_progress", "response_status": None,
+                 "response_body": None, "campaign_id": None, "created_at": now}
+        async with self.write() as conn:
+            await conn.execute(delete(T_IDEMPOTENCY).where(T_IDEMPOTENCY.c.created_at < now - ttl))
+            row = (await conn.execute(select(T_IDEMPOTENCY).where(where))).first()
+            if row is None:
+                await conn.execute(insert(T_IDEMPOTENCY).values(tenant_id=tenant_id, idem_key=key, **fresh))
+                return None
+            if row.state == "in_progress" and row.owner != owner:
+                await conn.execute(update(T_IDEMPOTENCY).where(where).values(**fresh))
+                return None
+            held: IdempotencyKey = _row(IdempotencyKey, row)
+            return held
+
+    async def finish_idempotency_key(
+        self, tenant_id: str, key: str, owner: str, status: int, body: str, campaign_id: str | None
+    ) -> None:
+        async with self.write() as conn:
+            await conn.execute(
+                update(T_IDEMPOTENCY)
+                .where(T_IDEMPOTENCY.c.tenant_id == tenant_id, T_IDEMPOTENCY.c.idem_key == key,
+                       T_IDEMPOTENCY.c.owner == owner, T_IDEMPOTENCY.c.state == "in_progress")
+                .values(state="done", response_status=status, response_body=body, campaign_id=campaign_id)
+            )
+
+    async def release_idempotency_key(self, tenant_id: str, key: str, owner: str) -> None:
+        async with self.write() as conn:
+            await conn.execute(
+                delete(T_IDEMPOTENCY).where(
+                    T_IDEMPOTENCY.c.tenant_id == tenant_id, T_IDEMPOTENCY.c.idem_key == key,
+                    T_IDEMPOTENCY.c.owner == owner, T_IDEMPOTENCY.c.state == "in_progress",
+                )
+            )
 
     # ---- tenants and keys, for the operator's CLI (dialerd keys / dialerd tenants) ------------
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -90,6 +91,8 @@ class Campaign(SQLModel, table=True):
     started_at: datetime | None = _ts()
     completed_at: datetime | None = _ts()
     updated_at: datetime | None = _ts(nullable=False)
+    # migration 0003: a scheduled start the tenant's cap holds back ({"reason", "since", "detail"}), or None
+    start_deferred: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Contact(SQLModel, table=True):
@@ -169,6 +172,42 @@ class Event(SQLModel, table=True):
     kind: str = Field(sa_column=Column(String(40), nullable=False))
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime | None = _ts(nullable=False)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """An ``Idempotency-Key`` of a tenant: the request it was first used with and, once done, its answer."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (Index("ix_idempotency_key_created_at", "created_at"),)  # migration 0003
+    tenant_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    )
+    idem_key: str = Field(sa_column=Column(String(255), primary_key=True))
+    request_hash: str = Field(sa_column=Column(String(64), nullable=False))  # sha256 hex of the request
+    owner: str = Field(sa_column=Column(String(40), nullable=False))  # the daemon process that ran it
+    state: str = Field(sa_column=Column(String(20), nullable=False))  # in_progress | done
+    response_status: int | None = Field(default=None, sa_column=Column(Integer))
+    response_body: str | None = Field(default=None, sa_column=Column(Text))
+    campaign_id: str | None = Field(default=None, sa_column=Column(String(40)))
+    created_at: datetime | None = _ts(nullable=False)
+
+
+class ImportProblem(SQLModel, table=True):
+    """One rejected row of a campaign's import (migration 0003)."""
+
+    __tablename__ = "import_problem"
+    __table_args__ = (Index("ix_import_problem_campaign_id", "campaign_id", "id"),)
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    campaign_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False)
+    )
+    line: int = Field(sa_column=Column(Integer, nullable=False))
+    value: str = Field(sa_column=Column(String(100), nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    code: str = Field(sa_column=Column(String(40), nullable=False))
 
 
 class SchemaVersion(SQLModel, table=True):

@@ -696,7 +696,11 @@ END = f"--{BOUNDARY}--\r\n".encode()
 NESTED = part("Content-Type: multipart/mixed; boundary=inner",
               b"--inner\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\ny\r\n--inner--")
 MALFORMED: dict[str, tuple[str, bytes, set[int], set[str]]] = {  # content type, body, statuses, error ids
-    "json": ("application/json", b'{"name": "x"}', {400}, {"invalid_content_type"}),
+    # JSON is a create body of its own (issue 9, item 7): malformed JSON, or JSON without its contacts.
+    "json": ("application/json", b'{"name": "x"}', {400}, {"missing_contacts"}),
+    "json cut off": ("application/json", b'{"name": "x", "contacts": [', {400}, {"invalid_json"}),
+    "json array": ("application/json", b'[{"phone_number": "+14155550100"}]', {400}, {"invalid_json"}),
+    "json contacts not objects": ("application/json", b'{"name": "x", "contacts": [1]}', {400}, {"invalid_field"}),
     "urlencoded": ("application/x-www-form-urlencoded", b"name=x&contacts=y", {400}, {"invalid_content_type"}),
     "text": ("text/plain", b"phone_number\n+14155550100\n", {400}, {"invalid_content_type"}),
     "no content type": ("", NAME + FILE + END, {400}, {"invalid_content_type"}),

@@ -90,7 +90,9 @@ async def test_security_and_status_codes_per_operation(offline_api: Api) -> None
         assert {"400", "401", "500"} <= codes, key
     expected = {
         ("/api/v1/campaigns", "GET"): {"200", "400", "401", "500"},
-        ("/api/v1/campaigns", "POST"): {"201", "400", "401", "413", "500"},
+        ("/api/v1/campaigns", "POST"): {"201", "400", "401", "409", "413", "500"},
+        ("/api/v1/campaigns/{id}", "PATCH"): {"200", "400", "401", "404", "409", "500"},
+        ("/api/v1/campaigns/{id}/import", "GET"): {"200", "400", "401", "404", "500"},
         ("/api/v1/campaigns/{id}", "GET"): {"200", "400", "401", "404", "500"},
         ("/api/v1/campaigns/{id}", "DELETE"): {"204", "400", "401", "404", "409", "500"},
         ("/api/v1/campaigns/{id}/contacts", "GET"): {"200", "400", "401", "404", "500"},
@@ -124,7 +126,8 @@ async def test_query_parameters_match_the_handlers(offline_api: Api) -> None:
     events_q = query_params("/api/v1/campaigns/{id}/events")
     assert set(campaigns_q) == {"query:limit", "query:offset", "query:status", "query:name"}
     assert campaigns_q["query:name"] == {"type": "string", "maxLength": campaigns.NAME_SEARCH_MAX}
-    assert set(contacts_q) == {"path:id", "query:limit", "query:offset", "query:status", "query:after_id"}
+    assert set(contacts_q) == {"path:id", "query:limit", "query:offset", "query:status", "query:after_id",
+                               "query:page"}
     assert set(events_q) == {"path:id", "query:last_event_id", "header:Last-Event-ID"}
     assert campaigns_q["query:status"]["enum"] == [s.value for s in CampaignStatus]
     assert contacts_q["query:status"]["enum"] == [s.value for s in ContactStatus]
