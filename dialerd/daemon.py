@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from dialerd import __version__
+from dialerd import __version__, heap
 from dialerd.api.app import build_app
 from dialerd.api.context import Services
 from dialerd.api.prometheus import Telemetry
@@ -74,6 +74,7 @@ class Daemon:
     side_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     systemd: SystemdNotifier = field(default_factory=SystemdNotifier)  # no-op outside systemd
     stop_requested: bool = False  # by a signal; otherwise a crashed task set ``stopping``
+    heap_frozen: bool = False  # dialerd/heap.py: started, so stop releases it
 
     @classmethod
     async def build(cls, settings: Settings, pbx: Pbx | None = None) -> Daemon:
@@ -141,6 +142,8 @@ class Daemon:
         # READY=1 waits for the PBX (the database is already migrated); _calls is what shutdown waits on.
         self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=lambda: len(self.dispatcher._calls),
                            healthy=self.store.ping, on_crash=lambda _exc: self.stopping.set())
+        heap.freeze()  # what exists now lives as long as the process: out of the GC's full passes
+        self.heap_frozen = True
 
     async def _refuse_taken_app(self) -> None:
         """Two daemons must not fight over one ARI app: refuse before connecting (raises AppInUse)."""
@@ -183,6 +186,9 @@ class Daemon:
         await self.dispatcher.close()
         await self.systemd.close()  # the watchdog pings on the database: stop it first
         await self.store.close()
+        if self.heap_frozen:
+            self.heap_frozen = False
+            heap.release()
         log.info("stopped", extra={"action": "stopped"})
 
 
