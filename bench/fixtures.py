@@ -18,7 +18,8 @@ from dialerd.domain.campaign import CampaignStatus
 from dialerd.services.auth import create_key
 from dialerd.store.db import create_engine, migrate
 from dialerd.store.repo import IMPORTING, Store
-from dialerd.store.tables import Campaign, utcnow
+from dialerd.store.tables import Campaign
+from dialerd.timestamps import utcnow
 
 
 def sqlite_url(path: Path) -> str:

@@ -23,8 +23,8 @@ from dialerd.api.context import Services
 from dialerd.api.prometheus import Telemetry
 from dialerd.errors import ConfigError
 from dialerd.faults import Failpoints
-from dialerd.pbx.base import Pbx
 from dialerd.pbx.errors import AppInUse
+from dialerd.ports import Pbx
 from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.dispatcher import Dispatcher
@@ -106,7 +106,7 @@ class Daemon:
                     "calls_in_flight": sum(dispatcher.calls_in_flight(c) for c in list(dispatcher._runners)),
                     "sse_subscribers": hub.subscriber_count()}
 
-        svc = Services(settings=settings, store=store, auth=Authenticator(store), campaigns=campaigns, hub=hub,
+        svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
                        metrics=metrics, health=health)
         return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping)
 

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from dialerd.domain.contact import FailureReason
-from dialerd.pbx.base import Pbx
+from dialerd.ports import Pbx
 from dialerd.services.dispatcher import Dispatcher
 from dialerd.services.events import EventHub
 

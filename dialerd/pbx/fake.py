@@ -18,15 +18,9 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dialerd.pbx.base import (
-    CallEvent,
-    CallEventKind,
-    ChannelLookup,
-    OriginateError,
-    OriginateRequest,
-    PbxSink,
-)
+from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, OriginateRequest
 from dialerd.pbx.tracking import OwnedTasks, now
+from dialerd.ports import OriginateError, PbxSink
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ class _Live:
 
 
 class FakePbx:
-    """:class:`~dialerd.pbx.base.Pbx` in memory. ``requests`` records every accepted originate."""
+    """:class:`~dialerd.ports.Pbx` in memory. ``requests`` records every accepted originate."""
 
     name = "fake"
 

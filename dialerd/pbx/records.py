@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.domain.causes import ALERTING_STATES, parse_cause, parse_tech_cause
-from dialerd.pbx.base import CallEvent, CallEventKind
 
 HANGUP_HANDLER = "dialerd-hh,s,1"
 HANGUP_HANDLER_VAR = "CHANNEL(hangup_handler_push)"

@@ -21,14 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dialerd.domain.call import CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.domain.pacing import Pacer
 from dialerd.faults import Failpoints
-from dialerd.pbx.base import CallEvent, Destination, OriginateError, OriginateRequest, Pbx
+from dialerd.ports import CallStore, OriginateError, Pbx
 from dialerd.services.events import EventHub
-from dialerd.store.repo import Store, priority_context
-from dialerd.store.tables import Attempt, Campaign, Contact, utcnow
+from dialerd.store.repo import priority_context
+from dialerd.store.tables import Attempt, Campaign, Contact
+from dialerd.timestamps import utcnow
 
 if TYPE_CHECKING:
     from dialerd.services.campaigns import CampaignService
@@ -56,7 +58,7 @@ class Dispatcher(CallFollower):
 
     def __init__(
         self,
-        store: Store,
+        store: CallStore,
         pbx: Pbx,
         hub: EventHub,
         *,
@@ -176,11 +178,11 @@ class Dispatcher(CallFollower):
         (``pbx_down``, ``ari_app_replaced``), or None while dialling is possible."""
         if self.pbx_up.is_set() and self.pbx.connected:
             return None
-        return getattr(self.pbx, "held_reason", None) or "pbx_down"
+        return self.pbx.held_reason or "pbx_down"
 
     @property
     def pbx_last_error(self) -> str | None:
-        return getattr(self.pbx, "last_error", None)
+        return self.pbx.last_error
 
     # ---- DispatchControl ----------------------------------------------------------------------
 

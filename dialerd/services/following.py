@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.causes import classify
 from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
 from dialerd.faults import Failpoints
-from dialerd.pbx.base import CallEvent, CallEventKind, Pbx
-from dialerd.store.repo import Store, priority_context
-from dialerd.store.tables import Attempt, Campaign, Event, utcnow
-from dialerd.timestamps import rfc3339
+from dialerd.ports import CallStore, Pbx
+from dialerd.store.repo import priority_context
+from dialerd.store.tables import Attempt, Campaign, Event
+from dialerd.timestamps import rfc3339, utcnow
 
 if TYPE_CHECKING:
     from dialerd.services.campaigns import CampaignService
@@ -46,7 +47,7 @@ class _Call:
 class CallFollower:
     """The event and reconciliation half of the Dispatcher (which sets every attribute below)."""
 
-    store: Store
+    store: CallStore
     pbx: Pbx
     campaigns: CampaignService | None
     faults: Failpoints
@@ -174,11 +175,8 @@ class CallFollower:
 
     async def _forget(self, channel_id: str) -> None:
         # The outcome is stored: the PBX may drop its record of it (hangup-handler result).
-        forget = getattr(self.pbx, "forget", None)
-        if forget is None:
-            return
         try:
-            await forget(channel_id)
+            await self.pbx.forget(channel_id)
         except Exception as exc:  # a leftover record only costs PBX memory; never fail the call for it
             log.warning("could not clear the PBX record: %s", exc,
                         extra={"action": "forget_failed", "channel_id": channel_id})

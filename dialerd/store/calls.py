@@ -24,8 +24,8 @@ from dialerd.store.base import (
     _Merged,
     _row,
 )
-from dialerd.store.tables import Attempt, Contact, Event, utcnow
-from dialerd.timestamps import rfc3339
+from dialerd.store.tables import Attempt, Contact, Event
+from dialerd.timestamps import rfc3339, utcnow
 
 TERMINAL_STATUSES = tuple(s.value for s in CampaignStatus if s.terminal)
 

@@ -35,8 +35,8 @@ from dialerd.store.base import (
 )
 from dialerd.store.calls import CallStore
 from dialerd.store.db import UNICODE_LOWER
-from dialerd.store.tables import ApiKey, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant, utcnow
-from dialerd.timestamps import rfc3339
+from dialerd.store.tables import ApiKey, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
+from dialerd.timestamps import rfc3339, utcnow
 
 __all__ = ["IMPORTING", "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "Store", "priority_context"]
 

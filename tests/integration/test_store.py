@@ -36,7 +36,8 @@ from dialerd.services.auth import Authenticator, create_key, revoke_key, set_lim
 from dialerd.store import db, tables
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
 from dialerd.store.repo import IMPORTING, T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
-from dialerd.store.tables import Campaign, Contact, Event, utcnow
+from dialerd.store.tables import Campaign, Contact, Event
+from dialerd.timestamps import utcnow
 
 METADATA = SQLModel.metadata
 assert tables.Tenant.__tablename__ in METADATA.tables  # the models are registered on this metadata

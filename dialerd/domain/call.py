@@ -1,8 +1,7 @@
-"""The port between dialerd and a PBX: what the dispatcher needs, nothing Asterisk-specific.
+"""The call's model: its values, the states of one attempt, the moves between them, and how a call ends.
 
-Adapters (``ari.AriPbx``, ``ami.AmiPbx``, ``fake.FakePbx``) implement :class:`Pbx`. They report call
-progress to a :class:`PbxSink` with plain synchronous callbacks: the adapter's event reader must never
-wait on the dispatcher (ARI drops a websocket consumer that stalls for 100 ms), so the sink only queues.
+Pure: no I/O, no asyncio, no logging, and no import from ``pbx/``, ``services/``, ``store/`` or ``api/``
+(``tests/unit/test_layers.py`` checks it). The PBX adapters produce these values, the services apply them.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 
 
 class DestinationKind(StrEnum):
@@ -100,18 +98,6 @@ class CallEvent:
     answered_at: datetime | None = None  # ENDED: when it was answered, if only the PBX's record knows
 
 
-class OriginateError(Exception):
-    """The PBX did not accept the originate request.
-
-    ``maybe_dialled`` is True when the outcome is unknown (timeout, connection lost mid-request):
-    the call may exist, so the caller must reconcile instead of retrying blindly.
-    """
-
-    def __init__(self, message: str, *, maybe_dialled: bool = False) -> None:
-        super().__init__(message)
-        self.maybe_dialled = maybe_dialled
-
-
 @dataclass(frozen=True)
 class ChannelLookup:
     """What the PBX knows about a channel id (used to reconcile after a crash or a reconnect).
@@ -125,54 +111,3 @@ class ChannelLookup:
     live: bool
     answered: bool = False
     ended: CallEvent | None = None
-
-
-class PbxSink(Protocol):
-    """Receives what the adapter sees. Both methods must return at once (queue, never await)."""
-
-    def call_event(self, event: CallEvent) -> None: ...
-
-    def connection_changed(self, connected: bool) -> None: ...
-
-
-class Pbx(Protocol):
-    """A PBX that can originate calls and report their progress."""
-
-    name: str
-
-    @property
-    def connected(self) -> bool:
-        """True while the event connection is up and originating is safe."""
-        ...
-
-    @property
-    def held_reason(self) -> str | None:
-        """Why originating is not safe now: ``pbx_down``, ``ari_app_replaced``; None while connected."""
-        ...
-
-    @property
-    def last_error(self) -> str | None:
-        """What is wrong with the PBX connection, as one sentence for operators; None while all is well."""
-        ...
-
-    async def start(self, sink: PbxSink) -> None:
-        """Connect and keep reconnecting (with backoff) in an owned task until ``close``."""
-        ...
-
-    async def close(self) -> None: ...
-
-    async def originate(self, request: OriginateRequest) -> str:
-        """Place the call; return the PBX's channel name. Raise OriginateError if not accepted."""
-        ...
-
-    async def lookup(self, channel_id: str) -> ChannelLookup:
-        """Tell what the PBX knows about ``channel_id`` (live, ended with a result, or unknown)."""
-        ...
-
-    async def count_channels(self) -> int:
-        """How many channels the PBX has now (its own count; used by tests and health)."""
-        ...
-
-    async def forget(self, channel_id: str) -> None:
-        """Drop the PBX's stored result for ``channel_id`` (called once the outcome is recorded)."""
-        ...
