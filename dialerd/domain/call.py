@@ -111,3 +111,72 @@ class ChannelLookup:
     live: bool
     answered: bool = False
     ended: CallEvent | None = None
+
+
+# ---- the attempt's states and the moves between them ---------------------------------------------
+
+
+class AttemptState(StrEnum):
+    """Where one attempt (one channel) stands. Stored in ``attempt.state``."""
+
+    DIALING = "dialing"  # the row is committed; the originate request is leaving or in progress
+    ORIGINATED = "originated"  # the PBX accepted the request (or one of the call's events came first)
+    ANSWERED = "answered"  # the far end answered
+    ENDED = "ended"  # the channel is gone and the outcome is recorded
+    NOT_DIALLED = "not_dialled"  # never reached the PBX: given back, the contact stays pending
+
+    @property
+    def in_flight(self) -> bool:
+        return self in IN_FLIGHT
+
+    @property
+    def final(self) -> bool:
+        return not self.in_flight
+
+
+A = AttemptState
+
+# The attempt states a call is in flight in (counted against the caps; reconciled after a restart).
+IN_FLIGHT: tuple[AttemptState, ...] = (A.DIALING, A.ORIGINATED, A.ANSWERED)
+
+# target state -> the states an attempt may move to it from. Every write that moves an attempt is
+# guarded by its row here (the store changes nothing otherwise), so a duplicate or late event, or a
+# second writer, is harmless. DIALING has no source: only a new attempt starts there.
+MOVES: dict[AttemptState, frozenset[AttemptState]] = {
+    A.DIALING: frozenset(),
+    # Events can overtake the originate reply: the first one seen makes the call originated.
+    A.ORIGINATED: frozenset({A.DIALING}),
+    # An answer dialerd did not see (its event lost while disconnected) is recorded from dialing too.
+    A.ANSWERED: frozenset({A.DIALING, A.ORIGINATED}),
+    A.ENDED: frozenset(IN_FLIGHT),
+    A.NOT_DIALLED: frozenset({A.DIALING}),
+}
+
+
+def can_move(current: AttemptState, target: AttemptState) -> bool:
+    """Whether an attempt in ``current`` may move to ``target``."""
+    return current in MOVES[target]
+
+
+def sources(target: AttemptState) -> tuple[str, ...]:
+    """The guard of a move to ``target`` as stored values, in a stable order (for the SQL parameters)."""
+    return tuple(s.value for s in AttemptState if s in MOVES[target])
+
+
+def steps(current: AttemptState, kind: CallEventKind) -> tuple[AttemptState, ...]:
+    """The moves an event of ``kind`` makes from ``current``, in order; () when it moves nothing.
+
+    Progress moves nothing (ringing is not stored). An answer or an end seen while still dialing first
+    makes the call originated. An end always leads to ENDED from any state in flight.
+    """
+    if kind is CallEventKind.PROGRESS or current.final:
+        return ()
+    path: list[AttemptState] = []
+    state = current
+    if can_move(state, A.ORIGINATED):
+        path.append(A.ORIGINATED)
+        state = A.ORIGINATED
+    target = A.ANSWERED if kind is CallEventKind.ANSWERED else A.ENDED
+    if can_move(state, target):
+        path.append(target)
+    return tuple(path)

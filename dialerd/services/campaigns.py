@@ -17,7 +17,7 @@ from dialerd.services.auth import Principal
 from dialerd.services.events import EventHub
 from dialerd.services.idempotency import Idempotency
 from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, import_contacts
-from dialerd.store.repo import IMPORTING, Store
+from dialerd.store.repo import Store
 from dialerd.store.tables import Campaign, Contact, Event, ImportProblem
 from dialerd.timestamps import utcnow
 
@@ -100,7 +100,7 @@ class CampaignService:
             id="cmp_" + secrets.token_hex(10),
             tenant_id=who.tenant_id,
             name=spec.name,
-            status=IMPORTING,
+            status=CampaignStatus.IMPORTING.value,
             caller_id=spec.caller_id,
             destination=str(spec.destination),
             default_region=spec.default_region,

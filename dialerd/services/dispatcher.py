@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dialerd.domain.call import CallEvent, Destination, OriginateRequest
+from dialerd.domain.call import AttemptState, CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.domain.pacing import Pacer
@@ -267,7 +267,7 @@ class Dispatcher(CallFollower):
                 if campaign is None or self.clock() - read_at >= CAMPAIGN_RECHECK_SECONDS:
                     campaign = await self.store.get_campaign(campaign_id)
                     read_at = self.clock()
-                    if campaign is None or campaign.status != CampaignStatus.RUNNING:
+                    if campaign is None or not CampaignStatus(campaign.status).dispatching:
                         return
                 if not self.pbx_up.is_set():
                     await self._wait_pbx(campaign_id)
@@ -362,8 +362,8 @@ class Dispatcher(CallFollower):
             self.originations_by_tenant[campaign.tenant_id] += 1
             self.faults.hit("after_originate")
             await self._apply(
-                channel_id, ContactStatus.ORIGINATED, "originated",
-                {"originated_at": utcnow(), "channel_name": name}, {}, {}, only_from=("dialing",),
+                channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
+                {"originated_at": utcnow(), "channel_name": name}, {}, {},
             )
             log.info("originated", extra={"action": "originate", "campaign_id": campaign.id,
                                           "contact_id": contact.id, "channel_id": channel_id})

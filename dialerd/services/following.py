@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from dialerd.domain.call import CallEvent, CallEventKind
+from dialerd.domain.call import AttemptState, CallEvent, CallEventKind, sources, steps
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.causes import classify
 from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
@@ -116,14 +116,16 @@ class CallFollower:
         attempt = await self.store.get_attempt(event.channel_id)
         if attempt is None:
             return  # not ours (or its campaign was deleted)
-        if attempt.state == "dialing":
-            # Events can overtake the originate reply; the call is clearly originated.
-            await self._apply(event.channel_id, ContactStatus.ORIGINATED, "originated",
-                              {"originated_at": event.at}, {}, {}, only_from=("dialing",))
+        for target in steps(AttemptState(attempt.state), event.kind):
+            if target is AttemptState.ORIGINATED:
+                # Events can overtake the originate reply; the call is clearly originated.
+                await self._apply(event.channel_id, ContactStatus.ORIGINATED, target,
+                                  {"originated_at": event.at}, {}, {})
+            elif target is AttemptState.ANSWERED:
+                self.faults.hit("before_answer_write")
+                await self._apply(event.channel_id, ContactStatus.CONNECTED, target, {"answered_at": event.at},
+                                  {}, {})
         if event.kind is CallEventKind.ANSWERED:
-            self.faults.hit("before_answer_write")
-            await self._apply(event.channel_id, ContactStatus.CONNECTED, "answered", {"answered_at": event.at},
-                              {}, {}, only_from=("originated",))
             return
         self.faults.hit("before_end_write")
         await self.ended(event, attempt)  # perf: ended() need not read the attempt again
@@ -132,34 +134,32 @@ class CallFollower:
         """Apply the end of a call: completed, failed, or pending again for a retry.
 
         ``attempt``: the attempt as just read by the caller (its state may since have moved from
-        dialing to originated, which changes nothing below: every write is guarded by only_from).
+        dialing to originated, which changes nothing below: every write is guarded by ``MOVES``).
         """
         if attempt is None:
             attempt = await self.store.get_attempt(event.channel_id)
-        if attempt is None or attempt.state in ("ended", "not_dialled"):
+        if attempt is None or AttemptState(attempt.state).final:
             self._end_call(event.channel_id)
             return
         # An answer dialerd never recorded, ended by Asterisk with no cause: dropped at once because
         # our Stasis app had no live client (taken over, or dialerd away), never a completed call.
-        outcome = classify(event, answer_seen=attempt.state == "answered")
+        outcome = classify(event, answer_seen=attempt.state == AttemptState.ANSWERED)
         if outcome.answered:
             # Answered unseen (while disconnected or down): the PBX's record may still know when.
             answer_time = attempt.answered_at or event.answered_at or event.at
-            if attempt.state != "answered":
-                await self._apply(event.channel_id, ContactStatus.CONNECTED, "answered",
-                                  {"answered_at": answer_time}, {}, {},
-                                  only_from=("originated", "dialing"))
+            if attempt.state != AttemptState.ANSWERED:
+                await self._apply(event.channel_id, ContactStatus.CONNECTED, AttemptState.ANSWERED,
+                                  {"answered_at": answer_time}, {}, {})
                 attempt = await self.store.get_attempt(event.channel_id) or attempt
             answered_at = attempt.answered_at or answer_time
             talk = max(0.0, (event.at - answered_at).total_seconds())
             await self._apply(
-                event.channel_id, ContactStatus.COMPLETED, "ended",
+                event.channel_id, ContactStatus.COMPLETED, AttemptState.ENDED,
                 {"ended_at": event.at, "talk_seconds": round(talk, 3), "cause": event.cause,
                  "sip_code": event.tech_cause},
                 {"hangup_cause": event.cause, "sip_code": event.tech_cause, "failure_reason": None,
                  "next_attempt_at": None},
                 {"cause": event.cause, "sip_code": event.tech_cause, "talk_seconds": round(talk, 3)},
-                only_from=("originated", "answered", "dialing"),
             )
         else:
             assert outcome.reason is not None
@@ -202,8 +202,7 @@ class CallFollower:
             payload["last_failure"] = reason
         else:
             status = ContactStatus.FAILED
-        await self._apply(channel_id, status, "ended", attempt_values, contact_values, payload,
-                          only_from=("dialing", "originated", "answered"))
+        await self._apply(channel_id, status, AttemptState.ENDED, attempt_values, contact_values, payload)
         self._end_call(channel_id)
 
     def _end_call(self, channel_id: str) -> None:
@@ -213,18 +212,19 @@ class CallFollower:
         self._idle_event.set()
 
     async def _apply(
-        self, channel_id: str, status: ContactStatus, attempt_state: str, attempt_values: dict[str, Any],
-        contact_values: dict[str, Any], payload: dict[str, Any], *, only_from: tuple[str, ...],
+        self, channel_id: str, status: ContactStatus, target: AttemptState, attempt_values: dict[str, Any],
+        contact_values: dict[str, Any], payload: dict[str, Any],
     ) -> Event | None:
+        """Move the attempt to ``target`` if ``MOVES`` allows it from where it stands (else nothing)."""
         # The outcome write must land even if the task applying it is being cancelled (shutdown).
         result = await asyncio.shield(self.store.record_transition(
-            channel_id, attempt_state=attempt_state, attempt_values=attempt_values, contact_status=status,
-            contact_values=contact_values, payload=payload, only_from=only_from,
+            channel_id, attempt_state=target.value, attempt_values=attempt_values, contact_status=status,
+            contact_values=contact_values, payload=payload, only_from=sources(target),
         ))
         if result is None:
             return None
         _attempt, event = result
-        if attempt_state == "ended":  # the one place every outcome is recorded (exactly once, by only_from)
+        if target is AttemptState.ENDED:  # the one place every outcome is recorded (exactly once, by MOVES)
             self.outcomes[str(attempt_values.get("reason", "completed"))] += 1
         return event
 
@@ -233,7 +233,7 @@ class CallFollower:
     async def reconcile(self, channel_id: str) -> None:
         """Find out what happened to a channel we lost track of, and apply it."""
         attempt = await self.store.get_attempt(channel_id)
-        if attempt is None or attempt.state in ("ended", "not_dialled"):
+        if attempt is None or AttemptState(attempt.state).final:
             return
         await self.pbx_up.wait()
         found = await self.pbx.lookup(channel_id)
@@ -241,17 +241,17 @@ class CallFollower:
             campaign = await self.store.get_campaign(attempt.campaign_id)
             if campaign is not None and channel_id not in self._calls:
                 await self._track(channel_id, campaign)
-            if attempt.state == "dialing":
-                await self._apply(channel_id, ContactStatus.ORIGINATED, "originated", {"originated_at": utcnow()},
-                                  {}, {}, only_from=("dialing",))
+            if attempt.state == AttemptState.DIALING:
+                await self._apply(channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
+                                  {"originated_at": utcnow()}, {}, {})
             if found.answered:
-                await self._apply(channel_id, ContactStatus.CONNECTED, "answered", {"answered_at": utcnow()},
-                                  {}, {}, only_from=("originated",))
+                await self._apply(channel_id, ContactStatus.CONNECTED, AttemptState.ANSWERED,
+                                  {"answered_at": utcnow()}, {}, {})
             return
         if found.ended is not None:
             await self.ended(found.ended)
             return
-        if attempt.state == "dialing":
+        if attempt.state == AttemptState.DIALING:
             # Unknown to the PBX and never confirmed: the request never created a channel. Give the
             # attempt back so the contact is dialled once, not zero times.
             await self._not_dialled(attempt)
@@ -259,7 +259,7 @@ class CallFollower:
         # The PBX accepted it but no longer knows it and left no record (it restarted meanwhile): the
         # call happened, its outcome is lost. Record that honestly rather than dialling again blindly.
         log.warning("call outcome lost", extra={"action": "reconcile_lost", "channel_id": channel_id})
-        await self.ended(CallEvent(channel_id, CallEventKind.ENDED, utcnow(), answered=attempt.state == "answered"))
+        await self.ended(CallEvent(channel_id, CallEventKind.ENDED, utcnow(), answered=attempt.state == AttemptState.ANSWERED))
 
     async def recover(self) -> int:
         """After a restart: count every attempt the database has in flight against the caps, then
