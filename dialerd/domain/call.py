@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+
+from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
 
 
 class DestinationKind(StrEnum):
@@ -180,3 +182,101 @@ def steps(current: AttemptState, kind: CallEventKind) -> tuple[AttemptState, ...
     if can_move(state, target):
         path.append(target)
     return tuple(path)
+
+
+# ---- the end of a call --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What the campaign says about a failed attempt: its retry budget, delay, and whether it stopped."""
+
+    retries_per_contact: int
+    retry_delay_seconds: int
+    stopped: bool  # the campaign is terminal: a retry it would have made is cancelled instead
+
+
+@dataclass(frozen=True)
+class Transition:
+    """How an attempt ends: the attempt moves to ``state`` (ENDED) and its contact to ``contact_status``.
+
+    ``answer_at`` is set when the call was answered but dialerd never recorded the answer (its event was
+    lost while disconnected): the answer is recorded first, at that time, then the end decided again from
+    the stored answer time (another writer may have recorded it meanwhile).
+    """
+
+    state: AttemptState
+    contact_status: ContactStatus
+    ended_at: datetime
+    cause: int | None
+    sip_code: int | None
+    reason: FailureReason | None = None  # the failure (None: answered, a completed call)
+    talk_seconds: float | None = None  # answered: from the answer to the end, in seconds (3 decimals)
+    retry_at: datetime | None = None  # the contact is pending again, due at this time
+    answer_at: datetime | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.reason is None
+
+    @property
+    def cancelled(self) -> bool:
+        """Would have been retried, but the campaign was stopped."""
+        return self.contact_status is ContactStatus.CANCELLED
+
+    @property
+    def outcome(self) -> str:
+        """The outcome's name in the counters: ``completed`` or the failure reason."""
+        return "completed" if self.reason is None else self.reason.value
+
+
+def ended_answered(state: AttemptState, event: CallEvent) -> bool:
+    """Whether the ENDED ``event`` of an attempt in ``state`` ends an answered (completed) call.
+
+    A failure needs the campaign's retry policy to decide on (``decide_end``); an answered call does not.
+    """
+    from dialerd.domain.causes import classify  # causes needs this module's CallEvent: import late
+
+    return classify(event, answer_seen=state is A.ANSWERED).answered
+
+
+def decide_end(
+    state: AttemptState, event: CallEvent, *, attempt_number: int, answered_at: datetime | None,
+    policy: RetryPolicy | None, now: datetime,
+) -> Transition:
+    """Decide how the ENDED ``event`` ends an attempt in ``state`` (in flight).
+
+    ``answered_at``: the answer time already stored; ``attempt_number``: which attempt of the contact
+    this is (1 for the first); ``now``: the time a retry delay counts from. ``policy`` may be None only
+    when the call was answered (see :func:`ended_answered`): raise ValueError if a failure has none.
+    """
+    from dialerd.domain.causes import classify  # causes needs this module's CallEvent: import late
+
+    # An answer dialerd never recorded, ended by Asterisk with no cause: dropped at once because our
+    # Stasis app had no live client (taken over, or dialerd away), never a completed call.
+    outcome = classify(event, answer_seen=state is A.ANSWERED)
+    if outcome.answered:
+        # Answered unseen (while disconnected or down): the PBX's record may still know when.
+        started = answered_at or event.answered_at or event.at
+        answer_at = None if state is A.ANSWERED else started
+        talk = max(0.0, (event.at - started).total_seconds())
+        return Transition(A.ENDED, ContactStatus.COMPLETED, event.at, event.cause, event.tech_cause,
+                          talk_seconds=round(talk, 3), answer_at=answer_at)
+    assert outcome.reason is not None
+    if policy is None:
+        raise ValueError("a failed call needs the campaign's retry policy")
+    return decide_failure(outcome.reason, event.cause, event.tech_cause, attempt_number=attempt_number,
+                          policy=policy, ended_at=event.at, now=now)
+
+
+def decide_failure(
+    reason: FailureReason, cause: int | None, sip_code: int | None, *, attempt_number: int,
+    policy: RetryPolicy, ended_at: datetime, now: datetime,
+) -> Transition:
+    """How a failed attempt ends: pending again for a retry, cancelled (the campaign stopped), or failed."""
+    retry = will_retry(reason, attempt_number, policy.retries_per_contact)
+    if retry and not policy.stopped:
+        return Transition(A.ENDED, ContactStatus.PENDING, ended_at, cause, sip_code, reason=reason,
+                          retry_at=now + timedelta(seconds=policy.retry_delay_seconds))
+    status = ContactStatus.CANCELLED if retry else ContactStatus.FAILED
+    return Transition(A.ENDED, status, ended_at, cause, sip_code, reason=reason)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from dialerd.domain.call import AttemptState, CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
-from dialerd.domain.contact import ContactStatus
+from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.domain.pacing import Pacer
 from dialerd.faults import Failpoints
 from dialerd.ports import CallStore, OriginateError, Pbx
@@ -418,7 +418,7 @@ class Dispatcher(CallFollower):
             # contact's fault; it stays pending and is dialled once the PBX is back.
             await asyncio.shield(self.store.give_back_attempt(cid))
             return
-        await self._finish_failed(cid, campaign, "originate_error", None, None, attempt_number=attempt.number)
+        await self._finish_failed(cid, campaign, FailureReason.ORIGINATE_ERROR, attempt_number=attempt.number)
         errors = self._originate_errors[campaign.id] = self._originate_errors.get(campaign.id, 0) + 1
         if errors >= MAX_CONSECUTIVE_ORIGINATE_ERRORS and self.campaigns is not None:
             # The PBX refuses every call (unknown endpoint, trunk down): stop before burning every contact.

@@ -13,13 +13,22 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from dialerd.domain.call import AttemptState, CallEvent, CallEventKind, sources, steps
+from dialerd.domain.call import (
+    AttemptState,
+    CallEvent,
+    CallEventKind,
+    RetryPolicy,
+    Transition,
+    decide_end,
+    decide_failure,
+    ended_answered,
+    sources,
+    steps,
+)
 from dialerd.domain.campaign import CampaignStatus
-from dialerd.domain.causes import classify
-from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
+from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.faults import Failpoints
 from dialerd.ports import CallStore, Pbx
 from dialerd.store.repo import priority_context
@@ -141,35 +150,25 @@ class CallFollower:
         if attempt is None or AttemptState(attempt.state).final:
             self._end_call(event.channel_id)
             return
-        # An answer dialerd never recorded, ended by Asterisk with no cause: dropped at once because
-        # our Stasis app had no live client (taken over, or dialerd away), never a completed call.
-        outcome = classify(event, answer_seen=attempt.state == AttemptState.ANSWERED)
-        if outcome.answered:
-            # Answered unseen (while disconnected or down): the PBX's record may still know when.
-            answer_time = attempt.answered_at or event.answered_at or event.at
-            if attempt.state != AttemptState.ANSWERED:
-                await self._apply(event.channel_id, ContactStatus.CONNECTED, AttemptState.ANSWERED,
-                                  {"answered_at": answer_time}, {}, {})
-                attempt = await self.store.get_attempt(event.channel_id) or attempt
-            answered_at = attempt.answered_at or answer_time
-            talk = max(0.0, (event.at - answered_at).total_seconds())
-            await self._apply(
-                event.channel_id, ContactStatus.COMPLETED, AttemptState.ENDED,
-                {"ended_at": event.at, "talk_seconds": round(talk, 3), "cause": event.cause,
-                 "sip_code": event.tech_cause},
-                {"hangup_cause": event.cause, "sip_code": event.tech_cause, "failure_reason": None,
-                 "next_attempt_at": None},
-                {"cause": event.cause, "sip_code": event.tech_cause, "talk_seconds": round(talk, 3)},
-            )
-        else:
-            assert outcome.reason is not None
+        state = AttemptState(attempt.state)
+        policy = None
+        if not ended_answered(state, event):
             # Perf: read only on this path (its retry policy and status); an answered call needs neither.
             campaign = await self.store.get_campaign(attempt.campaign_id)
             if campaign is None:
                 self._end_call(event.channel_id)
                 return
-            await self._finish_failed(event.channel_id, campaign, outcome.reason.value, event.cause,
-                                      event.tech_cause, attempt_number=attempt.number, ended_at=event)
+            policy = _policy(campaign)
+        end = decide_end(state, event, attempt_number=attempt.number, answered_at=attempt.answered_at,
+                         policy=policy, now=utcnow())
+        if end.answer_at is not None:
+            # The answer was never recorded: record it, then end from the answer time as stored.
+            await self._apply(event.channel_id, ContactStatus.CONNECTED, AttemptState.ANSWERED,
+                              {"answered_at": end.answer_at}, {}, {})
+            attempt = await self.store.get_attempt(event.channel_id) or attempt
+            end = decide_end(AttemptState.ANSWERED, event, attempt_number=attempt.number,
+                             answered_at=attempt.answered_at or end.answer_at, policy=policy, now=utcnow())
+        await self._record_end(event.channel_id, end)
         self._end_call(event.channel_id)
         await self._forget(event.channel_id)
 
@@ -182,28 +181,40 @@ class CallFollower:
                         extra={"action": "forget_failed", "channel_id": channel_id})
 
     async def _finish_failed(
-        self, channel_id: str, campaign: Campaign, reason: str, cause: int | None, sip: int | None, *,
-        attempt_number: int, ended_at: CallEvent | None = None,
+        self, channel_id: str, campaign: Campaign, reason: FailureReason, *, attempt_number: int,
     ) -> None:
-        retry = will_retry(FailureReason(reason), attempt_number, campaign.retries_per_contact)
-        stopped = campaign.status in (CampaignStatus.COMPLETED, CampaignStatus.FAILED)
-        at = ended_at.at if ended_at else utcnow()
-        attempt_values = {"ended_at": at, "cause": cause, "sip_code": sip, "reason": reason}
-        contact_values: dict[str, Any] = {"hangup_cause": cause, "sip_code": sip, "failure_reason": reason}
-        payload: dict[str, Any] = {"reason": reason, "cause": cause, "sip_code": sip}
-        if retry and not stopped:
-            next_at = utcnow() + timedelta(seconds=campaign.retry_delay_seconds)
-            contact_values["next_attempt_at"] = next_at
-            payload["retry_at"] = rfc3339(next_at)
-            status = ContactStatus.PENDING
-        elif retry and stopped:
-            status = ContactStatus.CANCELLED  # would have been retried, but the campaign was stopped
-            payload["reason"] = "campaign_stopped"
-            payload["last_failure"] = reason
-        else:
-            status = ContactStatus.FAILED
-        await self._apply(channel_id, status, AttemptState.ENDED, attempt_values, contact_values, payload)
+        """End an attempt that failed without a call event (the PBX refused the originate)."""
+        now = utcnow()
+        end = decide_failure(reason, None, None, attempt_number=attempt_number, policy=_policy(campaign),
+                             ended_at=now, now=now)
+        await self._record_end(channel_id, end)
         self._end_call(channel_id)
+
+    async def _record_end(self, channel_id: str, end: Transition) -> None:
+        """Write the decided end: the attempt's and the contact's columns and the event's payload."""
+        if end.answered:
+            attempt_values: dict[str, Any] = {"ended_at": end.ended_at, "talk_seconds": end.talk_seconds,
+                                              "cause": end.cause, "sip_code": end.sip_code}
+            contact_values: dict[str, Any] = {"hangup_cause": end.cause, "sip_code": end.sip_code,
+                                              "failure_reason": None, "next_attempt_at": None}
+            payload: dict[str, Any] = {"cause": end.cause, "sip_code": end.sip_code,
+                                       "talk_seconds": end.talk_seconds}
+        else:
+            assert end.reason is not None
+            reason = end.reason.value
+            attempt_values = {"ended_at": end.ended_at, "cause": end.cause, "sip_code": end.sip_code,
+                              "reason": reason}
+            contact_values = {"hangup_cause": end.cause, "sip_code": end.sip_code, "failure_reason": reason}
+            payload = {"reason": reason, "cause": end.cause, "sip_code": end.sip_code}
+            if end.retry_at is not None:
+                contact_values["next_attempt_at"] = end.retry_at
+                payload["retry_at"] = rfc3339(end.retry_at)
+            elif end.cancelled:
+                payload["reason"] = "campaign_stopped"
+                payload["last_failure"] = reason
+        if await self._apply(channel_id, end.contact_status, end.state, attempt_values, contact_values,
+                             payload) is not None:
+            self.outcomes[end.outcome] += 1  # the one place every outcome is counted (exactly once, by MOVES)
 
     def _end_call(self, channel_id: str) -> None:
         call = self._calls.pop(channel_id, None)
@@ -224,8 +235,6 @@ class CallFollower:
         if result is None:
             return None
         _attempt, event = result
-        if target is AttemptState.ENDED:  # the one place every outcome is recorded (exactly once, by MOVES)
-            self.outcomes[str(attempt_values.get("reason", "completed"))] += 1
         return event
 
     # ---- reconciliation ---------------------------------------------------------------------------
@@ -279,3 +288,8 @@ class CallFollower:
                  extra={"action": "not_dialled", "channel_id": attempt.channel_id})
         self._end_call(attempt.channel_id)
         self._poke(attempt.campaign_id)
+
+
+def _policy(campaign: Campaign) -> RetryPolicy:
+    return RetryPolicy(campaign.retries_per_contact, campaign.retry_delay_seconds,
+                       stopped=CampaignStatus(campaign.status).terminal)
