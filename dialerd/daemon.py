@@ -144,10 +144,7 @@ class Daemon:
 
     async def _refuse_taken_app(self) -> None:
         """Two daemons must not fight over one ARI app: refuse before connecting (raises AppInUse)."""
-        check = getattr(self.pbx, "check_app_free", None)
-        if check is None:
-            return
-        reason = await check()
+        reason = await self.pbx.check_app_free()
         if reason:
             raise AppInUse(reason)
 

@@ -42,6 +42,7 @@ class Pbx(Protocol):
     """A PBX that can originate calls and report their progress."""
 
     name: str
+    takeovers: int  # times another client took our ARI application (ApplicationReplaced); 0 off ARI
 
     @property
     def connected(self) -> bool:
@@ -60,6 +61,10 @@ class Pbx(Protocol):
 
     async def start(self, sink: PbxSink) -> None:
         """Connect and keep reconnecting (with backoff) in an owned task until ``close``."""
+        ...
+
+    async def check_app_free(self) -> str | None:
+        """Before the first connect: why the event application must not be taken (one sentence), or None."""
         ...
 
     async def wait_connected(self) -> None:

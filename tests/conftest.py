@@ -150,6 +150,7 @@ class OfflinePbx:
     connected = False
     held_reason = "pbx_down"
     last_error = None
+    takeovers = 0
 
     def __init__(self) -> None:
         self.originated: list[Any] = []
@@ -172,6 +173,9 @@ class OfflinePbx:
 
     async def wait_connected(self) -> None:
         raise AssertionError("the offline PBX never connects")
+
+    async def check_app_free(self) -> str | None:
+        return None
 
     async def forget(self, channel_id: str) -> None:
         raise AssertionError("the offline PBX has no call records to forget")

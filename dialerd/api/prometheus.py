@@ -87,7 +87,7 @@ class DaemonCollector(Collector):
         yield CounterMetricFamily(
             "dialerd_ari_app_takeovers",
             "Times another client took the ARI application from this daemon (ApplicationReplaced)",
-            value=getattr(self.pbx, "takeovers", 0),
+            value=self.pbx.takeovers,
         )
         yield GaugeMetricFamily(
             "dialerd_sse_subscribers", "Open Server-Sent Events streams", value=self.hub.subscriber_count()

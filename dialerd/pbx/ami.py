@@ -44,6 +44,7 @@ class AmiPbx:
     """:class:`~dialerd.ports.Pbx` over AMI (panoramisk)."""
 
     name = "ami"
+    takeovers = 0  # AMI has no application another client could take
 
     def __init__(
         self,
@@ -84,6 +85,10 @@ class AmiPbx:
     @property
     def last_error(self) -> str | None:
         return None if self.client.connected else self.client.last_error
+
+    async def check_app_free(self) -> str | None:
+        """AMI has no application two daemons could fight over: never a reason to refuse."""
+        return None
 
     async def start(self, sink: PbxSink) -> None:
         """Connect in the background (retried every ``reconnect_delay`` s); see :meth:`wait_connected`."""

@@ -76,6 +76,7 @@ class FakePbx:
     """:class:`~dialerd.ports.Pbx` in memory. ``requests`` records every accepted originate."""
 
     name = "fake"
+    takeovers = 0
 
     def __init__(
         self,
@@ -139,6 +140,9 @@ class FakePbx:
     @property
     def last_error(self) -> str | None:
         return None if self._connected else "the fake PBX is disconnected"
+
+    async def check_app_free(self) -> str | None:
+        return None
 
     async def start(self, sink: PbxSink) -> None:
         self._sink = sink
