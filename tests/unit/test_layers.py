@@ -69,3 +69,7 @@ def test_api_context_holds_no_store() -> None:
     services = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Services")
     fields = {n.target.id for n in services.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
     assert "campaigns" in fields and "store" not in fields
+
+
+def test_pbx_adapters_import_no_service_store_or_api() -> None:
+    assert _violations("pbx", ("dialerd.services", "dialerd.store", "dialerd.api")) == []
