@@ -17,8 +17,9 @@ import aiohttp
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.services.auth import create_key
 from dialerd.store.db import create_engine, migrate
-from dialerd.store.repo import IMPORTING, Store
-from dialerd.store.tables import Campaign, utcnow
+from dialerd.store.repo import Store
+from dialerd.store.tables import Campaign
+from dialerd.timestamps import utcnow
 
 
 def sqlite_url(path: Path) -> str:
@@ -63,7 +64,7 @@ async def add_campaign(
     now = utcnow()
     cid = "cmp_" + secrets.token_hex(10)
     await store.insert_campaign(Campaign(
-        id=cid, tenant_id=tenant_id, name=name, status=IMPORTING, caller_id="", destination=destination,
+        id=cid, tenant_id=tenant_id, name=name, status=CampaignStatus.IMPORTING.value, caller_id="", destination=destination,
         default_region="US", max_concurrent_calls=max_concurrent_calls, retries_per_contact=0,
         retry_delay_seconds=60, ring_timeout_seconds=30, import_report={}, created_by="bench",
         scheduled_at=None, created_at=now, updated_at=now,

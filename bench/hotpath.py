@@ -29,7 +29,8 @@ from bench.report import fmt
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.db import MIGRATIONS, create_engine, migrate
 from dialerd.store.repo import Store
-from dialerd.store.tables import Campaign, utcnow
+from dialerd.store.tables import Campaign
+from dialerd.timestamps import utcnow
 
 S1B = "1b. per-call database work"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.sampler import StackSampler
 from dialerd.daemon import Daemon
 from dialerd.logs import setup_logging
-from dialerd.pbx.base import Pbx
+from dialerd.ports import Pbx
 from dialerd.settings import load_settings
 
 

@@ -23,8 +23,8 @@ from dialerd.api.context import Services
 from dialerd.api.prometheus import Telemetry
 from dialerd.errors import ConfigError
 from dialerd.faults import Failpoints
-from dialerd.pbx.base import Pbx
 from dialerd.pbx.errors import AppInUse
+from dialerd.ports import Pbx
 from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.dispatcher import Dispatcher
@@ -107,7 +107,7 @@ class Daemon:
                     "calls_in_flight": sum(dispatcher.calls_in_flight(c) for c in list(dispatcher._runners)),
                     "sse_subscribers": hub.subscriber_count()}
 
-        svc = Services(settings=settings, store=store, auth=Authenticator(store), campaigns=campaigns, hub=hub,
+        svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
                        metrics=metrics, health=health)
         return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping)
 
@@ -147,10 +147,7 @@ class Daemon:
 
     async def _refuse_taken_app(self) -> None:
         """Two daemons must not fight over one ARI app: refuse before connecting (raises AppInUse)."""
-        check = getattr(self.pbx, "check_app_free", None)
-        if check is None:
-            return
-        reason = await check()
+        reason = await self.pbx.check_app_free()
         if reason:
             raise AppInUse(reason)
 

@@ -1,4 +1,4 @@
-"""The one timestamp format of the API, REST and SSE alike: RFC 3339 in UTC, milliseconds and a ``Z``.
+"""The clock (``utcnow``) and the one timestamp format of the API, REST and SSE alike: RFC 3339 in UTC, milliseconds and a ``Z``.
 
     >>> rfc3339(datetime(2026, 12, 2, 5, 18, 21, 123456, tzinfo=UTC))
     '2026-12-02T05:18:21.123Z'
@@ -10,6 +10,11 @@ build, the metrics snapshot, the client's ``scheduled_at``) calls this; nothing 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware in UTC: the one clock every layer stamps its times with."""
+    return datetime.now(UTC)
 
 
 def rfc3339(value: datetime) -> str:

@@ -148,6 +148,9 @@ class OfflinePbx:
 
     name = "offline"
     connected = False
+    held_reason = "pbx_down"
+    last_error = None
+    takeovers = 0
 
     def __init__(self) -> None:
         self.originated: list[Any] = []
@@ -167,6 +170,15 @@ class OfflinePbx:
 
     async def count_channels(self) -> int:
         return 0
+
+    async def wait_connected(self) -> None:
+        raise AssertionError("the offline PBX never connects")
+
+    async def check_app_free(self) -> str | None:
+        return None
+
+    async def forget(self, channel_id: str) -> None:
+        raise AssertionError("the offline PBX has no call records to forget")
 
 
 async def start_daemon(settings: Settings, pbx: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from aiohttp import web
 from dialerd.api import render
 from dialerd.api.context import principal, services
 from dialerd.api.forms import campaign_id, parse_int, query, read_body, read_create_form, read_edit
-from dialerd.domain.campaign import CampaignStatus
+from dialerd.domain.campaign import VISIBLE, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import InvalidInput
 from dialerd.services import idempotency
@@ -29,7 +30,7 @@ def _page(q: dict[str, str], default: int) -> tuple[int, int]:
     return limit, offset
 
 
-def _status(q: dict[str, str], allowed: type[ContactStatus] | type[CampaignStatus]) -> str | None:
+def _status(q: dict[str, str], allowed: Iterable[ContactStatus] | Iterable[CampaignStatus]) -> str | None:
     value = q.get("status")
     if value is None or value == "":
         return None
@@ -59,7 +60,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
     q = query(request, {"limit", "offset", "status", "name"})
     limit, offset = _page(q, 50)
     views, total = await services(request).campaigns.list_campaigns(
-        principal(request), limit, offset, _status(q, CampaignStatus), _name_search(q)
+        principal(request), limit, offset, _status(q, VISIBLE), _name_search(q)
     )
     return web.json_response(
         {"campaigns": [render.campaign(v) for v in views], "total": total, "limit": limit, "offset": offset}

@@ -11,7 +11,6 @@ from dialerd.services.auth import Authenticator, Principal
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.events import EventHub
 from dialerd.settings import Settings
-from dialerd.store.repo import Store
 
 if TYPE_CHECKING:
     from dialerd.services.metrics import Metrics
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 @dataclass
 class Services:
     settings: Settings
-    store: Store
     auth: Authenticator
     campaigns: CampaignService
     hub: EventHub

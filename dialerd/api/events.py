@@ -52,7 +52,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         if last_id is None:
             # A fresh client starts live (like tail -f); Last-Event-ID: 0 replays everything.
-            last_id = await svc.store.last_event_id(campaign.id)
+            last_id = await svc.campaigns.last_event_id(campaign.id)
         # The opening frame carries the position, so a client dropped before the first event can
         # resume from here instead of starting live again (and missing what happened between).
         await resp.write(f"retry: 2000\nid: {last_id}\n\n".encode())
@@ -93,7 +93,7 @@ class _Stream:
 
     async def replay(self, campaign_id: str) -> None:
         while not self.ended:
-            page = await self.svc.store.events_after(campaign_id, self.last_id, REPLAY_PAGE)
+            page = await self.svc.campaigns.events_after(campaign_id, self.last_id, REPLAY_PAGE)
             data = self.unsent(Frame.of(ev) for ev in page)
             if data:
                 await self.resp.write(data)
@@ -155,13 +155,13 @@ class _Stream:
         dialerd that did not store ends yet. A terminal campaign with calls still up is not over: its
         end is stored with its last call's outcome and comes through the hub.
         """
-        campaign = await self.svc.store.get_campaign(campaign_id)
-        if campaign is not None and await self.svc.store.has_calls_in_flight(campaign_id):
+        status, calls_up = await self.svc.campaigns.end_state(campaign_id)
+        if calls_up:
             return False
         # Over: an end stored since the first replay (the last call ended meanwhile) is sent as it is.
         await self.replay(campaign_id)
         if not self.ended:
-            status = campaign.status if campaign else "deleted"
+            status = status or "deleted"
             await self.resp.write(sse_frame("end", {"campaign_id": campaign_id, "status": status}, self.last_id))
             self.ended = True
         return True

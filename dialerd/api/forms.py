@@ -22,12 +22,12 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
+from dialerd.domain.call import Destination
 from dialerd.errors import InvalidInput, NotFound, PayloadTooLarge
-from dialerd.pbx.base import Destination
 from dialerd.services.campaigns import CampaignSpec
 from dialerd.services.csv_text import text_codec
 from dialerd.settings import Settings
-from dialerd.store.tables import utcnow
+from dialerd.timestamps import utcnow
 
 FIELDS = {
     "name", "caller_id", "destination", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds",

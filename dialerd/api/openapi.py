@@ -8,6 +8,7 @@ parser, and ``test_schemathesis.py`` checks the live server against it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import phonenumbers
@@ -17,7 +18,7 @@ from dialerd import __version__
 from dialerd.api import campaigns, dashboard
 from dialerd.api.context import services
 from dialerd.api.forms import ALIASES, EDITABLE, INT_FIELDS, JSON_REFUSED, MAX_FIELD_BYTES
-from dialerd.domain.campaign import CampaignStatus
+from dialerd.domain.campaign import VISIBLE, CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.services import idempotency
 from dialerd.services.csv_contacts import ROW_CODES
@@ -47,7 +48,7 @@ def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _enum(values: type[CampaignStatus] | type[ContactStatus]) -> Schema:
+def _enum(values: Iterable[CampaignStatus] | type[ContactStatus]) -> Schema:
     return {"type": "string", "enum": [v.value for v in values]}
 
 
@@ -126,7 +127,7 @@ def _campaign(import_schema: str) -> Schema:
         {
             "id": {"type": "string", "pattern": "^cmp_[0-9a-f]{20}$", "example": "cmp_4f9d2c6e0a1b3c5d7e9f"},
             "name": {"type": "string", "minLength": 1, "maxLength": 200},
-            "status": {"type": "string", "enum": [s.value for s in CampaignStatus]},
+            "status": {"type": "string", "enum": [s.value for s in VISIBLE]},
             "caller_id": {"type": "string", "maxLength": 80},
             "destination": {"type": "string", "description": "CONTEXT,EXTENSION,PRIORITY or stasis:APP[,ARGS]"},
             "agent_id": {"type": "string", "description": "the reference API's name for destination"},
@@ -446,7 +447,7 @@ def _parameters() -> dict[str, Schema]:
             "id", "path", "campaign id", {"type": "string", "example": "cmp_4f9d2c6e0a1b3c5d7e9f"}
         ),
         "Offset": _param("offset", "query", "items to skip", _int(0, maximum=MAX_QUERY_INT, default=0)),
-        "CampaignStatus": _param("status", "query", "only campaigns in this status", _enum(CampaignStatus)),
+        "CampaignStatus": _param("status", "query", "only campaigns in this status", _enum(VISIBLE)),
         "ContactStatus": _param("status", "query", "only contacts in this status", _enum(ContactStatus)),
         "IdempotencyKey": _param(
             idempotency.HEADER, "header",

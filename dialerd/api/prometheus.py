@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from dialerd.domain.contact import FailureReason
-from dialerd.pbx.base import Pbx
+from dialerd.ports import Pbx
 from dialerd.services.dispatcher import Dispatcher
 from dialerd.services.events import EventHub
 
@@ -87,7 +87,7 @@ class DaemonCollector(Collector):
         yield CounterMetricFamily(
             "dialerd_ari_app_takeovers",
             "Times another client took the ARI application from this daemon (ApplicationReplaced)",
-            value=getattr(self.pbx, "takeovers", 0),
+            value=self.pbx.takeovers,
         )
         yield GaugeMetricFamily(
             "dialerd_sse_subscribers", "Open Server-Sent Events streams", value=self.hub.subscriber_count()

@@ -1,6 +1,6 @@
 """The campaign lifecycle as a pure state machine.
 
-draft -> running (start) · draft -> scheduled (scheduled_at set) · scheduled -> running (time reached,
+importing -> draft or scheduled (the CSV import is done; see ``initial_status``) · draft -> running (start) · draft -> scheduled (scheduled_at set) · scheduled -> running (time reached,
 or start) · running -> paused (pause) · paused -> running (resume, or start) · running/paused/draft/
 scheduled -> completed (stop, or every contact final) · running -> failed (terminal error).
 
@@ -16,6 +16,9 @@ from enum import StrEnum
 
 
 class CampaignStatus(StrEnum):
+    # A campaign whose CSV is still being imported: invisible to the API (never listed, never found),
+    # so not among ``VISIBLE``. The import ends in draft or scheduled (``initial_status``), or purges it.
+    IMPORTING = "importing"
     DRAFT = "draft"
     SCHEDULED = "scheduled"
     RUNNING = "running"
@@ -26,6 +29,15 @@ class CampaignStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (CampaignStatus.COMPLETED, CampaignStatus.FAILED)
+
+    @property
+    def dispatching(self) -> bool:
+        """Whether the dispatcher may originate new calls for a campaign in this status."""
+        return self is CampaignStatus.RUNNING
+
+
+# The statuses the API shows, filters on and documents (every status but importing).
+VISIBLE: tuple[CampaignStatus, ...] = tuple(s for s in CampaignStatus if s is not CampaignStatus.IMPORTING)
 
 
 class CampaignAction(StrEnum):
@@ -133,8 +145,3 @@ END_EVENT = "end"
 def over(status: CampaignStatus, calls_in_flight: int) -> bool:
     """Whether nothing more can happen to a campaign: terminal, and its last call has ended."""
     return status.terminal and calls_in_flight == 0
-
-
-def dispatching(status: CampaignStatus) -> bool:
-    """Whether the dispatcher may originate new calls for a campaign in ``status``."""
-    return status is S.RUNNING

@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.domain.contact import FailureReason
-from dialerd.pbx.base import CallEvent, CallEventKind
 
 BUSY_CAUSES = frozenset({17})
 BUSY_SIP = frozenset({486, 600})

@@ -1,4 +1,4 @@
-"""Contact statuses, failure reasons and the contact state machine."""
+"""Contact statuses, failure reasons and the retry rule (the attempt's moves are in ``call.MOVES``)."""
 
 from __future__ import annotations
 
@@ -47,23 +47,6 @@ class FailureReason(StrEnum):
 _RETRYABLE = frozenset(
     {FailureReason.BUSY, FailureReason.NO_ANSWER, FailureReason.CONGESTION, FailureReason.UNREACHABLE}
 )
-
-C = ContactStatus
-
-# Allowed moves of one attempt. A failed attempt that will be retried goes back to pending.
-ALLOWED: dict[ContactStatus, frozenset[ContactStatus]] = {
-    C.PENDING: frozenset({C.ORIGINATED, C.FAILED, C.CANCELLED}),
-    C.ORIGINATED: frozenset({C.CONNECTED, C.FAILED, C.PENDING}),
-    C.CONNECTED: frozenset({C.COMPLETED}),
-    C.COMPLETED: frozenset(),
-    C.FAILED: frozenset(),
-    C.CANCELLED: frozenset(),
-}
-
-
-def can_move(current: ContactStatus, new: ContactStatus) -> bool:
-    return new in ALLOWED[current]
-
 
 def will_retry(reason: FailureReason, attempts: int, retries_per_contact: int) -> bool:
     """Whether a contact whose ``attempts``-th attempt failed with ``reason`` gets another attempt."""

@@ -1,4 +1,4 @@
-"""The AMI adapter: the same :class:`~dialerd.pbx.base.Pbx` port on panoramisk (via :mod:`ami_client`).
+"""The AMI adapter: the same :class:`~dialerd.ports.Pbx` port on panoramisk (via :mod:`ami_client`).
 
 Flow per attempt: ``Originate`` (Async, ChannelId = attempt id) -> ``Newchannel`` (originate returns the
 channel name) -> ``DialState RINGING/PROGRESS`` or ``Newstate Ringing`` (PROGRESS) -> ``Newstate Up``
@@ -16,20 +16,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, DestinationKind, OriginateRequest
 from dialerd.domain.causes import parse_cause, parse_tech_cause
 from dialerd.pbx.ami_client import AmiClient, AmiTimeout
-from dialerd.pbx.base import (
-    CallEvent,
-    CallEventKind,
-    ChannelLookup,
-    DestinationKind,
-    OriginateError,
-    OriginateRequest,
-    PbxSink,
-)
 from dialerd.pbx.errors import PbxError
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
 from dialerd.pbx.tracking import CallTracker, OwnedTasks, TrackedCall, now
+from dialerd.ports import OriginateError, PbxSink
 
 log = logging.getLogger("dialerd.pbx.ami")
 
@@ -48,9 +41,10 @@ class _Call(TrackedCall):
 
 
 class AmiPbx:
-    """:class:`~dialerd.pbx.base.Pbx` over AMI (panoramisk)."""
+    """:class:`~dialerd.ports.Pbx` over AMI (panoramisk)."""
 
     name = "ami"
+    takeovers = 0  # AMI has no application another client could take
 
     def __init__(
         self,
@@ -91,6 +85,10 @@ class AmiPbx:
     @property
     def last_error(self) -> str | None:
         return None if self.client.connected else self.client.last_error
+
+    async def check_app_free(self) -> str | None:
+        """AMI has no application two daemons could fight over: never a reason to refuse."""
+        return None
 
     async def start(self, sink: PbxSink) -> None:
         """Connect in the background (retried every ``reconnect_delay`` s); see :meth:`wait_connected`."""

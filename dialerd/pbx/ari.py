@@ -25,18 +25,16 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from dialerd.domain.causes import parse_cause, parse_tech_cause
-from dialerd.pbx.ari_client import AriClient, AriConnectionError, JsonObject
-from dialerd.pbx.base import (
+from dialerd.domain.call import (
     CallEvent,
     CallEventKind,
     ChannelLookup,
     Destination,
     DestinationKind,
-    OriginateError,
     OriginateRequest,
-    PbxSink,
 )
+from dialerd.domain.causes import parse_cause, parse_tech_cause
+from dialerd.pbx.ari_client import AriClient, AriConnectionError, JsonObject
 from dialerd.pbx.errors import PbxError, PbxRequestError
 from dialerd.pbx.ownership import (
     OWNER_REFRESH_S,
@@ -48,6 +46,7 @@ from dialerd.pbx.ownership import (
 )
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
 from dialerd.pbx.tracking import CallTracker, OwnedTasks, TrackedCall, now
+from dialerd.ports import OriginateError, PbxSink
 
 log = logging.getLogger("dialerd.pbx.ari")
 
@@ -74,7 +73,7 @@ class _Call(TrackedCall):
 
 
 class AriPbx:
-    """:class:`~dialerd.pbx.base.Pbx` over ARI (REST + websocket), on aiohttp only."""
+    """:class:`~dialerd.ports.Pbx` over ARI (REST + websocket), on aiohttp only."""
 
     name = "ari"
 

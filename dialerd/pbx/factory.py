@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dialerd.pbx.base import Pbx
+from dialerd.ports import Pbx
 
 DRIVERS = ("ari", "ami", "fake")
 

@@ -18,15 +18,9 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dialerd.pbx.base import (
-    CallEvent,
-    CallEventKind,
-    ChannelLookup,
-    OriginateError,
-    OriginateRequest,
-    PbxSink,
-)
+from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, OriginateRequest
 from dialerd.pbx.tracking import OwnedTasks, now
+from dialerd.ports import OriginateError, PbxSink
 
 
 @dataclass(frozen=True)
@@ -79,9 +73,10 @@ class _Live:
 
 
 class FakePbx:
-    """:class:`~dialerd.pbx.base.Pbx` in memory. ``requests`` records every accepted originate."""
+    """:class:`~dialerd.ports.Pbx` in memory. ``requests`` records every accepted originate."""
 
     name = "fake"
+    takeovers = 0
 
     def __init__(
         self,
@@ -145,6 +140,9 @@ class FakePbx:
     @property
     def last_error(self) -> str | None:
         return None if self._connected else "the fake PBX is disconnected"
+
+    async def check_app_free(self) -> str | None:
+        return None
 
     async def start(self, sink: PbxSink) -> None:
         self._sink = sink

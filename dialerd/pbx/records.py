@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.domain.causes import ALERTING_STATES, parse_cause, parse_tech_cause
-from dialerd.pbx.base import CallEvent, CallEventKind
+from dialerd.timestamps import utcnow
 
 HANGUP_HANDLER = "dialerd-hh,s,1"
 HANGUP_HANDLER_VAR = "CHANNEL(hangup_handler_push)"
@@ -51,7 +52,7 @@ def _epoch(text: str) -> datetime:
     try:
         return datetime.fromtimestamp(int(text), tz=UTC)
     except (ValueError, OverflowError, OSError):
-        return datetime.now(tz=UTC)
+        return utcnow()
 
 
 def _answer_epoch(text: str) -> datetime | None:

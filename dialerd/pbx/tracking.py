@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from dialerd.pbx.base import CallEvent, CallEventKind, PbxSink
+from dialerd.domain.call import CallEvent, CallEventKind
+from dialerd.ports import PbxSink
 
 log = logging.getLogger("dialerd.pbx")
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from dialerd.errors import Conflict, InvalidInput, NotFound, StoreError, Unauthorized
 from dialerd.store.repo import Store
-from dialerd.store.tables import ApiKey, Tenant, utcnow
+from dialerd.store.tables import ApiKey, Tenant
+from dialerd.timestamps import utcnow
 
 KEY_PREFIX = "dlr"
 LAST_USED_RESOLUTION = 60.0  # seconds: how stale a key's last_used_at may be

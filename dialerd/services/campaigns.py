@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Protocol
 
+from dialerd.domain.call import Destination
 from dialerd.domain.campaign import CampaignAction, CampaignStatus, TransitionRefused, decide, initial_status
 from dialerd.errors import Conflict, InvalidInput, NotFound
-from dialerd.pbx.base import Destination
 from dialerd.services.auth import Principal
 from dialerd.services.events import EventHub
 from dialerd.services.idempotency import Idempotency
 from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, import_contacts
-from dialerd.store.repo import IMPORTING, Store
-from dialerd.store.tables import Campaign, Contact, ImportProblem, utcnow
+from dialerd.store.repo import Store
+from dialerd.store.tables import Campaign, Contact, Event, ImportProblem
+from dialerd.timestamps import utcnow
 
 log = logging.getLogger("dialerd.campaigns")
 
@@ -99,7 +100,7 @@ class CampaignService:
             id="cmp_" + secrets.token_hex(10),
             tenant_id=who.tenant_id,
             name=spec.name,
-            status=IMPORTING,
+            status=CampaignStatus.IMPORTING.value,
             caller_id=spec.caller_id,
             destination=str(spec.destination),
             default_region=spec.default_region,
@@ -213,6 +214,23 @@ class CampaignService:
         return await self._get(who, campaign_id)
 
     # ---- lifecycle ------------------------------------------------------------------------------
+
+    # ---- the event log (what the SSE stream replays) ---------------------------------------------
+
+    async def last_event_id(self, campaign_id: str) -> int:
+        """The id of the campaign's latest stored event (0 if none)."""
+        return await self.store.last_event_id(campaign_id)
+
+    async def events_after(self, campaign_id: str, after_id: int, limit: int) -> list[Event]:
+        """The campaign's stored events after ``after_id``, oldest first, at most ``limit``."""
+        return await self.store.events_after(campaign_id, after_id, limit)
+
+    async def end_state(self, campaign_id: str) -> tuple[str | None, bool]:
+        """The campaign's status (None once deleted) and whether any of its calls is still in flight."""
+        campaign = await self.store.get_campaign(campaign_id)
+        if campaign is None:
+            return None, False
+        return campaign.status, await self.store.has_calls_in_flight(campaign_id)
 
     def _lock(self, tenant_id: str) -> asyncio.Lock:
         return self._tenant_locks.setdefault(tenant_id, asyncio.Lock())

@@ -21,14 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dialerd.domain.call import AttemptState, CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
-from dialerd.domain.contact import ContactStatus
+from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.domain.pacing import Pacer
 from dialerd.faults import Failpoints
-from dialerd.pbx.base import CallEvent, Destination, OriginateError, OriginateRequest, Pbx
+from dialerd.ports import CallStore, OriginateError, Pbx
 from dialerd.services.events import EventHub
-from dialerd.store.repo import Store, priority_context
-from dialerd.store.tables import Attempt, Campaign, Contact, utcnow
+from dialerd.store.repo import priority_context
+from dialerd.store.tables import Attempt, Campaign, Contact
+from dialerd.timestamps import utcnow
 
 if TYPE_CHECKING:
     from dialerd.services.campaigns import CampaignService
@@ -56,7 +58,7 @@ class Dispatcher(CallFollower):
 
     def __init__(
         self,
-        store: Store,
+        store: CallStore,
         pbx: Pbx,
         hub: EventHub,
         *,
@@ -176,11 +178,11 @@ class Dispatcher(CallFollower):
         (``pbx_down``, ``ari_app_replaced``), or None while dialling is possible."""
         if self.pbx_up.is_set() and self.pbx.connected:
             return None
-        return getattr(self.pbx, "held_reason", None) or "pbx_down"
+        return self.pbx.held_reason or "pbx_down"
 
     @property
     def pbx_last_error(self) -> str | None:
-        return getattr(self.pbx, "last_error", None)
+        return self.pbx.last_error
 
     # ---- DispatchControl ----------------------------------------------------------------------
 
@@ -265,7 +267,7 @@ class Dispatcher(CallFollower):
                 if campaign is None or self.clock() - read_at >= CAMPAIGN_RECHECK_SECONDS:
                     campaign = await self.store.get_campaign(campaign_id)
                     read_at = self.clock()
-                    if campaign is None or campaign.status != CampaignStatus.RUNNING:
+                    if campaign is None or not CampaignStatus(campaign.status).dispatching:
                         return
                 if not self.pbx_up.is_set():
                     await self._wait_pbx(campaign_id)
@@ -360,8 +362,8 @@ class Dispatcher(CallFollower):
             self.originations_by_tenant[campaign.tenant_id] += 1
             self.faults.hit("after_originate")
             await self._apply(
-                channel_id, ContactStatus.ORIGINATED, "originated",
-                {"originated_at": utcnow(), "channel_name": name}, {}, {}, only_from=("dialing",),
+                channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
+                {"originated_at": utcnow(), "channel_name": name}, {}, {},
             )
             log.info("originated", extra={"action": "originate", "campaign_id": campaign.id,
                                           "contact_id": contact.id, "channel_id": channel_id})
@@ -416,7 +418,7 @@ class Dispatcher(CallFollower):
             # contact's fault; it stays pending and is dialled once the PBX is back.
             await asyncio.shield(self.store.give_back_attempt(cid))
             return
-        await self._finish_failed(cid, campaign, "originate_error", None, None, attempt_number=attempt.number)
+        await self._finish_failed(cid, campaign, FailureReason.ORIGINATE_ERROR, attempt_number=attempt.number)
         errors = self._originate_errors[campaign.id] = self._originate_errors.get(campaign.id, 0) + 1
         if errors >= MAX_CONSECUTIVE_ORIGINATE_ERRORS and self.campaigns is not None:
             # The PBX refuses every call (unknown endpoint, trunk down): stop before burning every contact.

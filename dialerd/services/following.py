@@ -13,17 +13,27 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from dialerd.domain.call import (
+    AttemptState,
+    CallEvent,
+    CallEventKind,
+    RetryPolicy,
+    Transition,
+    decide_end,
+    decide_failure,
+    ended_answered,
+    sources,
+    steps,
+)
 from dialerd.domain.campaign import CampaignStatus
-from dialerd.domain.causes import classify
-from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
+from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.faults import Failpoints
-from dialerd.pbx.base import CallEvent, CallEventKind, Pbx
-from dialerd.store.repo import Store, priority_context
-from dialerd.store.tables import Attempt, Campaign, Event, utcnow
-from dialerd.timestamps import rfc3339
+from dialerd.ports import CallStore, Pbx
+from dialerd.store.repo import priority_context
+from dialerd.store.tables import Attempt, Campaign, Event
+from dialerd.timestamps import rfc3339, utcnow
 
 if TYPE_CHECKING:
     from dialerd.services.campaigns import CampaignService
@@ -46,7 +56,7 @@ class _Call:
 class CallFollower:
     """The event and reconciliation half of the Dispatcher (which sets every attribute below)."""
 
-    store: Store
+    store: CallStore
     pbx: Pbx
     campaigns: CampaignService | None
     faults: Failpoints
@@ -115,14 +125,16 @@ class CallFollower:
         attempt = await self.store.get_attempt(event.channel_id)
         if attempt is None:
             return  # not ours (or its campaign was deleted)
-        if attempt.state == "dialing":
-            # Events can overtake the originate reply; the call is clearly originated.
-            await self._apply(event.channel_id, ContactStatus.ORIGINATED, "originated",
-                              {"originated_at": event.at}, {}, {}, only_from=("dialing",))
+        for target in steps(AttemptState(attempt.state), event.kind):
+            if target is AttemptState.ORIGINATED:
+                # Events can overtake the originate reply; the call is clearly originated.
+                await self._apply(event.channel_id, ContactStatus.ORIGINATED, target,
+                                  {"originated_at": event.at}, {}, {})
+            elif target is AttemptState.ANSWERED:
+                self.faults.hit("before_answer_write")
+                await self._apply(event.channel_id, ContactStatus.CONNECTED, target, {"answered_at": event.at},
+                                  {}, {})
         if event.kind is CallEventKind.ANSWERED:
-            self.faults.hit("before_answer_write")
-            await self._apply(event.channel_id, ContactStatus.CONNECTED, "answered", {"answered_at": event.at},
-                              {}, {}, only_from=("originated",))
             return
         self.faults.hit("before_end_write")
         await self.ended(event, attempt)  # perf: ended() need not read the attempt again
@@ -131,82 +143,78 @@ class CallFollower:
         """Apply the end of a call: completed, failed, or pending again for a retry.
 
         ``attempt``: the attempt as just read by the caller (its state may since have moved from
-        dialing to originated, which changes nothing below: every write is guarded by only_from).
+        dialing to originated, which changes nothing below: every write is guarded by ``MOVES``).
         """
         if attempt is None:
             attempt = await self.store.get_attempt(event.channel_id)
-        if attempt is None or attempt.state in ("ended", "not_dialled"):
+        if attempt is None or AttemptState(attempt.state).final:
             self._end_call(event.channel_id)
             return
-        # An answer dialerd never recorded, ended by Asterisk with no cause: dropped at once because
-        # our Stasis app had no live client (taken over, or dialerd away), never a completed call.
-        outcome = classify(event, answer_seen=attempt.state == "answered")
-        if outcome.answered:
-            # Answered unseen (while disconnected or down): the PBX's record may still know when.
-            answer_time = attempt.answered_at or event.answered_at or event.at
-            if attempt.state != "answered":
-                await self._apply(event.channel_id, ContactStatus.CONNECTED, "answered",
-                                  {"answered_at": answer_time}, {}, {},
-                                  only_from=("originated", "dialing"))
-                attempt = await self.store.get_attempt(event.channel_id) or attempt
-            answered_at = attempt.answered_at or answer_time
-            talk = max(0.0, (event.at - answered_at).total_seconds())
-            await self._apply(
-                event.channel_id, ContactStatus.COMPLETED, "ended",
-                {"ended_at": event.at, "talk_seconds": round(talk, 3), "cause": event.cause,
-                 "sip_code": event.tech_cause},
-                {"hangup_cause": event.cause, "sip_code": event.tech_cause, "failure_reason": None,
-                 "next_attempt_at": None},
-                {"cause": event.cause, "sip_code": event.tech_cause, "talk_seconds": round(talk, 3)},
-                only_from=("originated", "answered", "dialing"),
-            )
-        else:
-            assert outcome.reason is not None
+        state = AttemptState(attempt.state)
+        policy = None
+        if not ended_answered(state, event):
             # Perf: read only on this path (its retry policy and status); an answered call needs neither.
             campaign = await self.store.get_campaign(attempt.campaign_id)
             if campaign is None:
                 self._end_call(event.channel_id)
                 return
-            await self._finish_failed(event.channel_id, campaign, outcome.reason.value, event.cause,
-                                      event.tech_cause, attempt_number=attempt.number, ended_at=event)
+            policy = _policy(campaign)
+        end = decide_end(state, event, attempt_number=attempt.number, answered_at=attempt.answered_at,
+                         policy=policy, now=utcnow())
+        if end.answer_at is not None:
+            # The answer was never recorded: record it, then end from the answer time as stored.
+            await self._apply(event.channel_id, ContactStatus.CONNECTED, AttemptState.ANSWERED,
+                              {"answered_at": end.answer_at}, {}, {})
+            attempt = await self.store.get_attempt(event.channel_id) or attempt
+            end = decide_end(AttemptState.ANSWERED, event, attempt_number=attempt.number,
+                             answered_at=attempt.answered_at or end.answer_at, policy=policy, now=utcnow())
+        await self._record_end(event.channel_id, end)
         self._end_call(event.channel_id)
         await self._forget(event.channel_id)
 
     async def _forget(self, channel_id: str) -> None:
         # The outcome is stored: the PBX may drop its record of it (hangup-handler result).
-        forget = getattr(self.pbx, "forget", None)
-        if forget is None:
-            return
         try:
-            await forget(channel_id)
+            await self.pbx.forget(channel_id)
         except Exception as exc:  # a leftover record only costs PBX memory; never fail the call for it
             log.warning("could not clear the PBX record: %s", exc,
                         extra={"action": "forget_failed", "channel_id": channel_id})
 
     async def _finish_failed(
-        self, channel_id: str, campaign: Campaign, reason: str, cause: int | None, sip: int | None, *,
-        attempt_number: int, ended_at: CallEvent | None = None,
+        self, channel_id: str, campaign: Campaign, reason: FailureReason, *, attempt_number: int,
     ) -> None:
-        retry = will_retry(FailureReason(reason), attempt_number, campaign.retries_per_contact)
-        stopped = campaign.status in (CampaignStatus.COMPLETED, CampaignStatus.FAILED)
-        at = ended_at.at if ended_at else utcnow()
-        attempt_values = {"ended_at": at, "cause": cause, "sip_code": sip, "reason": reason}
-        contact_values: dict[str, Any] = {"hangup_cause": cause, "sip_code": sip, "failure_reason": reason}
-        payload: dict[str, Any] = {"reason": reason, "cause": cause, "sip_code": sip}
-        if retry and not stopped:
-            next_at = utcnow() + timedelta(seconds=campaign.retry_delay_seconds)
-            contact_values["next_attempt_at"] = next_at
-            payload["retry_at"] = rfc3339(next_at)
-            status = ContactStatus.PENDING
-        elif retry and stopped:
-            status = ContactStatus.CANCELLED  # would have been retried, but the campaign was stopped
-            payload["reason"] = "campaign_stopped"
-            payload["last_failure"] = reason
-        else:
-            status = ContactStatus.FAILED
-        await self._apply(channel_id, status, "ended", attempt_values, contact_values, payload,
-                          only_from=("dialing", "originated", "answered"))
+        """End an attempt that failed without a call event (the PBX refused the originate)."""
+        now = utcnow()
+        end = decide_failure(reason, None, None, attempt_number=attempt_number, policy=_policy(campaign),
+                             ended_at=now, now=now)
+        await self._record_end(channel_id, end)
         self._end_call(channel_id)
+
+    async def _record_end(self, channel_id: str, end: Transition) -> None:
+        """Write the decided end: the attempt's and the contact's columns and the event's payload."""
+        if end.answered:
+            attempt_values: dict[str, Any] = {"ended_at": end.ended_at, "talk_seconds": end.talk_seconds,
+                                              "cause": end.cause, "sip_code": end.sip_code}
+            contact_values: dict[str, Any] = {"hangup_cause": end.cause, "sip_code": end.sip_code,
+                                              "failure_reason": None, "next_attempt_at": None}
+            payload: dict[str, Any] = {"cause": end.cause, "sip_code": end.sip_code,
+                                       "talk_seconds": end.talk_seconds}
+        else:
+            assert end.reason is not None
+            reason = end.reason.value
+            attempt_values = {"ended_at": end.ended_at, "cause": end.cause, "sip_code": end.sip_code,
+                              "reason": reason}
+            contact_values = {"hangup_cause": end.cause, "sip_code": end.sip_code, "failure_reason": reason}
+            payload = {"reason": reason, "cause": end.cause, "sip_code": end.sip_code}
+            if end.retry_at is not None:
+                contact_values["next_attempt_at"] = end.retry_at
+                payload["retry_at"] = rfc3339(end.retry_at)
+            elif end.cancelled:
+                payload["reason"] = "campaign_stopped"
+                payload["last_failure"] = reason
+        if await self._apply(channel_id, end.contact_status, end.state, attempt_values, contact_values,
+                             payload) is not None:
+            self.outcomes[end.outcome] += 1  # the one place every outcome is counted (exactly once, by MOVES)
 
     def _end_call(self, channel_id: str) -> None:
         call = self._calls.pop(channel_id, None)
@@ -215,19 +223,18 @@ class CallFollower:
         self._idle_event.set()
 
     async def _apply(
-        self, channel_id: str, status: ContactStatus, attempt_state: str, attempt_values: dict[str, Any],
-        contact_values: dict[str, Any], payload: dict[str, Any], *, only_from: tuple[str, ...],
+        self, channel_id: str, status: ContactStatus, target: AttemptState, attempt_values: dict[str, Any],
+        contact_values: dict[str, Any], payload: dict[str, Any],
     ) -> Event | None:
+        """Move the attempt to ``target`` if ``MOVES`` allows it from where it stands (else nothing)."""
         # The outcome write must land even if the task applying it is being cancelled (shutdown).
         result = await asyncio.shield(self.store.record_transition(
-            channel_id, attempt_state=attempt_state, attempt_values=attempt_values, contact_status=status,
-            contact_values=contact_values, payload=payload, only_from=only_from,
+            channel_id, attempt_state=target.value, attempt_values=attempt_values, contact_status=status,
+            contact_values=contact_values, payload=payload, only_from=sources(target),
         ))
         if result is None:
             return None
         _attempt, event = result
-        if attempt_state == "ended":  # the one place every outcome is recorded (exactly once, by only_from)
-            self.outcomes[str(attempt_values.get("reason", "completed"))] += 1
         return event
 
     # ---- reconciliation ---------------------------------------------------------------------------
@@ -235,7 +242,7 @@ class CallFollower:
     async def reconcile(self, channel_id: str) -> None:
         """Find out what happened to a channel we lost track of, and apply it."""
         attempt = await self.store.get_attempt(channel_id)
-        if attempt is None or attempt.state in ("ended", "not_dialled"):
+        if attempt is None or AttemptState(attempt.state).final:
             return
         await self.pbx_up.wait()
         found = await self.pbx.lookup(channel_id)
@@ -243,17 +250,17 @@ class CallFollower:
             campaign = await self.store.get_campaign(attempt.campaign_id)
             if campaign is not None and channel_id not in self._calls:
                 await self._track(channel_id, campaign)
-            if attempt.state == "dialing":
-                await self._apply(channel_id, ContactStatus.ORIGINATED, "originated", {"originated_at": utcnow()},
-                                  {}, {}, only_from=("dialing",))
+            if attempt.state == AttemptState.DIALING:
+                await self._apply(channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
+                                  {"originated_at": utcnow()}, {}, {})
             if found.answered:
-                await self._apply(channel_id, ContactStatus.CONNECTED, "answered", {"answered_at": utcnow()},
-                                  {}, {}, only_from=("originated",))
+                await self._apply(channel_id, ContactStatus.CONNECTED, AttemptState.ANSWERED,
+                                  {"answered_at": utcnow()}, {}, {})
             return
         if found.ended is not None:
             await self.ended(found.ended)
             return
-        if attempt.state == "dialing":
+        if attempt.state == AttemptState.DIALING:
             # Unknown to the PBX and never confirmed: the request never created a channel. Give the
             # attempt back so the contact is dialled once, not zero times.
             await self._not_dialled(attempt)
@@ -261,7 +268,7 @@ class CallFollower:
         # The PBX accepted it but no longer knows it and left no record (it restarted meanwhile): the
         # call happened, its outcome is lost. Record that honestly rather than dialling again blindly.
         log.warning("call outcome lost", extra={"action": "reconcile_lost", "channel_id": channel_id})
-        await self.ended(CallEvent(channel_id, CallEventKind.ENDED, utcnow(), answered=attempt.state == "answered"))
+        await self.ended(CallEvent(channel_id, CallEventKind.ENDED, utcnow(), answered=attempt.state == AttemptState.ANSWERED))
 
     async def recover(self) -> int:
         """After a restart: count every attempt the database has in flight against the caps, then
@@ -281,3 +288,8 @@ class CallFollower:
                  extra={"action": "not_dialled", "channel_id": attempt.channel_id})
         self._end_call(attempt.channel_id)
         self._poke(attempt.campaign_id)
+
+
+def _policy(campaign: Campaign) -> RetryPolicy:
+    return RetryPolicy(campaign.retries_per_contact, campaign.retry_delay_seconds,
+                       stopped=CampaignStatus(campaign.status).terminal)

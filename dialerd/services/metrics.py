@@ -9,8 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from dialerd.store.repo import Store
-from dialerd.store.tables import utcnow
-from dialerd.timestamps import rfc3339
+from dialerd.timestamps import rfc3339, utcnow
 
 
 class Metrics:

@@ -11,7 +11,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.errors import Conflict
-from dialerd.store.tables import utcnow
+from dialerd.timestamps import utcnow
 
 if TYPE_CHECKING:
     from dialerd.services.campaigns import CampaignService

@@ -20,13 +20,12 @@ from sqlalchemy import exists, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dialerd.domain.call import IN_FLIGHT
 from dialerd.domain.campaign import END_EVENT, CampaignStatus, over
 from dialerd.errors import StoreError
 from dialerd.store.direct import HotPath, SqliteDirect
 from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
 from dialerd.timestamps import rfc3339
-
-IMPORTING = "importing"  # a campaign whose CSV is still being imported: invisible to the API
 
 # Reads made in a priority context (the dispatcher's tasks) skip the queue the other reads (API requests,
 # SSE replays and snapshots) take turns in, at most SHARED_READS at once; see Store.read.
@@ -50,7 +49,7 @@ T_EVENT = Event.__table__  # type: ignore[attr-defined]
 T_IDEMPOTENCY = IdempotencyKey.__table__  # type: ignore[attr-defined]
 T_PROBLEM = ImportProblem.__table__  # type: ignore[attr-defined]
 
-IN_FLIGHT_ATTEMPT_STATES = ("dialing", "originated", "answered")
+IN_FLIGHT_ATTEMPT_STATES = tuple(s.value for s in IN_FLIGHT)  # the domain's, as stored values
 _T = TypeVar("_T")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
 
+from dialerd.domain.call import AttemptState, can_move, sources
 from dialerd.domain.campaign import END_EVENT, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.base import (
@@ -24,8 +25,8 @@ from dialerd.store.base import (
     _Merged,
     _row,
 )
-from dialerd.store.tables import Attempt, Contact, Event, utcnow
-from dialerd.timestamps import rfc3339
+from dialerd.store.tables import Attempt, Contact, Event
+from dialerd.timestamps import rfc3339, utcnow
 
 TERMINAL_STATUSES = tuple(s.value for s in CampaignStatus if s.terminal)
 
@@ -111,7 +112,7 @@ class CallStore(StoreBase):
             hot = self._hot
             values: dict[str, Any] = {
                 "contact_id": contact.id, "campaign_id": contact.campaign_id, "number": contact.attempts + 1,
-                "channel_id": channel_id, "state": "dialing", "created_at": now,
+                "channel_id": channel_id, "state": AttemptState.DIALING.value, "created_at": now,
             }
             attempt_id = await self._direct_write(
                 lambda conn: (hot.begin_attempt(conn, values, ContactStatus.PENDING.value, contact.attempts), [])
@@ -138,7 +139,7 @@ class CallStore(StoreBase):
                 "campaign_id": contact.campaign_id,
                 "number": contact.attempts + 1,
                 "channel_id": channel_id,
-                "state": "dialing",
+                "state": AttemptState.DIALING.value,
                 "created_at": now,
             }
             attempt_id = (
@@ -151,7 +152,7 @@ class CallStore(StoreBase):
         """An attempt that never reached the PBX: mark it not_dialled and return its count to the contact.
 
         The contact stayed pending throughout (it only becomes originated once the PBX accepts), so no
-        event is written. False if the attempt is no longer 'dialing'.
+        event is written. False if the attempt is no longer dialing.
         """
         async with self.write() as conn:
             # The last attempt of a stopped campaign may be this one: its end is due then (_end_if_over).
@@ -161,12 +162,12 @@ class CallStore(StoreBase):
                     select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id).with_for_update()
                 )
             ).first()
-            if row is None or row.state != "dialing":
+            if row is None or not can_move(AttemptState(row.state), AttemptState.NOT_DIALLED):
                 return False
             moved = await conn.execute(
                 update(T_ATTEMPT)
-                .where(T_ATTEMPT.c.id == row.id, T_ATTEMPT.c.state == "dialing")
-                .values(state="not_dialled", reason="not_dialled")
+                .where(T_ATTEMPT.c.id == row.id, T_ATTEMPT.c.state.in_(sources(AttemptState.NOT_DIALLED)))
+                .values(state=AttemptState.NOT_DIALLED.value, reason=AttemptState.NOT_DIALLED.value)
             )
             if not moved.rowcount:
                 return False

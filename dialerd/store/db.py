@@ -12,7 +12,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from dialerd.errors import ConfigError
-from dialerd.store.tables import utcnow
+from dialerd.timestamps import utcnow
 
 log = logging.getLogger("dialerd.store")
 

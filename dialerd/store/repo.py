@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.base import (
-    IMPORTING,
     IN_FLIGHT_ATTEMPT_STATES,
     SHARED_READS,
     T_ATTEMPT,
@@ -35,10 +34,10 @@ from dialerd.store.base import (
 )
 from dialerd.store.calls import CallStore
 from dialerd.store.db import UNICODE_LOWER
-from dialerd.store.tables import ApiKey, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant, utcnow
-from dialerd.timestamps import rfc3339
+from dialerd.store.tables import ApiKey, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
+from dialerd.timestamps import rfc3339, utcnow
 
-__all__ = ["IMPORTING", "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "Store", "priority_context"]
+__all__ = ["SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "Store", "priority_context"]
 
 
 LIKE_ESCAPE = "\\"
@@ -183,7 +182,7 @@ class Store(CallStore):
         async with self.write() as conn:
             await conn.execute(
                 update(T_CAMPAIGN)
-                .where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status == IMPORTING)
+                .where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status == CampaignStatus.IMPORTING.value)
                 .values(status=status.value, import_report=report, updated_at=utcnow())
             )
 
@@ -203,7 +202,7 @@ class Store(CallStore):
     async def stale_imports(self) -> list[str]:
         """Campaigns left half-imported by a crash (their import never finished)."""
         async with self.read() as conn:
-            rows = (await conn.execute(select(T_CAMPAIGN.c.id).where(T_CAMPAIGN.c.status == IMPORTING))).all()
+            rows = (await conn.execute(select(T_CAMPAIGN.c.id).where(T_CAMPAIGN.c.status == CampaignStatus.IMPORTING.value))).all()
         return [r[0] for r in rows]
 
     async def count_contacts(self, campaign_id: str) -> int:
@@ -217,7 +216,7 @@ class Store(CallStore):
             )
 
     async def get_campaign(self, campaign_id: str, tenant_id: str | None = None) -> Campaign | None:
-        q = select(T_CAMPAIGN).where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status != IMPORTING)
+        q = select(T_CAMPAIGN).where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status != CampaignStatus.IMPORTING.value)
         if tenant_id is not None:
             q = q.where(T_CAMPAIGN.c.tenant_id == tenant_id)
         async with self.read() as conn:
@@ -229,7 +228,7 @@ class Store(CallStore):
     ) -> tuple[list[Campaign], int]:
         """A page of the tenant's campaigns, newest first; ``name`` keeps those whose name contains it
         (case-insensitive, taken literally: ``%`` and ``_`` are not wildcards)."""
-        cond = and_(T_CAMPAIGN.c.tenant_id == tenant_id, T_CAMPAIGN.c.status != IMPORTING)
+        cond = and_(T_CAMPAIGN.c.tenant_id == tenant_id, T_CAMPAIGN.c.status != CampaignStatus.IMPORTING.value)
         if status is not None:
             cond = and_(cond, T_CAMPAIGN.c.status == status)
         if name:

@@ -214,7 +214,3 @@ class SchemaVersion(SQLModel, table=True):
     __tablename__ = "schema_version"
     version: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     applied_at: datetime | None = _ts(nullable=False)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from dialerd.domain.campaign import CampaignStatus
+from dialerd.domain.campaign import VISIBLE
 from dialerd.domain.contact import ContactStatus
 from dialerd.services.csv_contacts import ContactsCsv, ParsedContact, RowProblem
 from dialerd.store.repo import T_CAMPAIGN, T_CONTACT, T_EVENT
@@ -554,7 +554,7 @@ QUERY_KEYS = st.one_of(
 )
 QUERY_VALUES = st.one_of(
     st.integers(-3, 1200).map(str), INTEGERS, ANY_TEXT, WHITESPACE, FLOATS, st.just("9" * 400),
-    st.sampled_from([s.value for s in ContactStatus] + [s.value for s in CampaignStatus] + ["RUNNING", "", "%"]),
+    st.sampled_from([s.value for s in ContactStatus] + [s.value for s in VISIBLE] + ["RUNNING", "", "%"]),
 )
 ALLOWED = {"list": {"limit", "offset", "status"}, "get": set(),
            "contacts": {"limit", "offset", "status", "after_id"}, "events": {"last_event_id"}}
@@ -574,7 +574,7 @@ def clean_value(route: str, key: str, value: str) -> bool:
         if not CLEAN_INT.fullmatch(value):
             return False
         return 1 <= int(value) <= 1000 if key == "limit" else True
-    statuses = ContactStatus if route == "contacts" else CampaignStatus
+    statuses = ContactStatus if route == "contacts" else VISIBLE
     return value in {s.value for s in statuses}
 
 

@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 from dialerd.api import campaigns
 from dialerd.api.forms import ALIASES, FIELDS, build_spec
 from dialerd.api.openapi import FORM_INTS, build_openapi
-from dialerd.domain.campaign import CampaignStatus
+from dialerd.domain.campaign import VISIBLE
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import InvalidInput
 from tests.conftest import Api, test_settings
@@ -129,7 +129,7 @@ async def test_query_parameters_match_the_handlers(offline_api: Api) -> None:
     assert set(contacts_q) == {"path:id", "query:limit", "query:offset", "query:status", "query:after_id",
                                "query:page"}
     assert set(events_q) == {"path:id", "query:last_event_id", "header:Last-Event-ID"}
-    assert campaigns_q["query:status"]["enum"] == [s.value for s in CampaignStatus]
+    assert campaigns_q["query:status"]["enum"] == [s.value for s in VISIBLE]
     assert contacts_q["query:status"]["enum"] == [s.value for s in ContactStatus]
     for q in (campaigns_q, contacts_q):
         assert (q["query:limit"]["minimum"], q["query:limit"]["maximum"]) == (1, campaigns.MAX_PAGE)

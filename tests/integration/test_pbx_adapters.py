@@ -21,12 +21,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from dialerd.domain.call import CallEvent, CallEventKind, Destination, OriginateRequest
 from dialerd.domain.causes import classify
 from dialerd.domain.contact import FailureReason as R
 from dialerd.pbx.ami import AmiPbx
 from dialerd.pbx.ari import EVENT_TYPES as ARI_EVENT_TYPES
 from dialerd.pbx.ari import AriPbx
-from dialerd.pbx.base import CallEvent, CallEventKind, Destination, OriginateError, OriginateRequest
+from dialerd.ports import OriginateError
 from tests.pbx_env import local_pbx_env, pbx_cli
 
 pytestmark = [pytest.mark.pbx, pytest.mark.timeout(60)]

@@ -35,8 +35,9 @@ from dialerd.errors import ConfigError, Conflict, InvalidInput, NotFound, StoreE
 from dialerd.services.auth import Authenticator, create_key, revoke_key, set_limits
 from dialerd.store import db, tables
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
-from dialerd.store.repo import IMPORTING, T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
-from dialerd.store.tables import Campaign, Contact, Event, utcnow
+from dialerd.store.repo import T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
+from dialerd.store.tables import Campaign, Contact, Event
+from dialerd.timestamps import utcnow
 
 METADATA = SQLModel.metadata
 assert tables.Tenant.__tablename__ in METADATA.tables  # the models are registered on this metadata
@@ -736,9 +737,9 @@ async def test_attempt_stats(store: Store) -> None:
 
 async def test_stale_imports_are_the_importing_campaigns_and_stay_hidden(store: Store) -> None:
     tenant_id = await make_tenant(store)
-    importing = await make_campaign(store, tenant_id, status=IMPORTING)
+    importing = await make_campaign(store, tenant_id, status=CampaignStatus.IMPORTING.value)
     visible = await make_campaign(store, tenant_id)
-    finished = await make_campaign(store, tenant_id, status=IMPORTING)
+    finished = await make_campaign(store, tenant_id, status=CampaignStatus.IMPORTING.value)
     await store.finish_import(finished, CampaignStatus.SCHEDULED, {"contacts": 0, "note": "fertig ✓"})
 
     assert sorted(await store.stale_imports()) == [importing]

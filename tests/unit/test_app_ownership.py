@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 
+from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.domain.causes import classify
 from dialerd.domain.contact import FailureReason
 from dialerd.pbx.ari_client import describe_error
-from dialerd.pbx.base import CallEvent, CallEventKind
 from dialerd.pbx.errors import PbxRequestError
 from dialerd.pbx.ownership import (
     OWNER_FRESH_S,

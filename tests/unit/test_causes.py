@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.domain.causes import classify, parse_cause, parse_tech_cause
 from dialerd.domain.contact import FailureReason as R
-from dialerd.pbx.base import CallEvent, CallEventKind
 from dialerd.pbx.records import parse_hangup_record
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)

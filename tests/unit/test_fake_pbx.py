@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, Destination, OriginateRequest
 from dialerd.domain.causes import classify
 from dialerd.domain.contact import FailureReason as R
-from dialerd.pbx.base import CallEvent, CallEventKind, ChannelLookup, Destination, OriginateError, OriginateRequest
 from dialerd.pbx.fake import BUSY, FakeOutcome, FakePbx, carrier_outcome
+from dialerd.ports import OriginateError
 
 pytestmark = pytest.mark.timeout(10)
 DEST = Destination.parse("dialerd-demo,s,1")

@@ -194,7 +194,8 @@ class Response:
 
 
 class Store:
-    """The event table: ``committed`` holds what a replay can read."""
+    """The event table, as the campaign service exposes it to the stream: ``committed`` holds what a
+    replay can read."""
 
     def __init__(self, events: list[Event] | None = None) -> None:
         self.committed = list(events or [])
@@ -210,11 +211,9 @@ class Store:
         rows = [e for e in self.committed if e.campaign_id == campaign_id and (e.id or 0) > after_id]
         return rows[:limit]
 
-    async def get_campaign(self, campaign_id: str) -> Any:
-        return SimpleNamespace(status="completed")
-
-    async def has_calls_in_flight(self, campaign_id: str) -> bool:
-        return self.in_flight
+    async def end_state(self, campaign_id: str) -> tuple[str | None, bool]:
+        # CampaignService.end_state: the campaign's status and whether calls are still up.
+        return "completed", self.in_flight
 
     in_flight = False
 
@@ -237,7 +236,7 @@ class Rig:
         self.transport = SimpleNamespace(closing=False)
         self.transport.is_closing = lambda: self.transport.closing
         settings = SimpleNamespace(sse_snapshot_interval=snapshot, sse_heartbeat_interval=heartbeat)
-        svc = SimpleNamespace(settings=settings, store=self.store, metrics=Metrics(), hub=hub)
+        svc = SimpleNamespace(settings=settings, campaigns=self.store, metrics=Metrics(), hub=hub)
         self.request = cast(web.Request, SimpleNamespace(app={SERVICES: svc}, transport=self.transport))
 
     def stream(self, last_id: int = 0, terminal: bool = False) -> tuple[_Stream, asyncio.Task[None]]:

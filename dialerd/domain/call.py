@@ -1,0 +1,282 @@
+"""The call's model: its values, the states of one attempt, the moves between them, and how a call ends.
+
+Pure: no I/O, no asyncio, no logging, and no import from ``pbx/``, ``services/``, ``store/`` or ``api/``
+(``tests/unit/test_layers.py`` checks it). The PBX adapters produce these values, the services apply them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
+
+
+class DestinationKind(StrEnum):
+    DIALPLAN = "dialplan"
+    STASIS = "stasis"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an answered call is connected: a dialplan location or another Stasis application.
+
+    Text form (form field ``destination`` and config): ``context,extension[,priority]`` for the dialplan,
+    ``stasis:app[,args...]`` for a Stasis application.
+    """
+
+    kind: DestinationKind
+    context: str = ""
+    extension: str = ""
+    priority: int = 1
+    app: str = ""
+    app_args: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """Parse the text form; raise ValueError with a message saying what is wrong."""
+        text = text.strip()
+        if not text:
+            raise ValueError("destination is empty")
+        if text.lower().startswith("stasis:"):
+            parts = [p.strip() for p in text[len("stasis:") :].split(",")]
+            if not parts[0] or not _safe(parts[0]):
+                raise ValueError("stasis destination needs an application name: stasis:APP[,ARGS]")
+            return cls(kind=DestinationKind.STASIS, app=parts[0], app_args=tuple(parts[1:]))
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) not in (2, 3) or not all(parts[:2]):
+            raise ValueError("dialplan destination must be CONTEXT,EXTENSION[,PRIORITY]")
+        if not all(_safe(p) for p in parts):
+            raise ValueError("destination may only contain letters, digits and _-+.*#")
+        priority = 1
+        if len(parts) == 3:
+            if not (parts[2].isascii() and parts[2].isdigit()) or int(parts[2]) < 1:
+                raise ValueError("destination priority must be a positive integer")
+            priority = int(parts[2])
+        return cls(kind=DestinationKind.DIALPLAN, context=parts[0], extension=parts[1], priority=priority)
+
+    def __str__(self) -> str:
+        if self.kind is DestinationKind.STASIS:
+            return ",".join(("stasis:" + self.app, *self.app_args))
+        return f"{self.context},{self.extension},{self.priority}"
+
+
+def _safe(part: str) -> bool:
+    return all(ch.isalnum() or ch in "_-+.*#" for ch in part) and len(part) <= 80
+
+
+@dataclass(frozen=True)
+class OriginateRequest:
+    """One attempt to call one contact. ``channel_id`` is unique per attempt and already persisted."""
+
+    channel_id: str
+    number: str  # E.164, e.g. +14155550142
+    caller_id: str
+    destination: Destination
+    ring_timeout: int  # seconds the far end may ring before we give up
+    variables: Mapping[str, str] = field(default_factory=dict)  # correlation ids + custom fields
+
+
+class CallEventKind(StrEnum):
+    PROGRESS = "progress"  # ringing or early media seen
+    ANSWERED = "answered"
+    ENDED = "ended"  # the channel is gone; cause fields are filled
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """Something that happened to an originated channel."""
+
+    channel_id: str
+    kind: CallEventKind
+    at: datetime
+    cause: int | None = None  # Q.850 cause at the end
+    tech_cause: int | None = None  # SIP response code at the end, when known
+    state: str | None = None  # channel state at the end (Down, Ringing, Up)
+    answered: bool = False  # ENDED: the call had been answered
+    alerted: bool = False  # ENDED: ringing or progress had been seen
+    answered_at: datetime | None = None  # ENDED: when it was answered, if only the PBX's record knows
+
+
+@dataclass(frozen=True)
+class ChannelLookup:
+    """What the PBX knows about a channel id (used to reconcile after a crash or a reconnect).
+
+    ``live`` True: the channel exists now (``answered`` tells whether it is up).
+    ``live`` False and ``ended`` set: the channel finished and left its result (hangup handler).
+    Neither: the PBX has never heard of it (or forgot it).
+    """
+
+    channel_id: str
+    live: bool
+    answered: bool = False
+    ended: CallEvent | None = None
+
+
+# ---- the attempt's states and the moves between them ---------------------------------------------
+
+
+class AttemptState(StrEnum):
+    """Where one attempt (one channel) stands. Stored in ``attempt.state``."""
+
+    DIALING = "dialing"  # the row is committed; the originate request is leaving or in progress
+    ORIGINATED = "originated"  # the PBX accepted the request (or one of the call's events came first)
+    ANSWERED = "answered"  # the far end answered
+    ENDED = "ended"  # the channel is gone and the outcome is recorded
+    NOT_DIALLED = "not_dialled"  # never reached the PBX: given back, the contact stays pending
+
+    @property
+    def in_flight(self) -> bool:
+        return self in IN_FLIGHT
+
+    @property
+    def final(self) -> bool:
+        return not self.in_flight
+
+
+A = AttemptState
+
+# The attempt states a call is in flight in (counted against the caps; reconciled after a restart).
+IN_FLIGHT: tuple[AttemptState, ...] = (A.DIALING, A.ORIGINATED, A.ANSWERED)
+
+# target state -> the states an attempt may move to it from. Every write that moves an attempt is
+# guarded by its row here (the store changes nothing otherwise), so a duplicate or late event, or a
+# second writer, is harmless. DIALING has no source: only a new attempt starts there.
+MOVES: dict[AttemptState, frozenset[AttemptState]] = {
+    A.DIALING: frozenset(),
+    # Events can overtake the originate reply: the first one seen makes the call originated.
+    A.ORIGINATED: frozenset({A.DIALING}),
+    # An answer dialerd did not see (its event lost while disconnected) is recorded from dialing too.
+    A.ANSWERED: frozenset({A.DIALING, A.ORIGINATED}),
+    A.ENDED: frozenset(IN_FLIGHT),
+    A.NOT_DIALLED: frozenset({A.DIALING}),
+}
+
+
+def can_move(current: AttemptState, target: AttemptState) -> bool:
+    """Whether an attempt in ``current`` may move to ``target``."""
+    return current in MOVES[target]
+
+
+def sources(target: AttemptState) -> tuple[str, ...]:
+    """The guard of a move to ``target`` as stored values, in a stable order (for the SQL parameters)."""
+    return tuple(s.value for s in AttemptState if s in MOVES[target])
+
+
+def steps(current: AttemptState, kind: CallEventKind) -> tuple[AttemptState, ...]:
+    """The moves an event of ``kind`` makes from ``current``, in order; () when it moves nothing.
+
+    Progress moves nothing (ringing is not stored). An answer or an end seen while still dialing first
+    makes the call originated. An end always leads to ENDED from any state in flight.
+    """
+    if kind is CallEventKind.PROGRESS or current.final:
+        return ()
+    path: list[AttemptState] = []
+    state = current
+    if can_move(state, A.ORIGINATED):
+        path.append(A.ORIGINATED)
+        state = A.ORIGINATED
+    target = A.ANSWERED if kind is CallEventKind.ANSWERED else A.ENDED
+    if can_move(state, target):
+        path.append(target)
+    return tuple(path)
+
+
+# ---- the end of a call --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What the campaign says about a failed attempt: its retry budget, delay, and whether it stopped."""
+
+    retries_per_contact: int
+    retry_delay_seconds: int
+    stopped: bool  # the campaign is terminal: a retry it would have made is cancelled instead
+
+
+@dataclass(frozen=True)
+class Transition:
+    """How an attempt ends: the attempt moves to ``state`` (ENDED) and its contact to ``contact_status``.
+
+    ``answer_at`` is set when the call was answered but dialerd never recorded the answer (its event was
+    lost while disconnected): the answer is recorded first, at that time, then the end decided again from
+    the stored answer time (another writer may have recorded it meanwhile).
+    """
+
+    state: AttemptState
+    contact_status: ContactStatus
+    ended_at: datetime
+    cause: int | None
+    sip_code: int | None
+    reason: FailureReason | None = None  # the failure (None: answered, a completed call)
+    talk_seconds: float | None = None  # answered: from the answer to the end, in seconds (3 decimals)
+    retry_at: datetime | None = None  # the contact is pending again, due at this time
+    answer_at: datetime | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.reason is None
+
+    @property
+    def cancelled(self) -> bool:
+        """Would have been retried, but the campaign was stopped."""
+        return self.contact_status is ContactStatus.CANCELLED
+
+    @property
+    def outcome(self) -> str:
+        """The outcome's name in the counters: ``completed`` or the failure reason."""
+        return "completed" if self.reason is None else self.reason.value
+
+
+def ended_answered(state: AttemptState, event: CallEvent) -> bool:
+    """Whether the ENDED ``event`` of an attempt in ``state`` ends an answered (completed) call.
+
+    A failure needs the campaign's retry policy to decide on (``decide_end``); an answered call does not.
+    """
+    from dialerd.domain.causes import classify  # causes needs this module's CallEvent: import late
+
+    return classify(event, answer_seen=state is A.ANSWERED).answered
+
+
+def decide_end(
+    state: AttemptState, event: CallEvent, *, attempt_number: int, answered_at: datetime | None,
+    policy: RetryPolicy | None, now: datetime,
+) -> Transition:
+    """Decide how the ENDED ``event`` ends an attempt in ``state`` (in flight).
+
+    ``answered_at``: the answer time already stored; ``attempt_number``: which attempt of the contact
+    this is (1 for the first); ``now``: the time a retry delay counts from. ``policy`` may be None only
+    when the call was answered (see :func:`ended_answered`): raise ValueError if a failure has none.
+    """
+    from dialerd.domain.causes import classify  # causes needs this module's CallEvent: import late
+
+    # An answer dialerd never recorded, ended by Asterisk with no cause: dropped at once because our
+    # Stasis app had no live client (taken over, or dialerd away), never a completed call.
+    outcome = classify(event, answer_seen=state is A.ANSWERED)
+    if outcome.answered:
+        # Answered unseen (while disconnected or down): the PBX's record may still know when.
+        started = answered_at or event.answered_at or event.at
+        answer_at = None if state is A.ANSWERED else started
+        talk = max(0.0, (event.at - started).total_seconds())
+        return Transition(A.ENDED, ContactStatus.COMPLETED, event.at, event.cause, event.tech_cause,
+                          talk_seconds=round(talk, 3), answer_at=answer_at)
+    assert outcome.reason is not None
+    if policy is None:
+        raise ValueError("a failed call needs the campaign's retry policy")
+    return decide_failure(outcome.reason, event.cause, event.tech_cause, attempt_number=attempt_number,
+                          policy=policy, ended_at=event.at, now=now)
+
+
+def decide_failure(
+    reason: FailureReason, cause: int | None, sip_code: int | None, *, attempt_number: int,
+    policy: RetryPolicy, ended_at: datetime, now: datetime,
+) -> Transition:
+    """How a failed attempt ends: pending again for a retry, cancelled (the campaign stopped), or failed."""
+    retry = will_retry(reason, attempt_number, policy.retries_per_contact)
+    if retry and not policy.stopped:
+        return Transition(A.ENDED, ContactStatus.PENDING, ended_at, cause, sip_code, reason=reason,
+                          retry_at=now + timedelta(seconds=policy.retry_delay_seconds))
+    status = ContactStatus.CANCELLED if retry else ContactStatus.FAILED
+    return Transition(A.ENDED, status, ended_at, cause, sip_code, reason=reason)
