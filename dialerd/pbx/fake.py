@@ -26,7 +26,8 @@ from dialerd.pbx.base import (
     OriginateRequest,
     PbxSink,
 )
-from dialerd.pbx.tracking import OwnedTasks, now
+from dialerd.pbx.tracking import now
+from dialerd.tasks import TaskOwner, child_of
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class FakePbx:
         time_scale: float = 0.001,
         outcomes: Mapping[str, FakeOutcome] | None = None,
         connected: bool = True,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.time_scale = time_scale
         self.requests: list[OriginateRequest] = []
@@ -101,7 +103,7 @@ class FakePbx:
         self._missed: list[CallEvent] = []  # ends that happened while disconnected
         self._fail_next: list[OriginateError] = []
         self._names = itertools.count(1)
-        self._tasks = OwnedTasks()
+        self._tasks = child_of(tasks, "fake-pbx")
         self._up: asyncio.Event | None = None
 
     # -- test controls --------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class FakePbx:
         call = self._live[request.channel_id] = _Live(request)
         self.peak_channels = max(self.peak_channels, len(self._live))
         outcome = self._outcomes.get(request.number) or carrier_outcome(request.number)
-        self._tasks.spawn(self._play(call, outcome), f"fake-call-{request.channel_id}")
+        self._tasks.spawn(f"fake-call-{request.channel_id}", self._play(call, outcome), critical=False)
         return f"PJSIP/carrier-{next(self._names):08x}"
 
     async def lookup(self, channel_id: str) -> ChannelLookup:
