@@ -102,7 +102,8 @@ class TaskOwner:
 
     # ---- stopping --------------------------------------------------------------------------------
 
-    async def cancel_all(self, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109 (a bound on the wait, not on the caller)
+    # ASYNC109: ``timeout`` bounds the wait for cancelled tasks, it is not the caller's deadline.
+    async def cancel_all(self, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109
         """Cancel every timer and task (children's included) and wait up to ``timeout`` s for them to end.
 
         Returns the names of the tasks still running after the timeout (they ignored the cancellation);

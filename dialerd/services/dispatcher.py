@@ -69,7 +69,7 @@ class Dispatcher(CallFollower):
         self.pbx = pbx
         self.hub = hub
         self.clock = clock
-        self.tasks = TaskOwner() if tasks is None else tasks  # every task and timer below; a crash stops the daemon (critical)
+        self.tasks = TaskOwner() if tasks is None else tasks  # every task and timer (all critical)
         self.faults = failpoints or Failpoints()
         self.campaigns: CampaignService | None = None  # wired after construction (they know each other)
         self.pbx_up = asyncio.Event()

@@ -143,7 +143,8 @@ async def test_a_failing_stage_is_logged_and_the_later_stages_still_run(
         assert hung.is_set() and "timed out" in close_pbx.error and close_pbx.seconds < 5.0
     else:
         assert close_pbx.error == "ConnectionResetError: the PBX connection broke while closing"
-    logged = [(r.stage, r.ok) for r in caplog.records if getattr(r, "action", None) == "shutdown_stage"]  # type: ignore[attr-defined]
+    logged = [(getattr(r, "stage", None), getattr(r, "ok", None)) for r in caplog.records
+              if getattr(r, "action", None) == "shutdown_stage"]
     assert logged == [(name, name != "close_pbx") for name in STAGES]
     # The last stage did its work although the one before it failed: no task is left and the pool is closed.
     assert daemon.tasks.names() == []
