@@ -91,6 +91,8 @@ def create(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
         ring_timeout_seconds=args.ring_timeout,
         scheduled_at=args.scheduled_at,
         default_region=args.default_region,
+        phone_column=args.phone_column,
+        encoding=args.encoding,
         idempotency_key=args.idempotency_key,
     )
     if args.json:
@@ -102,7 +104,7 @@ def create(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def list_campaigns(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
-    page = client.campaigns.list(status=args.status, limit=args.limit, offset=args.offset)
+    page = client.campaigns.list(status=args.status, limit=args.limit, offset=args.offset, name=args.name)
     if args.json:
         _print_json(page, out)
         return 0
@@ -279,6 +281,7 @@ def _campaign_commands(sub: Any, include_group_only: bool) -> None:
         p.add_argument("--status", help="only campaigns in this status")
         p.add_argument("--limit", type=int, help="page size (daemon default 50)")
         p.add_argument("--offset", type=int, help="skip this many")
+        p.add_argument("--name", help="only campaigns whose name contains this (any case)")
         p = add("create", create, "create a draft campaign from a contacts CSV", takes_id=False)
         p.add_argument("contacts", help="CSV file with a phone_number column")
         p.add_argument("--name", required=True)
@@ -290,6 +293,8 @@ def _campaign_commands(sub: Any, include_group_only: bool) -> None:
         p.add_argument("--ring-timeout", type=int, help="seconds to let a call ring")
         p.add_argument("--scheduled-at", help="RFC 3339 time to start, e.g. 2030-01-31T09:00:00Z")
         p.add_argument("--default-region", help="ISO country for national numbers, e.g. US")
+        p.add_argument("--phone-column", help="the CSV column holding the number (default: recognised headers)")
+        p.add_argument("--encoding", help="the file's text encoding, e.g. cp1252 (default: BOM or detection)")
         p.add_argument("--idempotency-key", help=IDEMPOTENCY_HELP)
     add("get", get, "show a campaign")
     add("delete", delete, "delete a campaign (not while running)", json_flag=False)

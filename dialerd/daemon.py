@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from dialerd import __version__
+from dialerd import __version__, heap
 from dialerd.api.app import build_app
 from dialerd.api.context import Services
 from dialerd.api.prometheus import Telemetry
@@ -91,6 +91,7 @@ class Daemon:
     runner: web.AppRunner | None = None
     port: int = 0
     stop_requested: bool = False  # by a signal; otherwise a crashed task set ``stopping``
+    heap_frozen: bool = False  # dialerd/heap.py: started, so stop releases it
     stopped: list[StageResult] | None = None  # what the last stop() did, stage by stage
     _recovering: asyncio.Task[None] | None = None
 
@@ -160,6 +161,8 @@ class Daemon:
         # READY=1 waits for the PBX (the database is already migrated); _calls is what shutdown waits on.
         self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=lambda: len(self.dispatcher._calls),
                            healthy=self.store.ping)
+        heap.freeze()  # what exists now lives as long as the process: out of the GC's full passes
+        self.heap_frozen = True
 
     async def _refuse_taken_app(self) -> None:
         """Two daemons must not fight over one ARI app: refuse before connecting (raises AppInUse)."""
@@ -191,6 +194,9 @@ class Daemon:
         budget = grace + SHUTDOWN_MARGIN_SECONDS
         log.info("shutting down", extra={"action": "shutdown", "budget_seconds": budget})
         self.stopped = await run_stages(self.stages(), budget)
+        if self.heap_frozen:  # after every stage, whatever each did (a plain call: it cannot hang)
+            self.heap_frozen = False
+            heap.release()
         log.info("stopped", extra={"action": "stopped", "ok": all(r.ok for r in self.stopped)})
         return self.stopped
 

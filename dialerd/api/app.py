@@ -35,7 +35,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DialerdError as exc:
         if exc.status >= 500:
             log.error("request failed", exc_info=exc, extra={"action": "http", "path": request.path})
-        return _json_error(exc.status, exc.message, exc.error_id, exc.details)
+        response = _json_error(exc.status, exc.message, exc.error_id, exc.details)
+        retry_after = exc.details.get("retry_after_seconds") if exc.details else None
+        if isinstance(retry_after, int):  # e.g. idempotency_key_in_progress: when to ask again
+            response.headers["Retry-After"] = str(retry_after)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

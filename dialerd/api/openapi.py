@@ -453,7 +453,7 @@ def _parameters() -> dict[str, Schema]:
             "makes the request safe to retry: the same key (per tenant, for 24 hours) with the same request "
             "returns the first answer again (with Idempotent-Replayed: true) instead of acting twice; with a "
             "different request, 409 idempotency_key_reused; while the first is still running, 409 "
-            "idempotency_key_in_progress (retry later). Only successful answers are kept: after an error the "
+            "idempotency_key_in_progress (retry later; `Retry-After` says when). Only successful answers are kept: after an error the "
             "key may be used again.",
             {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH,
              "pattern": r"^[\x21-\x7e][\x20-\x7e]*$", "example": "3f1c0a8e-2b8b-4f6e-9a8c-2f1d6a1e0b7c"},

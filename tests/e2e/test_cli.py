@@ -628,13 +628,15 @@ def test_tenants_set_refuses_naming_the_problem(db_url: str, args: list[str], na
 
 
 def test_tenant_limits_set_through_the_cli_reach_the_running_daemon(tmp_path: Path, db_url: str) -> None:
-    """tenants set on a live daemon: the reservation check on start reads the new concurrent_max."""
+    """tenants set on a live daemon: the reservation check on start reads the new concurrent_max (lowered
+    below the campaign's cap after its create, which refuses a cap above the tenant's), then raised again."""
     env = _store_env(db_url)
     key = _create_key(env, "acme", "--concurrent-max", "2", "--calls-per-minute", "30")
     with _serve_url(tmp_path, db_url) as served:
-        cid = _create_campaign(served.base, key, max_concurrent_calls=3)
+        cid = _create_campaign(served.base, key, max_concurrent_calls=2)
+        assert _cli("tenants", "set", "--tenant", "acme", "--concurrent-max", "1", env=env).returncode == EXIT_OK
         status, body = _post(served.base + f"/api/v1/campaigns/{cid}/start", key)
         assert status == 409, body
-        assert _cli("tenants", "set", "--tenant", "acme", "--concurrent-max", "3", env=env).returncode == EXIT_OK
+        assert _cli("tenants", "set", "--tenant", "acme", "--concurrent-max", "2", env=env).returncode == EXIT_OK
         status, body = _post(served.base + f"/api/v1/campaigns/{cid}/start", key)
         assert status == 200, body

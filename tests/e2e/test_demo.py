@@ -115,7 +115,10 @@ def test_demo_exits_0_after_the_end_of_the_stream(demo: DemoRun) -> None:
     assert "retry: 2000" in demo.stdout
     assert "\nevent: end\n" in demo.stdout, demo.context()
     assert "curl -N -H 'Last-Event-ID: 0'" in demo.stdout
-    assert demo.summary["stream_end"] == {"campaign_id": demo.summary["campaign_id"], "status": "completed"}
+    end = demo.summary["stream_end"]  # the stored end event: its id and time beside campaign and status
+    assert {k: end[k] for k in ("campaign_id", "status")} == {"campaign_id": demo.summary["campaign_id"],
+                                                               "status": "completed"}, end
+    assert isinstance(end["id"], int) and end["at"].endswith("Z"), end
     assert demo.summary["status"] == "completed"
     assert demo.summary["daemon_exit"] == 0
     assert demo.summary["wall_seconds"] < 120

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import re
 import sys
@@ -206,3 +207,27 @@ async def test_errors_and_exit_codes(tmp_path: Path) -> None:
     for run in (missing_id, missing_file, not_a_command):
         assert run.code == 2 and "usage: dialerctl" in run.err, run
     assert "nope.csv" in missing_file.err
+
+
+async def test_create_with_phone_column_and_encoding_then_find_it_by_name(tmp_path: Path) -> None:
+    # A cp1252 file with two phone columns: --phone-column picks the second, --encoding decodes the accents.
+    (tmp_path / "two.csv").write_bytes("name;Telefon;Handy\nRenée;+12015550100;+12015550101\n".encode("cp1252"))
+    async with live_api(tmp_path, ari_app=_ari_app()) as api:
+        ctl = Ctl(api, tmp_path)
+        created = await ctl("campaigns", "create", "two.csv", "--name", "Épinal spring", "--phone-column", "Handy",
+                            "--encoding", "cp1252", "--json")
+        other = await ctl("campaigns", "create", "two.csv", "--name", "autumn")
+        found = await ctl("campaigns", "list", "--name", "ÉPINAL", "--json")
+        contacts = await ctl("contacts", created.out and _id_of(created.out), "--json")
+    assert created.code == 0 and other.code == 0, (created, other)
+    report = json.loads(created.out)["import"]
+    assert report["encoding"] == "cp1252" and report["phone_columns"] == {"Handy": 1}, report
+    names = [c["name"] for c in json.loads(found.out)["campaigns"]]
+    assert names == ["Épinal spring"], found
+    rows = [json.loads(line) for line in contacts.out.splitlines()]
+    assert [r["phone_number"] for r in rows] == ["+12015550101"], contacts
+    assert rows[0]["custom_fields"]["name"] == "Renée", rows
+
+
+def _id_of(created_json: str) -> str:
+    return str(json.loads(created_json)["id"])

@@ -149,9 +149,10 @@ async def test_a_retry_while_the_first_request_runs_is_409_in_progress(offline_a
         return bool(rows) and rows[0][0] == "in_progress"
 
     await poll(claimed)
-    status, body, _ = await raw_create(api, data, "slow", default_region="US")
+    status, body, busy_headers = await raw_create(api, data, "slow", default_region="US")
     assert_error(status, body, 409, "idempotency_key_in_progress")
     assert "retry" in body["error"]
+    assert busy_headers["Retry-After"] == str(body["details"]["retry_after_seconds"])
     status, created, _ = await first
     assert status == 201, created
     status, again, headers = await raw_create(api, data, "slow", default_region="US")
