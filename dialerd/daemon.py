@@ -1,13 +1,16 @@
 """The composition root: builds every part from Settings, runs them, and shuts down in stages.
 
 Shutdown order (STYLE.md principle 6): stop originating -> follow live calls up to the grace period ->
-close SSE streams -> stop HTTP -> close the PBX connection -> close the database.
+close SSE streams -> stop HTTP -> close the PBX connection -> close the database; each stage logged and
+time-boxed (``dialerd/shutdown.py``) inside one budget: the grace period + SHUTDOWN_MARGIN_SECONDS.
+
+Every background task and timer is started through the one TaskOwner built here (``dialerd/tasks.py``):
+a critical task that crashes stops the daemon, which then exits 1 (EXIT_CRASHED; systemd restarts it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -32,29 +35,42 @@ from dialerd.services.events import EventHub
 from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
 from dialerd.settings import Settings
+from dialerd.shutdown import Stage, StageResult, run_stages
 from dialerd.store.db import create_engine, migrate
 from dialerd.store.repo import Store
 from dialerd.systemd import SystemdNotifier
+from dialerd.tasks import TaskOwner
 
 log = logging.getLogger("dialerd.daemon")
 
+# The whole shutdown takes at most the grace period plus this (docs/operations.md: systemd's
+# TimeoutStopSec=90 must stay above it; 60 s of grace by default leaves 10 s to spare). Within it,
+# each stage has its own box (below): a stage cut short is logged and the next one runs.
+SHUTDOWN_MARGIN_SECONDS = 20.0
+STOP_ORIGINATING_SECONDS = 10.0  # in-progress originate requests (each bounded by the PBX request timeout)
+CLOSE_SSE_SECONDS = 2.0
+STOP_HTTP_SECONDS = 5.0  # aiohttp's own shutdown_timeout is 1 s
+CLOSE_PBX_SECONDS = 15.0  # also lets the call events already received land (APPLY_GRACE_SECONDS = 10)
+CLOSE_DATABASE_SECONDS = 8.0  # cancel what tasks are left (3 s), then close the pool
+CANCEL_TASKS_SECONDS = 3.0
 
-def build_pbx(settings: Settings) -> Pbx:
+
+def build_pbx(settings: Settings, tasks: TaskOwner | None = None) -> Pbx:
     """The PBX adapter the settings name (imported lazily: nothing happens at import time)."""
     if settings.pbx_driver == "ari":
         from dialerd.pbx.ari import AriPbx
 
         return AriPbx(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app,
-                      settings.pbx_endpoint)
+                      settings.pbx_endpoint, tasks=tasks)
     if settings.pbx_driver == "ami":
         from dialerd.pbx.ami import AmiPbx
 
         ami: Pbx = AmiPbx(settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_secret,
-                      settings.pbx_endpoint)
+                      settings.pbx_endpoint, tasks=tasks)
         return ami
     from dialerd.pbx.fake import FakePbx
 
-    fake: Pbx = FakePbx()
+    fake: Pbx = FakePbx(tasks=tasks)
     return fake
 
 
@@ -69,12 +85,15 @@ class Daemon:
     campaigns: CampaignService
     app: web.Application
     stopping: asyncio.Event
+    tasks: TaskOwner  # every background task and timer; a critical one crashing sets ``stopping``
+    systemd: SystemdNotifier  # no-op outside systemd
+    faults: Failpoints = field(default_factory=Failpoints)
     runner: web.AppRunner | None = None
     port: int = 0
-    side_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    systemd: SystemdNotifier = field(default_factory=SystemdNotifier)  # no-op outside systemd
     stop_requested: bool = False  # by a signal; otherwise a crashed task set ``stopping``
     heap_frozen: bool = False  # dialerd/heap.py: started, so stop releases it
+    stopped: list[StageResult] | None = None  # what the last stop() did, stage by stage
+    _recovering: asyncio.Task[None] | None = None
 
     @classmethod
     async def build(cls, settings: Settings, pbx: Pbx | None = None) -> Daemon:
@@ -86,10 +105,11 @@ class Daemon:
             await store.purge_campaign(stale)
         hub = EventHub(settings.sse_queue_size)
         store.publish = hub.publish  # the store announces each transaction's events after its commit
-        pbx = pbx or build_pbx(settings)
         stopping = asyncio.Event()
+        tasks = TaskOwner(on_crash=lambda _name, _exc: stopping.set())
+        pbx = pbx or build_pbx(settings, tasks)
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
-        dispatcher = Dispatcher(store, pbx, hub, on_crash=lambda _exc: stopping.set(), failpoints=faults)
+        dispatcher = Dispatcher(store, pbx, hub, tasks=tasks, failpoints=faults)
         scheduler = Scheduler()
         campaigns = CampaignService(store, hub, dispatch=dispatcher, scheduler=scheduler)
         dispatcher.campaigns = campaigns
@@ -109,7 +129,8 @@ class Daemon:
 
         svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
                        metrics=metrics, health=health)
-        return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping)
+        return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping,
+                   tasks, SystemdNotifier(tasks=tasks), faults)
 
     async def start(self) -> None:
         await self._refuse_taken_app()
@@ -134,14 +155,12 @@ class Daemon:
         await self.dispatcher.start()
         self.scheduler.start()
         await self.scheduler.load()
-        task = asyncio.create_task(self._recover(), name="recover")
-        task.add_done_callback(self.side_tasks.discard)
-        self.side_tasks.add(task)
+        self._recovering = self.tasks.spawn("recover", self._recover(), critical=True)
         log.info("dialerd listening", extra={"action": "listening", "host": self.settings.server_host,
                                              "port": self.port, "pbx_driver": self.settings.pbx_driver})
         # READY=1 waits for the PBX (the database is already migrated); _calls is what shutdown waits on.
         self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=lambda: len(self.dispatcher._calls),
-                           healthy=self.store.ping, on_crash=lambda _exc: self.stopping.set())
+                           healthy=self.store.ping)
         heap.freeze()  # what exists now lives as long as the process: out of the GC's full passes
         self.heap_frozen = True
 
@@ -153,6 +172,7 @@ class Daemon:
 
     async def _recover(self) -> None:
         await self.dispatcher.pbx_up.wait()
+        self.faults.hit("recover_crash")
         found = await self.dispatcher.recover()
         if found:
             log.info("reconciling calls left in flight", extra={"action": "recover", "attempts": found})
@@ -165,28 +185,54 @@ class Daemon:
     async def wait(self) -> None:
         await self.stopping.wait()
 
-    async def stop(self) -> None:
-        log.info("shutting down", extra={"action": "shutdown"})
+    async def stop(self) -> list[StageResult]:
+        """The staged shutdown; never raises (every stage is boxed and logged, see dialerd/shutdown.py)."""
+        grace = self.settings.shutdown_grace_period
+        budget = grace + SHUTDOWN_MARGIN_SECONDS
+        log.info("shutting down", extra={"action": "shutdown", "budget_seconds": budget})
+        self.stopped = await run_stages(self.stages(), budget)
+        if self.heap_frozen:  # after every stage, whatever each did (a plain call: it cannot hang)
+            self.heap_frozen = False
+            heap.release()
+        log.info("stopped", extra={"action": "stopped", "ok": all(r.ok for r in self.stopped)})
+        return self.stopped
+
+    def stages(self) -> list[Stage]:
+        grace = self.settings.shutdown_grace_period
+        return [
+            Stage("stop_originating", self._stop_originating, STOP_ORIGINATING_SECONDS),
+            Stage("follow_calls", lambda: self._follow_calls(grace), grace + 2.0),
+            Stage("close_sse", self._close_sse, CLOSE_SSE_SECONDS),
+            Stage("stop_http", self._stop_http, STOP_HTTP_SECONDS),
+            Stage("close_pbx", self.dispatcher.close, CLOSE_PBX_SECONDS),
+            Stage("close_database", self._close_database, CLOSE_DATABASE_SECONDS),
+        ]
+
+    async def _stop_originating(self) -> None:
+        if self._recovering is not None:
+            self._recovering.cancel()  # recovery after a restart reruns at the next start
         await self.systemd.stopping(f"following {len(self.dispatcher._calls)} calls in flight "
                                     f"for up to {self.settings.shutdown_grace_period:g} s")
         self.scheduler.shutdown()
         await self.dispatcher.stop_originating()
-        left = await self.dispatcher.wait_calls_done(self.settings.shutdown_grace_period)
+
+    async def _follow_calls(self, grace: float) -> None:
+        left = await self.dispatcher.wait_calls_done(grace)
         if left:
             log.warning("calls still up at the end of the grace period; they are reconciled at next start",
                         extra={"action": "shutdown", "calls_in_flight": left})
+
+    async def _close_sse(self) -> None:
         self.hub.close_all()
-        for task in list(self.side_tasks):
-            task.cancel()
+
+    async def _stop_http(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
-        await self.dispatcher.close()
+
+    async def _close_database(self) -> None:
         await self.systemd.close()  # the watchdog pings on the database: stop it first
+        await self.tasks.cancel_all(CANCEL_TASKS_SECONDS)  # nothing left may touch the database
         await self.store.close()
-        if self.heap_frozen:
-            self.heap_frozen = False
-            heap.release()
-        log.info("stopped", extra={"action": "stopped"})
 
 
 async def serve(settings: Settings) -> int:
@@ -198,8 +244,7 @@ async def serve(settings: Settings) -> int:
         await daemon.start()
         await daemon.wait()
     finally:
-        with contextlib.suppress(Exception):
-            await daemon.stop()
+        await daemon.stop()  # never raises: a failing stage is logged and the later ones still run
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     # Non-zero after a crash, so systemd's Restart=on-failure restarts the service.

@@ -1,5 +1,7 @@
 """Failpoints for fault-injection tests: the daemon kills itself (SIGKILL) at a named point.
 
+A point in ``RAISES`` raises :class:`FailpointError` instead, in whatever task passes it.
+
 ``DIALERD_FAILPOINTS="after_attempt:3,after_originate:1"`` kills the process the 3rd time the dispatcher
 passes ``after_attempt``, or the 1st time it passes ``after_originate``, whichever comes first.
 Unset (production), every check is a dictionary miss. Read once in the composition root.
@@ -16,7 +18,13 @@ POINTS = frozenset({
     "after_originate",  # Asterisk accepted the originate; 'originated' not yet recorded
     "before_answer_write",  # an answer event arrived; not yet recorded
     "before_end_write",  # a hangup event arrived; its outcome not yet recorded
+    "recover_crash",  # raises (instead of killing): the critical ``recover`` task crashes once the PBX is up
 })
+RAISES = frozenset({"recover_crash"})  # these raise FailpointError in the task that passes them
+
+
+class FailpointError(RuntimeError):
+    """Raised by a failpoint in RAISES: an injected crash of the task that passed it."""
 
 
 class Failpoints:
@@ -33,5 +41,8 @@ class Failpoints:
         if left is None:
             return
         if left <= 1:
+            if name in RAISES:
+                del self._left[name]
+                raise FailpointError(f"failpoint {name} hit")
             os.kill(os.getpid(), signal.SIGKILL)
         self._left[name] = left - 1

@@ -12,8 +12,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+
+from dialerd.tasks import TaskOwner
 
 log = logging.getLogger("dialerd.systemd")
 
@@ -67,7 +68,8 @@ class SystemdNotifier:
     :meth:`start` runs); until then STATUS says the daemon waits for the PBX.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, *, tasks: TaskOwner | None = None) -> None:
+        self._tasks = TaskOwner() if tasks is None else tasks  # both tasks are critical: a crash stops the daemon
         self._environ = dict(os.environ if environ is None else environ)
         self.enabled = _address(self._environ.get("NOTIFY_SOCKET", "")) is not None
         self.watchdog_interval = watchdog_interval(self._environ) if self.enabled else None
@@ -91,15 +93,15 @@ class SystemdNotifier:
         pbx_up: asyncio.Event,
         calls_in_flight: Callable[[], int],
         healthy: Callable[[], Awaitable[bool]],
-        on_crash: Callable[[BaseException], None],
     ) -> None:
         """Start reporting: status (and READY=1 once ``pbx_up`` is set) and, if asked for, watchdog pings."""
         if not self.enabled:
             return
-        self._status_task = self._spawn(self._report(pbx_up, calls_in_flight), "systemd-status", on_crash)
+        self._status_task = self._tasks.spawn("systemd-status", self._report(pbx_up, calls_in_flight),
+                                              critical=True)
         if self.watchdog_interval is not None:
-            self._watchdog_task = self._spawn(
-                self._watchdog(self.watchdog_interval, healthy), "systemd-watchdog", on_crash
+            self._watchdog_task = self._tasks.spawn(
+                "systemd-watchdog", self._watchdog(self.watchdog_interval, healthy), critical=True
             )
 
     async def stopping(self, detail: str = "") -> None:
@@ -113,18 +115,6 @@ class SystemdNotifier:
         await _cancel(self._watchdog_task)
 
     # ---- tasks -------------------------------------------------------------------------------------
-
-    def _spawn(
-        self, coro: Coroutine[Any, Any, None], name: str, on_crash: Callable[[BaseException], None]
-    ) -> asyncio.Task[None]:
-        def done(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and (exc := task.exception()) is not None:
-                log.critical("task crashed", exc_info=exc, extra={"action": "task_crash", "task": name})
-                on_crash(exc)
-
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(done)
-        return task
 
     async def _report(self, pbx_up: asyncio.Event, calls_in_flight: Callable[[], int]) -> None:
         while True:

@@ -21,8 +21,9 @@ from dialerd.domain.causes import parse_cause, parse_tech_cause
 from dialerd.pbx.ami_client import AmiClient, AmiTimeout
 from dialerd.pbx.errors import PbxError
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
-from dialerd.pbx.tracking import CallTracker, OwnedTasks, TrackedCall, now
+from dialerd.pbx.tracking import CallTracker, TrackedCall, now
 from dialerd.ports import OriginateError, PbxSink
+from dialerd.tasks import TaskOwner, child_of
 
 log = logging.getLogger("dialerd.pbx.ami")
 
@@ -57,9 +58,11 @@ class AmiPbx:
         action_timeout: float = 5.0,
         ping_interval: float = 5.0,
         reconnect_delay: int = 1,
+        tasks: TaskOwner | None = None,
     ) -> None:
         """``ping_interval``: watchdog period; ``reconnect_delay``: panoramisk's fixed retry delay (s)."""
         self.endpoint_template = endpoint_template
+        self._tasks = child_of(tasks, "ami")
         self.client = AmiClient(
             host,
             port,
@@ -68,11 +71,11 @@ class AmiPbx:
             action_timeout=action_timeout,
             ping_interval=ping_interval,
             reconnect_delay=reconnect_delay,
+            tasks=self._tasks,
         )
         self._up: asyncio.Event | None = None
         self._track: CallTracker[_Call] = CallTracker()
         self._by_action: dict[str, str] = {}  # Originate ActionID -> channel id
-        self._tasks = OwnedTasks()
 
     @property
     def connected(self) -> bool:
@@ -219,7 +222,7 @@ class AmiPbx:
         if not up:
             self._fail_waiters("AMI connection lost during originate")
         elif self.client.logins > 1 and self._track.calls:
-            self._tasks.spawn(self._reconcile(), "ami-reconcile")
+            self._tasks.spawn("ami-reconcile", self._reconcile(), critical=False)
 
     def _fail_waiters(self, message: str) -> None:
         for call in self._track.calls.values():
@@ -281,7 +284,8 @@ class AmiPbx:
             self._track.answer(cid, call)
         elif not call.channel_seen:
             reason = str(event.get("Reason", ""))
-            asyncio.get_running_loop().call_later(_NO_CHANNEL_GRACE_S, self._no_channel, cid, call, reason)
+            self._tasks.call_later(f"ami-no-channel-{cid}", _NO_CHANNEL_GRACE_S,
+                                   lambda: self._no_channel(cid, call, reason), critical=False)
 
     def _no_channel(self, cid: str, call: _Call, reason: str) -> None:
         if call.channel_seen or self._track.calls.get(cid) is not call:

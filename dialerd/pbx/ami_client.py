@@ -17,7 +17,7 @@ from panoramisk import Manager
 from panoramisk.actions import Action
 
 from dialerd.pbx.errors import PbxError, PbxRequestError
-from dialerd.pbx.tracking import OwnedTasks
+from dialerd.tasks import TaskOwner, child_of
 
 log = logging.getLogger("dialerd.pbx.ami")
 
@@ -71,6 +71,7 @@ class AmiClient:
         action_timeout: float = 5.0,
         ping_interval: float = 5.0,
         reconnect_delay: int = 1,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self._config: dict[str, Any] = {
             "host": host,
@@ -90,7 +91,7 @@ class AmiClient:
         self._connected = False
         self._on_state: Callable[[bool], None] = lambda up: None
         self._event_filter = ""
-        self._tasks = OwnedTasks()
+        self._tasks = child_of(tasks, "client")
         self.logins = 0
 
     @property
@@ -120,14 +121,14 @@ class AmiClient:
         self._on_state, self._event_filter = on_state, event_filter
         manager = self._manager = _Manager(
             loop=asyncio.get_running_loop(),
-            on_login=lambda _m: self._tasks.spawn(self._after_login(), "ami-login"),
+            on_login=lambda _m: self._tasks.spawn("ami-login", self._after_login(), critical=False),
             on_disconnect=self._on_disconnect,
             **self._config,
         )
         for name, handler in events.items():
             manager.register_event(name, lambda _m, event, handler=handler: handler(event))
         manager.connect()
-        self._tasks.spawn(self._watchdog(), "ami-watchdog")
+        self._tasks.spawn("ami-watchdog", self._watchdog(), critical=False)
 
     async def close(self) -> None:
         await self._tasks.cancel_all()

@@ -45,8 +45,9 @@ from dialerd.pbx.ownership import (
     startup_verdict,
 )
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
-from dialerd.pbx.tracking import CallTracker, OwnedTasks, TrackedCall, now
+from dialerd.pbx.tracking import CallTracker, TrackedCall, now
 from dialerd.ports import OriginateError, PbxSink
+from dialerd.tasks import TaskOwner, child_of
 
 log = logging.getLogger("dialerd.pbx.ari")
 
@@ -90,6 +91,7 @@ class AriPbx:
         reconnect_max_delay: float = 10.0,
         heartbeat: float = 5.0,
         replaced_delay: float = 1.0,
+        tasks: TaskOwner | None = None,
     ) -> None:
         """``heartbeat``: websocket ping period; a missing pong (half of it) counts as a dead connection.
 
@@ -99,6 +101,7 @@ class AriPbx:
         self.app = app
         self.url = url
         self.endpoint_template = endpoint_template
+        self._tasks = child_of(tasks, "ari")
         self.client = AriClient(
             url,
             user,
@@ -108,9 +111,9 @@ class AriPbx:
             max_connections=max_connections,
             reconnect_max_delay=reconnect_max_delay,
             heartbeat=heartbeat,
+            tasks=self._tasks,
         )
         self._track: CallTracker[_Call] = CallTracker()
-        self._tasks = OwnedTasks()
         self._up: asyncio.Event | None = None  # created in start(), inside the loop
         self._replaced_delay = replaced_delay
         self._replaced_at: float | None = None  # monotonic time another client took the app; None: ours
@@ -143,7 +146,7 @@ class AriPbx:
         self._up = asyncio.Event()
         await self.client.open()
         self.client.start_events(self._on_event, self._on_state, self._on_open, self._before_connect)
-        self._tasks.spawn(self._keep_owner_record(), "ari-owner")
+        self._tasks.spawn("ari-owner", self._keep_owner_record(), critical=False)
 
     async def check_app_free(self) -> str | None:
         """Before the first connect: why this app must not be taken (one sentence), or None.
@@ -326,7 +329,7 @@ class AriPbx:
                 "answered call found unrouted in our app (StasisStart lost); routing it",
                 extra={"action": "route_parked", "channel_id": cid},
             )
-            self._tasks.spawn(self._route(cid, call.destination), f"ari-route-{cid}")
+            self._tasks.spawn(f"ari-route-{cid}", self._route(cid, call.destination), critical=False)
 
     # -- websocket side: everything below runs in the event task and must not block ----------------
 
@@ -390,7 +393,7 @@ class AriPbx:
         self._report(up)
         if up and self._track.calls:
             # Ends that happened while we were away produce no event: read their records.
-            self._tasks.spawn(self._reconcile(), "ari-reconcile")
+            self._tasks.spawn("ari-reconcile", self._reconcile(), critical=False)
 
     def _on_event(self, event: JsonObject) -> None:
         kind = event.get("type")
@@ -407,7 +410,7 @@ class AriPbx:
         elif kind == "ApplicationMoveFailed":
             found = self._call_for(event.get("channel"))
             if found is not None:  # the target app has no websocket: the call stays with us, silent
-                self._tasks.spawn(self._hangup(found[0], "move failed"), f"ari-hangup-{found[0]}")
+                self._tasks.spawn(f"ari-hangup-{found[0]}", self._hangup(found[0], "move failed"), critical=False)
         elif kind == "ApplicationReplaced":
             self._app_replaced()
 
@@ -428,7 +431,7 @@ class AriPbx:
         # A second StasisStart (the destination re-entered our app) is not a new answer.
         if found is not None and self._track.answer(*found, at=_at(event)):
             cid, call = found
-            self._tasks.spawn(self._route(cid, call.destination), f"ari-route-{cid}")
+            self._tasks.spawn(f"ari-route-{cid}", self._route(cid, call.destination), critical=False)
 
     def _destroyed(self, event: JsonObject) -> None:
         channel = event.get("channel")

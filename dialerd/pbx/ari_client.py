@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from dialerd.pbx.errors import PbxError, PbxRequestError
+from dialerd.tasks import TaskOwner, child_of
 
 log = logging.getLogger("dialerd.pbx.ari")
 
@@ -71,8 +72,10 @@ class AriClient:
         max_connections: int = 16,
         reconnect_max_delay: float = 10.0,
         heartbeat: float = 5.0,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.app = app
+        self._tasks = child_of(tasks, "client")
         self._base = url.rstrip("/") + "/ari"
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}"}  # aiohttp.BasicAuth is deprecated in 3.12+
@@ -121,8 +124,9 @@ class AriClient:
         """
         if self._task is not None:
             raise RuntimeError("events already started")
-        self._task = asyncio.create_task(
-            self._run(on_event, on_state, on_open, before_connect), name=f"ari-events-{self.app}"
+        # Critical: without this loop no event arrives and the connection is never restored.
+        self._task = self._tasks.spawn(
+            f"ari-events-{self.app}", self._run(on_event, on_state, on_open, before_connect), critical=True
         )
 
     def reconnect_after(self, delay: float, why: str) -> None:

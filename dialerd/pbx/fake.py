@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, OriginateRequest
-from dialerd.pbx.tracking import OwnedTasks, now
+from dialerd.pbx.tracking import now
 from dialerd.ports import OriginateError, PbxSink
+from dialerd.tasks import TaskOwner, child_of
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class FakePbx:
         time_scale: float = 0.001,
         outcomes: Mapping[str, FakeOutcome] | None = None,
         connected: bool = True,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.time_scale = time_scale
         self.requests: list[OriginateRequest] = []
@@ -96,7 +98,7 @@ class FakePbx:
         self._missed: list[CallEvent] = []  # ends that happened while disconnected
         self._fail_next: list[OriginateError] = []
         self._names = itertools.count(1)
-        self._tasks = OwnedTasks()
+        self._tasks = child_of(tasks, "fake-pbx")
         self._up: asyncio.Event | None = None
 
     # -- test controls --------------------------------------------------------------------------
@@ -172,7 +174,7 @@ class FakePbx:
         call = self._live[request.channel_id] = _Live(request)
         self.peak_channels = max(self.peak_channels, len(self._live))
         outcome = self._outcomes.get(request.number) or carrier_outcome(request.number)
-        self._tasks.spawn(self._play(call, outcome), f"fake-call-{request.channel_id}")
+        self._tasks.spawn(f"fake-call-{request.channel_id}", self._play(call, outcome), critical=False)
         return f"PJSIP/carrier-{next(self._names):08x}"
 
     async def lookup(self, channel_id: str) -> ChannelLookup:

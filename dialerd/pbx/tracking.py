@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.ports import PbxSink
@@ -82,31 +80,6 @@ class CallTracker(Generic[CallT]):
     def emit(self, event: CallEvent) -> None:
         if self.sink is not None:
             self.sink.call_event(event)
-
-
-class OwnedTasks:
-    """Named side tasks with a reference kept until they finish; a crash is logged with the task name."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "task %s crashed", task.get_name(), exc_info=task.exception(), extra={"action": "task_crashed"}
-            )
-
-    async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def now() -> datetime:

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dialerd.domain.call import AttemptState, CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
@@ -30,6 +30,7 @@ from dialerd.ports import CallStore, OriginateError, Pbx
 from dialerd.services.events import EventHub
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Contact
+from dialerd.tasks import TaskOwner
 from dialerd.timestamps import utcnow
 
 if TYPE_CHECKING:
@@ -63,14 +64,14 @@ class Dispatcher(CallFollower):
         hub: EventHub,
         *,
         clock: Callable[[], float] = time.monotonic,
-        on_crash: Callable[[BaseException], None] | None = None,
+        tasks: TaskOwner | None = None,
         failpoints: Failpoints | None = None,
     ) -> None:
         self.store = store
         self.pbx = pbx
         self.hub = hub
         self.clock = clock
-        self.on_crash = on_crash
+        self.tasks = TaskOwner() if tasks is None else tasks  # every task and timer (all critical)
         self.faults = failpoints or Failpoints()
         self.campaigns: CampaignService | None = None  # wired after construction (they know each other)
         self.pbx_up = asyncio.Event()
@@ -87,7 +88,6 @@ class Dispatcher(CallFollower):
         self._consumer: asyncio.Task[None] | None = None
         self._applying: dict[str, asyncio.Task[None]] = {}  # channel -> the applier of its latest event
         self._apply_slots = asyncio.Semaphore(APPLY_CONCURRENCY)
-        self._reconcilers: set[asyncio.Task[None]] = set()
         self._originate_errors: dict[str, int] = {}
         self._idle_event = asyncio.Event()  # set whenever a call ends
         self.originations = 0
@@ -98,8 +98,8 @@ class Dispatcher(CallFollower):
 
     async def start(self) -> None:
         # The dispatcher's tasks read the database ahead of the API's requests (Store.read).
-        self._consumer = asyncio.create_task(self._consume(), name="dispatcher-events", context=priority_context())
-        self._consumer.add_done_callback(self._task_done)
+        self._consumer = self.tasks.spawn("dispatcher-events", self._consume(), critical=True,
+                                          context=priority_context())
         await self.pbx.start(self)
 
     async def resume_running(self) -> None:
@@ -145,15 +145,6 @@ class Dispatcher(CallFollower):
             if self._events.empty():
                 return
             await asyncio.sleep(0.01)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.critical("task crashed", exc_info=exc, extra={"action": "task_crash", "task": task.get_name()})
-            if self.on_crash is not None:
-                self.on_crash(exc)
 
     # ---- PbxSink ------------------------------------------------------------------------------
 
@@ -201,9 +192,8 @@ class Dispatcher(CallFollower):
         if task is not None and not task.done():
             self._poke(campaign_id)
             return
-        task = asyncio.create_task(self._run(campaign_id), name=f"campaign-{campaign_id}",
-                                   context=priority_context())
-        task.add_done_callback(self._task_done)
+        task = self.tasks.spawn(f"campaign-{campaign_id}", self._run(campaign_id), critical=True,
+                                context=priority_context())
         self._runners[campaign_id] = task
 
     def campaign_halted(self, campaign_id: str) -> None:
@@ -409,7 +399,8 @@ class Dispatcher(CallFollower):
                                                           "channel_id": cid, "maybe_dialled": exc.maybe_dialled})
         if exc.maybe_dialled:
             # The call may exist: keep it in flight and let reconciliation find out (never redial blindly).
-            asyncio.get_running_loop().call_later(2.0, self._schedule_reconcile, cid)
+            self.tasks.spawn_later(f"reconcile-{cid}", 2.0, lambda: self.reconcile(cid), critical=True,
+                                   context=priority_context())
             return
         # Forget the call first: the runner releases its slot when this attempt is not in flight.
         self._calls.pop(cid, None)

@@ -33,6 +33,7 @@ from dialerd.faults import Failpoints
 from dialerd.ports import CallStore, Pbx
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Event
+from dialerd.tasks import TaskOwner
 from dialerd.timestamps import rfc3339, utcnow
 
 if TYPE_CHECKING:
@@ -60,13 +61,13 @@ class CallFollower:
     pbx: Pbx
     campaigns: CampaignService | None
     faults: Failpoints
+    tasks: TaskOwner
     pbx_up: asyncio.Event
     outcomes: Counter[str]
     _calls: dict[str, _Call]
     _events: asyncio.Queue[CallEvent]
     _applying: dict[str, asyncio.Task[None]]
     _apply_slots: asyncio.Semaphore
-    _reconcilers: set[asyncio.Task[None]]
     _idle_event: asyncio.Event
 
     # Provided by the Dispatcher: the runner's side of a call's slot, its wake-ups and its task watch.
@@ -76,18 +77,12 @@ class CallFollower:
     def _poke(self, campaign_id: str) -> None:
         raise NotImplementedError
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        raise NotImplementedError
-
     async def _track(self, channel_id: str, campaign: Campaign) -> None:
         raise NotImplementedError
 
     def _schedule_reconcile(self, channel_id: str) -> None:
-        task = asyncio.create_task(self.reconcile(channel_id), name=f"reconcile-{channel_id}",
-                                   context=priority_context())
-        task.add_done_callback(self._task_done)
-        self._reconcilers.add(task)
-        task.add_done_callback(self._reconcilers.discard)
+        self.tasks.spawn(f"reconcile-{channel_id}", self.reconcile(channel_id), critical=True,
+                         context=priority_context())
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -99,8 +94,8 @@ class CallFollower:
         while True:
             event = await self._events.get()
             before = self._applying.get(event.channel_id)
-            task = asyncio.create_task(self._apply_event(event, before), name=f"call-event-{event.channel_id}",
-                                       context=priority_context())
+            task = self.tasks.spawn(f"call-event-{event.channel_id}", self._apply_event(event, before),
+                                    critical=True, context=priority_context())
             self._applying[event.channel_id] = task
             task.add_done_callback(functools.partial(self._event_applied, event.channel_id))
 
@@ -117,7 +112,6 @@ class CallFollower:
     def _event_applied(self, channel_id: str, task: asyncio.Task[None]) -> None:
         if self._applying.get(channel_id) is task:
             del self._applying[channel_id]
-        self._task_done(task)
 
     async def _handle(self, event: CallEvent) -> None:
         if event.kind is CallEventKind.PROGRESS:

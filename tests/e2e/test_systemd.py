@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from dialerd.daemon import SHUTDOWN_MARGIN_SECONDS
 from dialerd.settings import SECRET_KEYS, Settings
 from tests.pbx_env import local_pbx_env
 
@@ -111,6 +112,8 @@ def test_unit_agrees_with_the_settings_and_the_env_template() -> None:
     unit = _unit_settings()
     grace = Settings().shutdown_grace_period
     assert float(unit["TimeoutStopSec"][0]) > grace, "TimeoutStopSec must exceed the default shutdown grace period"
+    # ... and the whole shutdown budget (docs/operations.md), with a few seconds for the last stages' floors.
+    assert float(unit["TimeoutStopSec"][0]) >= grace + SHUTDOWN_MARGIN_SECONDS + 5, "TimeoutStopSec < shutdown budget"
     assert (
         f"DIALERD_DATABASE_URL=sqlite+aiosqlite:////var/lib/{unit['StateDirectory'][0]}/dialerd.db"
         in unit["Environment"]
