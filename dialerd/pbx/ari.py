@@ -215,8 +215,11 @@ class AriPbx:
 
     async def close(self) -> None:
         """Stop routing tasks and the websocket. Calls in Asterisk are not hung up."""
+        # Whether the app was ours, read before the tasks go: the websocket task is among them, and the
+        # owner record is cleared over REST only after its refresher has stopped (or it could write again).
+        was_ours = self.connected
         await self._tasks.cancel_all()
-        if self.connected:
+        if was_ours:
             try:  # a clean stop frees the app at once for the next dialerd
                 owner = await self._read_owner()
                 if owner is not None and owner.token == self._token:
