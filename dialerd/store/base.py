@@ -62,6 +62,26 @@ def _attempt_in_flight(contact_id: Any) -> Any:
     return exists().where(T_ATTEMPT.c.contact_id == contact_id, T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
 
 
+def call_event_payload(
+    *, contact_id: int, phone_number: str | None, status: str, attempt: int, channel_id: str, now: datetime,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """The payload of the event a call's transition appends (and SSE sends): the contact, its new status,
+    which attempt and channel, when, then the follower's ``details`` (cause, reason, retry time...).
+
+    Both CallStore implementations build it here, so the stored JSON is the same on either.
+    """
+    return {
+        "contact_id": contact_id,
+        "phone_number": phone_number,
+        "status": status,
+        "attempt": attempt,
+        "channel_id": channel_id,
+        "at": rfc3339(now),
+        **details,
+    }
+
+
 class _Merged:
     """A row-like wrapper around a dict, so merged values go through ``_row`` like fetched rows."""
 

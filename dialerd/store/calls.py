@@ -24,9 +24,10 @@ from dialerd.store.base import (
     _attempt_in_flight,
     _Merged,
     _row,
+    call_event_payload,
 )
 from dialerd.store.tables import Attempt, Contact, Event
-from dialerd.timestamps import rfc3339, utcnow
+from dialerd.timestamps import utcnow
 
 TERMINAL_STATUSES = tuple(s.value for s in CampaignStatus if s.terminal)
 
@@ -260,15 +261,10 @@ class CallStore(StoreBase):
                     .returning(T_CONTACT.c.phone_e164, T_CONTACT.c.attempts)
                 )
             ).first()
-            full = {
-                "contact_id": row.contact_id,
-                "phone_number": contact.phone_e164 if contact else None,
-                "status": contact_status.value,
-                "attempt": row.number,
-                "channel_id": channel_id,
-                "at": rfc3339(now),
-                **payload,
-            }
+            full = call_event_payload(
+                contact_id=row.contact_id, phone_number=contact.phone_e164 if contact else None,
+                status=contact_status.value, attempt=row.number, channel_id=channel_id, now=now, details=payload,
+            )
             event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
             if final:
                 await self._end_if_over(conn, row.campaign_id, status, now)
@@ -285,15 +281,11 @@ class CallStore(StoreBase):
         hot = self._hot
 
         def event(attempt: dict[str, Any], contact: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
-            return attempt["campaign_id"], {
-                "contact_id": attempt["contact_id"],
-                "phone_number": contact[0] if contact else None,
-                "status": contact_status.value,
-                "attempt": attempt["number"],
-                "channel_id": channel_id,
-                "at": rfc3339(now),
-                **payload,
-            }
+            return attempt["campaign_id"], call_event_payload(
+                contact_id=attempt["contact_id"], phone_number=contact[0] if contact else None,
+                status=contact_status.value, attempt=attempt["number"], channel_id=channel_id, now=now,
+                details=payload,
+            )
 
         def run(conn: sqlite3.Connection) -> tuple[tuple[Attempt, Event] | None, list[Event]]:
             moved = hot.transition(

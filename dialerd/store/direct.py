@@ -24,17 +24,10 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
 from dialerd.domain.campaign import END_EVENT
+from dialerd.store.db import SQLITE_PRAGMAS
 from dialerd.timestamps import rfc3339
 
 T = TypeVar("T")
-
-_PRAGMAS = (  # the same as the engine's connections (store/db.py)
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=30000",
-)
-
 
 class Codec:
     """One table's columns with SQLAlchemy's value conversions for the dialect."""
@@ -72,7 +65,7 @@ class SqliteDirect:
     def _connection(self) -> sqlite3.Connection:  # in the worker thread
         if self._conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
-            for pragma in _PRAGMAS:
+            for pragma in SQLITE_PRAGMAS:
                 conn.execute(pragma)
             self._conn = conn
         return self._conn
