@@ -28,7 +28,9 @@ from bench.context import Ctx
 from bench.report import fmt
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.db import MIGRATIONS, create_engine, migrate
-from dialerd.store.repo import SqlCalls, SqliteCalls, Store
+from dialerd.store.repo import Store
+from dialerd.store.sql_calls import SqlCalls
+from dialerd.store.sqlite_calls import SqliteCalls
 from dialerd.store.tables import Campaign
 from dialerd.timestamps import utcnow
 

@@ -43,8 +43,8 @@ from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, Idem
 from dialerd.timestamps import rfc3339, utcnow
 
 __all__ = [
-    "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "CallsFactory",
-    "SqlCalls", "SqliteCalls", "Store", "default_calls", "priority_context",
+    "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "CallsFactory", "Store",
+    "default_calls", "priority_context",
 ]
 
 CallsFactory = Callable[[Transactions], Calls]  # SqlCalls or SqliteCalls (the classes themselves)

@@ -20,7 +20,9 @@ from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import StoreError
 from dialerd.store.db import create_engine, migrate
-from dialerd.store.repo import SqlCalls, SqliteCalls, Store
+from dialerd.store.repo import Store
+from dialerd.store.sql_calls import SqlCalls
+from dialerd.store.sqlite_calls import SqliteCalls
 from dialerd.store.tables import Event
 from tests.integration.test_store import make_campaign, make_tenant, number, rows
 
