@@ -26,7 +26,7 @@ from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.domain.pacing import Pacer
 from dialerd.faults import Failpoints
-from dialerd.ports import CallStore, OriginateError, Pbx
+from dialerd.ports import DispatchStore, OriginateError, Pbx
 from dialerd.services.events import EventHub
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Contact
@@ -59,7 +59,7 @@ class Dispatcher(CallFollower):
 
     def __init__(
         self,
-        store: CallStore,
+        store: DispatchStore,
         pbx: Pbx,
         hub: EventHub,
         *,

@@ -30,7 +30,7 @@ from dialerd.domain.call import (
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.faults import Failpoints
-from dialerd.ports import CallStore, Pbx
+from dialerd.ports import DispatchStore, Pbx
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Event
 from dialerd.tasks import TaskOwner
@@ -57,7 +57,7 @@ class _Call:
 class CallFollower:
     """The event and reconciliation half of the Dispatcher (which sets every attribute below)."""
 
-    store: CallStore
+    store: DispatchStore
     pbx: Pbx
     campaigns: CampaignService | None
     faults: Failpoints
