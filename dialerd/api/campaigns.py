@@ -10,11 +10,12 @@ from aiohttp import web
 
 from dialerd.api import render
 from dialerd.api.context import principal, services
-from dialerd.api.forms import campaign_id, parse_int, query, read_body, read_create_form, read_edit
+from dialerd.api.forms import campaign_id, query, read_body, read_create_form, read_edit
 from dialerd.domain.campaign import VISIBLE, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import InvalidInput
 from dialerd.services import idempotency
+from dialerd.services.campaign_spec import parse_int
 from dialerd.services.idempotency import Answer
 
 routes = web.RouteTableDef()

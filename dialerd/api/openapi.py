@@ -17,10 +17,19 @@ from aiohttp import web
 from dialerd import __version__
 from dialerd.api import campaigns, dashboard
 from dialerd.api.context import services
-from dialerd.api.forms import ALIASES, EDITABLE, INT_FIELDS, JSON_REFUSED, MAX_FIELD_BYTES
+from dialerd.api.forms import MAX_FIELD_BYTES
 from dialerd.domain.campaign import VISIBLE, CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.services import idempotency
+from dialerd.services.campaign_spec import (
+    ALIASES,
+    EDITABLE,
+    INT_FIELDS,
+    JSON_REFUSED,
+    CampaignSpec,
+    form_of,
+    int_bounds,
+)
 from dialerd.services.csv_contacts import ROW_CODES
 from dialerd.services.csv_text import ENCODING_SOURCES
 from dialerd.settings import Settings
@@ -33,7 +42,10 @@ JSON = "application/json"
 MAX_QUERY_INT = 10**12 - 1  # forms.parse_int refuses more than 12 characters
 # The integer form fields and their (minimum, maximum, default) as forms.build_spec enforces them;
 # ring_timeout_seconds' default comes from the settings.
-FORM_INTS: dict[str, tuple[int, int, int | None]] = INT_FIELDS
+FORM_INTS: dict[str, tuple[int, int | None, int | None]] = {
+    f: (*int_bounds(CampaignSpec.model_fields[f]), None if form_of(f).setting else CampaignSpec.model_fields[f].default)
+    for f in INT_FIELDS
+}
 # Printable text without ASCII control characters (what build_spec accepts for name and caller_id).
 _NAME_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x20][^\x00-\x1f]*$"
 _CALLER_ID_PATTERN = r"^[^\x00-\x1f;\\]*$"
