@@ -73,6 +73,8 @@ class Shape(BaseModel):
 
 
 class RowProblem(Shape):
+    """One rejected CSV row."""
+
     line: int = Field(ge=1, description="physical line of the CSV file (the header is line 1)")
     value: str = Field(max_length=100)
     reason: str
@@ -159,6 +161,8 @@ StoredDestination = Annotated[str, Field(description="CONTEXT,EXTENSION,PRIORITY
 
 
 class Campaign(Shape):
+    """A campaign: its settings, status, live contact counts and import report."""
+
     id: str = Field(pattern="^cmp_[0-9a-f]{20}$", examples=["cmp_4f9d2c6e0a1b3c5d7e9f"])
     name: spec.Name
     status: CampaignStatusName
@@ -196,6 +200,8 @@ class CreatedCampaign(Campaign):
 
 
 class CampaignList(Shape):
+    """A page of campaigns, newest first."""
+
     campaigns: list[Campaign]
     total: Count
     limit: int = Field(ge=1, le=MAX_PAGE)
@@ -206,8 +212,9 @@ class CampaignList(Shape):
 
 
 class Contact(Shape):
-    """One contact. Read from the store's row by attribute (``phone_e164`` and ``fields`` under other names)."""
+    """One contact of a campaign: its number, its status and its last attempt's outcome."""
 
+    # Read from the store's row by attribute: phone_e164 and fields are the row's names for two keys.
     model_config = ConfigDict(from_attributes=True)
 
     id: int = Field(ge=1)
@@ -228,6 +235,8 @@ class Contact(Shape):
 
 
 class ContactList(Shape):
+    """A page of contacts, in CSV order."""
+
     contacts: list[Contact]
     total: Count
     limit: int = Field(ge=1, le=MAX_PAGE)

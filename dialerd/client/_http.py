@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 from dialerd import timestamps
 from dialerd.client.errors import DialerdApiError, error_from_response
-from dialerd.client.models import Campaign, CampaignPage, ContactPage, ImportPage
+from dialerd.client.models import EDITABLE, INT_FIELDS, Campaign, CampaignPage, ContactPage, ImportPage
 
 T = TypeVar("T")
 
@@ -134,8 +134,6 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 IN_PROGRESS = "idempotency_key_in_progress"  # the error_id of a retry that came while the first still runs
 CREATE_RETRIES = 3  # a create that timed out or lost its connection is sent again this often, same key
 IN_PROGRESS_WAIT = 300.0  # seconds to wait for a first request still running (a big import) to finish
-EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
-            "caller_id", "destination")
 
 
 def new_idempotency_key() -> str:
@@ -284,5 +282,3 @@ def create_campaign_json(
     return Call("POST", API, _as(Campaign), body=body,
                 headers={"Content-Type": "application/json", **_keyed(idempotency_key)})
 
-
-INT_FIELDS = ("max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds")
