@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import keyword
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
 from dialerd.api import schemas
-from dialerd.services.campaign_spec import EDITABLE, FIELDS, INT_FIELDS
+from dialerd.services.campaign_spec import EDITABLE, FIELDS, INT_FIELDS, CampaignSpec
 
 TARGET = Path(__file__).resolve().parents[1] / "client" / "models.py"
 REF = "#/components/schemas/{model}"
@@ -43,6 +44,7 @@ keys to expect. A newer daemon may add keys; they are simply there at run time.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NotRequired, TypedDict
 '''
 
@@ -131,12 +133,29 @@ def render() -> str:
         if only:
             doc = f"{doc} ``{'``, ``'.join(only)}``: only in the answer to create."
         blocks.append(_typeddict(name, doc, _fields(defs, models)))
+    blocks.append(_create_options())
     constants = (
         "# The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON\n"
         "# numbers in a JSON create), and what PATCH may change.\n"
         + _tuple("CREATE_FIELDS", FIELDS) + _tuple("INT_FIELDS", INT_FIELDS) + _tuple("EDITABLE", EDITABLE)
     )
     return HEADER + "\n\n" + "\n\n".join(blocks) + "\n\n" + constants + "\nJsonObject = dict[str, Any]\n"
+
+
+def _create_options() -> str:
+    """The keyword arguments of the client's create(), beside name: every other form field, None allowed."""
+    kinds = {int: "int | None", datetime: "datetime | str | None"}
+    fields = {f: kinds.get(_plain(info.annotation), "str | None")
+              for f, info in CampaignSpec.model_fields.items() if f != "name"}
+    doc = ("The create form's fields beside ``name``, as ``create()`` takes them: None or absent leaves the "
+           "daemon's default.")
+    return _typeddict("CreateOptions", doc, fields).replace("(TypedDict):", "(TypedDict, total=False):", 1)
+
+
+def _plain(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return args[0] if len(args) == 1 else annotation
 
 
 def _tuple(name: str, values: tuple[str, ...]) -> str:

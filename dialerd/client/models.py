@@ -9,6 +9,7 @@ keys to expect. A newer daemon may add keys; they are simply there at run time.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NotRequired, TypedDict
 
 
@@ -153,6 +154,21 @@ class ImportPage(TypedDict):
     limit: int
     offset: int
     next_offset: int | None
+
+
+class CreateOptions(TypedDict, total=False):
+    """The create form's fields beside ``name``, as ``create()`` takes them: None or absent leaves the daemon's default."""
+
+    caller_id: str | None
+    destination: str | None
+    default_region: str | None
+    scheduled_at: datetime | str | None
+    phone_column: str | None
+    encoding: str | None
+    max_concurrent_calls: int | None
+    retries_per_contact: int | None
+    retry_delay_seconds: int | None
+    ring_timeout_seconds: int | None
 
 
 # The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON

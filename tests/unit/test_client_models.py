@@ -20,7 +20,7 @@ def test_the_checked_in_client_models_are_generated_and_current() -> None:
 def test_the_client_models_import_nothing_of_the_server() -> None:
     tree = ast.parse(client_models.TARGET.read_text(encoding="utf-8"))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported == {"__future__", "typing"}
+    assert imported == {"__future__", "datetime", "typing"}
 
 
 def test_the_client_keeps_its_public_names() -> None:

@@ -8,7 +8,7 @@ everything else these tests look at follows from the declaration by itself.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 
@@ -59,18 +59,27 @@ def test_the_document_states_each_field_with_its_declared_bounds(field: str) -> 
 def test_the_parser_and_the_client_take_each_field(field: str) -> None:
     assert field in forms.FIELDS
     assert field in models.CREATE_FIELDS
-    for create in (_http.create_fields, sync.Campaigns.create, aio.AsyncCampaigns.create):
-        assert field in inspect.signature(create).parameters, (create.__qualname__, field)
+    assert field == "name" or field in get_type_hints(models.CreateOptions)
+    # The client sends it under the name the parser reads (a value the parser accepts for every field).
+    value = {"scheduled_at": "2099-01-01T00:00:00Z", "default_region": "US", "encoding": "cp1252",
+             "destination": "stasis:app"}.get(field, "x")
+    if field in INT_FIELDS:
+        value = str(CampaignSpec.read_form({"name": "x"}, SETTINGS).model_dump()[field])
+    sent = _http.create_fields(name="x", **{field: value}) if field != "name" else _http.create_fields(name=value)
+    assert sent[field] == value
+    CampaignSpec.read_form(sent, SETTINGS)
 
 
 def test_the_client_takes_nothing_but_the_fields() -> None:
     assert tuple(models.CREATE_FIELDS) == FIELDS
     assert (tuple(models.INT_FIELDS), tuple(models.EDITABLE)) == (INT_FIELDS, EDITABLE)
-    params = set(inspect.signature(_http.create_fields).parameters)
-    assert params == set(FIELDS)
-    for create in (sync.Campaigns.create, aio.AsyncCampaigns.create):
-        extra = set(inspect.signature(create).parameters) - set(FIELDS)
-        assert extra == {"self", "contacts", "idempotency_key", "retries"}, create.__qualname__
+    assert set(get_type_hints(models.CreateOptions)) == set(FIELDS) - {"name"}
+    for create in (_http.create_fields, sync.Campaigns.create, aio.AsyncCampaigns.create):
+        params = inspect.signature(create).parameters
+        assert params["options"].kind is inspect.Parameter.VAR_KEYWORD, create.__qualname__
+        assert set(params) - {"self", "contacts", "idempotency_key", "retries"} == {"name", "options"}
+    with pytest.raises(TypeError, match="surprise"):
+        _http.create_fields(name="x", **{"surprise": "1"})  # type: ignore[typeddict-unknown-key]
 
 
 @pytest.mark.parametrize("field", [f for f in FIELDS if f not in SHOWN_IN_THE_IMPORT_REPORT])
