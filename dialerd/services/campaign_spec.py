@@ -4,13 +4,13 @@
 reads a multipart or JSON create, and a PATCH, field by field from it; the OpenAPI document takes the
 create and PATCH schemas from ``CampaignSpec.model_json_schema()``; the campaign object of the answers
 (``api/schemas.py``) reuses the field types; the client's models are generated from those. Adding a form
-field is one field here, plus what it does.
+field is one field here (and its name in ``EDITABLE`` if PATCH may change it), plus what it does.
 
 Pydantic (v2, already installed with SQLModel) because one annotation then carries the type and the
 bounds the parser enforces *and* the JSON Schema the document shows; a table of tuples would need a
 second renderer for the schema. The form's own error messages stay: every field is read by a
 ``before`` validator (``Form.read``) that raises ``InvalidInput`` naming the field, which pydantic lets
-through unchanged, in field order, so the first bad field of a request is the one reported (as before).
+through unchanged, in field order: the first bad field in ``CampaignSpec``'s order is the one reported.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ DESTINATION_SCHEMA = {"type": "string", "maxLength": DESTINATION_MAX, "pattern":
 TIME_IN_SCHEMA = {"type": "string", "format": "date-time", "example": "2030-01-31T09:00:00Z"}
 
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN,
-                            description="1-200 characters (surrounding spaces trimmed), no control characters")]
+                            description=f"1-{NAME_MAX} characters (surrounding spaces trimmed), no control characters")]
 CallerId = Annotated[str, Field(max_length=CALLER_ID_MAX, pattern=CALLER_ID_PATTERN,
                                 description="caller id the campaign dials from")]
 MaxConcurrentCalls = Annotated[int, Field(ge=1, le=100, description="calls of this campaign up at once")]
