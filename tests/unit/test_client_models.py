@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from typing import NotRequired, get_origin, get_type_hints
 
 from dialerd.api import client_models
@@ -31,3 +33,11 @@ def test_the_client_keeps_its_public_names() -> None:
     hints = get_type_hints(models.ImportReport, include_extras=True)
     assert get_origin(hints["problems"]) is NotRequired
     assert get_type_hints(models.Campaign)["import"] is models.ImportReport
+
+
+def test_importing_the_client_and_dialerctl_loads_no_pydantic_and_no_server_module() -> None:
+    code = ("import sys, dialerd.client, dialerd.ctl; "
+            "print(sorted(m for m in sys.modules if m == 'pydantic' or m.startswith(('dialerd.api', "
+            "'dialerd.services', 'dialerd.store'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
