@@ -6,6 +6,11 @@ time-boxed (``dialerd/shutdown.py``) inside one budget: the grace period + SHUTD
 
 Every background task and timer is started through the one TaskOwner built here (``dialerd/tasks.py``):
 a critical task that crashes stops the daemon, which then exits 1 (EXIT_CRASHED; systemd restarts it).
+
+``Daemon.build`` constructs every part once, in dependency order, each given what it needs: hub ->
+store -> tasks -> PBX -> campaign transitions -> dispatcher -> lifecycle -> scheduler -> campaign
+service -> app. Nothing is wired after construction (``services/lifecycle.py`` says how the
+dispatcher/lifecycle pair avoids a cycle).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.dispatcher import Dispatcher
 from dialerd.services.events import EventHub
+from dialerd.services.lifecycle import CampaignLifecycle, CampaignTransitions
 from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
 from dialerd.settings import Settings
@@ -99,21 +105,21 @@ class Daemon:
     async def build(cls, settings: Settings, pbx: Pbx | None = None) -> Daemon:
         engine = create_engine(settings.database_url)
         version = await migrate(engine)
-        store = Store(engine)
+        hub = EventHub(settings.sse_queue_size)
+        store = Store(engine, publish=hub.publish)  # each transaction's events, announced after its commit
         for stale in await store.stale_imports():
             log.warning("removing a half-imported campaign", extra={"action": "purge_import", "campaign_id": stale})
-            await store.purge_campaign(stale)
-        hub = EventHub(settings.sse_queue_size)
-        store.publish = hub.publish  # the store announces each transaction's events after its commit
+            await store.purge_campaign(stale)  # appends no event: nothing is published
         stopping = asyncio.Event()
         tasks = TaskOwner(on_crash=lambda _name, _exc: stopping.set())
         pbx = pbx or build_pbx(settings, tasks)
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
-        dispatcher = Dispatcher(store, pbx, hub, tasks=tasks, failpoints=faults)
-        scheduler = Scheduler()
-        campaigns = CampaignService(store, hub, dispatch=dispatcher, scheduler=scheduler)
-        dispatcher.campaigns = campaigns
-        scheduler.campaigns = campaigns
+        transitions = CampaignTransitions(store)
+        dispatcher = Dispatcher(store, pbx, hub, transitions, tasks=tasks, failpoints=faults)
+        lifecycle = CampaignLifecycle(transitions, dispatcher)
+        scheduler = Scheduler(store, lifecycle)
+        campaigns = CampaignService(store, hub, lifecycle, in_flight=dispatcher.calls_in_flight,
+                                    scheduler=scheduler)
         metrics = Metrics(store, in_flight=dispatcher.calls_in_flight, pbx_connected=lambda: pbx.connected,
                           dialling_held=lambda: dispatcher.dialling_held)
         telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx)  # this daemon's own
@@ -149,9 +155,8 @@ class Daemon:
                 f"setting server.port: cannot listen on {host}:{port} ({reason}); stop what uses it "
                 "or choose another server.port (server.host for the address)", key="server.port",
             ) from None
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.server_port
+        addresses = self.runner.addresses
+        self.port = addresses[0][1] if addresses else self.settings.server_port
         await self.dispatcher.start()
         self.scheduler.start()
         await self.scheduler.load()

@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from dialerd.domain.call import AttemptState, CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
@@ -28,14 +27,12 @@ from dialerd.domain.pacing import Pacer
 from dialerd.faults import Failpoints
 from dialerd.ports import CallStore, OriginateError, Pbx
 from dialerd.services.events import EventHub
+from dialerd.services.following import APPLY_CONCURRENCY, APPLY_GRACE_SECONDS, CallFollower, _Call
+from dialerd.services.lifecycle import CampaignTransitions
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Contact
 from dialerd.tasks import TaskOwner
 from dialerd.timestamps import utcnow
-
-if TYPE_CHECKING:
-    from dialerd.services.campaigns import CampaignService
-from dialerd.services.following import APPLY_CONCURRENCY, APPLY_GRACE_SECONDS, CallFollower, _Call
 
 log = logging.getLogger("dialerd.dispatcher")
 
@@ -62,6 +59,7 @@ class Dispatcher(CallFollower):
         store: CallStore,
         pbx: Pbx,
         hub: EventHub,
+        transitions: CampaignTransitions,
         *,
         clock: Callable[[], float] = time.monotonic,
         tasks: TaskOwner | None = None,
@@ -73,7 +71,7 @@ class Dispatcher(CallFollower):
         self.clock = clock
         self.tasks = TaskOwner() if tasks is None else tasks  # every task and timer (all critical)
         self.faults = failpoints or Failpoints()
-        self.campaigns: CampaignService | None = None  # wired after construction (they know each other)
+        self.transitions = transitions  # the campaign's end (completed, failed) is written through it
         self.pbx_up = asyncio.Event()
         self.accepting = True  # False once shutdown began: no new originations
         self._runners: dict[str, asyncio.Task[None]] = {}
@@ -309,8 +307,7 @@ class Dispatcher(CallFollower):
         """Nothing was due: finish the campaign, or wait for a retry time or a freed slot."""
         cid = campaign.id
         if self._campaign_in_flight.get(cid, 0) == 0 and await self.store.unfinished_contacts(cid) == 0:
-            if self.campaigns is not None:
-                await self.campaigns.system_transition(cid, CampaignAction.FINISH)
+            await self.transitions.system_transition(cid, CampaignAction.FINISH)
             self._halted.add(cid)
             return
         next_retry = await self.store.next_retry_time(cid)
@@ -411,10 +408,10 @@ class Dispatcher(CallFollower):
             return
         await self._finish_failed(cid, campaign, FailureReason.ORIGINATE_ERROR, attempt_number=attempt.number)
         errors = self._originate_errors[campaign.id] = self._originate_errors.get(campaign.id, 0) + 1
-        if errors >= MAX_CONSECUTIVE_ORIGINATE_ERRORS and self.campaigns is not None:
+        if errors >= MAX_CONSECUTIVE_ORIGINATE_ERRORS:
             # The PBX refuses every call (unknown endpoint, trunk down): stop before burning every contact.
             self._halted.add(campaign.id)
-            await self.campaigns.system_transition(
+            await self.transitions.system_transition(
                 campaign.id, CampaignAction.FAIL,
                 reason=f"the PBX refused {errors} originations in a row; last error: {exc}",
             )

@@ -13,7 +13,7 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dialerd.domain.call import (
     AttemptState,
@@ -36,9 +36,6 @@ from dialerd.store.tables import Attempt, Campaign, Event
 from dialerd.tasks import TaskOwner
 from dialerd.timestamps import rfc3339, utcnow
 
-if TYPE_CHECKING:
-    from dialerd.services.campaigns import CampaignService
-
 log = logging.getLogger("dialerd.dispatcher")
 
 # Call events applied at once (each holds at most one pooled database connection at a time, so the API
@@ -59,7 +56,6 @@ class CallFollower:
 
     store: CallStore
     pbx: Pbx
-    campaigns: CampaignService | None
     faults: Failpoints
     tasks: TaskOwner
     pbx_up: asyncio.Event
