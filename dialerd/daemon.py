@@ -8,9 +8,9 @@ Every background task and timer is started through the one TaskOwner built here 
 a critical task that crashes stops the daemon, which then exits 1 (EXIT_CRASHED; systemd restarts it).
 
 ``Daemon.build`` constructs every part once, in dependency order, each given what it needs: hub ->
-store -> tasks -> PBX -> campaign transitions -> dispatcher -> lifecycle -> scheduler -> campaign
-service -> app. Nothing is wired after construction (``services/lifecycle.py`` says how the
-dispatcher/lifecycle pair avoids a cycle).
+store -> tasks -> PBX -> in-flight ledger -> campaign transitions -> dispatcher (which owns the call
+follower) -> lifecycle -> scheduler -> campaign service -> app. Nothing is wired after construction
+(``services/lifecycle.py`` says how the dispatcher/lifecycle pair avoids a cycle).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from dialerd.services.events import EventHub
 from dialerd.services.lifecycle import CampaignLifecycle, CampaignTransitions
 from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
+from dialerd.services.slots import Slots
 from dialerd.settings import Settings
 from dialerd.shutdown import Stage, StageResult, run_stages
 from dialerd.store.db import create_engine, migrate
@@ -87,6 +88,7 @@ class Daemon:
     hub: EventHub
     pbx: Pbx
     dispatcher: Dispatcher
+    slots: Slots  # the in-flight ledger the dispatcher and its follower share
     scheduler: Scheduler
     campaigns: CampaignService
     app: web.Application
@@ -114,13 +116,13 @@ class Daemon:
         tasks = TaskOwner(on_crash=lambda _name, _exc: stopping.set())
         pbx = pbx or build_pbx(settings, tasks)
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
+        slots = Slots(store)
         transitions = CampaignTransitions(store)
-        dispatcher = Dispatcher(store, pbx, hub, transitions, tasks=tasks, failpoints=faults)
+        dispatcher = Dispatcher(store, pbx, slots, transitions, tasks=tasks, failpoints=faults)
         lifecycle = CampaignLifecycle(transitions, dispatcher)
         scheduler = Scheduler(store, lifecycle)
-        campaigns = CampaignService(store, hub, lifecycle, in_flight=dispatcher.calls_in_flight,
-                                    scheduler=scheduler)
-        metrics = Metrics(store, in_flight=dispatcher.calls_in_flight, pbx_connected=lambda: pbx.connected,
+        campaigns = CampaignService(store, hub, lifecycle, in_flight=slots.calls_in_flight, scheduler=scheduler)
+        metrics = Metrics(store, in_flight=slots.calls_in_flight, pbx_connected=lambda: pbx.connected,
                           dialling_held=lambda: dispatcher.dialling_held)
         telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx)  # this daemon's own
 
@@ -130,13 +132,13 @@ class Daemon:
             return {"status": status, "version": __version__, "database": {"ok": db_ok, "schema_version": version},
                     "pbx": {"driver": settings.pbx_driver, "connected": pbx.connected,
                             "dialling_held": dispatcher.dialling_held, "last_error": dispatcher.pbx_last_error},
-                    "calls_in_flight": sum(dispatcher.calls_in_flight(c) for c in list(dispatcher._runners)),
+                    "calls_in_flight": sum(slots.calls_in_flight(c) for c in dispatcher.running_campaigns()),
                     "sse_subscribers": hub.subscriber_count()}
 
         svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
                        metrics=metrics, health=health)
-        return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping,
-                   tasks, SystemdNotifier(tasks=tasks), faults)
+        return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
+                   stopping, tasks, SystemdNotifier(tasks=tasks), faults)
 
     async def start(self) -> None:
         await self._refuse_taken_app()
@@ -163,8 +165,9 @@ class Daemon:
         self._recovering = self.tasks.spawn("recover", self._recover(), critical=True)
         log.info("dialerd listening", extra={"action": "listening", "host": self.settings.server_host,
                                              "port": self.port, "pbx_driver": self.settings.pbx_driver})
-        # READY=1 waits for the PBX (the database is already migrated); _calls is what shutdown waits on.
-        self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=lambda: len(self.dispatcher._calls),
+        # READY=1 waits for the PBX (the database is already migrated); the ledger's calls are what
+        # shutdown waits on.
+        self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=self.slots.total,
                            healthy=self.store.ping)
         heap.freeze()  # what exists now lives as long as the process: out of the GC's full passes
         self.heap_frozen = True
@@ -216,7 +219,7 @@ class Daemon:
     async def _stop_originating(self) -> None:
         if self._recovering is not None:
             self._recovering.cancel()  # recovery after a restart reruns at the next start
-        await self.systemd.stopping(f"following {len(self.dispatcher._calls)} calls in flight "
+        await self.systemd.stopping(f"following {self.slots.total()} calls in flight "
                                     f"for up to {self.settings.shutdown_grace_period:g} s")
         self.scheduler.shutdown()
         await self.dispatcher.stop_originating()
