@@ -173,9 +173,12 @@ class CampaignLifecycle:
         return campaign
 
     async def halting(self, campaign: Campaign, action: CampaignAction, *, cancel_pending: bool = False) -> Campaign:
-        """Pause or stop: halt the runner first and wait for an originate in progress, then write."""
-        # Halt the runner first and wait for an originate in progress, so that once this returns no
-        # origination can start: the promise pause and stop make.
+        """Pause or stop: halt the runner and wait for an originate in progress, then write.
+
+        In that order so that once this returns no origination can start: the promise pause and stop
+        make. If the write then loses to another writer and the campaign is still running, its runner
+        is started again.
+        """
         if campaign.status == CampaignStatus.RUNNING:
             decide(CampaignStatus(campaign.status), action)
             await self.dispatch.halt(campaign.id)
