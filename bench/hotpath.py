@@ -5,9 +5,9 @@ contact query, the attempt written before the originate, then per PBX event the 
 transition (originated, answered, ended). Timed three ways on fresh SQLite files in this process:
 
 * ``floor``: the same statements as plain ``sqlite3`` calls, one worker-thread hop per transaction;
-* ``dialerd``: ``Store`` as the daemon builds it (SQLite file: the direct driver path, store/direct.py);
-* ``sqlalchemy``: ``Store`` with the direct path switched off, i.e. SQLAlchemy async + aiosqlite, the path
-  PostgreSQL uses (and SQLite used before).
+* ``dialerd``: ``Store`` as the daemon builds it (SQLite file: ``SqliteCalls``, the driver, store/direct.py);
+* ``sqlalchemy``: ``Store`` built with ``calls=SqlCalls``, i.e. SQLAlchemy async + aiosqlite, the call
+  store PostgreSQL uses (and SQLite used before).
 
 CPU is ``time.process_time`` (all threads, so the worker threads' SQLite work counts on every side).
 """
@@ -29,6 +29,8 @@ from bench.report import fmt
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.db import MIGRATIONS, create_engine, migrate
 from dialerd.store.repo import Store
+from dialerd.store.sql_calls import SqlCalls
+from dialerd.store.sqlite_calls import SqliteCalls
 from dialerd.store.tables import Campaign
 from dialerd.timestamps import utcnow
 
@@ -62,9 +64,8 @@ async def _store_calls(path: Path, calls: int, direct: bool) -> float:
     """CPU seconds per call of the Store path."""
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     await migrate(engine)
-    store = Store(engine)
-    if not direct:
-        store._hot = None  # noqa: SLF001 - the bench compares both paths of the same Store
+    store = Store(engine) if direct else Store(engine, calls=SqlCalls)
+    assert isinstance(store.calls, SqliteCalls if direct else SqlCalls)
     try:
         tenant = await store.upsert_tenant("ten_" + secrets.token_hex(6), "bench", 10, 600, defaults=(10, 600))
         campaign = _campaign(tenant.id)

@@ -94,18 +94,24 @@ class Pbx(Protocol):
         ...
 
 
-class CallStore(Protocol):
-    """What the dispatcher and the call follower read and write (``store.repo.Store`` implements it).
-
-    Every write that moves an attempt is guarded: ``record_transition`` changes nothing (and returns
-    None) unless the attempt is in one of ``only_from``, so a duplicate or late event is harmless.
-    """
+class CampaignReads(Protocol):
+    """The tenant and campaign reads the dispatcher and the follower make besides the calls' own."""
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
 
     async def get_campaign(self, campaign_id: str, tenant_id: str | None = None) -> Campaign | None: ...
 
     async def campaigns_with_status(self, *statuses: CampaignStatus) -> list[Campaign]: ...
+
+
+class CallStore(Protocol):
+    """The reads and writes of each call: due contacts, its attempt, the attempt's transitions.
+
+    Two implementations (``store/sql_calls.py`` ``SqlCalls`` over SQLAlchemy, ``store/sqlite_calls.py``
+    ``SqliteCalls`` on the sqlite3 driver), one chosen when the store is built. Every write that moves
+    an attempt is guarded: ``record_transition`` changes nothing (and returns None) unless the attempt
+    is in one of ``only_from``, so a duplicate or late event is harmless.
+    """
 
     async def next_due_contacts(self, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
         """Pending contacts whose next attempt is due, oldest first."""
@@ -144,3 +150,8 @@ class CallStore(Protocol):
     ) -> tuple[Attempt, Event] | None:
         """Move an attempt and its contact on and append the event, in one transaction."""
         ...
+
+
+class DispatchStore(CallStore, CampaignReads, Protocol):
+    """What the dispatcher and the call follower are handed (``store.repo.Store`` implements it): the
+    call store and the campaign reads."""

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dialerd.domain.hours import CallingHours
+from dialerd.domain.rules import FieldError
+from dialerd.domain.zones import check_timezone
 from dialerd.errors import ConfigError
 
 SECRET_KEYS = frozenset({"ari_password", "ami_secret"})
@@ -68,6 +71,19 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _field_check(parse: Callable[[str], object]) -> Callable[[Any], str | None]:
+    """A check from a domain parser that raises FieldError (the same rule as the form field)."""
+
+    def check(v: Any) -> str | None:
+        try:
+            parse(v)
+        except FieldError as e:
+            return e.problem
+        return None
+
+    return check
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every dialerd setting with its default. ``config/dialerd.toml`` documents the same keys."""
@@ -109,6 +125,21 @@ class Settings:
     dialer_tenant_calls_per_minute: int = field(
         default=60,
         metadata=_meta("calls_per_minute for tenants created without one", check=_range(1, 100000)),
+    )
+    compliance_calling_hours: str = field(
+        default="",
+        metadata=_meta(
+            "calling hours in each recipient's local time for campaigns that name none, e.g. "
+            "'mon-fri 09:00-20:00; sat 10:00-14:00'; empty = any time",
+            check=_field_check(CallingHours.parse),
+        ),
+    )
+    compliance_default_timezone: str = field(
+        default="",
+        metadata=_meta(
+            "IANA zone for contacts whose zone neither the CSV, the number nor the campaign gives; empty = none",
+            check=_field_check(check_timezone),
+        ),
     )
     sse_snapshot_interval: float = field(
         default=2.0, metadata=_meta("seconds between metrics snapshots on the SSE stream", check=_range(0.05))

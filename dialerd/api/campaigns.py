@@ -10,16 +10,17 @@ from aiohttp import web
 
 from dialerd.api import render
 from dialerd.api.context import principal, services
-from dialerd.api.forms import campaign_id, parse_int, query, read_body, read_create_form, read_edit
+from dialerd.api.forms import campaign_id, query, read_body, read_create_form, read_edit
+from dialerd.api.schemas import MAX_PAGE  # the page bound the document states
 from dialerd.domain.campaign import VISIBLE, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import InvalidInput
 from dialerd.services import idempotency
+from dialerd.services.campaign_spec import parse_int
 from dialerd.services.idempotency import Answer
 
 routes = web.RouteTableDef()
 
-MAX_PAGE = 1000
 MAX_PAGE_NUMBER = 10**9  # page * limit stays within what offset accepts
 MAX_ACTION_BODY = 64 * 1024  # the actions take no body; a client may send a small one
 

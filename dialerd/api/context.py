@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,8 @@ class Services:
     campaigns: CampaignService
     hub: EventHub
     metrics: Metrics
-    health: Any  # callable returning the health dict (daemon-provided)
+    # The daemon's health check: the GET /health body, shaped as api/schemas.py's Health.
+    health: Callable[[], Awaitable[dict[str, Any]]]
 
 
 SERVICES = web.AppKey("services", Services)

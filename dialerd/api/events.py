@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from dialerd.api.context import principal, services
-from dialerd.api.forms import campaign_id, parse_int, query
+from dialerd.api.forms import campaign_id, query
 from dialerd.domain.campaign import CampaignStatus
+from dialerd.services.campaign_spec import parse_int
 from dialerd.services.events import Frame, Subscription, sse_frame
 
 routes = web.RouteTableDef()

@@ -13,65 +13,34 @@ import json
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
-import phonenumbers
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
 from dialerd.domain.call import Destination
 from dialerd.errors import InvalidInput, NotFound, PayloadTooLarge
-from dialerd.services.campaigns import CampaignSpec
-from dialerd.services.csv_text import text_codec
+from dialerd.services import campaign_spec
+from dialerd.services.campaign_spec import (
+    ALIASES,
+    EDITABLE,
+    INT_FIELDS,
+    JSON_REFUSED,
+    CampaignSpec,
+    bad,
+    default_of,
+    form_of,
+)
 from dialerd.settings import Settings
-from dialerd.timestamps import utcnow
 
-FIELDS = {
-    "name", "caller_id", "destination", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds",
-    "ring_timeout_seconds", "scheduled_at", "default_region", "phone_column", "encoding",
-}
-ALIASES = {"agent_id": "destination", "phone_number_id": "caller_id"}  # the reference API's names
+# The create form's fields as the parser accepts them (the declaration: dialerd/services/campaign_spec.py).
+FIELDS = frozenset(campaign_spec.FIELDS)
 FORM_OVERHEAD = 64 * 1024  # room for the text fields and multipart framing beside the file
 MAX_FIELD_BYTES = 4096
 SPOOL_IN_MEMORY = 1024 * 1024
 MAX_EDIT_BYTES = 64 * 1024  # a PATCH body: seven short fields
-
-
-def bad(field: str, message: str) -> InvalidInput:
-    return InvalidInput(f"{field}: {message}", error_id="invalid_field", field=field)
-
-
-def parse_int(field: str, raw: str | None, default: int, lo: int, hi: int | None) -> int:
-    if raw is None or raw.strip() == "":
-        return default
-    text = raw.strip()
-    # isascii: str.isdigit() also accepts digits like "²" that int() refuses (a 500 before).
-    if not text.isascii() or not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())) or len(text) > 12:
-        raise bad(field, f"must be an integer, got {raw[:40]!r}")
-    value = int(text)
-    if value < lo or (hi is not None and value > hi):
-        raise bad(field, f"must be between {lo} and {hi}, got {value}" if hi is not None else f"must be >= {lo}, got {value}")
-    return value
-
-
-def parse_time(field: str, raw: str) -> datetime:
-    text = raw.strip()
-    try:
-        # RFC 3339 requires the date, a 'T' (or space) and an offset; fromisoformat accepts 'Z' on 3.11.
-        if len(text) < 20 or text[10] not in "Tt ":
-            raise ValueError
-        value = datetime.fromisoformat(text.replace("t", "T").replace("z", "Z"))
-    except (ValueError, IndexError):
-        raise bad(field, f"must be an RFC 3339 timestamp like 2030-01-31T09:00:00Z, got {raw[:60]!r}") from None
-    if value.tzinfo is None:
-        raise bad(field, "needs a UTC offset (Z or +hh:mm)")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
-        raise bad(field, f"is out of range, got {raw[:60]!r}") from None
 
 
 @dataclass
@@ -223,10 +192,6 @@ def _cell(index: int, key: str, value: Any) -> str:
     raise bad("contacts", f"contacts[{index}].{key} must be a string or a number, got {type(value).__name__}")
 
 
-# Form fields that mean nothing in a JSON create body, and why.
-JSON_REFUSED = {"encoding": "applies to an uploaded CSV file; a JSON body and its contacts are always UTF-8"}
-
-
 async def _read_json_create(request: web.Request, settings: Settings) -> CreateRequest:
     """The JSON create body: the same fields as the form, and ``contacts`` as an array of objects.
 
@@ -275,95 +240,20 @@ async def _read_json_create(request: web.Request, settings: Settings) -> CreateR
     return CreateRequest(spec, spool, hashlib.sha256(raw).hexdigest())
 
 
-# ---- the field rules: one declaration, used by create (form and JSON) and by PATCH ----------------------
-
-# The integer fields: (minimum, maximum, default); ring_timeout_seconds' default (None) comes from the settings.
-INT_FIELDS: dict[str, tuple[int, int, int | None]] = {
-    "max_concurrent_calls": (1, 100, 5),
-    "retries_per_contact": (0, 5, 0),
-    "retry_delay_seconds": (60, 7 * 86400, 300),
-    "ring_timeout_seconds": (5, 300, None),
-}
-# What PATCH /campaigns/{id} may change (and the aliases of two of them).
-EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
-            "caller_id", "destination")
-
-
-def check_name(raw: str | None, settings: Settings) -> str:
-    name = (raw or "").strip()
-    if not name:
-        raise bad("name", "is required")
-    if len(name) > 200 or any(ord(ch) < 32 for ch in name):
-        raise bad("name", "must be 1-200 printable characters")
-    return name
-
-
-def check_caller_id(raw: str | None, settings: Settings) -> str:
-    caller_id = (raw or settings.dialer_default_caller_id).strip()
-    if len(caller_id) > 80 or any(ord(ch) < 32 or ch in ";\\" for ch in caller_id):
-        raise bad("caller_id", "must be at most 80 printable characters without ';' or '\\'")
-    return caller_id
-
-
-def check_destination(raw: str | None, settings: Settings) -> Destination:
-    try:
-        destination = Destination.parse(raw or settings.dialer_default_destination)
-    except ValueError as exc:
-        raise bad("destination", str(exc)) from None
-    # Stasis arguments are free text: bound them to the stored column and keep control characters out.
-    if len(str(destination)) > 200 or any(ord(ch) < 32 for ch in str(destination)):
-        raise bad("destination", "must be at most 200 printable characters")
-    return destination
-
-
-def check_int(field: str, raw: str | None, settings: Settings) -> int:
-    lo, hi, default = INT_FIELDS[field]
-    return parse_int(field, raw, settings.dialer_ring_timeout if default is None else default, lo, hi)
+# ---- the field rules: CampaignSpec's, for create (form and JSON) and for PATCH -------------------------
 
 
 def check_edit(field: str, raw: str, settings: Settings) -> Any:
     """One field of a PATCH by the create rules; an empty value is refused, not read as the default."""
-    if field in INT_FIELDS:
-        if not raw.strip():
-            raise bad(field, "must be an integer, got ''")
-        return check_int(field, raw, settings)
-    if field == "destination":
-        return str(check_destination(raw, settings))
-    return {"name": check_name, "caller_id": check_caller_id}[field](raw, settings)
+    if field in INT_FIELDS and not raw.strip():
+        raise bad(field, "must be an integer, got ''")
+    value = form_of(field).read(field, raw, default_of(field, settings))
+    return str(value) if isinstance(value, Destination) else value
 
 
 def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:
     """Validate the text fields of a create request."""
-    name = check_name(values.get("name"), settings)
-    caller_id = check_caller_id(values.get("caller_id"), settings)
-    destination = check_destination(values.get("destination"), settings)
-    region = (values.get("default_region") or settings.dialer_default_region).strip().upper()
-    if region and region not in phonenumbers.SUPPORTED_REGIONS:
-        raise bad("default_region", f"{region!r} is not an ISO 3166 country code phonenumbers knows (e.g. US, GB, DE)")
-    scheduled_at = None
-    if values.get("scheduled_at", "").strip():
-        scheduled_at = parse_time("scheduled_at", values["scheduled_at"])
-        if scheduled_at <= utcnow():
-            raise bad("scheduled_at", "is in the past")
-    phone_column = (values.get("phone_column") or "").strip() or None
-    if phone_column is not None and (len(phone_column) > 200 or any(ord(ch) < 32 for ch in phone_column)):
-        raise bad("phone_column", "must be a header of the contacts file, at most 200 printable characters")
-    encoding = (values.get("encoding") or "").strip() or None
-    if encoding is not None:
-        encoding = text_codec(encoding)  # 400 naming the field for a name Python does not know
-    return CampaignSpec(
-        name=name,
-        caller_id=caller_id,
-        destination=destination,
-        max_concurrent_calls=check_int("max_concurrent_calls", values.get("max_concurrent_calls"), settings),
-        retries_per_contact=check_int("retries_per_contact", values.get("retries_per_contact"), settings),
-        retry_delay_seconds=check_int("retry_delay_seconds", values.get("retry_delay_seconds"), settings),
-        ring_timeout_seconds=check_int("ring_timeout_seconds", values.get("ring_timeout_seconds"), settings),
-        default_region=region,
-        scheduled_at=scheduled_at,
-        phone_column=phone_column,
-        encoding=encoding,
-    )
+    return CampaignSpec.read_form(values, settings)
 
 
 def campaign_id(request: web.Request) -> str:

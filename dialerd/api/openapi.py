@@ -1,28 +1,42 @@
-"""GET /api/v1/openapi.json: the OpenAPI 3 description of the HTTP API.
+"""GET /api/v1/openapi.json: the OpenAPI 3.1 description of the HTTP API.
 
-The document is a plain dict built per request from the settings (upload limit, defaults) and from
-the constants the handlers themselves use (page size, form field names, statuses), so it cannot drift
-from them silently; ``tests/integration/test_openapi.py`` checks it against the router and the form
-parser, and ``test_schemathesis.py`` checks the live server against it.
+The data is derived, the prose is written here. ``components.schemas`` is the JSON Schema (2020-12) of
+the answer models (``api/schemas.py``); the create and PATCH bodies are the JSON Schema of the create
+form's declaration (``services/campaign_spec.py``), completed per request from the settings (the
+configured defaults) and with the reference API's alias names. What stays hand-written is what only this
+document says: the operations, their parameters, summaries, descriptions and error tables.
+``tests/integration/test_openapi.py`` checks it against the router, the form parser and real answers, and
+``test_schemathesis.py`` checks the live server against it.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Iterable
 from typing import Any
 
-import phonenumbers
 from aiohttp import web
+from pydantic.json_schema import models_json_schema
 
 from dialerd import __version__
-from dialerd.api import campaigns, dashboard
+from dialerd.api import campaigns, dashboard, schemas
 from dialerd.api.context import services
-from dialerd.api.forms import ALIASES, EDITABLE, INT_FIELDS, JSON_REFUSED, MAX_FIELD_BYTES
+from dialerd.api.forms import MAX_FIELD_BYTES
 from dialerd.domain.campaign import VISIBLE, CampaignStatus
-from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.domain.contact import ContactStatus
 from dialerd.services import idempotency
-from dialerd.services.csv_contacts import ROW_CODES
-from dialerd.services.csv_text import ENCODING_SOURCES
+from dialerd.services.campaign_spec import (
+    ALIASES,
+    EDITABLE,
+    INT_FIELDS,
+    JSON_REFUSED,
+    MAX_INT_CHARS,
+    CampaignSpec,
+    default_of,
+    form_of,
+    int_bounds,
+)
 from dialerd.settings import Settings
 
 routes = web.RouteTableDef()
@@ -30,41 +44,22 @@ routes = web.RouteTableDef()
 Schema = dict[str, Any]
 
 JSON = "application/json"
-MAX_QUERY_INT = 10**12 - 1  # forms.parse_int refuses more than 12 characters
-# The integer form fields and their (minimum, maximum, default) as forms.build_spec enforces them;
-# ring_timeout_seconds' default comes from the settings.
-FORM_INTS: dict[str, tuple[int, int, int | None]] = INT_FIELDS
-# Printable text without ASCII control characters (what build_spec accepts for name and caller_id).
-_NAME_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x20][^\x00-\x1f]*$"
-_CALLER_ID_PATTERN = r"^[^\x00-\x1f;\\]*$"
-_TOKEN = r"[A-Za-z0-9_+.*#-]{1,80}"
-_DESTINATION_PATTERN = (
-    rf"^(?:[Ss][Tt][Aa][Ss][Ii][Ss]:{_TOKEN}(?:,[^,\x00-\x1f]*)*|{_TOKEN},{_TOKEN}(?:,[1-9][0-9]{{0,5}})?)$"
-)
-DESTINATION_MAX = 200  # the stored column's width
+REF = "#/components/schemas/{model}"
+MAX_QUERY_INT = 10**MAX_INT_CHARS - 1  # parse_int refuses longer digit strings
+# The integer form fields and their (minimum, maximum, default) as the declaration states them;
+# ring_timeout_seconds' default (None here) comes from the settings.
+FORM_INTS: dict[str, tuple[int, int | None, int | None]] = {
+    f: (*int_bounds(CampaignSpec.model_fields[f]), None if form_of(f).setting else CampaignSpec.model_fields[f].default)
+    for f in INT_FIELDS
+}
 
 
 def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": REF.format(model=name)}
 
 
 def _enum(values: Iterable[CampaignStatus] | type[ContactStatus]) -> Schema:
     return {"type": "string", "enum": [v.value for v in values]}
-
-
-def _nullable(schema: Schema) -> Schema:
-    return {**schema, "nullable": True}
-
-
-def _obj(properties: dict[str, Schema], *, closed: bool = True, optional: tuple[str, ...] = ()) -> Schema:
-    out: Schema = {
-        "type": "object",
-        "required": [k for k in properties if k not in optional],
-        "properties": properties,
-    }
-    if closed:
-        out["additionalProperties"] = False
-    return out
 
 
 def _int(minimum: int | None = 0, **kw: Any) -> Schema:
@@ -74,307 +69,52 @@ def _int(minimum: int | None = 0, **kw: Any) -> Schema:
     return out
 
 
-TIME: Schema = {
-    "type": "string", "format": "date-time", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
-    "example": "2030-01-31T09:00:00.000Z",
-    "description": "RFC 3339 in UTC with milliseconds and a Z: the one format of every time the API returns",
-}
-# The times the API reads (scheduled_at) take any RFC 3339 offset.
-TIME_IN: Schema = {"type": "string", "format": "date-time", "example": "2030-01-31T09:00:00Z"}
+# ---- schemas: derived from the declarations ------------------------------------------------------------
 
 
-# ---- schemas ------------------------------------------------------------------------------------
-
-
-def _import_summary(with_problems: bool) -> Schema:
-    props: dict[str, Schema] = {
-        "rows_total": _int(description="data rows read (the header excluded)"),
-        "rows_valid": _int(description="rows with a dialable number"),
-        "rows_rejected": _int(description="rows refused; see problems"),
-        "duplicates": _int(description="valid rows whose number was already in the file"),
-        "contacts": _int(description="contacts stored"),
-        "phone_column": {"type": "string", "description": "the header taken as the phone number column"},
-        "delimiter": {"type": "string", "minLength": 1, "maxLength": 1},
-        "custom_fields": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "every other column: handed to the call as DIALERD_FIELD_* variables",
-        },
-        "problems_truncated": {"type": "boolean", "description": "more rows were rejected than are listed"},
-        "encoding": {"type": "string", "description": "the encoding the file was read in, e.g. utf-8, "
-                     "utf-16-le, cp1252 (a Python codec name, as the encoding form field takes)"},
-        "encoding_source": {"type": "string", "enum": list(ENCODING_SOURCES),
-                            "description": "bom: a byte-order mark; declared: the encoding form field; "
-                            "utf-8: valid UTF-8 without BOM; detected: charset detection"},
-        "phone_columns": {
-            "type": "object",
-            "additionalProperties": _int(),
-            "description": "every phone column, in the priority they are tried, with how many contacts' "
-            "numbers came from each",
-        },
-        "multi_number_cells": _int(description="contacts whose phone cell held several numbers separated by "
-                                   "':::' (Google Contacts); the first dialable one was taken"),
-    }
-    if with_problems:
-        props["problems"] = {"type": "array", "items": _ref("RowProblem")}
-    # Reports stored before these keys existed lack them.
-    return _obj(props, optional=("encoding", "encoding_source", "phone_columns", "multi_number_cells"))
-
-
-def _campaign(import_schema: str) -> Schema:
-    statuses = [s.value for s in ContactStatus]
-    return _obj(
-        {
-            "id": {"type": "string", "pattern": "^cmp_[0-9a-f]{20}$", "example": "cmp_4f9d2c6e0a1b3c5d7e9f"},
-            "name": {"type": "string", "minLength": 1, "maxLength": 200},
-            "status": {"type": "string", "enum": [s.value for s in VISIBLE]},
-            "caller_id": {"type": "string", "maxLength": 80},
-            "destination": {"type": "string", "description": "CONTEXT,EXTENSION,PRIORITY or stasis:APP[,ARGS]"},
-            "agent_id": {"type": "string", "description": "the reference API's name for destination"},
-            "phone_number_id": {"type": "string", "description": "the reference API's name for caller_id"},
-            "default_region": _nullable({"type": "string", "pattern": "^[A-Z]{2}$"}),
-            "max_concurrent_calls": _int(1, maximum=100),
-            "retries_per_contact": _int(0, maximum=5),
-            "retry_delay_seconds": _int(60, maximum=7 * 86400),
-            "ring_timeout_seconds": _int(5, maximum=300),
-            "scheduled_at": _nullable(TIME),
-            "created_at": TIME,
-            "created_by": {"type": "string", "description": "id of the API key that created the campaign"},
-            "started_at": _nullable(TIME),
-            "completed_at": _nullable(TIME),
-            "updated_at": TIME,
-            "contacts": _obj({"total": _int(), **{s: _int() for s in statuses}}),
-            "calls_in_flight": _int(),
-            "progress": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": "share of contacts in a final status (completed, failed, cancelled)",
-            },
-            "import": _ref(import_schema),
-            "start_deferred": _nullable({
-                **_obj({
-                    "reason": {"type": "string", "example": "tenant_concurrency_exceeded"},
-                    "since": TIME,
-                    "detail": {"type": "string"},
-                }),
-                "description": "a scheduled start held back by the tenant's concurrency cap (retried every "
-                "minute), with the first time it was; null otherwise",
-            }),
-        }
-    )
-
-
-def _import_page() -> Schema:
-    summary = _import_summary(with_problems=False)
-    props = {k: v for k, v in summary["properties"].items() if k != "problems_truncated"}
-    return _obj({
-        "campaign_id": {"type": "string"},
-        **props,
-        "problems": {"type": "array", "items": _ref("RowProblem"), "description": "a page of every rejected row"},
-        "problems_total": _int(description="rejected rows stored (all of them)"),
-        "limit": _int(1, maximum=campaigns.MAX_PAGE),
-        "offset": _int(),
-        "next_offset": _nullable(_int(description="offset of the next page; null on the last page")),
-    })
+@functools.cache
+def _derived() -> tuple[dict[str, Schema], dict[str, Schema]]:
+    """The models' JSON Schemas (answers, create form): fixed for the code, so generated once (~9 ms)."""
+    _, top = models_json_schema([(m, "serialization") for m in schemas.MODELS], ref_template=REF, by_alias=True)
+    return top["$defs"], CampaignSpec.model_json_schema(mode="validation")["properties"]
 
 
 def _schemas() -> dict[str, Schema]:
-    reasons = ", ".join(r.value for r in FailureReason)
-    return {
-        "Error": _obj(
-            {
-                "error": {"type": "string", "description": "what is wrong, for humans"},
-                "error_id": {
-                    "type": "string",
-                    "description": "stable machine code, e.g. invalid_field",
-                    "example": "invalid_field",
-                },
-                "details": {
-                    "type": "object",
-                    "additionalProperties": True,
-                    "description": "context such as the offending field or parameter",
-                },
-            }
-        ),
-        "RowProblem": _obj(
-            {
-                "line": _int(1, description="physical line of the CSV file (the header is line 1)"),
-                "value": {"type": "string", "maxLength": 100},
-                "reason": {"type": "string"},
-                "code": {
-                    "type": "string",
-                    "enum": sorted(ROW_CODES),
-                },
-            }
-        ),
-        "ImportSummary": _import_summary(with_problems=False),
-        "ImportPage": _import_page(),
-        "ImportReport": _import_summary(with_problems=True),
-        "Campaign": _campaign("ImportSummary"),
-        "CreatedCampaign": _campaign("ImportReport"),
-        "CampaignList": _obj(
-            {
-                "campaigns": {"type": "array", "items": _ref("Campaign")},
-                "total": _int(),
-                "limit": _int(1, maximum=campaigns.MAX_PAGE),
-                "offset": _int(),
-            }
-        ),
-        "Contact": _obj(
-            {
-                "id": _int(1),
-                "campaign_id": {"type": "string"},
-                "phone_number": {"type": "string", "pattern": r"^\+[1-9][0-9]{1,14}$", "description": "E.164"},
-                "raw_number": {"type": "string", "description": "the phone cell as written in the CSV"},
-                "line": _int(1, description="CSV line the contact came from"),
-                "status": {"type": "string", "enum": [s.value for s in ContactStatus]},
-                "attempts": _int(),
-                "last_attempt_at": _nullable(TIME),
-                "next_attempt_at": _nullable(TIME),
-                "failure_reason": _nullable({"type": "string", "description": f"one of {reasons}"}),
-                "hangup_cause": _nullable({"type": "integer", "description": "Q.850 cause of the last attempt"}),
-                "sip_code": _nullable({"type": "integer", "description": "SIP status of the last attempt"}),
-                "custom_fields": {"type": "object", "additionalProperties": {"type": "string"}},
-                "updated_at": _nullable(TIME),
-            }
-        ),
-        "ContactList": _obj(
-            {
-                "contacts": {"type": "array", "items": _ref("Contact")},
-                "total": _int(),
-                "limit": _int(1, maximum=campaigns.MAX_PAGE),
-                "offset": _int(),
-                "next_offset": _nullable(_int(description="offset of the next page; null on the last page "
-                                              "and when paging by after_id")),
-                "next_after_id": _nullable(_int(description="after_id of the next page; null on the last page")),
-                "page": _int(description="the page asked for (only when paging by page)"),
-                "next_page": _nullable(_int(description="the next page; null on the last page (only when "
-                                            "paging by page)")),
-            },
-            optional=("page", "next_page"),
-        ),
-        "StreamEvent": _obj(
-            {
-                "event": {
-                    "type": "string",
-                    "enum": ["message", "campaign", "end", *(s.value for s in ContactStatus)],
-                    "description": "'message' (no event line): a snapshot of the live figures; 'campaign': a "
-                    "status change; a contact status: that contact's transition; 'end' (once, last): the "
-                    "campaign is over, i.e. in a final status with no call in flight, and the stream closes",
-                },
-                "data": {"type": "string", "description": "a JSON object"},
-                "id": {
-                    "type": "string",
-                    "pattern": "^[0-9]+$",
-                    "description": "the event id; a snapshot repeats the last one",
-                },
-                "retry": {"type": "integer", "minimum": 0},
-            },
-            optional=("event", "id", "retry"),
-        ),
-        "Health": _obj(
-            {
-                "status": {"type": "string", "enum": ["ok", "degraded", "error"]},
-                "version": {"type": "string"},
-                "database": {
-                    "type": "object",
-                    "properties": {"ok": {"type": "boolean"}, "schema_version": {"type": "integer"}},
-                },
-                "pbx": {
-                    "type": "object",
-                    "properties": {
-                        "driver": {"type": "string"},
-                        "connected": {"type": "boolean"},
-                        "dialling_held": _nullable({
-                            "type": "string", "enum": ["pbx_down", "ari_app_replaced", None],
-                            "description": "why no call is originated now (null: dialling is possible)",
-                        }),
-                        "last_error": _nullable({
-                            "type": "string",
-                            "description": "what is wrong with the PBX connection, e.g. 'ARI 401: check "
-                            "DIALERD_ARI_PASSWORD and ari.conf' (null while all is well)",
-                        }),
-                    },
-                },
-                "calls_in_flight": _int(),
-                "sse_subscribers": _int(),
-            },
-            closed=False,
-        ),
-    }
+    """components.schemas: every answer model and the models inside them, by class name."""
+    return copy.deepcopy(_derived()[0])
+
+
+def _form_fields(settings: Settings) -> dict[str, Schema]:
+    """The create form's text fields: CampaignSpec's JSON Schema, each alias beside its field, the configured
+    defaults filled in."""
+    declared = copy.deepcopy(_derived()[1])
+    aliases = {field: alias for alias, field in ALIASES.items()}
+    props: dict[str, Schema] = {}
+    for field, schema in declared.items():
+        schema = {k: v for k, v in schema.items() if k != "title"}
+        form = form_of(field)
+        if schema.get("default", 0) is None:
+            del schema["default"]  # "absent": a form value is never null
+        if form.setting is not None:
+            value = default_of(field, settings)
+            if value not in ("", None):
+                schema["default"] = value
+            if "description" in schema:
+                schema["description"] += f"; default: {value or form.unset}"
+        props[field] = schema
+        if field in aliases:
+            props[aliases[field]] = {**schema, "description": f"the reference API's name for {field}; give one of "
+                                     "the two"}
+    return props
+
+
+def _required() -> list[str]:
+    """The fields without a default, declared or configured (the name)."""
+    return [f for f, info in CampaignSpec.model_fields.items() if info.is_required() and form_of(f).setting is None]
 
 
 def _create_form(settings: Settings) -> Schema:
-    text = {"type": "string", "maxLength": MAX_FIELD_BYTES}
-    caller_id = {
-        **text,
-        "maxLength": 80,
-        "pattern": _CALLER_ID_PATTERN,
-        "description": "caller id the campaign dials from; default: "
-        f"{settings.dialer_default_caller_id or 'none (the PBX decides)'}",
-    }
-    destination = {
-        "type": "string",
-        "maxLength": DESTINATION_MAX,
-        "pattern": _DESTINATION_PATTERN,
-        "description": "where an answered call goes: CONTEXT,EXTENSION[,PRIORITY] in the dialplan, or "
-        f"stasis:APP[,ARGS...]; default: {settings.dialer_default_destination}",
-        "example": "dialerd-demo,s,1",
-    }
-    props: dict[str, Schema] = {
-        "name": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 200,
-            "pattern": _NAME_PATTERN,
-            "description": "1-200 characters (surrounding spaces trimmed), no control characters",
-        },
-        "caller_id": caller_id,
-        "phone_number_id": {
-            **caller_id,
-            "description": "the reference API's name for caller_id; give one of the two",
-        },
-        "destination": destination,
-        "agent_id": {
-            **destination,
-            "description": "the reference API's name for destination; give one of the two",
-        },
-    }
-    for field, (lo, hi, default) in FORM_INTS.items():
-        props[field] = {
-            "type": "integer",
-            "minimum": lo,
-            "maximum": hi,
-            "default": settings.dialer_ring_timeout if default is None else default,
-        }
-    props["scheduled_at"] = {
-        **TIME_IN,
-        "description": "RFC 3339 time with an offset, in the future; the campaign is 'scheduled' and "
-        "starts by itself then",
-    }
-    props["default_region"] = {
-        "type": "string",
-        "enum": sorted(phonenumbers.SUPPORTED_REGIONS),
-        "description": "ISO 3166 country for numbers written in national format (case-insensitive); "
-        f"default: {settings.dialer_default_region or 'none (numbers must be international)'}",
-    }
-    props["phone_column"] = {
-        "type": "string",
-        "maxLength": 200,
-        "pattern": r"^[^\x00-\x1f]*$",
-        "description": "the header of the column to take the numbers from (exact, else compared like the "
-        "recognised names); default: every recognised phone column, the first non-empty dialable one per "
-        "row; a name that is not a header is refused (400) naming the headers found",
-    }
-    props["encoding"] = {
-        "type": "string",
-        "maxLength": 40,
-        "example": "cp1252",
-        "description": "the file's text encoding, any Python codec name (utf-8, cp1252, latin-1, utf-16, "
-        "...); default: from the byte-order mark, else UTF-8, else detected (400 csv_encoding_unknown "
-        "when detection is not confident)",
-    }
+    props = _form_fields(settings)
     limit_mb = settings.upload_limit_bytes / (1024 * 1024)
     props["contacts"] = {
         "type": "string",
@@ -386,7 +126,7 @@ def _create_form(settings: Settings) -> Schema:
     }
     return {
         "type": "object",
-        "required": ["name", "contacts"],
+        "required": [*_required(), "contacts"],
         "properties": props,
         "additionalProperties": False,
         # A field and its alias are the same field: one of the two at most.
@@ -399,7 +139,7 @@ def _create_form(settings: Settings) -> Schema:
 def _create_json(settings: Settings) -> Schema:
     """The JSON create body: the form's fields, and contacts as an array of objects instead of a CSV file."""
     form = _create_form(settings)
-    cell = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}], "nullable": True}
+    cell = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
     contacts: Schema = {
         "type": "array",
         "items": {
@@ -420,7 +160,7 @@ def _create_json(settings: Settings) -> Schema:
 
 def _edit(settings: Settings) -> Schema:
     """PATCH /campaigns/{id}: the editable fields, by the create rules."""
-    form = _create_form(settings)["properties"]
+    form = _form_fields(settings)
     names = [*EDITABLE, *(alias for alias, field in ALIASES.items() if field in EDITABLE)]
     props = {name: {k: v for k, v in form[name].items() if k != "default"} for name in names}
     return {
@@ -463,7 +203,7 @@ def _parameters() -> dict[str, Schema]:
 
 
 def _limit(default: int) -> Schema:
-    return _param("limit", "query", "page size", _int(1, maximum=campaigns.MAX_PAGE, default=default))
+    return _param("limit", "query", "page size", _int(1, maximum=schemas.MAX_PAGE, default=default))
 
 
 def _error(description: str, example_id: str) -> Schema:
@@ -563,7 +303,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             "200": {"description": "Prometheus text exposition format", **metrics},
         }),
         "/api/v1/openapi.json": _public("getOpenApi", "This document", {
-            "200": {"description": "OpenAPI 3 document", "content": {JSON: {"schema": {"type": "object"}}}},
+            "200": {"description": "OpenAPI 3.1 document", "content": {JSON: {"schema": {"type": "object"}}}},
         }),
         "/dashboard": {"get": _op("dashboard", "getDashboard", "The live campaign dashboard (HTML)", {
             "200": {"description": "the page; it asks for an API key in the browser", "content": {"text/html": html}},
@@ -672,9 +412,9 @@ def _paths(settings: Settings) -> dict[str, Schema]:
 
 
 def build_openapi(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI 3.0 document for this daemon's API."""
+    """The OpenAPI 3.1 document for this daemon's API."""
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "dialerd",
             "version": __version__,

@@ -1,97 +1,104 @@
-"""JSON shapes of the API: campaigns, contacts, import reports, errors."""
+"""JSON answers of the API, built through the declared objects (``api/schemas.py``).
+
+Every function fills a model and dumps it: the model fixes the keys, their order and how times are
+written, so an answer cannot say more or less than the document. The inputs are the services' views
+and rows, read by attribute: nothing here imports the store.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
+from dialerd.api import schemas
 from dialerd.services.campaigns import CampaignView
-from dialerd.store.tables import Campaign, Contact, ImportProblem
-from dialerd.timestamps import rfc3339_or_none
 
 
-def ts(value: datetime | None) -> str | None:
-    """RFC 3339 in UTC with milliseconds and a Z (``dialerd.timestamps``, the one format), or None."""
-    return rfc3339_or_none(value)
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The model as JSON values under the API's names; optional keys never set are left out."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
-def campaign(view: CampaignView) -> dict[str, Any]:
+def _known(model: type[BaseModel], report: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored report's keys this object shows (a report is stored whole; each answer shows a part)."""
+    return {k: v for k, v in report.items() if k in model.model_fields}
+
+
+def _not_null(value: datetime | None) -> datetime:
+    """A NOT NULL column's time (the row type allows None only before the row is written)."""
+    assert value is not None
+    return value
+
+
+def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) -> schemas.Campaign:
+    """``report``: an ImportSummary, or for the create answer (``CreatedCampaign``) an ImportReport."""
     c = view.campaign
     counts = dict(view.counts)
     total = sum(counts.values())
-    report = c.import_report or {}
-    return {
-        "id": c.id,
-        "name": c.name,
-        "status": c.status,
-        "caller_id": c.caller_id,
-        "destination": c.destination,
+    done = counts.get("completed", 0) + counts.get("failed", 0) + counts.get("cancelled", 0)
+    return model(
+        id=c.id,
+        name=c.name,
+        status=c.status,
+        caller_id=c.caller_id,
+        destination=c.destination,
         # The reference API's names for the same two things, for SDKs written against it.
-        "agent_id": c.destination,
-        "phone_number_id": c.caller_id,
-        "default_region": c.default_region or None,
-        "max_concurrent_calls": c.max_concurrent_calls,
-        "retries_per_contact": c.retries_per_contact,
-        "retry_delay_seconds": c.retry_delay_seconds,
-        "ring_timeout_seconds": c.ring_timeout_seconds,
-        "scheduled_at": ts(c.scheduled_at),
-        "created_at": ts(c.created_at),
-        "created_by": c.created_by,
-        "started_at": ts(c.started_at),
-        "completed_at": ts(c.completed_at),
-        "updated_at": ts(c.updated_at),
-        "contacts": {"total": total, **counts},
-        "calls_in_flight": view.calls_in_flight,
-        "progress": round((counts.get("completed", 0) + counts.get("failed", 0) + counts.get("cancelled", 0))
-                          / total, 4) if total else 0.0,
-        "import": {k: v for k, v in report.items() if k != "problems"},
+        agent_id=c.destination,
+        phone_number_id=c.caller_id,
+        default_region=c.default_region or None,
+        max_concurrent_calls=c.max_concurrent_calls,
+        retries_per_contact=c.retries_per_contact,
+        retry_delay_seconds=c.retry_delay_seconds,
+        ring_timeout_seconds=c.ring_timeout_seconds,
+        scheduled_at=c.scheduled_at,
+        created_at=_not_null(c.created_at),
+        created_by=c.created_by,
+        started_at=c.started_at,
+        completed_at=c.completed_at,
+        updated_at=_not_null(c.updated_at),
+        contacts=schemas.ContactCounts.model_validate({"total": total, **counts}),
+        calls_in_flight=view.calls_in_flight,
+        progress=round(done / total, 4) if total else 0.0,
+        import_=report,
         # A scheduled start held back by the tenant's concurrency cap: {"reason", "since", "detail"}, else null.
-        "start_deferred": c.start_deferred or None,
-    }
+        start_deferred=schemas.StartDeferred.model_validate(c.start_deferred) if c.start_deferred else None,
+    )
+
+
+def campaign(view: CampaignView) -> dict[str, Any]:
+    summary = schemas.ImportSummary.model_validate(_known(schemas.ImportSummary, view.campaign.import_report or {}))
+    return dump(_campaign(view, schemas.Campaign, summary))
 
 
 def campaign_created(view: CampaignView) -> dict[str, Any]:
-    body = campaign(view)
-    if view.report is not None:
-        body["import"] = view.report.as_json()
-    return body
+    if view.report is None:
+        return campaign(view)
+    report = schemas.ImportReport.model_validate(view.report.as_json())
+    return dump(_campaign(view, schemas.CreatedCampaign, report))
 
 
-def import_report(
-    c: Campaign, problems: list[ImportProblem], total: int, limit: int, offset: int
-) -> dict[str, Any]:
+def import_report(campaign: Any, problems: Iterable[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
     """GET /campaigns/{id}/import: the stored report's figures and a page of every rejected row."""
-    report = {k: v for k, v in (c.import_report or {}).items() if k not in ("problems", "problems_truncated")}
-    more = offset + len(problems) < total
-    return {
-        "campaign_id": c.id,
-        **report,
-        "problems": [{"line": p.line, "value": p.value, "reason": p.reason, "code": p.code} for p in problems],
+    rows = [schemas.RowProblem.model_validate(p, from_attributes=True) for p in problems]
+    more = offset + len(rows) < total
+    return dump(schemas.ImportPage.model_validate({
+        **_known(schemas.ImportPage, campaign.import_report or {}),
+        "campaign_id": campaign.id,
+        "problems": rows,
         "problems_total": total,
         "limit": limit,
         "offset": offset,
-        "next_offset": offset + len(problems) if more else None,
-    }
+        "next_offset": offset + len(rows) if more else None,
+    }))
 
 
-def contact(c: Contact) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "campaign_id": c.campaign_id,
-        "phone_number": c.phone_e164,
-        "raw_number": c.raw_number,
-        "line": c.line,
-        "status": c.status,
-        "attempts": c.attempts,
-        "last_attempt_at": ts(c.last_attempt_at),
-        "next_attempt_at": ts(c.next_attempt_at),
-        "failure_reason": c.failure_reason,
-        "hangup_cause": c.hangup_cause,
-        "sip_code": c.sip_code,
-        "custom_fields": c.fields,
-        "updated_at": ts(c.updated_at),
-    }
+def contact(row: Any) -> dict[str, Any]:
+    """A contact row of the store (``CampaignService.list_contacts``), read by attribute."""
+    return dump(schemas.Contact.model_validate(row))
 
 
 def error(message: str, error_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": message, "error_id": error_id, "details": details or {}}
+    return dump(schemas.Error(error=message, error_id=error_id, details=details or {}))

@@ -15,12 +15,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Generic, TypeVar, cast
+from typing import IO, Any, Generic, TypeVar, Unpack, cast
 from urllib.parse import quote, urlencode
 
 from dialerd import timestamps
 from dialerd.client.errors import DialerdApiError, error_from_response
-from dialerd.client.models import Campaign, CampaignPage, ContactPage, ImportPage
+from dialerd.client.models import (
+    CREATE_FIELDS,
+    EDITABLE,
+    INT_FIELDS,
+    Campaign,
+    CampaignPage,
+    ContactPage,
+    CreateOptions,
+    ImportPage,
+)
 
 T = TypeVar("T")
 
@@ -134,8 +143,6 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 IN_PROGRESS = "idempotency_key_in_progress"  # the error_id of a retry that came while the first still runs
 CREATE_RETRIES = 3  # a create that timed out or lost its connection is sent again this often, same key
 IN_PROGRESS_WAIT = 300.0  # seconds to wait for a first request still running (a big import) to finish
-EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
-            "caller_id", "destination")
 
 
 def new_idempotency_key() -> str:
@@ -195,35 +202,16 @@ def rfc3339(value: datetime | str) -> str:
     return timestamps.rfc3339(value)
 
 
-def create_fields(
-    *,
-    name: str,
-    caller_id: str | None,
-    destination: str | None,
-    max_concurrent_calls: int | None,
-    retries_per_contact: int | None,
-    retry_delay_seconds: int | None,
-    ring_timeout_seconds: int | None,
-    scheduled_at: datetime | str | None,
-    default_region: str | None,
-    phone_column: str | None = None,
-    encoding: str | None = None,
-) -> dict[str, str]:
-    """The form fields of create; ``None`` leaves a field out so the daemon's default applies."""
-    values: dict[str, object] = {
-        "name": name,
-        "caller_id": caller_id,
-        "destination": destination,
-        "max_concurrent_calls": max_concurrent_calls,
-        "retries_per_contact": retries_per_contact,
-        "retry_delay_seconds": retry_delay_seconds,
-        "ring_timeout_seconds": ring_timeout_seconds,
-        "scheduled_at": rfc3339(scheduled_at) if scheduled_at is not None else None,
-        "default_region": default_region,
-        "phone_column": phone_column,
-        "encoding": encoding,
-    }
-    return {k: str(v) for k, v in values.items() if v is not None}
+def create_fields(*, name: str, **options: Unpack[CreateOptions]) -> dict[str, str]:
+    """The form fields of create, in the declaration's order; ``None`` leaves a field out so the daemon's
+    default applies."""
+    unknown = sorted(set(options) - set(CREATE_FIELDS))
+    if unknown:
+        raise TypeError(f"create() got unexpected keyword arguments: {', '.join(unknown)}")
+    values: dict[str, object] = {"name": name, **options}
+    if values.get("scheduled_at") is not None:
+        values["scheduled_at"] = rfc3339(cast(datetime | str, values["scheduled_at"]))
+    return {k: str(values[k]) for k in CREATE_FIELDS if values.get(k) is not None}
 
 
 def read_contacts(contacts: CsvSource) -> tuple[bytes, str]:
@@ -284,5 +272,3 @@ def create_campaign_json(
     return Call("POST", API, _as(Campaign), body=body,
                 headers={"Content-Type": "application/json", **_keyed(idempotency_key)})
 
-
-INT_FIELDS = ("max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds")

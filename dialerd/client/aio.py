@@ -15,9 +15,8 @@ import asyncio
 import io
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import aiohttp
 
@@ -25,7 +24,7 @@ from dialerd.client import _http
 from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts
 from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
 from dialerd.client.events import Event
-from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage, ImportPage
+from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage, CreateOptions, ImportPage
 from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
 
 T = TypeVar("T")
@@ -148,42 +147,22 @@ class AsyncCampaigns:
         contacts: Contacts,
         *,
         name: str,
-        caller_id: str | None = None,
-        destination: str | None = None,
-        max_concurrent_calls: int | None = None,
-        retries_per_contact: int | None = None,
-        retry_delay_seconds: int | None = None,
-        ring_timeout_seconds: int | None = None,
-        scheduled_at: datetime | str | None = None,
-        default_region: str | None = None,
-        phone_column: str | None = None,
-        encoding: str | None = None,
         idempotency_key: str | None = None,
         retries: int = _http.CREATE_RETRIES,
+        **options: Unpack[CreateOptions],
     ) -> Campaign:
         """Upload a contacts CSV (path, bytes or binary file; or a list of contact dicts, sent as JSON) and
         create a draft campaign.
 
-        The answer's ``import`` holds the import report, rejected rows included (all of them:
-        ``import_report``). ``phone_column`` names the column to dial (default: the recognised phone
+        ``options`` are the create form's other fields (``CreateOptions``: caller_id, destination,
+        max_concurrent_calls, scheduled_at, default_region, ...). The answer's ``import`` holds the import
+        report, rejected rows included (all of them: ``import_report``). ``phone_column`` names the column to dial (default: the recognised phone
         columns); ``encoding`` the file's encoding (default: BOM, UTF-8 or detection). Every create carries
         an ``Idempotency-Key`` (``idempotency_key``, or a new UUID): one that times out or loses its
         connection is sent again with the same key up to ``retries`` times, and waits while the daemon says
         the first is still running, so it yields one campaign.
         """
-        fields = _http.create_fields(
-            name=name,
-            caller_id=caller_id,
-            destination=destination,
-            max_concurrent_calls=max_concurrent_calls,
-            retries_per_contact=retries_per_contact,
-            retry_delay_seconds=retry_delay_seconds,
-            ring_timeout_seconds=ring_timeout_seconds,
-            scheduled_at=scheduled_at,
-            default_region=default_region,
-            phone_column=phone_column,
-            encoding=encoding,
-        )
+        fields = _http.create_fields(name=name, **options)
         key = idempotency_key or _http.new_idempotency_key()
         if isinstance(contacts, list):
             call = _http.create_campaign_json(fields, contacts, key)

@@ -1,4 +1,7 @@
-"""Static types of the JSON the daemon returns (``dialerd/api/render.py``).
+"""Static types of the JSON the daemon returns, and the create form's field names.
+
+GENERATED from dialerd/api/schemas.py and dialerd/services/campaign_spec.py by
+``python -m dialerd.api.client_models``; do not edit (tests/unit/test_client_models.py checks it).
 
 Responses are plain ``dict``s decoded from JSON; these ``TypedDict``s only tell the type checker what
 keys to expect. A newer daemon may add keys; they are simply there at run time.
@@ -6,7 +9,20 @@ keys to expect. A newer daemon may add keys; they are simply there at run time.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NotRequired, TypedDict
+
+
+class ContactCounts(TypedDict):
+    """Contacts per status, every status present."""
+
+    total: int
+    pending: int
+    originated: int
+    connected: int
+    completed: int
+    failed: int
+    cancelled: int
 
 
 class ImportProblem(TypedDict):
@@ -19,7 +35,7 @@ class ImportProblem(TypedDict):
 
 
 class ImportReport(TypedDict):
-    """What the CSV import did. ``problems`` is only in the answer to create."""
+    """What the CSV import did, as every campaign answer shows it. ``problems``: only in the answer to create."""
 
     rows_total: int
     rows_valid: int
@@ -30,19 +46,11 @@ class ImportReport(TypedDict):
     delimiter: str
     custom_fields: list[str]
     problems: NotRequired[list[ImportProblem]]
-    problems_truncated: NotRequired[bool]
-
-
-class ContactCounts(TypedDict):
-    """Contacts per status; statuses with no contact may be absent."""
-
-    total: int
-    pending: NotRequired[int]
-    originated: NotRequired[int]
-    connected: NotRequired[int]
-    completed: NotRequired[int]
-    failed: NotRequired[int]
-    cancelled: NotRequired[int]
+    problems_truncated: bool
+    encoding: NotRequired[str]
+    encoding_source: NotRequired[str]
+    phone_columns: NotRequired[dict[str, int]]
+    multi_number_cells: NotRequired[int]
 
 
 class StartDeferred(TypedDict):
@@ -53,7 +61,7 @@ class StartDeferred(TypedDict):
     detail: str
 
 
-# Functional syntax: "import" is a Python keyword.
+# A campaign: its settings, status, live contact counts and import report.
 Campaign = TypedDict(
     "Campaign",
     {
@@ -70,21 +78,23 @@ Campaign = TypedDict(
         "retry_delay_seconds": int,
         "ring_timeout_seconds": int,
         "scheduled_at": str | None,
-        "created_at": str | None,
-        "created_by": str | None,
+        "created_at": str,
+        "created_by": str,
         "started_at": str | None,
         "completed_at": str | None,
-        "updated_at": str | None,
+        "updated_at": str,
         "contacts": ContactCounts,
         "calls_in_flight": int,
         "progress": float,
         "import": ImportReport,
-        "start_deferred": NotRequired[StartDeferred | None],
+        "start_deferred": StartDeferred | None,
     },
 )
 
 
 class CampaignPage(TypedDict):
+    """A page of campaigns, newest first."""
+
     campaigns: list[Campaign]
     total: int
     limit: int
@@ -92,6 +102,8 @@ class CampaignPage(TypedDict):
 
 
 class Contact(TypedDict):
+    """One contact of a campaign: its number, its status and its last attempt's outcome."""
+
     id: int
     campaign_id: str
     phone_number: str
@@ -109,18 +121,20 @@ class Contact(TypedDict):
 
 
 class ContactPage(TypedDict):
+    """A page of contacts, in CSV order."""
+
     contacts: list[Contact]
     total: int
     limit: int
     offset: int
     next_offset: int | None
-    next_after_id: NotRequired[int | None]
+    next_after_id: int | None
     page: NotRequired[int]
     next_page: NotRequired[int | None]
 
 
 class ImportPage(TypedDict):
-    """``GET /campaigns/{id}/import``: the stored report's figures and a page of every rejected row."""
+    """GET /campaigns/{id}/import: the stored report's figures and a page of every rejected row."""
 
     campaign_id: str
     rows_total: int
@@ -131,11 +145,61 @@ class ImportPage(TypedDict):
     phone_column: str
     delimiter: str
     custom_fields: list[str]
+    encoding: NotRequired[str]
+    encoding_source: NotRequired[str]
+    phone_columns: NotRequired[dict[str, int]]
+    multi_number_cells: NotRequired[int]
     problems: list[ImportProblem]
     problems_total: int
     limit: int
     offset: int
     next_offset: int | None
 
+
+class CreateOptions(TypedDict, total=False):
+    """The create form's fields beside ``name``, as ``create()`` takes them: None or absent leaves the daemon's default."""
+
+    caller_id: str | None
+    destination: str | None
+    default_region: str | None
+    scheduled_at: datetime | str | None
+    phone_column: str | None
+    encoding: str | None
+    max_concurrent_calls: int | None
+    retries_per_contact: int | None
+    retry_delay_seconds: int | None
+    ring_timeout_seconds: int | None
+
+
+# The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON
+# numbers in a JSON create), and what PATCH may change.
+CREATE_FIELDS = (
+    "name",
+    "caller_id",
+    "destination",
+    "default_region",
+    "scheduled_at",
+    "phone_column",
+    "encoding",
+    "max_concurrent_calls",
+    "retries_per_contact",
+    "retry_delay_seconds",
+    "ring_timeout_seconds",
+)
+INT_FIELDS = (
+    "max_concurrent_calls",
+    "retries_per_contact",
+    "retry_delay_seconds",
+    "ring_timeout_seconds",
+)
+EDITABLE = (
+    "name",
+    "max_concurrent_calls",
+    "retries_per_contact",
+    "retry_delay_seconds",
+    "ring_timeout_seconds",
+    "caller_id",
+    "destination",
+)
 
 JsonObject = dict[str, Any]

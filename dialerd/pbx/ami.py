@@ -21,9 +21,10 @@ from dialerd.domain.causes import parse_cause, parse_tech_cause
 from dialerd.pbx.ami_client import AmiClient, AmiTimeout
 from dialerd.pbx.errors import PbxError
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
-from dialerd.pbx.tracking import CallTracker, TrackedCall, now
+from dialerd.pbx.tracking import CallTracker, TrackedCall
 from dialerd.ports import OriginateError, PbxSink
 from dialerd.tasks import TaskOwner, child_of
+from dialerd.timestamps import utcnow
 
 log = logging.getLogger("dialerd.pbx.ami")
 
@@ -245,7 +246,7 @@ class AmiPbx:
             if found.ended is None and (call.uncertain or not call.channel_seen):
                 continue  # never created: the originate's caller learns that from lookup() ("unknown")
             log.info("call ended while disconnected", extra={"action": "reconcile", "channel_id": cid})
-            self._track.end(found.ended or CallEvent(cid, CallEventKind.ENDED, now()))
+            self._track.end(found.ended or CallEvent(cid, CallEventKind.ENDED, utcnow()))
 
     # -- events: run in panoramisk's dispatch, must not block ----------------------------------------
 
@@ -309,7 +310,7 @@ class AmiPbx:
             CallEvent(
                 cid,
                 CallEventKind.ENDED,
-                now(),
+                utcnow(),
                 cause=parse_cause(event.get("Cause")),
                 tech_cause=parse_tech_cause(event.get("TechCause")),
                 state=state,

@@ -45,9 +45,10 @@ from dialerd.pbx.ownership import (
     startup_verdict,
 )
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
-from dialerd.pbx.tracking import CallTracker, TrackedCall, now
+from dialerd.pbx.tracking import CallTracker, TrackedCall
 from dialerd.ports import OriginateError, PbxSink
 from dialerd.tasks import TaskOwner, child_of
+from dialerd.timestamps import utcnow
 
 log = logging.getLogger("dialerd.pbx.ari")
 
@@ -506,7 +507,7 @@ class AriPbx:
             log.info("call ended while disconnected", extra={"action": "reconcile", "channel_id": cid})
             # No record and no channel although the originate was accepted (Asterisk restarted, or the
             # record was forgotten): report an end without cause so nobody waits for an event.
-            self._track.end(found.ended or CallEvent(cid, CallEventKind.ENDED, now()))
+            self._track.end(found.ended or CallEvent(cid, CallEventKind.ENDED, utcnow()))
 
 
 def _q(part: str) -> str:
@@ -528,4 +529,4 @@ def _at(event: JsonObject) -> datetime:
             return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
         except ValueError:
             pass
-    return now()
+    return utcnow()

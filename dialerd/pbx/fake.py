@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, OriginateRequest
-from dialerd.pbx.tracking import now
 from dialerd.ports import OriginateError, PbxSink
 from dialerd.tasks import TaskOwner, child_of
+from dialerd.timestamps import utcnow
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ class FakePbx:
         ended = CallEvent(
             cid,
             CallEventKind.ENDED,
-            now(),
+            utcnow(),
             cause=cause,
             tech_cause=tech_cause,
             state=call.state,
@@ -233,7 +233,7 @@ class FakePbx:
 
     def _event(self, call: _Live, kind: CallEventKind) -> None:
         if self._connected:
-            self._emit(CallEvent(call.request.channel_id, kind, now()))
+            self._emit(CallEvent(call.request.channel_id, kind, utcnow()))
 
     def _emit(self, event: CallEvent) -> None:
         if self._sink is not None:

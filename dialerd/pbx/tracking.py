@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.ports import PbxSink
+from dialerd.timestamps import utcnow
 
 log = logging.getLogger("dialerd.pbx")
 
@@ -51,14 +52,14 @@ class CallTracker(Generic[CallT]):
     def progress(self, cid: str, call: CallT, at: datetime | None = None) -> None:
         if not call.alerted:
             call.alerted = True
-            self.emit(CallEvent(cid, CallEventKind.PROGRESS, at or now()))
+            self.emit(CallEvent(cid, CallEventKind.PROGRESS, at or utcnow()))
 
     def answer(self, cid: str, call: CallT, at: datetime | None = None) -> bool:
         """Report the answer; False if it had been reported already."""
         if call.answered:
             return False
         call.answered = True
-        self.emit(CallEvent(cid, CallEventKind.ANSWERED, at or now()))
+        self.emit(CallEvent(cid, CallEventKind.ANSWERED, at or utcnow()))
         return True
 
     def end(self, event: CallEvent) -> None:
@@ -81,7 +82,3 @@ class CallTracker(Generic[CallT]):
         if self.sink is not None:
             self.sink.call_event(event)
 
-
-def now() -> datetime:
-    """The time stamp for events the PBX does not date itself."""
-    return datetime.now(tz=UTC)

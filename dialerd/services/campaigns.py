@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Protocol
 
-from dialerd.domain.call import Destination
 from dialerd.domain.campaign import CampaignAction, CampaignStatus, initial_status
 from dialerd.errors import Conflict, InvalidInput, NotFound
 from dialerd.services.auth import Principal
+from dialerd.services.campaign_spec import CampaignSpec  # the create form's declaration
 from dialerd.services.events import EventHub
 from dialerd.services.idempotency import Idempotency
 from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, import_contacts
@@ -27,23 +27,6 @@ from dialerd.store.tables import Campaign, Contact, Event, ImportProblem
 from dialerd.timestamps import utcnow
 
 log = logging.getLogger("dialerd.campaigns")
-
-
-@dataclass(frozen=True)
-class CampaignSpec:
-    """A validated create request (the form fields)."""
-
-    name: str
-    caller_id: str
-    destination: Destination
-    max_concurrent_calls: int
-    retries_per_contact: int
-    retry_delay_seconds: int
-    ring_timeout_seconds: int
-    default_region: str
-    scheduled_at: datetime | None
-    phone_column: str | None = None  # the CSV column to take numbers from; None: the recognised ones
-    encoding: str | None = None  # the CSV file's encoding; None: BOM, UTF-8 or detection
 
 
 # Where PATCH may change a campaign's settings: before it runs, or while it is paused.

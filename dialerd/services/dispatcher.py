@@ -30,7 +30,7 @@ from dialerd.domain.call import CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import FailureReason
 from dialerd.faults import Failpoints
-from dialerd.ports import CallStore, OriginateError, Pbx
+from dialerd.ports import DispatchStore, OriginateError, Pbx
 from dialerd.services.following import CallFollower
 from dialerd.services.lifecycle import CampaignTransitions
 from dialerd.services.slots import Slots
@@ -51,7 +51,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: CallStore,
+        store: DispatchStore,
         pbx: Pbx,
         slots: Slots,
         transitions: CampaignTransitions,

@@ -30,7 +30,7 @@ from dialerd.domain.call import (
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.faults import Failpoints
-from dialerd.ports import CallStore, Pbx
+from dialerd.ports import DispatchStore, Pbx
 from dialerd.services.slots import Slots
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Event
@@ -50,7 +50,7 @@ class CallFollower:
 
     def __init__(
         self,
-        store: CallStore,
+        store: DispatchStore,
         pbx: Pbx,
         slots: Slots,
         *,

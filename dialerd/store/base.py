@@ -1,8 +1,10 @@
-"""The store's foundation: engine, transactions, the direct SQLite path, and the event rows.
+"""The store's foundation: the transactions every part of the store shares, and the event rows.
 
 Writes that change a contact also append the matching row to ``event`` in the same transaction,
 so the SSE stream replayed from the database always agrees with the contacts' state. One writer at a
-time in-process (see ``StoreBase.__init__``); its events are published right after its commit.
+time in-process (see ``Transactions.__init__``); its events are published right after its commit.
+``Transactions`` is composed into the ``Store`` and into each CallStore implementation (``SqlCalls``,
+``SqliteCalls``), so all of them write under one lock and publish in one order.
 """
 
 from __future__ import annotations
@@ -10,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import exists, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dialerd.domain.call import IN_FLIGHT
 from dialerd.domain.campaign import END_EVENT, CampaignStatus, over
 from dialerd.errors import StoreError
-from dialerd.store.direct import HotPath, SqliteDirect
+from dialerd.ports import CallStore
 from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
 from dialerd.timestamps import rfc3339
 
 # Reads made in a priority context (the dispatcher's tasks) skip the queue the other reads (API requests,
-# SSE replays and snapshots) take turns in, at most SHARED_READS at once; see Store.read.
+# SSE replays and snapshots) take turns in, at most SHARED_READS at once; see Transactions.read.
 SHARED_READS = 4
 _PRIORITY: contextvars.ContextVar[bool] = contextvars.ContextVar("dialerd_store_priority", default=False)
 
@@ -62,6 +63,31 @@ def _attempt_in_flight(contact_id: Any) -> Any:
     return exists().where(T_ATTEMPT.c.contact_id == contact_id, T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
 
 
+def call_event_payload(
+    *, contact_id: int, phone_number: str | None, status: str, attempt: int, channel_id: str, now: datetime,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """The payload of the event a call's transition appends (and SSE sends): the contact, its new status,
+    which attempt and channel, when, then the follower's ``details`` (cause, reason, retry time...).
+
+    Both CallStore implementations build it here, so the stored JSON is the same on either.
+    """
+    return {
+        "contact_id": contact_id,
+        "phone_number": phone_number,
+        "status": status,
+        "attempt": attempt,
+        "channel_id": channel_id,
+        "at": rfc3339(now),
+        **details,
+    }
+
+
+def end_event_payload(status: str, now: datetime) -> dict[str, Any]:
+    """The payload of a campaign's ``end`` event: the terminal status it ended in, and when."""
+    return {"status": status, "at": rfc3339(now)}
+
+
 class _Merged:
     """A row-like wrapper around a dict, so merged values go through ``_row`` like fetched rows."""
 
@@ -69,9 +95,19 @@ class _Merged:
         self._mapping = mapping
 
 
+class Calls(CallStore, Protocol):
+    """A CallStore implementation as the Store holds it (``SqlCalls`` or ``SqliteCalls``, chosen once when
+    the Store is built): the call port, plus the contacts' bulk insert and closing its own connections."""
 
-class StoreBase:
-    """The engine, the write lock and the transactions every part of the Store uses."""
+    async def insert_contacts(self, campaign_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Bulk-insert pending contacts; a number already in the campaign is skipped."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Transactions:
+    """The engine, the write lock, publish-after-commit, and the event rows every writer appends."""
 
     def __init__(self, engine: AsyncEngine, publish: Callable[[list[Event]], None] | None = None) -> None:
         self.engine = engine
@@ -84,39 +120,6 @@ class StoreBase:
         self._txn_events: list[Event] = []
         self.publish = publish  # called with each transaction's events right after its commit
         self._shared_reads = asyncio.Semaphore(SHARED_READS)
-        # SQLite file databases: the dispatcher's per-call statements go to the driver directly
-        # (store/direct.py). In-memory databases are per connection, so they keep the SQLAlchemy path.
-        self._direct: SqliteDirect | None = None
-        self._hot: HotPath | None = None
-        database = engine.url.database
-        if self.dialect == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
-            self._direct = SqliteDirect(database)
-            self._hot = HotPath({"attempt": T_ATTEMPT, "contact": T_CONTACT, "event": T_EVENT},
-                                engine.dialect, IN_FLIGHT_ATTEMPT_STATES)
-
-    async def close(self) -> None:
-        if self._direct is not None:
-            await self._direct.close()
-        await self.engine.dispose()
-
-    async def _direct_read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        assert self._direct is not None
-        try:
-            return await self._direct.read(fn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
-
-    async def _direct_write(self, fn: Callable[[sqlite3.Connection], tuple[_T, list[Event]]]) -> _T:
-        """A write transaction on the direct path: the same lock and publish order as ``write``."""
-        assert self._direct is not None
-        try:
-            async with self._write_lock:
-                result, events = await self._direct.transaction(fn)
-                if events and self.publish is not None:
-                    self.publish(events)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
-        return result
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -131,6 +134,15 @@ class StoreBase:
                     self.publish(events)  # still under the lock: publish order == id order
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    async def write_elsewhere(self, transaction: Callable[[], Awaitable[tuple[_T, list[Event]]]]) -> _T:
+        """Run a write transaction made on another connection (the sqlite3 driver's, store/direct.py) under
+        the same lock as ``write``, and publish the events it returns after its commit, in the same order."""
+        async with self._write_lock:
+            result, events = await transaction()
+            if events and self.publish is not None:
+                self.publish(events)
+        return result
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -154,10 +166,10 @@ class StoreBase:
         except StoreError:
             return False
 
-
-    async def _event(
+    async def event(
         self, conn: AsyncConnection, campaign_id: str, kind: str, payload: dict[str, Any], now: datetime
     ) -> Event:
+        """Append an event row in ``conn``'s write transaction; ``write`` publishes it after the commit."""
         result = await conn.execute(
             insert(T_EVENT)
             .values(campaign_id=campaign_id, kind=kind, payload=payload, created_at=now)
@@ -169,11 +181,11 @@ class StoreBase:
         self._txn_events.append(event)
         return event
 
-    async def _lock_campaign(self, conn: AsyncConnection, *, campaign_id: Any) -> str | None:
+    async def lock_campaign(self, conn: AsyncConnection, *, campaign_id: Any) -> str | None:
         """The campaign's status, its row locked until the transaction ends (PostgreSQL; an SQLite write
         transaction is exclusive anyway). ``campaign_id`` may be a scalar subquery.
 
-        Every write that can make a campaign over (``_end_if_over``) takes this lock before any other, so
+        Every write that can make a campaign over (``end_if_over``) takes this lock before any other, so
         that a stop and the end of its last call, or the ends of its last two calls, in two processes on
         one database, are serialised: each sees the other's commit, one of them writes the end, and
         the lock order (campaign first) cannot deadlock with a stop cancelling contacts.
@@ -183,13 +195,13 @@ class StoreBase:
         ).first()
         return None if row is None else str(row.status)
 
-    async def _end_if_over(
+    async def end_if_over(
         self, conn: AsyncConnection, campaign_id: str, status: str | None, now: datetime
     ) -> Event | None:
         """Append the campaign's ``end`` event if this transaction made it over (``domain.campaign.over``).
 
         Called by each write that takes a campaign to a terminal status or a call of it out of flight,
-        with the status it read under ``_lock_campaign``; the end is then committed with the transition
+        with the status it read under ``lock_campaign``; the end is then committed with the transition
         that made it due, so it can neither be lost (a crash right after) nor come twice.
         """
         if status is None or not CampaignStatus(status).terminal:
@@ -210,9 +222,9 @@ class StoreBase:
         ).scalar_one_or_none()
         if last == END_EVENT:  # already over (nothing is written for a campaign after its end)
             return None
-        return await self._event(conn, campaign_id, END_EVENT, {"status": status, "at": rfc3339(now)}, now)
+        return await self.event(conn, campaign_id, END_EVENT, end_event_payload(status, now), now)
 
-    async def _events(
+    async def events(
         self,
         conn: AsyncConnection,
         campaign_id: str,
@@ -220,6 +232,7 @@ class StoreBase:
         payloads: list[dict[str, Any]],
         now: datetime,
     ) -> list[Event]:
+        """``event`` for many payloads of one kind, in batches (the contacts a stop cancels)."""
         out: list[Event] = []
         for chunk_start in range(0, len(payloads), 1000):
             chunk = payloads[chunk_start : chunk_start + 1000]

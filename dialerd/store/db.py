@@ -49,16 +49,24 @@ def create_engine(url: str) -> AsyncEngine:
     )
 
 
+# Every SQLite connection dialerd opens runs these: the engine's pool (below) and the sqlite3 driver's
+# connection of store/direct.py. WAL: readers never block the writer. synchronous=FULL: a committed
+# transaction (e.g. the attempt row written before an originate leaves) survives power loss, not only
+# a crash.
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
+
+
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        # WAL: readers never block the writer. synchronous=FULL: a committed transaction (e.g. the
-        # attempt row written before an originate leaves) survives power loss, not only a crash.
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        for pragma in SQLITE_PRAGMAS:
+            cur.execute(pragma)
         cur.close()
         # SQLite's own lower() folds ASCII only; the campaign name search must match "été" with "ÉTÉ" on
         # SQLite as PostgreSQL's lower() does (Store.list_campaigns).

@@ -8,8 +8,9 @@ functions on a dedicated ``sqlite3`` connection, run whole in its own thread, co
 
 Values go through the columns' own SQLAlchemy bind and result processors, so what is stored and read
 back is exactly what the SQLAlchemy path stores and reads (the store's tests run every operation on
-both paths: SQLite uses this one, PostgreSQL the SQLAlchemy one). Only ``Store`` uses this module, and
-it holds its write lock around every write transaction (one writer in-process).
+both CallStore implementations: ``SqliteCalls``, which runs these, and ``SqlCalls``). Only
+``SqliteCalls`` runs them, under the store's write lock around every write transaction (one writer
+in-process).
 """
 
 from __future__ import annotations
@@ -17,23 +18,46 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
 from dialerd.domain.campaign import END_EVENT
-from dialerd.timestamps import rfc3339
+from dialerd.domain.contact import ContactStatus
+from dialerd.store.base import T_CONTACT, end_event_payload
+from dialerd.store.db import SQLITE_PRAGMAS
+from dialerd.timestamps import utcnow
 
 T = TypeVar("T")
 
-_PRAGMAS = (  # the same as the engine's connections (store/db.py)
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=30000",
+# The contacts' bulk insert on SQLite (SqliteCalls on the driver, SqlCalls through the pool).
+# Perf (bench/, docs/benchmarks.md): SQLAlchemy's executemany processes 13 typed binds per row
+# (~60 us per contact, more than parsing the number). Here the constant columns are converted once by
+# the columns' own bind processors, so the stored values are identical, and the rows go to the driver
+# as plain tuples. Omitted columns are NULL.
+INSERT_CONTACTS = (
+    "INSERT INTO contact (campaign_id, line, phone_e164, raw_number, fields, status, attempts, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
 )
+
+
+def contact_tuples(dialect: Dialect, campaign_id: str,
+                   rows: Sequence[dict[str, Any]]) -> Callable[[], list[tuple[Any, ...]]]:
+    """The parameters of ``INSERT_CONTACTS`` for ``rows``, built when the returned function is called
+    (SqliteCalls calls it in the driver's thread, so the importer parses its next batch meanwhile)."""
+    to_json = T_CONTACT.c.fields.type.bind_processor(dialect) or (lambda v: v)
+    to_time = T_CONTACT.c.updated_at.type.bind_processor(dialect) or (lambda v: v)
+    now, pending = to_time(utcnow()), ContactStatus.PENDING.value
+
+    def values() -> list[tuple[Any, ...]]:
+        return [
+            (campaign_id, r["line"], r["phone_e164"], r["raw_number"][:100], to_json(r["fields"]), pending, 0, now)
+            for r in rows
+        ]
+
+    return values
 
 
 class Codec:
@@ -72,7 +96,7 @@ class SqliteDirect:
     def _connection(self) -> sqlite3.Connection:  # in the worker thread
         if self._conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
-            for pragma in _PRAGMAS:
+            for pragma in SQLITE_PRAGMAS:
                 conn.execute(pragma)
             self._conn = conn
         return self._conn
@@ -112,7 +136,7 @@ class SqliteDirect:
 class HotPath:
     """The per-call statements as plain functions of a sqlite3 connection (run by ``SqliteDirect``).
 
-    Each mirrors a ``Store`` method's SQLAlchemy statements one for one; see there for the why.
+    Each mirrors an ``SqlCalls`` method's SQLAlchemy statements one for one; see there for the why.
     """
 
     def __init__(self, tables: dict[str, Table], dialect: Dialect, in_flight_states: tuple[str, ...]) -> None:
@@ -198,7 +222,7 @@ class HotPath:
 
     def end_if_over(self, conn: sqlite3.Connection, campaign_id: str, now: Any,
                     terminal: tuple[str, ...]) -> tuple[int, dict[str, Any]] | None:
-        """``StoreBase._end_if_over``: append the ``end`` event if the campaign is terminal with no attempt
+        """``Transactions.end_if_over``: append the ``end`` event if the campaign is terminal with no attempt
         in flight and not over already. Returns (event id, payload), or None."""
         row = conn.execute("SELECT status FROM campaign WHERE id = ?", (campaign_id,)).fetchone()
         if row is None or row[0] not in terminal:
@@ -212,7 +236,7 @@ class HotPath:
                             (campaign_id,)).fetchone()
         if last is not None and last[0] == END_EVENT:
             return None
-        payload = {"status": row[0], "at": rfc3339(now)}
+        payload = end_event_payload(row[0], now)
         event_id = self._insert(conn, "event", self.event, {
             "campaign_id": campaign_id, "kind": END_EVENT, "payload": payload, "created_at": now,
         })

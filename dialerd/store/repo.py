@@ -1,19 +1,21 @@
 """The Store: every read and write dialerd makes, over SQLAlchemy async (SQLite or PostgreSQL).
 
-Split by concern: ``base.py`` (transactions, events), ``calls.py`` (the dispatcher's per-call work), and
-here tenants, keys, campaigns, contact pages and the figures the API shows.
+Composed of parts: ``base.Transactions`` (the write lock, publish-after-commit, event rows) and the
+call store, ``calls``: the implementation of ``ports.CallStore`` chosen once, when the Store is built
+(``SqliteCalls`` on an SQLite file, ``SqlCalls`` otherwise; see ``default_calls``). Here: tenants,
+keys, campaigns, contact pages and the figures the API shows, and the call store's methods, delegated.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus
@@ -28,16 +30,30 @@ from dialerd.store.base import (
     T_KEY,
     T_PROBLEM,
     T_TENANT,
+    Calls,
+    Transactions,
     _Merged,
     _row,
     priority_context,
 )
-from dialerd.store.calls import CallStore
 from dialerd.store.db import UNICODE_LOWER
-from dialerd.store.tables import ApiKey, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
+from dialerd.store.sql_calls import SqlCalls
+from dialerd.store.sqlite_calls import SqliteCalls, sqlite_file
+from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
 from dialerd.timestamps import rfc3339, utcnow
 
-__all__ = ["SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "Store", "priority_context"]
+__all__ = [
+    "SHARED_READS", "T_ATTEMPT", "T_CAMPAIGN", "T_CONTACT", "T_EVENT", "T_KEY", "T_TENANT", "CallsFactory", "Store",
+    "default_calls", "priority_context",
+]
+
+CallsFactory = Callable[[Transactions], Calls]  # SqlCalls or SqliteCalls (the classes themselves)
+
+
+def default_calls(engine: AsyncEngine) -> CallsFactory:
+    """The call store for ``engine``'s database: the sqlite3 driver on an SQLite file (``SqliteCalls``),
+    SQLAlchemy on anything else (``SqlCalls``: PostgreSQL, in-memory SQLite)."""
+    return SqliteCalls if sqlite_file(engine) is not None else SqlCalls
 
 
 LIKE_ESCAPE = "\\"
@@ -48,8 +64,101 @@ def escape_like(text: str) -> str:
     return text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
 
 
-class Store(CallStore):
-    """Typed access to the database. One instance per daemon, built in the composition root."""
+class Store:
+    """Typed access to the database. One instance per daemon, built in the composition root.
+
+    ``calls`` picks the call store's implementation (``SqlCalls`` or ``SqliteCalls``); by default
+    ``default_calls(engine)``. It is chosen here, once: no method of either asks which one is in use.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publish: Callable[[list[Event]], None] | None = None,
+        *,
+        calls: CallsFactory | None = None,
+    ) -> None:
+        self.tx = Transactions(engine, publish)
+        self.calls: Calls = (calls or default_calls(engine))(self.tx)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.tx.engine
+
+    @property
+    def dialect(self) -> str:
+        return self.tx.dialect
+
+    @property
+    def publish(self) -> Callable[[list[Event]], None] | None:
+        """Called with each transaction's events right after its commit (under the write lock)."""
+        return self.tx.publish
+
+    @publish.setter
+    def publish(self, publish: Callable[[list[Event]], None] | None) -> None:
+        self.tx.publish = publish
+
+    def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction (``Transactions.write``): commits, then publishes its events."""
+        return self.tx.write()
+
+    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.tx.read()
+
+    async def ping(self) -> bool:
+        return await self.tx.ping()
+
+    async def close(self) -> None:
+        await self.calls.close()
+        await self.engine.dispose()
+
+    # ---- the call store (ports.CallStore), as ``calls`` implements it ------------------------------
+
+    async def next_due_contacts(self, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
+        return await self.calls.next_due_contacts(campaign_id, now, limit)
+
+    async def next_retry_time(self, campaign_id: str) -> datetime | None:
+        return await self.calls.next_retry_time(campaign_id)
+
+    async def unfinished_contacts(self, campaign_id: str) -> int:
+        return await self.calls.unfinished_contacts(campaign_id)
+
+    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
+        return await self.calls.begin_attempt(contact, channel_id)
+
+    async def give_back_attempt(self, channel_id: str) -> bool:
+        return await self.calls.give_back_attempt(channel_id)
+
+    async def get_attempt(self, channel_id: str) -> Attempt | None:
+        return await self.calls.get_attempt(channel_id)
+
+    async def attempts_in_flight(self) -> list[Attempt]:
+        return await self.calls.attempts_in_flight()
+
+    async def record_transition(
+        self,
+        channel_id: str,
+        *,
+        attempt_state: str,
+        attempt_values: dict[str, Any],
+        contact_status: ContactStatus,
+        contact_values: dict[str, Any],
+        payload: dict[str, Any],
+        only_from: Sequence[str],
+    ) -> tuple[Attempt, Event] | None:
+        return await self.calls.record_transition(
+            channel_id, attempt_state=attempt_state, attempt_values=attempt_values, contact_status=contact_status,
+            contact_values=contact_values, payload=payload, only_from=only_from,
+        )
+
+    async def list_attempts(self, contact_id: int) -> list[Attempt]:
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_ATTEMPT).where(T_ATTEMPT.c.contact_id == contact_id).order_by(T_ATTEMPT.c.id)
+                )
+            ).all()
+        return [_row(Attempt, r) for r in rows]
 
     # ---- tenants and keys -------------------------------------------------------------------
 
@@ -117,66 +226,7 @@ class Store(CallStore):
 
     async def insert_contacts(self, campaign_id: str, rows: Sequence[dict[str, Any]]) -> None:
         """Bulk-insert contacts; a number already in the campaign is skipped (duplicates collapse)."""
-        if not rows:
-            return
-        if self.dialect == "sqlite":
-            await self._insert_contacts_sqlite(campaign_id, rows)
-            return
-        ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(T_CONTACT)
-        stmt = ins.on_conflict_do_nothing(index_elements=["campaign_id", "phone_e164"])
-        now = utcnow()
-        values = [
-            {
-                "campaign_id": campaign_id,
-                "line": r["line"],
-                "phone_e164": r["phone_e164"],
-                "raw_number": r["raw_number"][:100],
-                "fields": r["fields"],
-                "status": ContactStatus.PENDING.value,
-                "attempts": 0,
-                "updated_at": now,
-                "last_attempt_at": None,
-                "next_attempt_at": None,
-                "failure_reason": None,
-                "hangup_cause": None,
-                "sip_code": None,
-            }
-            for r in rows
-        ]
-        async with self.write() as conn:
-            await conn.execute(stmt, values)
-
-    async def _insert_contacts_sqlite(self, campaign_id: str, rows: Sequence[dict[str, Any]]) -> None:
-        # Perf (bench/, docs/benchmarks.md): SQLAlchemy's executemany processes 13 typed binds per
-        # row (~60 us per contact, more than parsing the number). Here the constant columns are
-        # converted once by the columns' own bind processors, so the stored values are identical,
-        # and the rows go to the driver as plain tuples. Omitted columns are NULL, as before.
-        dialect = self.engine.dialect
-        to_json = T_CONTACT.c.fields.type.bind_processor(dialect) or (lambda v: v)
-        to_time = T_CONTACT.c.updated_at.type.bind_processor(dialect) or (lambda v: v)
-        now, pending = to_time(utcnow()), ContactStatus.PENDING.value
-        sql = (
-            "INSERT INTO contact (campaign_id, line, phone_e164, raw_number, fields, status, attempts, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
-        )
-
-        def values() -> list[tuple[Any, ...]]:
-            return [
-                (campaign_id, r["line"], r["phone_e164"], r["raw_number"][:100], to_json(r["fields"]), pending, 0, now)
-                for r in rows
-            ]
-
-        if self._direct is not None:
-            # On the direct connection the tuples (and the fields' JSON) are built in its thread, so the
-            # importer's next batch is parsed meanwhile (importer.py overlaps the two).
-            def insert(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
-                conn.executemany(sql, values())
-                return None, []
-
-            await self._direct_write(insert)
-            return
-        async with self.write() as conn:
-            await conn.exec_driver_sql(sql, values())
+        await self.calls.insert_contacts(campaign_id, rows)
 
     async def finish_import(self, campaign_id: str, status: CampaignStatus, report: dict[str, Any]) -> None:
         async with self.write() as conn:
@@ -319,13 +369,13 @@ class Store(CallStore):
             if cancel_pending:
                 events.extend(await self._cancel_pending(conn, campaign_id, now))
             events.append(
-                await self._event(
+                await self.tx.event(
                     conn, campaign_id, "campaign",
                     {**event_payload, "status": new.value, "at": rfc3339(now)}, now,
                 )
             )
             if new.terminal:  # over at once when no call is up; otherwise its last call's end writes it
-                end = await self._end_if_over(conn, campaign_id, new.value, now)
+                end = await self.tx.end_if_over(conn, campaign_id, new.value, now)
                 if end is not None:
                     events.append(end)
         return True, events
@@ -352,7 +402,7 @@ class Store(CallStore):
             }
             for r in rows
         ]
-        return await self._events(conn, campaign_id, "cancelled", payloads, now)
+        return await self.tx.events(conn, campaign_id, "cancelled", payloads, now)
 
     # ---- contacts -----------------------------------------------------------------------------
 
@@ -477,7 +527,7 @@ class Store(CallStore):
             await conn.execute(
                 update(T_CAMPAIGN).where(T_CAMPAIGN.c.id == campaign_id).values(start_deferred=deferred, updated_at=now)
             )
-            await self._event(
+            await self.tx.event(
                 conn, campaign_id, "campaign",
                 {"action": "start_deferred", "status": CampaignStatus.SCHEDULED.value, "previous":
                  CampaignStatus.SCHEDULED.value, "reason": reason, "detail": detail, "at": rfc3339(now)}, now,

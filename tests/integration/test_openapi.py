@@ -1,11 +1,11 @@
-"""The OpenAPI document: valid OpenAPI 3, and true to the router, the form parser and real responses."""
+"""The OpenAPI document: valid OpenAPI 3.1, and true to the router, the form parser and real responses."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from openapi_schema_validator import OAS30Validator
+from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 from dialerd.api import campaigns
@@ -38,14 +38,14 @@ def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def assert_matches(doc: dict[str, Any], schema_name: str, body: Any) -> None:
     schema = {"$ref": f"#/components/schemas/{schema_name}", "components": doc["components"]}
-    errors = sorted(OAS30Validator(schema).iter_errors(body), key=str)
+    errors = sorted(OAS31Validator(schema).iter_errors(body), key=str)
     assert not errors, f"{schema_name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
 
 
 async def test_document_is_valid_openapi_3(offline_api: Api) -> None:
     doc = await fetch_doc(offline_api)
-    validate(doc)  # raises on any violation of the OpenAPI 3.0 schema, including dangling $refs
-    assert doc["openapi"].startswith("3.")
+    validate(doc)  # raises on any violation of the OpenAPI 3.1 schema, including dangling $refs
+    assert doc["openapi"].startswith("3.1.")  # JSON Schema 2020-12: the models' own schemas
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"
     }

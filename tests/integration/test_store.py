@@ -1,4 +1,8 @@
-"""The Store and its migrations against real SQLite and PostgreSQL: schema, constraints, every write's guard."""
+"""The Store and its migrations against real SQLite and PostgreSQL: schema, constraints, every write's guard.
+
+The ``store`` tests run on each call store a backend can have: on SQLite the sqlite3 driver's
+(``SqliteCalls``, as the daemon builds it) and SQLAlchemy's (``SqlCalls``), on PostgreSQL ``SqlCalls``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import hashlib
 import secrets
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -36,11 +41,39 @@ from dialerd.services.auth import Authenticator, create_key, revoke_key, set_lim
 from dialerd.store import db, tables
 from dialerd.store.db import SCHEMA_VERSION, create_engine, migrate
 from dialerd.store.repo import T_ATTEMPT, T_CAMPAIGN, T_CONTACT, T_EVENT, T_KEY, T_TENANT, Store
+from dialerd.store.sql_calls import SqlCalls
+from dialerd.store.sqlite_calls import SqliteCalls
 from dialerd.store.tables import Campaign, Contact, Event
 from dialerd.timestamps import utcnow
+from tests.conftest import _pg_create, _pg_drop
 
 METADATA = SQLModel.metadata
 assert tables.Tenant.__tablename__ in METADATA.tables  # the models are registered on this metadata
+
+
+
+@pytest.fixture(params=[
+    pytest.param("sqlite", id="sqlite-SqliteCalls"),
+    pytest.param("sqlite-sql", id="sqlite-SqlCalls"),
+    pytest.param("postgres", id="postgres-SqlCalls", marks=pytest.mark.postgres),
+])
+async def store(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Store]:
+    """A migrated Store on a fresh database, with each call store its backend can have (see above)."""
+    url = await _pg_create() if request.param == "postgres" else f"sqlite+aiosqlite:///{tmp_path / 'dialerd.db'}"
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+        s = Store(engine, calls=SqlCalls) if request.param == "sqlite-sql" else Store(engine)
+        assert isinstance(s.calls, SqliteCalls if request.param == "sqlite" else SqlCalls)
+        try:
+            yield s
+        finally:
+            await s.close()
+    finally:
+        await engine.dispose()
+        if request.param == "postgres":
+            await _pg_drop(url)
+
 
 # ---- helpers ---------------------------------------------------------------------------------------
 
@@ -242,6 +275,9 @@ async def test_a_version_1_database_is_upgraded_in_place(db_url: str, monkeypatc
         await engine.dispose()
 
 
+PRAGMAS_SET = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 30000}  # 2: FULL
+
+
 async def test_sqlite_pragmas_hold_on_every_new_connection(sqlite_url: str) -> None:
     engine = create_engine(sqlite_url)
     try:
@@ -249,12 +285,20 @@ async def test_sqlite_pragmas_hold_on_every_new_connection(sqlite_url: str) -> N
         await engine.dispose()  # the pool is empty: the next connections are new ones
         async with engine.connect() as one, engine.connect() as two:
             for conn in (one, two):
-                assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
-                assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2  # FULL
-                assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
-                assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 30000
+                found = {name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar() for name in PRAGMAS_SET}
+                assert found == PRAGMAS_SET
     finally:
         await engine.dispose()
+    # The sqlite3 driver's own connection (SqliteCalls) runs the same list.
+    store = Store(create_engine(sqlite_url))
+    try:
+        assert isinstance(store.calls, SqliteCalls)
+        found = await store.calls.direct.read(
+            lambda conn: {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in PRAGMAS_SET})
+        assert found == PRAGMAS_SET
+        assert [p.split()[1].split("=")[0] for p in db.SQLITE_PRAGMAS] == list(PRAGMAS_SET)  # none untested
+    finally:
+        await store.close()
 
 
 async def test_foreign_keys_are_enforced_and_cascade(store: Store) -> None:

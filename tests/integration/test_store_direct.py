@@ -1,6 +1,7 @@
-"""The direct SQLite path (store/direct.py) against the SQLAlchemy path: the same calls leave the same rows.
+"""The two call stores on SQLite, SqliteCalls (the driver, store/direct.py) and SqlCalls (SQLAlchemy, as on
+PostgreSQL): the same calls leave the same rows.
 
-Two SQLite files, one Store each (one with the direct path switched off), the same sequence of the
+Two SQLite files, one Store each (one built with each implementation), the same sequence of the
 dispatcher's calls on both, then every row of contact, attempt and event compared column by column
 (times are compared by kind, not value: they are "now" on each side).
 """
@@ -20,6 +21,8 @@ from dialerd.domain.contact import ContactStatus
 from dialerd.errors import StoreError
 from dialerd.store.db import create_engine, migrate
 from dialerd.store.repo import Store
+from dialerd.store.sql_calls import SqlCalls
+from dialerd.store.sqlite_calls import SqliteCalls
 from dialerd.store.tables import Event
 from tests.integration.test_store import make_campaign, make_tenant, number, rows
 
@@ -30,11 +33,21 @@ AT = datetime(2026, 11, 27, 3, 4, 5, 678901, tzinfo=UTC)
 async def _store(path: Path, direct: bool, published: list[Event]) -> Store:
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     await migrate(engine)
-    store = Store(engine, publish=published.extend)
-    if not direct:
-        store._hot = None  # the SQLAlchemy path, as PostgreSQL and in-memory SQLite use
-    assert (store._hot is not None) == direct
+    store = Store(engine, publish=published.extend, calls=SqliteCalls if direct else SqlCalls)
+    assert isinstance(store.calls, SqliteCalls if direct else SqlCalls)
     return store
+
+
+async def test_an_sqlite_file_gets_the_driver_and_anything_else_sqlalchemy(tmp_path: Path) -> None:
+    # The choice the daemon's Store makes, once, when it is built (no call asks which one is in use).
+    chosen = {}
+    for name, url in (("file", f"sqlite+aiosqlite:///{tmp_path / 'f.db'}"), ("memory", "sqlite+aiosqlite://")):
+        store = Store(create_engine(url))
+        chosen[name] = type(store.calls)
+        await store.close()
+    assert chosen == {"file": SqliteCalls, "memory": SqlCalls}
+    with pytest.raises(ValueError, match="needs an SQLite database file"):
+        Store(create_engine("sqlite+aiosqlite://"), calls=SqliteCalls)
 
 
 async def _script(store: Store) -> dict[str, Any]:
@@ -165,8 +178,8 @@ async def test_direct_path_errors_are_store_errors_and_roll_back(tmp_path: Path)
 
 async def test_a_failed_commit_is_rolled_back_and_the_connection_stays_usable(tmp_path: Path) -> None:
     store = await _store(tmp_path / "c.db", True, [])
-    direct = store._direct
-    assert direct is not None
+    assert isinstance(store.calls, SqliteCalls)
+    direct = store.calls.direct
     try:
         def dangling_key(conn: sqlite3.Connection) -> None:
             # A deferred foreign key is checked at COMMIT, so it is the COMMIT that fails.

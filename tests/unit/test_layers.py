@@ -2,7 +2,8 @@
 
 ``domain/`` is pure: it imports nothing from the adapters (``pbx/``, ``store/``), the services or the API.
 ``services/`` depends on the ports (``dialerd/ports.py``), never on a PBX adapter. The API reaches data
-only through services: ``api/context.py``'s ``Services`` holds no store.
+only through services: no module of ``api/`` imports the store, and ``api/context.py``'s ``Services`` holds
+no store.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def test_domain_imports_no_outer_layer(forbidden: str) -> None:
 
 def test_services_import_no_pbx_adapter() -> None:
     assert _violations("services", ("dialerd.pbx",)) == []
+
+
+def test_api_imports_no_store() -> None:
+    # Handlers reach data through services and render the services' views and rows by attribute
+    # (api/render.py through api/schemas.py), so no module of the API names a store module.
+    assert _violations("api", ("dialerd.store",)) == []
 
 
 def test_api_context_holds_no_store() -> None:

@@ -149,3 +149,12 @@ def test_idle_gaps_never_break_the_window_cap(per_minute: int, gaps: list[float]
     most, at = _max_in_closed_window(starts)
     assert most <= per_minute, f"{most} starts in [{at}, {at + WINDOW}] at {per_minute}/min"
     assert _min_gap(starts) >= WINDOW / per_minute - 1e-9
+
+
+def test_a_start_one_float_rounding_past_the_window_still_counts() -> None:
+    # Found by the fuzzing above (per_minute 2, idle gaps 0, 15, 0, 30 s): 90.001 + 30 rounds to just past
+    # 60.001 + 60, and the start at 60.001 left the window a few femtoseconds early, so the closed window
+    # [60.001, 120.001] held three starts at 2/min.
+    starts = _run(Pacer(2), 0.0, 10 * WINDOW, gaps=iter([0.0, 15.0, 0.0, 30.0]))
+    most, at = _max_in_closed_window(starts)
+    assert most <= 2, f"{most} starts in [{at}, {at + WINDOW}]"

@@ -25,7 +25,7 @@ CHANNEL_VARIABLES = frozenset({
 })
 CHANNEL_VARIABLE_PREFIXES = ("DIALERD_FIELD_", "DIALERD_RES_")
 TEST_EXAMPLES = frozenset({"DIALERD_NO_SUCH_THING", "DIALERD_SERVER_PROT", "DIALERD_FOO", "DIALERD_DATABSE_URL"})
-SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "sse", "shutdown", "log")
+SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "compliance", "sse", "shutdown", "log")
 # In config/dialerd.toml every non-secret key is documented as a commented-out line `# key = <default>`
 # (a TOML value), directly under at least one line of prose comment, inside its `[section]`.
 KEY_LINE = re.compile(r"^# ([a-z][a-z0-9_]*) = (.+)$")
@@ -383,3 +383,33 @@ def test_config_file_explains_database_url_forms() -> None:
     _, text, _ = _documented()
     assert "sqlite+aiosqlite:///" in text["database"]
     assert "postgresql+asyncpg://" in text["database"]
+
+
+# ---- [compliance]: checked by the same domain rules as the form fields --------------------------
+
+
+def test_compliance_settings_are_read_and_checked(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[compliance]\ncalling_hours = "mon-fri 09:00-20:00"\ndefault_timezone = "Europe/Berlin"\n')
+    settings = load_settings(path, env={})
+    assert (settings.compliance_calling_hours, settings.compliance_default_timezone) == (
+        "mon-fri 09:00-20:00",
+        "Europe/Berlin",
+    )
+    env = {"DIALERD_COMPLIANCE_CALLING_HOURS": "daily 10:00-24:00"}
+    assert load_settings(None, env=env).compliance_calling_hours == "daily 10:00-24:00"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("calling_hours", "mon-fri 20:00-09:00", "calling_hours"),
+        ("calling_hours", "weekdays 09:00-17:00", "weekdays"),
+        ("default_timezone", "Mars/Olympus", "Mars/Olympus"),
+    ],
+)
+def test_bad_compliance_settings_name_the_key(tmp_path: Path, key: str, value: str, problem: str) -> None:
+    path = _toml(tmp_path, f'[compliance]\n{key} = "{value}"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(path, env={})
+    assert e.value.details["key"] == f"compliance_{key}"
+    assert problem in str(e.value) or value in str(e.value)

@@ -1,48 +1,50 @@
-"""The dispatcher's reads and writes: due contacts, attempts, and the transitions of a call.
+"""``SqlCalls``: the call store (``ports.CallStore``) over SQLAlchemy async, on PostgreSQL or SQLite.
 
-This is the per-call hot path: on an SQLite file it runs on the driver directly (store/direct.py);
-elsewhere through SQLAlchemy. Both paths run the same statements; the store tests cover each.
+The Store uses it on PostgreSQL and on in-memory SQLite databases (they are per connection, so the
+sqlite3 driver's own connection could not see them); an SQLite file gets ``SqliteCalls`` instead
+(store/sqlite_calls.py), which runs the same statements on the driver. The store tests run both.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql
 
 from dialerd.domain.call import AttemptState, can_move, sources
-from dialerd.domain.campaign import END_EVENT, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.base import (
     IN_FLIGHT_ATTEMPT_STATES,
     T_ATTEMPT,
     T_CONTACT,
-    StoreBase,
+    Transactions,
     _attempt_in_flight,
     _Merged,
     _row,
+    call_event_payload,
 )
+from dialerd.store.direct import INSERT_CONTACTS, contact_tuples
 from dialerd.store.tables import Attempt, Contact, Event
-from dialerd.timestamps import rfc3339, utcnow
+from dialerd.timestamps import utcnow
 
-TERMINAL_STATUSES = tuple(s.value for s in CampaignStatus if s.terminal)
+UNFINISHED = (ContactStatus.PENDING.value, ContactStatus.ORIGINATED.value, ContactStatus.CONNECTED.value)
 
 
-class CallStore(StoreBase):
-    """Store methods the dispatcher calls for every call it makes."""
+class SqlCalls:
+    """The dispatcher's and the follower's reads and writes, for every call, through SQLAlchemy."""
+
+    def __init__(self, tx: Transactions) -> None:
+        self.tx = tx
+
+    async def close(self) -> None:
+        """Nothing of its own to close: it uses the engine's pool, which the Store disposes."""
 
     async def next_due_contacts(self, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
         """Pending contacts whose next attempt is due, oldest first."""
-        if self._hot is not None:
-            hot = self._hot
-            found = await self._direct_read(
-                lambda conn: hot.next_due_contacts(conn, campaign_id, now, ContactStatus.PENDING.value, limit)
-            )
-            return [Contact(**r) for r in found]
-        async with self.read() as conn:
+        async with self.tx.read() as conn:
             rows = (
                 await conn.execute(
                     select(T_CONTACT)
@@ -60,13 +62,7 @@ class CallStore(StoreBase):
 
     async def next_retry_time(self, campaign_id: str) -> datetime | None:
         """The earliest next_attempt_at among pending contacts (None if there are none waiting)."""
-        if self._hot is not None:
-            hot = self._hot
-            found: datetime | None = await self._direct_read(
-                lambda conn: hot.next_retry_time(conn, campaign_id, ContactStatus.PENDING.value)
-            )
-            return found
-        async with self.read() as conn:
+        async with self.tx.read() as conn:
             value = (
                 await conn.execute(
                     select(func.min(T_CONTACT.c.next_attempt_at)).where(
@@ -79,46 +75,57 @@ class CallStore(StoreBase):
         return value  # type: ignore[no-any-return]
 
     async def unfinished_contacts(self, campaign_id: str) -> int:
-        if self._hot is not None:
-            hot, unfinished = self._hot, (ContactStatus.PENDING.value, ContactStatus.ORIGINATED.value,
-                                          ContactStatus.CONNECTED.value)
-            return await self._direct_read(lambda conn: hot.count_contacts(conn, campaign_id, unfinished))
-        async with self.read() as conn:
+        async with self.tx.read() as conn:
             return int(
                 (
                     await conn.execute(
                         select(func.count())
                         .select_from(T_CONTACT)
-                        .where(
-                            T_CONTACT.c.campaign_id == campaign_id,
-                            T_CONTACT.c.status.in_(
-                                [
-                                    ContactStatus.PENDING.value,
-                                    ContactStatus.ORIGINATED.value,
-                                    ContactStatus.CONNECTED.value,
-                                ]
-                            ),
-                        )
+                        .where(T_CONTACT.c.campaign_id == campaign_id, T_CONTACT.c.status.in_(list(UNFINISHED)))
                     )
                 ).scalar_one()
             )
+
+    async def insert_contacts(self, campaign_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Bulk-insert contacts; a number already in the campaign is skipped (duplicates collapse)."""
+        if not rows:
+            return
+        if self.tx.dialect == "sqlite":
+            # The statement SqliteCalls runs on the driver (its values already converted, see there),
+            # here through the pool's connection.
+            values = contact_tuples(self.tx.engine.dialect, campaign_id, rows)
+            async with self.tx.write() as conn:
+                await conn.exec_driver_sql(INSERT_CONTACTS, values())
+            return
+        stmt = postgresql.insert(T_CONTACT).on_conflict_do_nothing(index_elements=["campaign_id", "phone_e164"])
+        now = utcnow()
+        contacts = [
+            {
+                "campaign_id": campaign_id,
+                "line": r["line"],
+                "phone_e164": r["phone_e164"],
+                "raw_number": r["raw_number"][:100],
+                "fields": r["fields"],
+                "status": ContactStatus.PENDING.value,
+                "attempts": 0,
+                "updated_at": now,
+                "last_attempt_at": None,
+                "next_attempt_at": None,
+                "failure_reason": None,
+                "hangup_cause": None,
+                "sip_code": None,
+            }
+            for r in rows
+        ]
+        async with self.tx.write() as conn:
+            await conn.execute(stmt, contacts)
 
     # ---- attempts (the dispatcher's writes) -----------------------------------------------------
 
     async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
         """Record the attempt *before* the originate leaves. None if the contact is no longer pending."""
         now = utcnow()
-        if self._hot is not None:
-            hot = self._hot
-            values: dict[str, Any] = {
-                "contact_id": contact.id, "campaign_id": contact.campaign_id, "number": contact.attempts + 1,
-                "channel_id": channel_id, "state": AttemptState.DIALING.value, "created_at": now,
-            }
-            attempt_id = await self._direct_write(
-                lambda conn: (hot.begin_attempt(conn, values, ContactStatus.PENDING.value, contact.attempts), [])
-            )
-            return None if attempt_id is None else Attempt(id=attempt_id, **values)
-        async with self.write() as conn:
+        async with self.tx.write() as conn:
             # A contact whose previous attempt is still unresolved (e.g. found again after a crash and
             # not yet reconciled) stays pending but must not be dialled a second time.
             if (await conn.execute(select(_attempt_in_flight(contact.id)))).scalar_one():
@@ -154,9 +161,9 @@ class CallStore(StoreBase):
         The contact stayed pending throughout (it only becomes originated once the PBX accepts), so no
         event is written. False if the attempt is no longer dialing.
         """
-        async with self.write() as conn:
-            # The last attempt of a stopped campaign may be this one: its end is due then (_end_if_over).
-            status = await self._lock_campaign(conn, campaign_id=self._campaign_of(channel_id))
+        async with self.tx.write() as conn:
+            # The last attempt of a stopped campaign may be this one: its end is due then (end_if_over).
+            status = await self.tx.lock_campaign(conn, campaign_id=self._campaign_of(channel_id))
             row = (
                 await conn.execute(
                     select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id).with_for_update()
@@ -174,10 +181,10 @@ class CallStore(StoreBase):
             await conn.execute(
                 update(T_CONTACT)
                 .where(T_CONTACT.c.id == row.contact_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
-                .values(attempts=func.max(T_CONTACT.c.attempts - 1, 0) if self.dialect == "sqlite"
+                .values(attempts=func.max(T_CONTACT.c.attempts - 1, 0) if self.tx.dialect == "sqlite"
                         else func.greatest(T_CONTACT.c.attempts - 1, 0), updated_at=utcnow())
             )
-            await self._end_if_over(conn, row.campaign_id, status, utcnow())
+            await self.tx.end_if_over(conn, row.campaign_id, status, utcnow())
         return True
 
     @staticmethod
@@ -186,30 +193,17 @@ class CallStore(StoreBase):
         return select(T_ATTEMPT.c.campaign_id).where(T_ATTEMPT.c.channel_id == channel_id).scalar_subquery()
 
     async def get_attempt(self, channel_id: str) -> Attempt | None:
-        if self._hot is not None:
-            hot = self._hot
-            found = await self._direct_read(lambda conn: hot.get_attempt(conn, channel_id))
-            return None if found is None else Attempt(**found)
-        async with self.read() as conn:
+        async with self.tx.read() as conn:
             row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
         return None if row is None else _row(Attempt, row)
 
     async def attempts_in_flight(self) -> list[Attempt]:
-        async with self.read() as conn:
+        async with self.tx.read() as conn:
             rows = (
                 await conn.execute(
                     select(T_ATTEMPT)
                     .where(T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
                     .order_by(T_ATTEMPT.c.id)
-                )
-            ).all()
-        return [_row(Attempt, r) for r in rows]
-
-    async def list_attempts(self, contact_id: int) -> list[Attempt]:
-        async with self.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(T_ATTEMPT).where(T_ATTEMPT.c.contact_id == contact_id).order_by(T_ATTEMPT.c.id)
                 )
             ).all()
         return [_row(Attempt, r) for r in rows]
@@ -231,13 +225,10 @@ class CallStore(StoreBase):
         late event) changes nothing and returns None.
         """
         now = utcnow()
-        # A call out of flight may be its campaign's last after a stop: the end is then due (_end_if_over).
+        # A call out of flight may be its campaign's last after a stop: the end is then due (end_if_over).
         final = attempt_state not in IN_FLIGHT_ATTEMPT_STATES
-        if self._hot is not None:
-            return await self._direct_transition(channel_id, attempt_state, attempt_values, contact_status,
-                                                 contact_values, payload, tuple(only_from), now, final)
-        async with self.write() as conn:
-            status = await self._lock_campaign(conn, campaign_id=self._campaign_of(channel_id)) if final else None
+        async with self.tx.write() as conn:
+            status = await self.tx.lock_campaign(conn, campaign_id=self._campaign_of(channel_id)) if final else None
             # Perf (docs/benchmarks.md): three statements, not five; this runs three times per call.
             # The conditional UPDATE both takes the row lock (PostgreSQL re-checks its WHERE after
             # waiting for a concurrent writer) and tests the state, as SELECT FOR UPDATE + UPDATE did;
@@ -260,58 +251,12 @@ class CallStore(StoreBase):
                     .returning(T_CONTACT.c.phone_e164, T_CONTACT.c.attempts)
                 )
             ).first()
-            full = {
-                "contact_id": row.contact_id,
-                "phone_number": contact.phone_e164 if contact else None,
-                "status": contact_status.value,
-                "attempt": row.number,
-                "channel_id": channel_id,
-                "at": rfc3339(now),
-                **payload,
-            }
-            event = await self._event(conn, row.campaign_id, contact_status.value, full, now)
+            full = call_event_payload(
+                contact_id=row.contact_id, phone_number=contact.phone_e164 if contact else None,
+                status=contact_status.value, attempt=row.number, channel_id=channel_id, now=now, details=payload,
+            )
+            event = await self.tx.event(conn, row.campaign_id, contact_status.value, full, now)
             if final:
-                await self._end_if_over(conn, row.campaign_id, status, now)
+                await self.tx.end_if_over(conn, row.campaign_id, status, now)
         attempt: Attempt = _row(Attempt, row)  # RETURNING gave the row as updated
         return attempt, event
-
-    async def _direct_transition(
-        self, channel_id: str, attempt_state: str, attempt_values: dict[str, Any], contact_status: ContactStatus,
-        contact_values: dict[str, Any], payload: dict[str, Any], only_from: tuple[str, ...], now: datetime,
-        final: bool,
-    ) -> tuple[Attempt, Event] | None:
-        """``record_transition`` on the direct path: the same three statements and the same event."""
-        assert self._hot is not None
-        hot = self._hot
-
-        def event(attempt: dict[str, Any], contact: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
-            return attempt["campaign_id"], {
-                "contact_id": attempt["contact_id"],
-                "phone_number": contact[0] if contact else None,
-                "status": contact_status.value,
-                "attempt": attempt["number"],
-                "channel_id": channel_id,
-                "at": rfc3339(now),
-                **payload,
-            }
-
-        def run(conn: sqlite3.Connection) -> tuple[tuple[Attempt, Event] | None, list[Event]]:
-            moved = hot.transition(
-                conn, channel_id, only_from, {"state": attempt_state, **attempt_values},
-                {"status": contact_status.value, "updated_at": now, **contact_values}, event,
-            )
-            if moved is None:
-                return None, []
-            attempt, event_id, campaign_id, full = moved
-            ev = Event(id=event_id, campaign_id=campaign_id, kind=contact_status.value, payload=full, created_at=now)
-            events = [ev]
-            if final:  # the same check as _end_if_over, in this transaction
-                end = hot.end_if_over(conn, campaign_id, now, TERMINAL_STATUSES)
-                if end is not None:
-                    end_id, end_payload = end
-                    events.append(Event(id=end_id, campaign_id=campaign_id, kind=END_EVENT, payload=end_payload,
-                                        created_at=now))
-            return (Attempt(**attempt), ev), events
-
-        return await self._direct_write(run)
-

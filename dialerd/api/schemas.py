@@ -1,0 +1,303 @@
+"""The objects the API answers with, declared once: campaign, contact, import report, row problem, error, health.
+
+Each class is the shape of one JSON object, its fields in the order they are sent. ``render.py`` builds
+every answer through these models (``model_dump(mode="json")``), the OpenAPI document's
+``components.schemas`` is their JSON Schema, and ``dialerd/client/models.py`` is generated from them
+(``python -m dialerd.api.client_models``). The campaign's settings reuse the create form's field types
+(``services/campaign_spec.py``), so a bound is stated once for input and output.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
+
+from dialerd.domain.campaign import VISIBLE
+from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.services import campaign_spec as spec
+from dialerd.services.csv_contacts import ROW_CODES
+from dialerd.services.csv_text import ENCODING_SOURCES
+from dialerd.timestamps import rfc3339
+
+MAX_PAGE = 1000  # the largest page (limit) any list answers
+
+TIME_SCHEMA: dict[str, Any] = {
+    "type": "string", "format": "date-time", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+    "example": "2030-01-31T09:00:00.000Z",
+    "description": "RFC 3339 in UTC with milliseconds and a Z: the one format of every time the API returns",
+}
+# Every time the API returns, in the one format of dialerd.timestamps.
+Timestamp = Annotated[datetime, PlainSerializer(rfc3339, return_type=str), WithJsonSchema(TIME_SCHEMA)]
+# A time stored as text in a JSON column (written by timestamps.rfc3339), shown as stored.
+StoredTimestamp = Annotated[str, WithJsonSchema(TIME_SCHEMA)]
+Count = Annotated[int, Field(ge=0)]
+# The default of a key an answer may lack: render dumps with exclude_unset, so an unset key is left out.
+ABSENT: Any = None
+
+
+# Strings of a domain enum: the document lists the values (validation of an answer is the document's job).
+RowCode = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(ROW_CODES)})]
+EncodingSource = Annotated[str, WithJsonSchema({
+    "type": "string", "enum": list(ENCODING_SOURCES), "description": "bom: a byte-order mark; declared: the "
+    "encoding form field; utf-8: valid UTF-8 without BOM; detected: charset detection"})]
+CampaignStatusName = Annotated[str, WithJsonSchema({"type": "string", "enum": [s.value for s in VISIBLE]})]
+ContactStatusName = Annotated[str, WithJsonSchema({"type": "string", "enum": [s.value for s in ContactStatus]})]
+EventName = Annotated[str, WithJsonSchema({
+    "type": "string", "enum": ["message", "campaign", "end", *(s.value for s in ContactStatus)],
+    "description": "'message' (no event line): a snapshot of the live figures; 'campaign': a status change; a "
+    "contact status: that contact's transition; 'end' (once, last): the campaign is over, i.e. in a final "
+    "status with no call in flight, and the stream closes"})]
+
+
+def _tidy(schema: dict[str, Any]) -> None:
+    """An answer's keys have no defaults (an absent one is absent), and pydantic's titles ('Rows Total')
+    say nothing the property name does not."""
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+        prop.pop("default", None)
+
+
+class Shape(BaseModel):
+    """A closed JSON object of the API: unknown keys are refused, and the document says so."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_tidy)
+
+
+# ---- import report ------------------------------------------------------------------------------------
+# Three objects share the report's figures in three orders (the stored report; the create answer with its
+# problems after custom_fields; the paged GET .../import). Pydantic lays a class's fields out base by base
+# in reverse MRO order, so each object lists its parts last-to-first.
+
+
+class RowProblem(Shape):
+    """One rejected CSV row."""
+
+    line: int = Field(ge=1, description="physical line of the CSV file (the header is line 1)")
+    value: str = Field(max_length=100)
+    reason: str
+    code: RowCode
+
+
+class _ImportFigures(Shape):
+    rows_total: Count = Field(description="data rows read (the header excluded)")
+    rows_valid: Count = Field(description="rows with a dialable number")
+    rows_rejected: Count = Field(description="rows refused; see problems")
+    duplicates: Count = Field(description="valid rows whose number was already in the file")
+    contacts: Count = Field(description="contacts stored")
+    phone_column: str = Field(description="the header taken as the phone number column")
+    delimiter: str = Field(min_length=1, max_length=1)
+    custom_fields: list[str] = Field(
+        description="every other column: handed to the call as DIALERD_FIELD_* variables")
+
+
+class _ImportProblems(Shape):
+    problems: list[RowProblem]
+
+
+class _ImportTruncated(Shape):
+    problems_truncated: bool = Field(description="more rows were rejected than are listed")
+
+
+class _ImportSource(Shape):
+    """Reports stored before these keys existed lack them: none is required."""
+
+    encoding: str = Field(ABSENT, description="the encoding the file was read in, e.g. utf-8, utf-16-le, "
+                          "cp1252 (a Python codec name, as the encoding form field takes)")
+    encoding_source: EncodingSource = Field(ABSENT)
+    phone_columns: dict[str, Count] = Field(ABSENT, description="every phone column, in the priority they are "
+                                            "tried, with how many contacts' numbers came from each")
+    multi_number_cells: Count = Field(ABSENT, description="contacts whose phone cell held several numbers "
+                                      "separated by ':::' (Google Contacts); the first dialable one was taken")
+
+
+class ImportSummary(_ImportSource, _ImportTruncated, _ImportFigures):
+    """What the CSV import did, as every campaign answer shows it."""
+
+
+class ImportReport(_ImportSource, _ImportTruncated, _ImportProblems, _ImportFigures):
+    """What the CSV import did, with the rejected rows (the first 1000): the answer to create."""
+
+
+class _PageOfProblems(Shape):
+    problems: list[RowProblem] = Field(description="a page of every rejected row")
+    problems_total: Count = Field(description="rejected rows stored (all of them)")
+    limit: int = Field(ge=1, le=MAX_PAGE)
+    offset: Count
+    next_offset: Count | None = Field(description="offset of the next page; null on the last page")
+
+
+class _OfCampaign(Shape):
+    campaign_id: str
+
+
+class ImportPage(_PageOfProblems, _ImportSource, _ImportFigures, _OfCampaign):
+    """GET /campaigns/{id}/import: the stored report's figures and a page of every rejected row."""
+
+
+# ---- campaign -------------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    class ContactCounts(Shape):
+        """Contacts per status, every status present (one field per ``ContactStatus``, built below)."""
+else:
+    ContactCounts = create_model(
+        "ContactCounts", __base__=Shape, __doc__="Contacts per status, every status present.",
+        total=(Count, ...), **{s.value: (Count, ...) for s in ContactStatus},
+    )
+
+
+class StartDeferred(Shape):
+    """A scheduled start held back by the tenant's concurrency cap."""
+
+    reason: str = Field(examples=["tenant_concurrency_exceeded"])
+    since: StoredTimestamp
+    detail: str
+
+
+StoredDestination = Annotated[str, Field(description="CONTEXT,EXTENSION,PRIORITY or stasis:APP[,ARGS]")]
+
+
+class Campaign(Shape):
+    """A campaign: its settings, status, live contact counts and import report."""
+
+    id: str = Field(pattern="^cmp_[0-9a-f]{20}$", examples=["cmp_4f9d2c6e0a1b3c5d7e9f"])
+    name: spec.Name
+    status: CampaignStatusName
+    caller_id: spec.CallerId
+    destination: StoredDestination
+    agent_id: str = Field(description="the reference API's name for destination")
+    phone_number_id: str = Field(description="the reference API's name for caller_id")
+    default_region: str | None = Field(pattern="^[A-Z]{2}$")
+    max_concurrent_calls: spec.MaxConcurrentCalls
+    retries_per_contact: spec.RetriesPerContact
+    retry_delay_seconds: spec.RetryDelaySeconds
+    ring_timeout_seconds: spec.RingTimeoutSeconds
+    scheduled_at: Timestamp | None
+    created_at: Timestamp
+    created_by: str = Field(description="id of the API key that created the campaign")
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
+    updated_at: Timestamp
+    contacts: ContactCounts
+    calls_in_flight: Count
+    progress: float = Field(ge=0, le=1, description="share of contacts in a final status (completed, failed, "
+                            "cancelled)")
+    import_: ImportSummary = Field(serialization_alias="import", validation_alias=AliasChoices("import", "import_"))
+    start_deferred: StartDeferred | None = Field(
+        description="a scheduled start held back by the tenant's concurrency cap (retried every minute), with "
+        "the first time it was; null otherwise")
+
+
+class CreatedCampaign(Campaign):
+    """The answer to create: the campaign with its full import report (problems included)."""
+
+    # Not a subclass of ImportSummary (the problems come before problems_truncated), hence the ignore.
+    import_: ImportReport = Field(  # type: ignore[assignment]
+        serialization_alias="import", validation_alias=AliasChoices("import", "import_"))
+
+
+class CampaignList(Shape):
+    """A page of campaigns, newest first."""
+
+    campaigns: list[Campaign]
+    total: Count
+    limit: int = Field(ge=1, le=MAX_PAGE)
+    offset: Count
+
+
+# ---- contact --------------------------------------------------------------------------------------------
+
+
+class Contact(Shape):
+    """One contact of a campaign: its number, its status and its last attempt's outcome."""
+
+    # Read from the store's row by attribute: phone_e164 and fields are the row's names for two keys.
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int = Field(ge=1)
+    campaign_id: str
+    phone_number: str = Field(pattern=r"^\+[1-9][0-9]{1,14}$", description="E.164",
+                              validation_alias=AliasChoices("phone_number", "phone_e164"))
+    raw_number: str = Field(description="the phone cell as written in the CSV")
+    line: int = Field(ge=1, description="CSV line the contact came from")
+    status: ContactStatusName
+    attempts: Count
+    last_attempt_at: Timestamp | None
+    next_attempt_at: Timestamp | None
+    failure_reason: str | None = Field(description=f"one of {', '.join(r.value for r in FailureReason)}")
+    hangup_cause: int | None = Field(description="Q.850 cause of the last attempt")
+    sip_code: int | None = Field(description="SIP status of the last attempt")
+    custom_fields: dict[str, str] = Field(validation_alias=AliasChoices("custom_fields", "fields"))
+    updated_at: Timestamp | None
+
+
+class ContactList(Shape):
+    """A page of contacts, in CSV order."""
+
+    contacts: list[Contact]
+    total: Count
+    limit: int = Field(ge=1, le=MAX_PAGE)
+    offset: Count
+    next_offset: Count | None = Field(description="offset of the next page; null on the last page and when "
+                                      "paging by after_id")
+    next_after_id: Count | None = Field(description="after_id of the next page; null on the last page")
+    page: Count = Field(ABSENT, description="the page asked for (only when paging by page)")
+    next_page: Count | None = Field(ABSENT, description="the next page; null on the last page (only when paging "
+                                    "by page)")
+
+
+# ---- error, health, the event stream --------------------------------------------------------------------
+
+
+class Error(Shape):
+    error: str = Field(description="what is wrong, for humans")
+    error_id: str = Field(description="stable machine code, e.g. invalid_field", examples=["invalid_field"])
+    details: dict[str, Any] = Field(description="context such as the offending field or parameter")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra=_tidy)
+
+
+class HealthDatabase(_Open):
+    ok: bool
+    schema_version: int
+
+
+class HealthPbx(_Open):
+    driver: str
+    connected: bool
+    dialling_held: Literal["pbx_down", "ari_app_replaced"] | None = Field(
+        description="why no call is originated now (null: dialling is possible)")
+    last_error: str | None = Field(description="what is wrong with the PBX connection, e.g. 'ARI 401: check "
+                                   "DIALERD_ARI_PASSWORD and ari.conf' (null while all is well)")
+
+
+class Health(_Open):
+    """GET /health. Open: a newer daemon may add keys."""
+
+    status: Literal["ok", "degraded", "error"]
+    version: str
+    database: HealthDatabase
+    pbx: HealthPbx
+    calls_in_flight: Count
+    sse_subscribers: Count
+
+
+class StreamEvent(Shape):
+    """One message of the Server-Sent Events stream (text/event-stream, not JSON)."""
+
+    event: EventName = Field(ABSENT)
+    data: str = Field(description="a JSON object")
+    id: str = Field(ABSENT, pattern="^[0-9]+$", description="the event id; a snapshot repeats the last one")
+    retry: int = Field(ABSENT, ge=0)
+
+
+# Every object of the API, by its name in the document's components.schemas.
+MODELS: tuple[type[BaseModel], ...] = (
+    Error, RowProblem, ImportSummary, ImportPage, ImportReport, Campaign, CreatedCampaign, CampaignList,
+    Contact, ContactList, StreamEvent, Health,
+)

@@ -1,0 +1,105 @@
+"""The JSON answers, byte for byte: render.py builds them through api/schemas.py, and they say what they said
+when render.py wrote dicts by hand (the strings below were captured from that renderer). Each answer also
+validates against its declared model's JSON Schema (the document's components.schemas).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel
+
+from dialerd.api import render, schemas
+from dialerd.services.campaigns import CampaignView
+from dialerd.services.csv_contacts import RowProblem
+from dialerd.services.importer import ImportReport
+from dialerd.store.tables import Campaign, Contact, ImportProblem
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+REPORT = ImportReport(rows_total=3, rows_valid=2, rows_rejected=1, stored=2, phone_column="phone_number",
+                      custom_fields=["first_name"], problems=[RowProblem(4, "n/a", "not a phone number", "invalid_number")],
+                      phone_columns={"phone_number": 2})
+
+
+def view(**changes: object) -> CampaignView:
+    values: dict[str, object] = {
+        "id": "cmp_4f9d2c6e0a1b3c5d7e9f", "tenant_id": "t", "name": "spring", "status": "scheduled", "caller_id": "+14155550199",
+        "destination": "sales,100,2", "default_region": "US", "max_concurrent_calls": 5, "retries_per_contact": 1,
+        "retry_delay_seconds": 300, "ring_timeout_seconds": 30, "import_report": REPORT.as_json(max_problems=1000),
+        "created_by": "key1", "scheduled_at": NOW, "created_at": NOW, "started_at": None, "completed_at": None, "updated_at": NOW,
+        "start_deferred": {"reason": "tenant_concurrency_exceeded", "since": "2026-01-02T03:04:05.678Z", "detail": "d"},
+    }
+    values.update(changes)
+    counts = {"pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}
+    return CampaignView(Campaign(**values), counts, 0)
+
+
+CONTACT = Contact(id=7, campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", line=2, phone_e164="+14155550100", raw_number="(415) 555-0100",
+                  fields={"first_name": "Ann"}, status="failed", attempts=2, last_attempt_at=NOW, next_attempt_at=None,
+                  failure_reason="busy", hangup_cause=17, sip_code=486, updated_at=NOW)
+PROBLEM = ImportProblem(id=1, campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", line=4, value="n/a", reason="not a phone number",
+                        code="invalid_number")
+
+
+# ---- captured from the hand-written renderer --------------------------------------------------------
+
+CAMPAIGN = (
+    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "scheduled", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": "US", "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "ring_timeout_seconds": 30, "scheduled_at": "2026-01-02T03:04:05.678Z", "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems_truncated": false, "encoding": "utf-8", "encoding_source": "utf-8", "phone_columns": {"phone_number": 2}, "multi_number_cells": 0}, "start_deferred": {"reason": "tenant_concurrency_exceeded", "since": "2026-01-02T03:04:05.678Z", "detail": "d"}}'
+)
+CAMPAIGN_OLD_REPORT = (
+    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "draft", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": null, "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "ring_timeout_seconds": 30, "scheduled_at": null, "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems_truncated": false}, "start_deferred": null}'
+)
+CREATED = (
+    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "scheduled", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": "US", "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "ring_timeout_seconds": 30, "scheduled_at": "2026-01-02T03:04:05.678Z", "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems": [{"line": 4, "value": "n/a", "reason": "not a phone number", "code": "invalid_number"}], "problems_truncated": false, "encoding": "utf-8", "encoding_source": "utf-8", "phone_columns": {"phone_number": 2}, "multi_number_cells": 0}, "start_deferred": {"reason": "tenant_concurrency_exceeded", "since": "2026-01-02T03:04:05.678Z", "detail": "d"}}'
+)
+IMPORT_PAGE = (
+    '{"campaign_id": "cmp_4f9d2c6e0a1b3c5d7e9f", "rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "encoding": "utf-8", "encoding_source": "utf-8", "phone_columns": {"phone_number": 2}, "multi_number_cells": 0, "problems": [{"line": 4, "value": "n/a", "reason": "not a phone number", "code": "invalid_number"}], "problems_total": 3, "limit": 1, "offset": 0, "next_offset": 1}'
+)
+CONTACT_JSON = (
+    '{"id": 7, "campaign_id": "cmp_4f9d2c6e0a1b3c5d7e9f", "phone_number": "+14155550100", "raw_number": "(415) 555-0100", "line": 2, "status": "failed", "attempts": 2, "last_attempt_at": "2026-01-02T03:04:05.678Z", "next_attempt_at": null, "failure_reason": "busy", "hangup_cause": 17, "sip_code": 486, "custom_fields": {"first_name": "Ann"}, "updated_at": "2026-01-02T03:04:05.678Z"}'
+)
+ERROR = (
+    '{"error": "name: is required", "error_id": "invalid_field", "details": {"field": "name"}}'
+)
+
+
+def _report_of_old_daemons() -> dict[str, Any]:
+    # Reports stored before encoding, encoding_source, phone_columns and multi_number_cells existed.
+    return {k: v for k, v in REPORT.as_json().items()
+            if k not in ("encoding", "encoding_source", "phone_columns", "multi_number_cells")}
+
+
+def _answers() -> dict[str, tuple[type[BaseModel], dict[str, Any], str]]:
+    created = view()
+    created.report = REPORT
+    old = view(default_region="", scheduled_at=None, status="draft", start_deferred=None,
+               import_report=_report_of_old_daemons())
+    return {
+        "campaign": (schemas.Campaign, render.campaign(view()), CAMPAIGN),
+        "campaign with an old report": (schemas.Campaign, render.campaign(old), CAMPAIGN_OLD_REPORT),
+        "created": (schemas.CreatedCampaign, render.campaign_created(created), CREATED),
+        "import page": (schemas.ImportPage, render.import_report(view().campaign, [PROBLEM], 3, 1, 0), IMPORT_PAGE),
+        "contact": (schemas.Contact, render.contact(CONTACT), CONTACT_JSON),
+        "error": (schemas.Error, render.error("name: is required", "invalid_field", {"field": "name"}), ERROR),
+    }
+
+
+@pytest.mark.parametrize("name", list(_answers()))
+def test_answers_are_what_they_were_byte_for_byte(name: str) -> None:
+    _, body, expected = _answers()[name]
+    assert json.dumps(body) == expected
+
+
+@pytest.mark.parametrize("name", list(_answers()))
+def test_answers_validate_against_their_declared_model(name: str) -> None:
+    model, body, _ = _answers()[name]
+    schema = model.model_json_schema(mode="serialization", by_alias=True)
+    validator = Draft202012Validator(schema)
+    assert not [e.message for e in validator.iter_errors(body)]
+    # Not vacuous: the schema is closed and requires what the answer has.
+    assert list(validator.iter_errors({**body, "surprise": 1}))
+    assert list(validator.iter_errors({k: v for k, v in body.items() if k != next(iter(body))}))
