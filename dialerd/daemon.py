@@ -6,6 +6,11 @@ time-boxed (``dialerd/shutdown.py``) inside one budget: the grace period + SHUTD
 
 Every background task and timer is started through the one TaskOwner built here (``dialerd/tasks.py``):
 a critical task that crashes stops the daemon, which then exits 1 (EXIT_CRASHED; systemd restarts it).
+
+``Daemon.build`` constructs every part once, in dependency order, each given what it needs: hub ->
+store -> tasks -> PBX -> in-flight ledger -> campaign transitions -> dispatcher (which owns the call
+follower) -> lifecycle -> scheduler -> campaign service -> app. Nothing is wired after construction
+(``services/lifecycle.py`` says how the dispatcher/lifecycle pair avoids a cycle).
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.dispatcher import Dispatcher
 from dialerd.services.events import EventHub
+from dialerd.services.lifecycle import CampaignLifecycle, CampaignTransitions
 from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
+from dialerd.services.slots import Slots
 from dialerd.settings import Settings
 from dialerd.shutdown import Stage, StageResult, run_stages
 from dialerd.store.db import create_engine, migrate
@@ -81,6 +88,7 @@ class Daemon:
     hub: EventHub
     pbx: Pbx
     dispatcher: Dispatcher
+    slots: Slots  # the in-flight ledger the dispatcher and its follower share
     scheduler: Scheduler
     campaigns: CampaignService
     app: web.Application
@@ -99,22 +107,22 @@ class Daemon:
     async def build(cls, settings: Settings, pbx: Pbx | None = None) -> Daemon:
         engine = create_engine(settings.database_url)
         version = await migrate(engine)
-        store = Store(engine)
+        hub = EventHub(settings.sse_queue_size)
+        store = Store(engine, publish=hub.publish)  # each transaction's events, announced after its commit
         for stale in await store.stale_imports():
             log.warning("removing a half-imported campaign", extra={"action": "purge_import", "campaign_id": stale})
-            await store.purge_campaign(stale)
-        hub = EventHub(settings.sse_queue_size)
-        store.publish = hub.publish  # the store announces each transaction's events after its commit
+            await store.purge_campaign(stale)  # appends no event: nothing is published
         stopping = asyncio.Event()
         tasks = TaskOwner(on_crash=lambda _name, _exc: stopping.set())
         pbx = pbx or build_pbx(settings, tasks)
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
-        dispatcher = Dispatcher(store, pbx, hub, tasks=tasks, failpoints=faults)
-        scheduler = Scheduler()
-        campaigns = CampaignService(store, hub, dispatch=dispatcher, scheduler=scheduler)
-        dispatcher.campaigns = campaigns
-        scheduler.campaigns = campaigns
-        metrics = Metrics(store, in_flight=dispatcher.calls_in_flight, pbx_connected=lambda: pbx.connected,
+        slots = Slots(store)
+        transitions = CampaignTransitions(store)
+        dispatcher = Dispatcher(store, pbx, slots, transitions, tasks=tasks, failpoints=faults)
+        lifecycle = CampaignLifecycle(transitions, dispatcher)
+        scheduler = Scheduler(store, lifecycle)
+        campaigns = CampaignService(store, hub, lifecycle, in_flight=slots.calls_in_flight, scheduler=scheduler)
+        metrics = Metrics(store, in_flight=slots.calls_in_flight, pbx_connected=lambda: pbx.connected,
                           dialling_held=lambda: dispatcher.dialling_held)
         telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx)  # this daemon's own
 
@@ -124,13 +132,13 @@ class Daemon:
             return {"status": status, "version": __version__, "database": {"ok": db_ok, "schema_version": version},
                     "pbx": {"driver": settings.pbx_driver, "connected": pbx.connected,
                             "dialling_held": dispatcher.dialling_held, "last_error": dispatcher.pbx_last_error},
-                    "calls_in_flight": sum(dispatcher.calls_in_flight(c) for c in list(dispatcher._runners)),
+                    "calls_in_flight": sum(slots.calls_in_flight(c) for c in dispatcher.running_campaigns()),
                     "sse_subscribers": hub.subscriber_count()}
 
         svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
                        metrics=metrics, health=health)
-        return cls(settings, store, hub, pbx, dispatcher, scheduler, campaigns, build_app(svc, telemetry), stopping,
-                   tasks, SystemdNotifier(tasks=tasks), faults)
+        return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
+                   stopping, tasks, SystemdNotifier(tasks=tasks), faults)
 
     async def start(self) -> None:
         await self._refuse_taken_app()
@@ -149,17 +157,17 @@ class Daemon:
                 f"setting server.port: cannot listen on {host}:{port} ({reason}); stop what uses it "
                 "or choose another server.port (server.host for the address)", key="server.port",
             ) from None
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.server_port
+        addresses = self.runner.addresses
+        self.port = addresses[0][1] if addresses else self.settings.server_port
         await self.dispatcher.start()
         self.scheduler.start()
         await self.scheduler.load()
         self._recovering = self.tasks.spawn("recover", self._recover(), critical=True)
         log.info("dialerd listening", extra={"action": "listening", "host": self.settings.server_host,
                                              "port": self.port, "pbx_driver": self.settings.pbx_driver})
-        # READY=1 waits for the PBX (the database is already migrated); _calls is what shutdown waits on.
-        self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=lambda: len(self.dispatcher._calls),
+        # READY=1 waits for the PBX (the database is already migrated); the ledger's calls are what
+        # shutdown waits on.
+        self.systemd.start(pbx_up=self.dispatcher.pbx_up, calls_in_flight=self.slots.total,
                            healthy=self.store.ping)
         heap.freeze()  # what exists now lives as long as the process: out of the GC's full passes
         self.heap_frozen = True
@@ -211,7 +219,7 @@ class Daemon:
     async def _stop_originating(self) -> None:
         if self._recovering is not None:
             self._recovering.cancel()  # recovery after a restart reruns at the next start
-        await self.systemd.stopping(f"following {len(self.dispatcher._calls)} calls in flight "
+        await self.systemd.stopping(f"following {self.slots.total()} calls in flight "
                                     f"for up to {self.settings.shutdown_grace_period:g} s")
         self.scheduler.shutdown()
         await self.dispatcher.stop_originating()

@@ -62,11 +62,11 @@ class DaemonCollector(Collector):
             "Calls in flight / the tenant's concurrent_max (1 = at the cap)",
             labels=["tenant"],
         )
-        # Tenants appear once the dispatcher has dialled for them; _tenants is its cache of their caps.
-        for tenant, state in sorted(d._tenants.items()):
+        # Tenants appear once the dispatcher has dialled for them (or found their calls in flight).
+        for tenant, concurrent_max in sorted(d.tenant_caps().items()):
             calls = d.tenant_in_flight(tenant)
             in_flight.add_metric([tenant], calls)
-            saturation.add_metric([tenant], calls / state.concurrent_max if state.concurrent_max else 0.0)
+            saturation.add_metric([tenant], calls / concurrent_max if concurrent_max else 0.0)
         yield in_flight
         yield saturation
 

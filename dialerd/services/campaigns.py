@@ -1,4 +1,8 @@
-"""Campaign use cases: create (with CSV import), read, and every lifecycle action."""
+"""Campaign use cases: create (with CSV import), read, edit, delete, and the user's lifecycle actions.
+
+The lifecycle actions (start, resume, pause, stop) go through ``lifecycle.CampaignLifecycle``, the one
+place campaign transitions are decided and written and the runners kept in step.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Protocol
 
-from dialerd.domain.campaign import CampaignAction, CampaignStatus, TransitionRefused, decide, initial_status
+from dialerd.domain.campaign import CampaignAction, CampaignStatus, initial_status
 from dialerd.errors import Conflict, InvalidInput, NotFound
 from dialerd.services.auth import Principal
 from dialerd.services.campaign_spec import CampaignSpec  # the create form's declaration
 from dialerd.services.events import EventHub
 from dialerd.services.idempotency import Idempotency
 from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, import_contacts
+from dialerd.services.lifecycle import CampaignLifecycle
 from dialerd.store.repo import Store
 from dialerd.store.tables import Campaign, Contact, Event, ImportProblem
 from dialerd.timestamps import utcnow
@@ -26,18 +31,6 @@ log = logging.getLogger("dialerd.campaigns")
 
 # Where PATCH may change a campaign's settings: before it runs, or while it is paused.
 EDITABLE_STATUSES = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
-
-
-class DispatchControl(Protocol):
-    """What the campaign service tells the dispatcher."""
-
-    def campaign_running(self, campaign_id: str) -> None: ...
-
-    async def halt(self, campaign_id: str) -> None:
-        """Stop originating for the campaign; return once no originate request is in progress."""
-        ...
-
-    def calls_in_flight(self, campaign_id: str) -> int: ...
 
 
 class ScheduleControl(Protocol):
@@ -60,17 +53,18 @@ class CampaignService:
         self,
         store: Store,
         hub: EventHub,
+        lifecycle: CampaignLifecycle,
         *,
-        dispatch: DispatchControl | None = None,
+        in_flight: Callable[[str], int] | None = None,
         scheduler: ScheduleControl | None = None,
         import_batch_size: int = IMPORT_BATCH_SIZE,
     ) -> None:
         self.store = store
         self.hub = hub
-        self.dispatch = dispatch
+        self.lifecycle = lifecycle
+        self.in_flight = in_flight  # calls in flight by campaign, live (None: counted from the contacts)
         self.scheduler = scheduler
         self.import_batch_size = import_batch_size
-        self._tenant_locks: dict[str, asyncio.Lock] = {}
         self.idempotency = Idempotency(store)
 
     # ---- create ---------------------------------------------------------------------------------
@@ -171,8 +165,8 @@ class CampaignService:
         return CampaignView(campaign, counts, self._in_flight(campaign.id, counts))
 
     def _in_flight(self, campaign_id: str, counts: dict[str, int]) -> int:
-        if self.dispatch is not None:
-            return self.dispatch.calls_in_flight(campaign_id)
+        if self.in_flight is not None:
+            return self.in_flight(campaign_id)
         return counts.get("originated", 0) + counts.get("connected", 0)
 
     async def get(self, who: Principal, campaign_id: str) -> CampaignView:
@@ -196,8 +190,6 @@ class CampaignService:
         """The campaign if ``who`` may see it (404 otherwise)."""
         return await self._get(who, campaign_id)
 
-    # ---- lifecycle ------------------------------------------------------------------------------
-
     # ---- the event log (what the SSE stream replays) ---------------------------------------------
 
     async def last_event_id(self, campaign_id: str) -> int:
@@ -215,67 +207,10 @@ class CampaignService:
             return None, False
         return campaign.status, await self.store.has_calls_in_flight(campaign_id)
 
-    def _lock(self, tenant_id: str) -> asyncio.Lock:
-        return self._tenant_locks.setdefault(tenant_id, asyncio.Lock())
-
-    async def _transition(
-        self,
-        campaign: Campaign,
-        action: CampaignAction,
-        *,
-        check: Callable[[Campaign], Any] | None = None,
-        cancel_pending: bool = False,
-        started: bool = False,
-        payload: dict[str, Any] | None = None,
-    ) -> Campaign:
-        status = CampaignStatus(campaign.status)
-        try:
-            decision = decide(status, action)
-        except TransitionRefused as exc:
-            raise Conflict(exc.reason, error_id="invalid_transition", status=status.value,
-                           action=action.value) from None
-        if not decision.changed or decision.status is None:
-            return campaign
-        if check is not None:
-            await check(campaign)
-        changed, events = await self.store.set_campaign_status(
-            campaign.id, status, decision.status, event_payload={"action": action.value, "previous": status.value},
-            started=started, cancel_pending=cancel_pending,
-        )
-        if not changed:
-            # Someone else moved it between our read and our write: report the state we lost to.
-            fresh = await self.store.get_campaign(campaign.id)
-            now_status = fresh.status if fresh else "deleted"
-            raise Conflict(f"campaign changed to {now_status} meanwhile; retry", error_id="concurrent_change",
-                           status=now_status)
-        log.info("campaign %s", action.value,
-                 extra={"action": action.value, "campaign_id": campaign.id, "status": decision.status.value})
-        fresh = await self.store.get_campaign(campaign.id)
-        assert fresh is not None
-        return fresh
-
-    async def _check_reservation(self, campaign: Campaign) -> None:
-        tenant = await self.store.get_tenant(campaign.tenant_id)
-        assert tenant is not None
-        reserved = await self.store.reserved_concurrency(campaign.tenant_id, excluding=campaign.id)
-        if reserved + campaign.max_concurrent_calls > tenant.concurrent_max:
-            raise Conflict(
-                f"tenant concurrency exceeded: running campaigns reserve {reserved} of {tenant.concurrent_max} "
-                f"concurrent calls and this campaign needs {campaign.max_concurrent_calls}; pause or stop another "
-                "campaign, or lower max_concurrent_calls",
-                error_id="tenant_concurrency_exceeded",
-                reserved=reserved, concurrent_max=tenant.concurrent_max,
-                requested=campaign.max_concurrent_calls,
-            )
-
     async def _run(self, who: Principal, campaign_id: str, action: CampaignAction) -> CampaignView:
-        async with self._lock(who.tenant_id):
-            campaign = await self._get(who, campaign_id)
-            campaign = await self._transition(campaign, action, check=self._check_reservation, started=True)
+        campaign = await self.lifecycle.run(who.tenant_id, lambda: self._get(who, campaign_id), action)
         if self.scheduler is not None:
             self.scheduler.cancel(campaign.id)
-        if self.dispatch is not None and campaign.status == CampaignStatus.RUNNING:
-            self.dispatch.campaign_running(campaign.id)
         return await self.view(campaign)
 
     async def start(self, who: Principal, campaign_id: str) -> CampaignView:
@@ -284,36 +219,20 @@ class CampaignService:
     async def resume(self, who: Principal, campaign_id: str) -> CampaignView:
         return await self._run(who, campaign_id, CampaignAction.RESUME)
 
-    async def _halting(self, campaign: Campaign, action: CampaignAction, **kw: Any) -> Campaign:
-        # Halt the runner first and wait for an originate in progress, so that once this returns no
-        # origination can start: the promise pause and stop make.
-        if self.dispatch is not None and campaign.status == CampaignStatus.RUNNING:
-            decide(CampaignStatus(campaign.status), action)
-            await self.dispatch.halt(campaign.id)
-        try:
-            return await self._transition(campaign, action, **kw)
-        except Conflict:
-            fresh = await self.store.get_campaign(campaign.id)
-            if self.dispatch is not None and fresh is not None and fresh.status == CampaignStatus.RUNNING:
-                self.dispatch.campaign_running(campaign.id)
-            raise
-
     async def pause(self, who: Principal, campaign_id: str) -> CampaignView:
-        campaign = await self._halting(await self._get(who, campaign_id), CampaignAction.PAUSE)
+        campaign = await self.lifecycle.halting(await self._get(who, campaign_id), CampaignAction.PAUSE)
         return await self.view(campaign)
 
     async def stop(self, who: Principal, campaign_id: str) -> CampaignView:
-        campaign = await self._halting(await self._get(who, campaign_id), CampaignAction.STOP, cancel_pending=True)
+        campaign = await self.lifecycle.halting(await self._get(who, campaign_id), CampaignAction.STOP,
+                                                cancel_pending=True)
         if self.scheduler is not None:
             self.scheduler.cancel(campaign.id)
         return await self.view(campaign)
 
     async def delete(self, who: Principal, campaign_id: str) -> None:
         campaign = await self._get(who, campaign_id)
-        try:
-            decide(CampaignStatus(campaign.status), CampaignAction.DELETE)
-        except TransitionRefused as exc:
-            raise Conflict(exc.reason, error_id="campaign_running", status=campaign.status) from None
+        self.lifecycle.check_delete(campaign)
         in_flight = self._in_flight(campaign.id, (await self.store.contact_counts([campaign.id]))[campaign.id])
         if in_flight:
             raise Conflict(
@@ -324,31 +243,3 @@ class CampaignService:
             self.scheduler.cancel(campaign.id)
         await self.store.purge_campaign(campaign.id)
         log.info("campaign deleted", extra={"action": "delete", "campaign_id": campaign.id})
-
-    # ---- called by the scheduler and the dispatcher ---------------------------------------------
-
-    async def system_transition(self, campaign_id: str, action: CampaignAction, **payload: Any) -> bool:
-        """A transition not asked for by a user (schedule due, all contacts final, fatal error)."""
-        campaign = await self.store.get_campaign(campaign_id)
-        if campaign is None:
-            return False
-        status = CampaignStatus(campaign.status)
-        try:
-            decision = decide(status, action)
-        except TransitionRefused:
-            return False
-        if decision.status is None or not decision.changed:
-            return False
-        changed, events = await self.store.set_campaign_status(
-            campaign_id, status, decision.status, event_payload={"action": action.value,
-                                                                 "previous": status.value, **payload},
-            started=decision.status is CampaignStatus.RUNNING,
-        )
-        if changed and decision.status is CampaignStatus.RUNNING and self.dispatch is not None:
-            self.dispatch.campaign_running(campaign_id)
-        if changed:
-            log.info("campaign %s", action.value,
-                     extra={"action": action.value, "campaign_id": campaign_id, "status": decision.status.value})
-        return changed
-
-

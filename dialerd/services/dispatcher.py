@@ -6,7 +6,14 @@ hard 60 s window). A slot is *reserved* synchronously before any await, so two r
 can never both take the last slot.
 
 Order of effects per attempt: the attempt row (with its channel id) is committed, then the originate
-request leaves. What happens to the call then is followed by the base class (``following.py``).
+request leaves. What happens to the call then is followed by the ``CallFollower`` the dispatcher owns
+(``following.py``); the two share the in-flight ledger (``slots.py``), where a slot reserved here is freed
+when the follower records the call's end.
+
+The dispatcher ends campaigns itself (nothing left to dial: completed; the PBX refusing every call:
+failed) through ``CampaignTransitions`` (``lifecycle.py``), the layer of the campaign lifecycle that
+needs only the store. The layer above it (``CampaignLifecycle``) starts and halts runners through the
+dispatcher; so the composition root builds transitions -> dispatcher -> lifecycle, a straight line.
 """
 
 from __future__ import annotations
@@ -18,50 +25,36 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from dialerd.domain.call import AttemptState, CallEvent, Destination, OriginateRequest
+from dialerd.domain.call import CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
-from dialerd.domain.contact import ContactStatus, FailureReason
-from dialerd.domain.pacing import Pacer
+from dialerd.domain.contact import FailureReason
 from dialerd.faults import Failpoints
 from dialerd.ports import DispatchStore, OriginateError, Pbx
-from dialerd.services.events import EventHub
+from dialerd.services.following import CallFollower
+from dialerd.services.lifecycle import CampaignTransitions
+from dialerd.services.slots import Slots
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Contact
 from dialerd.tasks import TaskOwner
 from dialerd.timestamps import utcnow
 
-if TYPE_CHECKING:
-    from dialerd.services.campaigns import CampaignService
-from dialerd.services.following import APPLY_CONCURRENCY, APPLY_GRACE_SECONDS, CallFollower, _Call
-
 log = logging.getLogger("dialerd.dispatcher")
 
-TENANT_REFRESH_SECONDS = 5.0
 CAMPAIGN_RECHECK_SECONDS = 1.0  # a running campaign's row is re-read at most this often by its runner
 MAX_CONSECUTIVE_ORIGINATE_ERRORS = 5
 
-@dataclass
-class _Tenant:
-    tenant_id: str
-    concurrent_max: int
-    pacer: Pacer
-    sent: Pacer  # the same pace, applied again as each originate request leaves (see _pace_send)
-    in_flight: int = 0
-    loaded_at: float = 0.0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-
-class Dispatcher(CallFollower):
-    """Implements the campaign service's DispatchControl and the PBX adapter's PbxSink."""
+class Dispatcher:
+    """Runs campaigns within their caps; owns the CallFollower; implements ``lifecycle.DispatchControl``
+    and the PBX adapter's ``PbxSink`` (call events go on to the follower)."""
 
     def __init__(
         self,
         store: DispatchStore,
         pbx: Pbx,
-        hub: EventHub,
+        slots: Slots,
+        transitions: CampaignTransitions,
         *,
         clock: Callable[[], float] = time.monotonic,
         tasks: TaskOwner | None = None,
@@ -69,38 +62,36 @@ class Dispatcher(CallFollower):
     ) -> None:
         self.store = store
         self.pbx = pbx
-        self.hub = hub
+        self.slots = slots
+        self.transitions = transitions
         self.clock = clock
         self.tasks = TaskOwner() if tasks is None else tasks  # every task and timer (all critical)
         self.faults = failpoints or Failpoints()
-        self.campaigns: CampaignService | None = None  # wired after construction (they know each other)
         self.pbx_up = asyncio.Event()
+        self.follower = CallFollower(store, pbx, slots, pbx_up=self.pbx_up, tasks=self.tasks,
+                                     failpoints=self.faults)
         self.accepting = True  # False once shutdown began: no new originations
         self._runners: dict[str, asyncio.Task[None]] = {}
-        self._runner_tenant: dict[str, str] = {}  # campaign -> tenant, for waking a tenant's runners
-        self._wake: dict[str, asyncio.Event] = {}
         self._dial_locks: dict[str, asyncio.Lock] = {}
         self._halted: set[str] = set()
-        self._calls: dict[str, _Call] = {}
-        self._campaign_in_flight: dict[str, int] = {}
-        self._tenants: dict[str, _Tenant] = {}
-        self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
-        self._consumer: asyncio.Task[None] | None = None
-        self._applying: dict[str, asyncio.Task[None]] = {}  # channel -> the applier of its latest event
-        self._apply_slots = asyncio.Semaphore(APPLY_CONCURRENCY)
         self._originate_errors: dict[str, int] = {}
-        self._idle_event = asyncio.Event()  # set whenever a call ends
         self.originations = 0
         self.originations_by_tenant: Counter[str] = Counter()  # exported by api/prometheus.py
-        self.outcomes: Counter[str] = Counter()  # ended attempts by 'completed' or failure reason
 
-    # ---- lifecycle ----------------------------------------------------------------------------
+    @property
+    def outcomes(self) -> Counter[str]:
+        """Ended attempts by 'completed' or failure reason (counted by the follower)."""
+        return self.follower.outcomes
+
+    # ---- start and stop -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # The dispatcher's tasks read the database ahead of the API's requests (Store.read).
-        self._consumer = self.tasks.spawn("dispatcher-events", self._consume(), critical=True,
-                                          context=priority_context())
+        self.follower.start()
         await self.pbx.start(self)
+
+    async def recover(self) -> int:
+        """After a restart: count and reconcile the attempts left in flight (see CallFollower.recover)."""
+        return await self.follower.recover()
 
     async def resume_running(self) -> None:
         """Start runners for campaigns the database says are running (after a restart)."""
@@ -117,39 +108,20 @@ class Dispatcher(CallFollower):
         """Shutdown stage 2: follow live calls up to ``grace`` seconds; return how many are still up."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
-                while self._calls:
-                    self._idle_event.clear()
-                    await self._idle_event.wait()
-        return len(self._calls)
+                await self.slots.wait_empty()
+        return self.slots.total()
 
     async def close(self) -> None:
         for task in list(self._runners.values()):
             task.cancel()
         await asyncio.gather(*self._runners.values(), return_exceptions=True)
         await self.pbx.close()
-        if self._consumer is not None:
-            # Apply what is already queued before stopping the consumer.
-            await self._drain_queue()
-            self._consumer.cancel()
-            await asyncio.gather(self._consumer, return_exceptions=True)
-            # Events already taken off the queue are being applied: let them land (each channel's
-            # latest applier waits for its earlier ones), within a bound.
-            appliers = list(self._applying.values())
-            if appliers:
-                _done, late = await asyncio.wait(appliers, timeout=APPLY_GRACE_SECONDS)
-                for task in late:
-                    task.cancel()
-
-    async def _drain_queue(self) -> None:
-        for _ in range(10000):
-            if self._events.empty():
-                return
-            await asyncio.sleep(0.01)
+        await self.follower.close()  # after the PBX is closed: nothing more is queued
 
     # ---- PbxSink ------------------------------------------------------------------------------
 
     def call_event(self, event: CallEvent) -> None:
-        self._events.put_nowait(event)
+        self.follower.call_event(event)
 
     def connection_changed(self, connected: bool) -> None:
         if connected:
@@ -161,7 +133,7 @@ class Dispatcher(CallFollower):
                                                                         "reason": self.dialling_held})
             # A runner pacing its next request wakes now and gives that attempt back unsent.
             for campaign_id in list(self._runners):
-                self._poke(campaign_id)
+                self.slots.poke(campaign_id)
 
     @property
     def dialling_held(self) -> str | None:
@@ -178,11 +150,18 @@ class Dispatcher(CallFollower):
     # ---- DispatchControl ----------------------------------------------------------------------
 
     def calls_in_flight(self, campaign_id: str) -> int:
-        return self._campaign_in_flight.get(campaign_id, 0)
+        return self.slots.calls_in_flight(campaign_id)
 
     def tenant_in_flight(self, tenant_id: str) -> int:
-        t = self._tenants.get(tenant_id)
-        return t.in_flight if t else 0
+        return self.slots.tenant_in_flight(tenant_id)
+
+    def tenant_caps(self) -> dict[str, int]:
+        """The tenants dialled for (or found in flight) so far, and their ``concurrent_max``."""
+        return self.slots.tenant_caps()
+
+    def running_campaigns(self) -> list[str]:
+        """The campaigns that have a runner now."""
+        return list(self._runners)
 
     def campaign_running(self, campaign_id: str) -> None:
         self._halted.discard(campaign_id)
@@ -190,7 +169,7 @@ class Dispatcher(CallFollower):
             return
         task = self._runners.get(campaign_id)
         if task is not None and not task.done():
-            self._poke(campaign_id)
+            self.slots.poke(campaign_id)
             return
         task = self.tasks.spawn(f"campaign-{campaign_id}", self._run(campaign_id), critical=True,
                                 context=priority_context())
@@ -198,7 +177,7 @@ class Dispatcher(CallFollower):
 
     def campaign_halted(self, campaign_id: str) -> None:
         self._halted.add(campaign_id)
-        self._poke(campaign_id)
+        self.slots.poke(campaign_id)
 
     async def halt(self, campaign_id: str) -> None:
         """Stop originating for the campaign and wait until no originate request is in progress."""
@@ -211,40 +190,11 @@ class Dispatcher(CallFollower):
     def _dial_lock(self, campaign_id: str) -> asyncio.Lock:
         return self._dial_locks.setdefault(campaign_id, asyncio.Lock())
 
-    def _poke(self, campaign_id: str) -> None:
-        ev = self._wake.get(campaign_id)
-        if ev is not None:
-            ev.set()
-
-    async def _sleep(self, campaign_id: str, seconds: float | None) -> None:
-        ev = self._wake.setdefault(campaign_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ev.wait(), seconds)
-        ev.clear()
-
-    async def _tenant(self, tenant_id: str) -> _Tenant:
-        t = self._tenants.get(tenant_id)
-        now = self.clock()
-        if t is None or now - t.loaded_at > TENANT_REFRESH_SECONDS:
-            row = await self.store.get_tenant(tenant_id)
-            if row is None:
-                raise RuntimeError(f"tenant {tenant_id} vanished")
-            if t is None:
-                t = self._tenants.setdefault(
-                    tenant_id, _Tenant(tenant_id, row.concurrent_max, Pacer(row.calls_per_minute),
-                                       Pacer(row.calls_per_minute))
-                )
-            t.concurrent_max = row.concurrent_max
-            t.pacer.set_rate(row.calls_per_minute)
-            t.sent.set_rate(row.calls_per_minute)
-            t.loaded_at = now
-        return t
-
     def _active(self, campaign_id: str) -> bool:
         return self.accepting and campaign_id not in self._halted
 
     async def _run(self, campaign_id: str) -> None:
-        self._wake.setdefault(campaign_id, asyncio.Event())
+        self.slots.wake_event(campaign_id)
         log.info("runner started", extra={"action": "runner_start", "campaign_id": campaign_id})
         campaign: Campaign | None = None
         read_at = 0.0
@@ -265,11 +215,11 @@ class Dispatcher(CallFollower):
                 await self._step(campaign)
         finally:
             self._runners.pop(campaign_id, None)
-            self._runner_tenant.pop(campaign_id, None)
+            self.slots.unwatch(campaign_id)
             log.info("runner stopped", extra={"action": "runner_stop", "campaign_id": campaign_id})
 
     async def _wait_pbx(self, campaign_id: str) -> None:
-        wake = self._wake[campaign_id]
+        wake = self.slots.wake_event(campaign_id)
         waiters = {asyncio.ensure_future(self.pbx_up.wait()), asyncio.ensure_future(wake.wait())}
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -280,44 +230,43 @@ class Dispatcher(CallFollower):
 
     async def _step(self, campaign: Campaign) -> None:
         cid = campaign.id
-        self._runner_tenant[cid] = campaign.tenant_id
-        tenant = await self._tenant(campaign.tenant_id)
-        if self._campaign_in_flight.get(cid, 0) >= campaign.max_concurrent_calls:
-            await self._sleep(cid, 5.0)
+        slots = self.slots
+        slots.watch(cid, campaign.tenant_id)
+        tenant = await slots.tenant(campaign.tenant_id)
+        if slots.calls_in_flight(cid) >= campaign.max_concurrent_calls:
+            await slots.sleep(cid, 5.0)
             return
-        if tenant.in_flight >= tenant.concurrent_max:
-            await self._sleep(cid, 0.5)
+        if slots.tenant_in_flight(tenant.tenant_id) >= tenant.concurrent_max:
+            await slots.sleep(cid, 0.5)
             return
         delay = tenant.pacer.delay(self.clock())
         if delay > 0:
-            await self._sleep(cid, delay)
+            await slots.sleep(cid, delay)
             return
         # Reserve the slot and the rate token before any await (see the module docstring).
         tenant.pacer.record(self.clock())
-        tenant.in_flight += 1
-        self._campaign_in_flight[cid] = self._campaign_in_flight.get(cid, 0) + 1
+        slots.reserve(cid, tenant.tenant_id)
         dialled = False
         try:
             dialled = await self._dial_next(campaign)
         finally:
             if not dialled:
-                self._release(cid, tenant.tenant_id)
+                slots.release(cid, tenant.tenant_id)
         if not dialled:
             await self._idle(campaign)
 
     async def _idle(self, campaign: Campaign) -> None:
         """Nothing was due: finish the campaign, or wait for a retry time or a freed slot."""
         cid = campaign.id
-        if self._campaign_in_flight.get(cid, 0) == 0 and await self.store.unfinished_contacts(cid) == 0:
-            if self.campaigns is not None:
-                await self.campaigns.system_transition(cid, CampaignAction.FINISH)
+        if self.slots.calls_in_flight(cid) == 0 and await self.store.unfinished_contacts(cid) == 0:
+            await self.transitions.system_transition(cid, CampaignAction.FINISH)
             self._halted.add(cid)
             return
         next_retry = await self.store.next_retry_time(cid)
         wait = 5.0
         if next_retry is not None:
             wait = min(wait, max(0.05, (next_retry - utcnow()).total_seconds()))
-        await self._sleep(cid, wait)
+        await self.slots.sleep(cid, wait)
 
     async def _dial_next(self, campaign: Campaign) -> bool:
         """Claim one due contact and originate it. True if a call is now in flight."""
@@ -334,11 +283,11 @@ class Dispatcher(CallFollower):
             attempt = await self.store.begin_attempt(contact, channel_id)
             if attempt is None:
                 return False
-            self._calls[channel_id] = _Call(channel_id, campaign.id, campaign.tenant_id)
+            self.slots.hold(channel_id, campaign.id, campaign.tenant_id)
             self.faults.hit("after_attempt")
             if not await self._pace_send(campaign.tenant_id, campaign.id):
                 # Paused, stopped, shutting down or the PBX went away while it waited: never sent.
-                self._calls.pop(channel_id, None)
+                self.slots.drop(channel_id)
                 await asyncio.shield(self.store.give_back_attempt(channel_id))
                 return False
             request = self._request(campaign, contact, channel_id)
@@ -346,15 +295,12 @@ class Dispatcher(CallFollower):
                 name = await self.pbx.originate(request)
             except OriginateError as exc:
                 await self._originate_failed(campaign, attempt, exc)
-                return channel_id in self._calls
+                return self.slots.holds(channel_id)
             self.originations += 1
             self._originate_errors.pop(campaign.id, None)
             self.originations_by_tenant[campaign.tenant_id] += 1
             self.faults.hit("after_originate")
-            await self._apply(
-                channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
-                {"originated_at": utcnow(), "channel_name": name}, {}, {},
-            )
+            await self.follower.originated(channel_id, name)
             log.info("originated", extra={"action": "originate", "campaign_id": campaign.id,
                                           "contact_id": contact.id, "channel_id": channel_id})
             return True
@@ -367,13 +313,13 @@ class Dispatcher(CallFollower):
         tenant created 0.17 s apart in Asterisk). Usually this waits not at all. False if the campaign
         was halted or the PBX went down meanwhile (the request must not leave then).
         """
-        tenant = self._tenants.get(tenant_id)
+        tenant = self.slots.limits(tenant_id)
         if tenant is not None:
             now = self.clock()
             at = now + tenant.sent.delay(now)
             tenant.sent.record(at)  # reserved before the await, like the slot
             while self._active(campaign_id) and self.pbx_up.is_set() and (now := self.clock()) < at:
-                await self._sleep(campaign_id, at - now)  # woken early by halt (campaign_halted pokes)
+                await self.slots.sleep(campaign_id, at - now)  # woken early by halt (campaign_halted pokes)
         return self._active(campaign_id) and self.pbx_up.is_set()
 
     def _request(self, campaign: Campaign, contact: Contact, channel_id: str) -> OriginateRequest:
@@ -399,45 +345,25 @@ class Dispatcher(CallFollower):
                                                           "channel_id": cid, "maybe_dialled": exc.maybe_dialled})
         if exc.maybe_dialled:
             # The call may exist: keep it in flight and let reconciliation find out (never redial blindly).
-            self.tasks.spawn_later(f"reconcile-{cid}", 2.0, lambda: self.reconcile(cid), critical=True,
+            self.tasks.spawn_later(f"reconcile-{cid}", 2.0, lambda: self.follower.reconcile(cid), critical=True,
                                    context=priority_context())
             return
         # Forget the call first: the runner releases its slot when this attempt is not in flight.
-        self._calls.pop(cid, None)
+        self.slots.drop(cid)
         if not self.pbx.connected:
             # The PBX connection dropped under the request, which was refused unsent: not the
             # contact's fault; it stays pending and is dialled once the PBX is back.
             await asyncio.shield(self.store.give_back_attempt(cid))
             return
-        await self._finish_failed(cid, campaign, FailureReason.ORIGINATE_ERROR, attempt_number=attempt.number)
+        await self.follower.finish_failed(cid, campaign, FailureReason.ORIGINATE_ERROR, attempt_number=attempt.number)
         errors = self._originate_errors[campaign.id] = self._originate_errors.get(campaign.id, 0) + 1
-        if errors >= MAX_CONSECUTIVE_ORIGINATE_ERRORS and self.campaigns is not None:
+        if errors >= MAX_CONSECUTIVE_ORIGINATE_ERRORS:
             # The PBX refuses every call (unknown endpoint, trunk down): stop before burning every contact.
             self._halted.add(campaign.id)
-            await self.campaigns.system_transition(
+            await self.transitions.system_transition(
                 campaign.id, CampaignAction.FAIL,
                 reason=f"the PBX refused {errors} originations in a row; last error: {exc}",
             )
-
-    def _release(self, campaign_id: str, tenant_id: str) -> None:
-        self._campaign_in_flight[campaign_id] = max(0, self._campaign_in_flight.get(campaign_id, 0) - 1)
-        tenant = self._tenants.get(tenant_id)
-        if tenant is not None:
-            tenant.in_flight = max(0, tenant.in_flight - 1)
-        # A freed slot is refilled promptly: wake this campaign and its tenant's other campaigns.
-        # Only the tenant's: waking every runner (as before) cost each of them a campaign read per
-        # ended call, 50 reads per call in the load test (tests/load), for slots they cannot use.
-        self._poke(campaign_id)
-        for other, other_tenant in self._runner_tenant.items():
-            if other != campaign_id and other_tenant == tenant_id:
-                self._poke(other)
-
-    async def _track(self, channel_id: str, campaign: Campaign) -> None:
-        tenant = await self._tenant(campaign.tenant_id)
-        self._calls[channel_id] = _Call(channel_id, campaign.id, campaign.tenant_id)
-        self._campaign_in_flight[campaign.id] = self._campaign_in_flight.get(campaign.id, 0) + 1
-        tenant.in_flight += 1
-
 
 
 def _var_name(key: str) -> str:

@@ -1,10 +1,11 @@
 """Following calls: the PBX's events applied to attempts and contacts, and reconciliation after gaps.
 
-The dispatcher (``dispatcher.py``) dials; this part, its base class, follows each call to its outcome.
-PBX events are queued by the adapter and applied by one consumer task: in order per channel, different
-channels' events concurrently (a bounded number at a time). A channel whose fate is unknown (a crash, an
-outage, an originate reply that never came) is reconciled with the PBX's own record, never redialled blindly.
-
+The dispatcher (``dispatcher.py``) dials; the ``CallFollower`` it owns follows each call to its outcome.
+They share nothing but the in-flight ledger (``slots.py``): the follower frees a call's slot when its end
+is recorded. PBX events are queued (the adapter's sink must never wait) and applied by one consumer task:
+in order per channel, different channels' events concurrently (a bounded number at a time). A channel
+whose fate is unknown (a crash, an outage, an originate reply that never came) is reconciled with the
+PBX's own record, never redialled blindly.
 """
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import asyncio
 import functools
 import logging
 from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dialerd.domain.call import (
     AttemptState,
@@ -31,13 +31,11 @@ from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.faults import Failpoints
 from dialerd.ports import DispatchStore, Pbx
+from dialerd.services.slots import Slots
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Event
 from dialerd.tasks import TaskOwner
 from dialerd.timestamps import rfc3339, utcnow
-
-if TYPE_CHECKING:
-    from dialerd.services.campaigns import CampaignService
 
 log = logging.getLogger("dialerd.dispatcher")
 
@@ -47,38 +45,60 @@ APPLY_CONCURRENCY = 8
 APPLY_GRACE_SECONDS = 10.0
 
 
-@dataclass
-class _Call:
-    channel_id: str
-    campaign_id: str
-    tenant_id: str
-
-
 class CallFollower:
-    """The event and reconciliation half of the Dispatcher (which sets every attribute below)."""
+    """Applies the PBX's call events, reconciles calls whose fate is unknown, and frees their slots."""
 
-    store: DispatchStore
-    pbx: Pbx
-    campaigns: CampaignService | None
-    faults: Failpoints
-    tasks: TaskOwner
-    pbx_up: asyncio.Event
-    outcomes: Counter[str]
-    _calls: dict[str, _Call]
-    _events: asyncio.Queue[CallEvent]
-    _applying: dict[str, asyncio.Task[None]]
-    _apply_slots: asyncio.Semaphore
-    _idle_event: asyncio.Event
+    def __init__(
+        self,
+        store: DispatchStore,
+        pbx: Pbx,
+        slots: Slots,
+        *,
+        pbx_up: asyncio.Event,
+        tasks: TaskOwner,
+        failpoints: Failpoints,
+    ) -> None:
+        self.store = store
+        self.pbx = pbx
+        self.slots = slots
+        self.pbx_up = pbx_up  # set while the PBX connection is up (reconcile waits for it)
+        self.tasks = tasks
+        self.faults = failpoints
+        self.outcomes: Counter[str] = Counter()  # ended attempts by 'completed' or failure reason
+        self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+        self._applying: dict[str, asyncio.Task[None]] = {}  # channel -> the applier of its latest event
+        self._apply_slots = asyncio.Semaphore(APPLY_CONCURRENCY)
 
-    # Provided by the Dispatcher: the runner's side of a call's slot, its wake-ups and its task watch.
-    def _release(self, campaign_id: str, tenant_id: str) -> None:
-        raise NotImplementedError
+    def start(self) -> None:
+        # The follower's tasks read the database ahead of the API's requests (Store.read).
+        self._consumer = self.tasks.spawn("dispatcher-events", self._consume(), critical=True,
+                                          context=priority_context())
 
-    def _poke(self, campaign_id: str) -> None:
-        raise NotImplementedError
+    def call_event(self, event: CallEvent) -> None:
+        """Queue a PBX event (returns at once: the adapter's reader must never wait)."""
+        self._events.put_nowait(event)
 
-    async def _track(self, channel_id: str, campaign: Campaign) -> None:
-        raise NotImplementedError
+    async def close(self) -> None:
+        """Apply what is already queued, stop the consumer, and let the events being applied land."""
+        if self._consumer is None:
+            return
+        await self._drain_queue()
+        self._consumer.cancel()
+        await asyncio.gather(self._consumer, return_exceptions=True)
+        # Events already taken off the queue are being applied: let them land (each channel's
+        # latest applier waits for its earlier ones), within a bound.
+        appliers = list(self._applying.values())
+        if appliers:
+            _done, late = await asyncio.wait(appliers, timeout=APPLY_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+
+    async def _drain_queue(self) -> None:
+        for _ in range(10000):
+            if self._events.empty():
+                return
+            await asyncio.sleep(0.01)
 
     def _schedule_reconcile(self, channel_id: str) -> None:
         self.tasks.spawn(f"reconcile-{channel_id}", self.reconcile(channel_id), critical=True,
@@ -142,7 +162,7 @@ class CallFollower:
         if attempt is None:
             attempt = await self.store.get_attempt(event.channel_id)
         if attempt is None or AttemptState(attempt.state).final:
-            self._end_call(event.channel_id)
+            self.slots.end_call(event.channel_id)
             return
         state = AttemptState(attempt.state)
         policy = None
@@ -150,7 +170,7 @@ class CallFollower:
             # Perf: read only on this path (its retry policy and status); an answered call needs neither.
             campaign = await self.store.get_campaign(attempt.campaign_id)
             if campaign is None:
-                self._end_call(event.channel_id)
+                self.slots.end_call(event.channel_id)
                 return
             policy = _policy(campaign)
         end = decide_end(state, event, attempt_number=attempt.number, answered_at=attempt.answered_at,
@@ -163,7 +183,7 @@ class CallFollower:
             end = decide_end(AttemptState.ANSWERED, event, attempt_number=attempt.number,
                              answered_at=attempt.answered_at or end.answer_at, policy=policy, now=utcnow())
         await self._record_end(event.channel_id, end)
-        self._end_call(event.channel_id)
+        self.slots.end_call(event.channel_id)
         await self._forget(event.channel_id)
 
     async def _forget(self, channel_id: str) -> None:
@@ -174,7 +194,12 @@ class CallFollower:
             log.warning("could not clear the PBX record: %s", exc,
                         extra={"action": "forget_failed", "channel_id": channel_id})
 
-    async def _finish_failed(
+    async def originated(self, channel_id: str, channel_name: str) -> None:
+        """The PBX accepted the originate request: the attempt is originated (unless an event was first)."""
+        await self._apply(channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
+                          {"originated_at": utcnow(), "channel_name": channel_name}, {}, {})
+
+    async def finish_failed(
         self, channel_id: str, campaign: Campaign, reason: FailureReason, *, attempt_number: int,
     ) -> None:
         """End an attempt that failed without a call event (the PBX refused the originate)."""
@@ -182,7 +207,7 @@ class CallFollower:
         end = decide_failure(reason, None, None, attempt_number=attempt_number, policy=_policy(campaign),
                              ended_at=now, now=now)
         await self._record_end(channel_id, end)
-        self._end_call(channel_id)
+        self.slots.end_call(channel_id)
 
     async def _record_end(self, channel_id: str, end: Transition) -> None:
         """Write the decided end: the attempt's and the contact's columns and the event's payload."""
@@ -210,12 +235,6 @@ class CallFollower:
                              payload) is not None:
             self.outcomes[end.outcome] += 1  # the one place every outcome is counted (exactly once, by MOVES)
 
-    def _end_call(self, channel_id: str) -> None:
-        call = self._calls.pop(channel_id, None)
-        if call is not None:
-            self._release(call.campaign_id, call.tenant_id)
-        self._idle_event.set()
-
     async def _apply(
         self, channel_id: str, status: ContactStatus, target: AttemptState, attempt_values: dict[str, Any],
         contact_values: dict[str, Any], payload: dict[str, Any],
@@ -242,8 +261,8 @@ class CallFollower:
         found = await self.pbx.lookup(channel_id)
         if found.live:
             campaign = await self.store.get_campaign(attempt.campaign_id)
-            if campaign is not None and channel_id not in self._calls:
-                await self._track(channel_id, campaign)
+            if campaign is not None and not self.slots.holds(channel_id):
+                await self.slots.track(channel_id, campaign.id, campaign.tenant_id)
             if attempt.state == AttemptState.DIALING:
                 await self._apply(channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
                                   {"originated_at": utcnow()}, {}, {})
@@ -270,8 +289,8 @@ class CallFollower:
         attempts = await self.store.attempts_in_flight()
         for attempt in attempts:
             campaign = await self.store.get_campaign(attempt.campaign_id)
-            if campaign is not None and attempt.channel_id not in self._calls:
-                await self._track(attempt.channel_id, campaign)
+            if campaign is not None and not self.slots.holds(attempt.channel_id):
+                await self.slots.track(attempt.channel_id, campaign.id, campaign.tenant_id)
         for attempt in attempts:
             self._schedule_reconcile(attempt.channel_id)
         return len(attempts)
@@ -280,8 +299,8 @@ class CallFollower:
         await asyncio.shield(self.store.give_back_attempt(attempt.channel_id))
         log.info("attempt never reached the PBX; contact stays pending",
                  extra={"action": "not_dialled", "channel_id": attempt.channel_id})
-        self._end_call(attempt.channel_id)
-        self._poke(attempt.campaign_id)
+        self.slots.end_call(attempt.channel_id)
+        self.slots.poke(attempt.campaign_id)
 
 
 def _policy(campaign: Campaign) -> RetryPolicy:

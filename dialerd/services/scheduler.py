@@ -1,29 +1,32 @@
-"""Starts scheduled campaigns at their ``scheduled_at`` (APScheduler 3, in the daemon's loop)."""
+"""Starts scheduled campaigns at their ``scheduled_at`` (APScheduler 3, in the daemon's loop).
+
+The start itself (the tenant's reservation, the transition, the runner) goes through
+``lifecycle.CampaignLifecycle``, as a user's start does.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.errors import Conflict
+from dialerd.services.lifecycle import CampaignLifecycle
+from dialerd.store.repo import Store
 from dialerd.timestamps import utcnow
-
-if TYPE_CHECKING:
-    from dialerd.services.campaigns import CampaignService
 
 log = logging.getLogger("dialerd.scheduler")
 RETRY_WHEN_FULL = timedelta(seconds=60)
 
 
 class Scheduler:
-    def __init__(self) -> None:
+    def __init__(self, store: Store, lifecycle: CampaignLifecycle) -> None:
         self._aps = AsyncIOScheduler(timezone="UTC")
-        self.campaigns: CampaignService | None = None
+        self.store = store
+        self.lifecycle = lifecycle
         self.retry_when_full = RETRY_WHEN_FULL
 
     def start(self) -> None:
@@ -46,25 +49,23 @@ class Scheduler:
 
     async def load(self) -> int:
         """Schedule every campaign the database holds as scheduled."""
-        assert self.campaigns is not None
-        found = await self.campaigns.store.campaigns_with_status(CampaignStatus.SCHEDULED)
+        found = await self.store.campaigns_with_status(CampaignStatus.SCHEDULED)
         for campaign in found:
             self.schedule(campaign.id, campaign.scheduled_at or utcnow())
         return len(found)
 
     async def _due(self, campaign_id: str) -> None:
-        assert self.campaigns is not None
-        campaign = await self.campaigns.store.get_campaign(campaign_id)
+        campaign = await self.store.get_campaign(campaign_id)
         if campaign is None or campaign.status != CampaignStatus.SCHEDULED:
             return
         try:
-            await self.campaigns._check_reservation(campaign)
+            await self.lifecycle.check_reservation(campaign)
         except Conflict as exc:
             # The tenant's running campaigns reserve all its concurrency: try again in a minute. The hold is
             # shown on the campaign (start_deferred) and, the first time, as a campaign event on its stream.
-            first = await self.campaigns.store.set_start_deferred(campaign_id, exc.error_id, exc.message)
+            first = await self.store.set_start_deferred(campaign_id, exc.error_id, exc.message)
             log.warning("scheduled start deferred: %s", exc.message,
                         extra={"action": "schedule_deferred", "campaign_id": campaign_id, "first": first})
             self.schedule(campaign_id, utcnow() + self.retry_when_full)
             return
-        await self.campaigns.system_transition(campaign_id, CampaignAction.SCHEDULE_DUE)
+        await self.lifecycle.system_transition(campaign_id, CampaignAction.SCHEDULE_DUE)

@@ -166,7 +166,7 @@ async def test_app_taken_for_two_seconds_mid_campaign(tmp_path: Path) -> None:
         async with api.session.get(f"{api.base}/metrics") as resp:
             text = await resp.text()
         assert "dialerd_ari_app_takeovers_total 1.0" in text
-        tenant_id = next(iter(dispatcher._tenants))
+        tenant_id = next(iter(dispatcher.tenant_caps()))
         assert dispatcher.tenant_in_flight(tenant_id) == 0 and dispatcher.calls_in_flight(cid) == 0
         attempts = await _attempt_rows(api, cid)
         begun = [a for c in contacts for a in await api.daemon.store.list_attempts(c["id"])]

@@ -1,0 +1,180 @@
+"""The in-flight ledger: which calls hold a slot, how many per campaign and per tenant, and who to wake.
+
+One ledger is shared by the dispatcher, which reserves a slot before it dials and gives it back when
+nothing was dialled, and the call follower, which frees it when the call ends and counts the calls found
+in flight after a restart. Every method that changes a count is synchronous: a runner checks the caps and
+reserves in one step with no await in between, so two runners of one tenant can never both take the last
+slot.
+
+A *slot* is counted from its reservation (before the attempt row exists) until the call's end is
+recorded; a *call* (``Call``) is known from the moment its attempt row is committed under a channel id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dialerd.domain.pacing import Pacer
+from dialerd.store.tables import Tenant
+
+TENANT_REFRESH_SECONDS = 5.0  # a tenant's caps and rate are re-read at most this often
+
+
+class TenantReader(Protocol):
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call holding a slot: its channel id and whose slot it holds."""
+
+    channel_id: str
+    campaign_id: str
+    tenant_id: str
+
+
+@dataclass
+class TenantLimits:
+    """A tenant's caps as last read, and its pacers (shared by all the tenant's runners)."""
+
+    tenant_id: str
+    concurrent_max: int
+    pacer: Pacer  # spaces the reservations
+    sent: Pacer  # the same pace, applied again as each originate request leaves (Dispatcher._pace_send)
+    loaded_at: float = 0.0
+
+
+class Slots:
+    """The ledger. Counts never go below zero (a slot released twice is released once)."""
+
+    def __init__(self, tenants: TenantReader, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._reader = tenants
+        self._clock = clock
+        self._calls: dict[str, Call] = {}
+        self._campaign: dict[str, int] = {}
+        self._tenant: dict[str, int] = {}
+        self._limits: dict[str, TenantLimits] = {}
+        self._watched: dict[str, str] = {}  # campaign -> tenant, for waking a tenant's runners
+        self._wake: dict[str, asyncio.Event] = {}
+        self._ended = asyncio.Event()  # set whenever a call ends
+
+    # ---- the tenants' caps ----------------------------------------------------------------------
+
+    async def tenant(self, tenant_id: str) -> TenantLimits:
+        """The tenant's caps and pacers, re-read from the store at most every TENANT_REFRESH_SECONDS."""
+        t = self._limits.get(tenant_id)
+        now = self._clock()
+        if t is None or now - t.loaded_at > TENANT_REFRESH_SECONDS:
+            row = await self._reader.get_tenant(tenant_id)
+            if row is None:
+                raise RuntimeError(f"tenant {tenant_id} vanished")
+            if t is None:
+                t = self._limits.setdefault(
+                    tenant_id, TenantLimits(tenant_id, row.concurrent_max, Pacer(row.calls_per_minute),
+                                            Pacer(row.calls_per_minute))
+                )
+            t.concurrent_max = row.concurrent_max
+            t.pacer.set_rate(row.calls_per_minute)
+            t.sent.set_rate(row.calls_per_minute)
+            t.loaded_at = now
+        return t
+
+    def limits(self, tenant_id: str) -> TenantLimits | None:
+        """The tenant's caps as last read, without reading (None until a runner or a recovery read them)."""
+        return self._limits.get(tenant_id)
+
+    def tenant_caps(self) -> dict[str, int]:
+        """Every tenant read so far and its ``concurrent_max``."""
+        return {tid: t.concurrent_max for tid, t in self._limits.items()}
+
+    # ---- counts ---------------------------------------------------------------------------------
+
+    def calls_in_flight(self, campaign_id: str) -> int:
+        return self._campaign.get(campaign_id, 0)
+
+    def tenant_in_flight(self, tenant_id: str) -> int:
+        return self._tenant.get(tenant_id, 0)
+
+    def total(self) -> int:
+        """Calls known to be in flight (attempt committed, end not yet recorded), all campaigns."""
+        return len(self._calls)
+
+    def holds(self, channel_id: str) -> bool:
+        return channel_id in self._calls
+
+    # ---- reserving and freeing ------------------------------------------------------------------
+
+    def reserve(self, campaign_id: str, tenant_id: str) -> None:
+        """Take a slot of the campaign and of the tenant (synchronous: check the caps just before)."""
+        self._tenant[tenant_id] = self._tenant.get(tenant_id, 0) + 1
+        self._campaign[campaign_id] = self._campaign.get(campaign_id, 0) + 1
+
+    def release(self, campaign_id: str, tenant_id: str) -> None:
+        """Free a slot and wake the runners that may use it."""
+        self._campaign[campaign_id] = max(0, self._campaign.get(campaign_id, 0) - 1)
+        if tenant_id in self._tenant:
+            self._tenant[tenant_id] = max(0, self._tenant[tenant_id] - 1)
+        # A freed slot is refilled promptly: wake this campaign and its tenant's other campaigns.
+        # Only the tenant's: waking every runner (as before) cost each of them a campaign read per
+        # ended call, 50 reads per call in the load test (tests/load), for slots they cannot use.
+        self.poke(campaign_id)
+        for other, other_tenant in self._watched.items():
+            if other != campaign_id and other_tenant == tenant_id:
+                self.poke(other)
+
+    def hold(self, channel_id: str, campaign_id: str, tenant_id: str) -> None:
+        """Name the call that holds a slot already reserved (its attempt row is committed)."""
+        self._calls[channel_id] = Call(channel_id, campaign_id, tenant_id)
+
+    def drop(self, channel_id: str) -> None:
+        """Forget the call, keeping its slot: the runner that reserved it releases it."""
+        self._calls.pop(channel_id, None)
+
+    async def track(self, channel_id: str, campaign_id: str, tenant_id: str) -> None:
+        """Count a call found in flight that this process did not dial (a restart, a reconcile)."""
+        await self.tenant(tenant_id)  # its caps are known from here on (metrics list the tenant)
+        self.hold(channel_id, campaign_id, tenant_id)
+        self.reserve(campaign_id, tenant_id)
+
+    def end_call(self, channel_id: str) -> None:
+        """The call's end is recorded: free its slot (if it still held one) and wake whoever waits."""
+        call = self._calls.pop(channel_id, None)
+        if call is not None:
+            self.release(call.campaign_id, call.tenant_id)
+        self._ended.set()
+
+    async def wait_empty(self) -> None:
+        """Return once no call is in flight (wrap in ``asyncio.timeout``)."""
+        while self._calls:
+            self._ended.clear()
+            await self._ended.wait()
+
+    # ---- wake-ups -------------------------------------------------------------------------------
+
+    def watch(self, campaign_id: str, tenant_id: str) -> None:
+        """Wake the campaign's runner whenever a slot of ``tenant_id`` frees."""
+        self._watched[campaign_id] = tenant_id
+
+    def unwatch(self, campaign_id: str) -> None:
+        self._watched.pop(campaign_id, None)
+
+    def wake_event(self, campaign_id: str) -> asyncio.Event:
+        """The event that wakes the campaign's runner (set by ``poke``; the runner clears it)."""
+        return self._wake.setdefault(campaign_id, asyncio.Event())
+
+    def poke(self, campaign_id: str) -> None:
+        ev = self._wake.get(campaign_id)
+        if ev is not None:
+            ev.set()
+
+    async def sleep(self, campaign_id: str, seconds: float | None) -> None:
+        """Sleep up to ``seconds`` (None: until poked); a ``poke`` ends it early."""
+        ev = self.wake_event(campaign_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), seconds)
+        ev.clear()
