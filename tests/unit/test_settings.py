@@ -21,7 +21,7 @@ LOCAL_PBX = REPO / "asterisk" / "local-pbx"
 # Asterisk channel variables dialerd sets on its calls (and the dialplan reads): never in the environment.
 CHANNEL_VARIABLES = frozenset({
     "DIALERD_ID", "DIALERD_CAMPAIGN", "DIALERD_CONTACT", "DIALERD_ATTEMPT", "DIALERD_NUMBER", "DIALERD_DEST",
-    "DIALERD_ANSWERED", "DIALERD_RES",
+    "DIALERD_ANSWERED", "DIALERD_RES", "DIALERD_OPT_OUT",
 })
 CHANNEL_VARIABLE_PREFIXES = ("DIALERD_FIELD_", "DIALERD_RES_")
 TEST_EXAMPLES = frozenset({"DIALERD_NO_SUCH_THING", "DIALERD_SERVER_PROT", "DIALERD_FOO", "DIALERD_DATABSE_URL"})
