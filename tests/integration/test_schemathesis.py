@@ -36,6 +36,7 @@ CSV = "phone_number,first_name\n+14155550100,Ann\n+14155550101,Bob\n"
 MINIMUM_SENT = {
     **dict.fromkeys(["GET /api/v1/openapi.json", "GET /health", "GET /metrics", "GET /dashboard", "GET /dashboard/"], 1),
     "GET /dashboard/{name}": 4,
+    "POST /api/v1/campaigns": EXAMPLES_PER_OPERATION,  # positive cases only (see run_operation)
 }
 # Mutations last, deletion very last, so the reads see campaigns in every state first.
 ORDER = ["GET /api/v1/openapi.json", "GET /health", "GET /metrics", "GET /dashboard", "GET /dashboard/",
@@ -70,6 +71,12 @@ def run_operation(
         negative = mode is schemathesis.GenerationMode.NEGATIVE
         if negative and not (has_id or others or operation.body):
             continue  # nothing to make invalid (the public, parameterless GETs)
+        if negative and operation.label == "POST /api/v1/campaigns":
+            # schemathesis 4 cannot generate this operation's negative cases: its filter validates each
+            # mutated body and raises "Unsupported type: 'Binary'" on the multipart file part for some
+            # draws (seen in the full suite, where the random state differs), even with media_type set
+            # to the JSON body. Bad creates are fuzzed by tests/integration/test_fuzz_api.py instead.
+            continue
         strategy = operation.as_strategy(generation_mode=mode)
         if has_id and not (negative and not others and not operation.body):
             # Half the cases address real campaigns; generated ids alone would only ever find 404s.
