@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from dialerd.domain.caps import TENANT_RULES
 from dialerd.errors import ConfigError, DialerdError, InvalidInput
 from dialerd.logs import setup_logging
 from dialerd.pbx.errors import EXIT_APP_IN_USE, AppInUse
@@ -63,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     def limits(sp: argparse.ArgumentParser, what: str) -> None:
         sp.add_argument("--concurrent-max", type=int, help=f"{what}: concurrent calls across campaigns")
         sp.add_argument("--calls-per-minute", type=int, help=f"{what}: call attempts per minute")
+        sp.add_argument("--daily-calls-max", type=int, help=f"{what}: call attempts per day (0 = no limit)")
+        sp.add_argument("--daily-minutes-max", type=int, help=f"{what}: answered talk minutes per day (0 = no limit)")
+        sp.add_argument("--max-attempts-per-number", type=int,
+                        help=f"{what}: attempts to one number across campaigns per frequency window (0 = no limit)")
+        sp.add_argument("--frequency-window-hours", type=int,
+                        help=f"{what}: the window of --max-attempts-per-number, in hours (0 = no limit)")
+        sp.add_argument("--timezone", help=f"{what}: IANA zone whose calendar day the daily caps count (default UTC)")
 
     serve = sub.add_parser("serve", help="run the daemon until SIGTERM/SIGINT")
     common(serve)
@@ -149,6 +157,11 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
+def _rule_args(args: argparse.Namespace) -> dict[str, int | str | None]:
+    """The rule-limit options given on the command line (None: not given)."""
+    return {name: getattr(args, name, None) for name in TENANT_RULES}
+
+
 async def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
     from dialerd.services.auth import create_key
 
@@ -156,7 +169,7 @@ async def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
         tenant_id, key = await create_key(
             store, args.tenant, concurrent_max=args.concurrent_max, calls_per_minute=args.calls_per_minute,
             defaults=(settings.dialer_tenant_concurrent_max, settings.dialer_tenant_calls_per_minute),
-            label=args.label,
+            label=args.label, rules=_rule_args(args),
         )
         print(f"tenant {args.tenant} ({tenant_id}); store this key now, it is not shown again:", file=sys.stderr)
         print(key)
@@ -206,14 +219,16 @@ async def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
         counts = await store.active_key_counts()
         records = [
             {"name": t.name, "id": t.id, "concurrent_max": t.concurrent_max, "calls_per_minute": t.calls_per_minute,
+             **{name: getattr(t, name) for name in TENANT_RULES},
              "active_keys": counts.get(t.id, 0), "created_at": _when(t.created_at)}
             for t in tenants
         ]
         if args.json:
             print(json.dumps(records, indent=2))
         else:
-            header = ["NAME", "ID", "CONCURRENT_MAX", "CALLS_PER_MINUTE", "ACTIVE_KEYS", "CREATED"]
-            print(_table([header] + [[str(v) for v in r.values()] for r in records]))
+            header = ["NAME", "ID", "CONCURRENT_MAX", "CALLS_PER_MINUTE", *(n.upper() for n in TENANT_RULES),
+                      "ACTIVE_KEYS", "CREATED"]
+            print(_table([header] + [[str(v) if v != "" else "-" for v in r.values()] for r in records]))
         return EXIT_OK
 
     return await _with_store(settings, work)
@@ -224,10 +239,12 @@ async def _tenants_set(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(store: Any) -> int:
         tenant = await set_limits(
-            store, args.tenant, concurrent_max=args.concurrent_max, calls_per_minute=args.calls_per_minute
+            store, args.tenant, concurrent_max=args.concurrent_max, calls_per_minute=args.calls_per_minute,
+            rules=_rule_args(args),
         )
-        print(f"tenant {tenant.name} ({tenant.id}): concurrent_max {tenant.concurrent_max}, "
-              f"calls_per_minute {tenant.calls_per_minute}")
+        limits = ", ".join(f"{name} {getattr(tenant, name) or ('UTC' if name == 'timezone' else 0)}"
+                           for name in ("concurrent_max", "calls_per_minute", *TENANT_RULES))
+        print(f"tenant {tenant.name} ({tenant.id}): {limits}")
         return EXIT_OK
 
     return await _with_store(settings, work)

@@ -112,3 +112,50 @@ def daily_holds(caps: DailyCaps, *, calls_today: int, minutes_today: float, now:
     zone = caps.timezone or "UTC"
     return tuple(Hold(reason, until=end, detail={"limit": cap, "used": used, "timezone": zone})
                  for reason, cap, used in reached)
+
+
+# ---- a tenant's rule limits as an operator sets them (``dialerd keys create`` / ``dialerd tenants set``) ----
+
+#: The tenant limits of issue 11 beyond ``concurrent_max``/``calls_per_minute``, each with its inclusive
+#: range; 0 is no limit. ``timezone`` (the day of the daily caps) is text, checked by ``check_timezone``.
+TENANT_RULE_RANGES: dict[str, tuple[int, int]] = {
+    "daily_calls_max": (0, 10_000_000),
+    "daily_minutes_max": (0, 10_000_000),
+    "max_attempts_per_number": (0, 1000),
+    "frequency_window_hours": (0, 8760),
+}
+TENANT_RULES: tuple[str, ...] = (*TENANT_RULE_RANGES, "timezone")
+
+
+def check_tenant_rules(given: dict[str, int | str | None], current: dict[str, int | str] | None = None) -> dict[str, int | str]:
+    """The rule limits ``given`` (None: not given) as they are stored, or FieldError naming the first bad one.
+
+    ``current``: the tenant's stored values, for the pair check: ``max_attempts_per_number`` and
+    ``frequency_window_hours`` make one cap, so once both are known exactly one of them set is refused (a cap
+    that never applies would only mislead). An empty ``timezone`` is UTC.
+    """
+    from dialerd.domain.rules import FieldError
+    from dialerd.domain.zones import check_timezone
+
+    out: dict[str, int | str] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name == "timezone":
+            out[name] = check_timezone(str(value), field=name) or ""
+            continue
+        if name not in TENANT_RULE_RANGES:
+            raise FieldError(name, "is not a tenant limit")
+        low, high = TENANT_RULE_RANGES[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise FieldError(name, f"must be a whole number from {low} to {high} (0 = no limit), got {value!r}")
+        out[name] = value
+    merged = {**(current or {}), **out}
+    attempts, window = merged.get("max_attempts_per_number", 0), merged.get("frequency_window_hours", 0)
+    if bool(attempts) != bool(window):
+        raise FieldError(
+            "max_attempts_per_number" if not attempts else "frequency_window_hours",
+            "max_attempts_per_number and frequency_window_hours make one cap: set both (e.g. 3 in 24) or "
+            "neither (0)",
+        )
+    return out

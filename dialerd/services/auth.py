@@ -8,9 +8,11 @@ import logging
 import secrets
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from dialerd.domain.caps import TENANT_RULES, check_tenant_rules
+from dialerd.domain.rules import FieldError
 from dialerd.errors import Conflict, InvalidInput, NotFound, StoreError, Unauthorized
 from dialerd.store.repo import Store
 from dialerd.store.tables import ApiKey, Tenant
@@ -101,40 +103,56 @@ def _check_limits(concurrent_max: int | None, calls_per_minute: int | None) -> N
             raise InvalidInput(f"{label_} must be >= 1", error_id="invalid_tenant")
 
 
-def _limits_command(name: str, concurrent_max: int | None, calls_per_minute: int | None) -> str:
+def _rules(given: Mapping[str, int | str | None] | None, current: Tenant | None = None) -> dict[str, int | str]:
+    """The rule limits given, checked (InvalidInput naming the first bad one)."""
+    now = {name: getattr(current, name) for name in TENANT_RULES} if current is not None else None
+    try:
+        return check_tenant_rules(dict(given or {}), now)
+    except FieldError as exc:
+        raise InvalidInput(f"{exc.field}: {exc.problem}", error_id="invalid_tenant") from None
+
+
+def _limits_command(name: str, concurrent_max: int | None, calls_per_minute: int | None,
+                    rules: Mapping[str, int | str] | None = None) -> str:
     words = ["dialerd", "tenants", "set", "--tenant", shlex.quote(name)]
     if concurrent_max is not None:
         words += ["--concurrent-max", str(concurrent_max)]
     if calls_per_minute is not None:
         words += ["--calls-per-minute", str(calls_per_minute)]
+    for rule, value in (rules or {}).items():
+        words += ["--" + rule.replace("_", "-"), shlex.quote(str(value))]
     return " ".join(words)
 
 
 async def create_key(
     store: Store, tenant_name: str, *, concurrent_max: int | None, calls_per_minute: int | None,
-    defaults: tuple[int, int], label: str = "",
+    defaults: tuple[int, int], label: str = "", rules: Mapping[str, int | str | None] | None = None,
 ) -> tuple[str, str]:
     """Create the tenant if needed and mint a key. Returns (tenant_id, key).
 
     Limits apply to a tenant being created. For an existing tenant, limits equal to its own are accepted
     (a repeated script), different ones are refused (Conflict) before any key is minted: changing them is
-    ``dialerd tenants set``'s job, never a side effect of a new key.
+    ``dialerd tenants set``'s job, never a side effect of a new key. ``rules``: the rule limits
+    (``domain.caps.TENANT_RULES``; None or absent: not given, 0 for a new tenant).
     """
     name = _check_name(tenant_name)
     _check_limits(concurrent_max, calls_per_minute)
+    checked = _rules(rules)
     tenant, created = await store.ensure_tenant(
-        "t" + secrets.token_hex(8), name, concurrent_max or defaults[0], calls_per_minute or defaults[1]
+        "t" + secrets.token_hex(8), name, concurrent_max or defaults[0], calls_per_minute or defaults[1], checked
     )
     if not created:
+        asked: dict[str, int | str | None] = {"concurrent_max": concurrent_max, "calls_per_minute": calls_per_minute,
+                                              **checked}
         differ = [
-            f"{field_} {getattr(tenant, field_)} (asked {value})"
-            for field_, value in (("concurrent_max", concurrent_max), ("calls_per_minute", calls_per_minute))
+            f"{field_} {getattr(tenant, field_)!r} (asked {value!r})"
+            for field_, value in asked.items()
             if value is not None and value != getattr(tenant, field_)
         ]
         if differ:
             raise Conflict(
                 f"tenant {name} already exists with {', '.join(differ)}; keys create does not change an existing "
-                f"tenant's limits: run `{_limits_command(name, concurrent_max, calls_per_minute)}`, then "
+                f"tenant's limits: run `{_limits_command(name, concurrent_max, calls_per_minute, checked)}`, then "
                 f"`dialerd keys create --tenant {shlex.quote(name)}` without limits",
                 error_id="tenant_exists",
             )
@@ -144,19 +162,25 @@ async def create_key(
 
 
 async def set_limits(
-    store: Store, tenant_name: str, *, concurrent_max: int | None, calls_per_minute: int | None
+    store: Store, tenant_name: str, *, concurrent_max: int | None, calls_per_minute: int | None,
+    rules: Mapping[str, int | str | None] | None = None,
 ) -> Tenant:
     """Change an existing tenant's limits (a running daemon applies them within seconds)."""
     name = _check_name(tenant_name)
-    if concurrent_max is None and calls_per_minute is None:
-        raise InvalidInput("give --concurrent-max and/or --calls-per-minute", error_id="invalid_tenant")
+    given_rules = {k: v for k, v in (rules or {}).items() if v is not None}
+    if concurrent_max is None and calls_per_minute is None and not given_rules:
+        options = ", ".join("--" + n.replace("_", "-") for n in ("concurrent_max", "calls_per_minute", *TENANT_RULES))
+        raise InvalidInput(f"give at least one limit to change: {options}", error_id="invalid_tenant")
     _check_limits(concurrent_max, calls_per_minute)
-    tenant = await store.set_tenant_limits(name, concurrent_max, calls_per_minute)
-    if tenant is None:
+    current = await store.get_tenant_by_name(name)
+    if current is None:
         raise NotFound(
             f"no tenant {name}; `dialerd keys create --tenant {shlex.quote(name)}` creates it with its first key",
             error_id="tenant_not_found",
         )
+    checked = _rules(given_rules, current)
+    tenant = await store.set_tenant_limits(name, concurrent_max, calls_per_minute, checked)
+    assert tenant is not None  # tenants are never deleted
     return tenant
 
 

@@ -8,7 +8,7 @@ keys, campaigns, contact pages and the figures the API shows, and the call store
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -607,15 +607,20 @@ class Store:
     # ---- tenants and keys, for the operator's CLI (dialerd keys / dialerd tenants) ------------
 
     async def ensure_tenant(
-        self, tenant_id: str, name: str, concurrent_max: int, calls_per_minute: int
+        self, tenant_id: str, name: str, concurrent_max: int, calls_per_minute: int,
+        rules: Mapping[str, int | str] | None = None,
     ) -> tuple[Tenant, bool]:
-        """Create the tenant ``name`` unless it exists; never changes an existing one. Returns (tenant, created)."""
+        """Create the tenant ``name`` unless it exists; never changes an existing one. Returns (tenant, created).
+
+        ``rules``: its rule limits (``domain.caps.TENANT_RULES``, checked by the caller); absent ones are 0/"".
+        """
         values = {
             "id": tenant_id,
             "name": name,
             "created_at": utcnow(),
             "concurrent_max": concurrent_max,
             "calls_per_minute": calls_per_minute,
+            **(rules or {}),
         }
         ins = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(T_TENANT)
         async with self.write() as conn:
@@ -630,12 +635,14 @@ class Store:
         return None if row is None else _row(Tenant, row)
 
     async def set_tenant_limits(
-        self, name: str, concurrent_max: int | None, calls_per_minute: int | None
+        self, name: str, concurrent_max: int | None, calls_per_minute: int | None,
+        rules: Mapping[str, int | str] | None = None,
     ) -> Tenant | None:
-        """Change the limits given (None keeps one); None if there is no tenant ``name``."""
-        changes = {
+        """Change the limits given (None keeps one; ``rules``: rule limits to set); None if there is no tenant ``name``."""
+        changes: dict[str, int | str] = {
             k: v for k, v in (("concurrent_max", concurrent_max), ("calls_per_minute", calls_per_minute)) if v is not None
         }
+        changes.update(rules or {})
         async with self.write() as conn:
             if changes:
                 await conn.execute(update(T_TENANT).where(T_TENANT.c.name == name).values(**changes))

@@ -54,6 +54,12 @@ class Tenant(SQLModel, table=True):
     concurrent_max: int = Field(sa_column=Column(Integer, nullable=False))
     calls_per_minute: int = Field(sa_column=Column(Integer, nullable=False))
     created_at: datetime | None = _ts(nullable=False)
+    # Migration 0007 (issue 11): the rule limits; 0 = no limit, timezone "" = UTC (domain/caps.py).
+    daily_calls_max: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    daily_minutes_max: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    max_attempts_per_number: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    frequency_window_hours: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    timezone: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
 
 
 class ApiKey(SQLModel, table=True):

@@ -607,7 +607,54 @@ def test_tenants_set_changes_the_limits(db_url: str) -> None:
     assert _limits(env, "globex") == (defaults.dialer_tenant_concurrent_max, defaults.dialer_tenant_calls_per_minute)
     table = _cli("tenants", "list", env=env)
     assert table.returncode == EXIT_OK
-    assert re.search(r"^acme +t[0-9a-f]{16} +12 +45 +1 ", table.stdout, re.MULTILINE), table.stdout
+    assert re.search(r"^acme +t[0-9a-f]{16} +12 +45 +0 +0 +0 +0 +- +1 ", table.stdout, re.MULTILINE), table.stdout
+
+
+def test_tenant_rule_limits_are_set_by_create_and_set(db_url: str) -> None:
+    """The issue 11 limits: given at create for a new tenant, changed by tenants set, 0 = no limit, listed."""
+    env = _store_env(db_url)
+    _create_key(env, "acme", "--daily-calls-max", "500", "--max-attempts-per-number", "3",
+                "--frequency-window-hours", "24", "--timezone", "america/new_york")
+    acme = _tenants(env)["acme"]
+    assert (acme["daily_calls_max"], acme["daily_minutes_max"]) == (500, 0)
+    assert (acme["max_attempts_per_number"], acme["frequency_window_hours"]) == (3, 24)
+    assert acme["timezone"] == "America/New_York", "the zone is stored by its canonical name"
+    done = _cli("tenants", "set", "--tenant", "acme", "--daily-minutes-max", "90", "--daily-calls-max", "0",
+                env=env)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "daily_minutes_max 90" in done.stdout and "daily_calls_max 0" in done.stdout
+    acme = _tenants(env)["acme"]
+    assert (acme["daily_calls_max"], acme["daily_minutes_max"], acme["max_attempts_per_number"]) == (0, 90, 3)
+    # The same rule limits again on a re-run create mint a key; different ones are refused with the command.
+    _create_key(env, "acme", "--daily-minutes-max", "90")
+    refused = _cli("keys", "create", "--tenant", "acme", "--daily-minutes-max", "91", env=env)
+    assert refused.returncode == EXIT_USAGE
+    assert "dialerd tenants set --tenant acme --daily-minutes-max 91" in _one_line(refused)
+    assert refused.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--max-attempts-per-number", "3"], "frequency_window_hours"),
+        (["--frequency-window-hours", "24"], "max_attempts_per_number"),
+        (["--daily-calls-max", "-1"], "daily_calls_max"),
+        (["--frequency-window-hours", "9000", "--max-attempts-per-number", "2"], "frequency_window_hours"),
+        (["--timezone", "Mars/Olympus"], "timezone"),
+    ],
+)
+def test_tenant_rule_limits_refused_naming_the_problem(db_url: str, args: list[str], named: str) -> None:
+    env = _store_env(db_url)
+    _create_key(env, "acme")
+    for command in (["tenants", "set", "--tenant", "acme"], ["keys", "create", "--tenant", "globex"]):
+        done = _cli(*command, *args, env=env)
+        assert done.returncode == EXIT_USAGE, (command, done.stderr)
+        assert named in _one_line(done)
+        assert done.stdout == ""
+    tenants = _tenants(env)
+    assert "globex" not in tenants, "no tenant was created"
+    assert (tenants["acme"]["daily_calls_max"], tenants["acme"]["max_attempts_per_number"],
+            tenants["acme"]["timezone"]) == (0, 0, "")
 
 
 @pytest.mark.parametrize(

@@ -175,3 +175,44 @@ def test_the_day_rolls_over_at_the_fall_back_midnight() -> None:
     (held,) = daily_holds(caps, calls_today=1, minutes_today=0, now=utc("2026-10-25T06:00"))
     assert held.until == utc("2026-10-25T23:00")
     assert held.detail["timezone"] == "Europe/Berlin"
+
+
+# ---- the tenant's rule limits as an operator sets them ----------------------------------------------------
+
+def test_tenant_rules_are_checked_and_canonical() -> None:
+    from dialerd.domain.caps import check_tenant_rules
+
+    given = {"daily_calls_max": 500, "daily_minutes_max": None, "max_attempts_per_number": 3,
+             "frequency_window_hours": 24, "timezone": "europe/paris"}
+    assert check_tenant_rules(given) == {"daily_calls_max": 500, "max_attempts_per_number": 3,
+                                         "frequency_window_hours": 24, "timezone": "Europe/Paris"}
+    # 0 clears a limit; the pair is checked against what is stored.
+    assert check_tenant_rules({"max_attempts_per_number": 0, "frequency_window_hours": 0},
+                              {"max_attempts_per_number": 3, "frequency_window_hours": 24}) == {
+        "max_attempts_per_number": 0, "frequency_window_hours": 0}
+    assert check_tenant_rules({"max_attempts_per_number": 5},
+                              {"max_attempts_per_number": 3, "frequency_window_hours": 24}) == {
+        "max_attempts_per_number": 5}
+
+
+@pytest.mark.parametrize(
+    ("given", "current", "field"),
+    [
+        ({"daily_calls_max": -1}, None, "daily_calls_max"),
+        ({"daily_minutes_max": 10_000_001}, None, "daily_minutes_max"),
+        ({"frequency_window_hours": 8761, "max_attempts_per_number": 1}, None, "frequency_window_hours"),
+        ({"max_attempts_per_number": True, "frequency_window_hours": 1}, None, "max_attempts_per_number"),
+        ({"max_attempts_per_number": 3}, None, "frequency_window_hours"),
+        ({"frequency_window_hours": 0}, {"max_attempts_per_number": 3, "frequency_window_hours": 24},
+         "frequency_window_hours"),
+        ({"timezone": "Nowhere/Atlantis"}, None, "timezone"),
+        ({"concurrent_max": 3}, None, "concurrent_max"),
+    ],
+)
+def test_tenant_rules_refused_naming_the_field(given: dict, current: dict | None, field: str) -> None:
+    from dialerd.domain.caps import check_tenant_rules
+    from dialerd.domain.rules import FieldError
+
+    with pytest.raises(FieldError) as caught:
+        check_tenant_rules(given, current)
+    assert caught.value.field == field
