@@ -16,6 +16,7 @@ import aiohttp
 
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.services.auth import create_key
+from dialerd.services.importer import ImportReport
 from dialerd.store.db import create_engine, migrate
 from dialerd.store.repo import Store
 from dialerd.store.tables import Campaign
@@ -75,7 +76,9 @@ async def add_campaign(
             {"line": start + i + 2, "phone_e164": n, "raw_number": n, "fields": {"ref": f"r{start + i}"}}
             for i, n in enumerate(chunk)
         ])
-    await store.finish_import(cid, CampaignStatus.DRAFT, {"contacts": len(numbers)})
+    n = len(numbers)
+    report = ImportReport(rows_total=n, rows_valid=n, stored=n, phone_column="phone").as_json()
+    await store.finish_import(cid, CampaignStatus.DRAFT, report)
     return cid
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from dialerd.api import schemas
 from dialerd.services.campaigns import CampaignView
+from dialerd.services.importer import ImportReport
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
@@ -23,8 +24,20 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 
 def _known(model: type[BaseModel], report: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored report's keys this object shows (a report is stored whole; each answer shows a part)."""
-    return {k: v for k, v in report.items() if k in model.model_fields}
+    """The stored report's keys this object shows (a report is stored whole; each answer shows a part).
+
+    A figure the stored report lacks is an empty import's (a campaign row written without an import, e.g.
+    by a migration or a bench fixture, holds ``{}``): the answer keeps its shape instead of a 500.
+    """
+    whole = {**_EMPTY_REPORT, **report}
+    return {k: v for k, v in whole.items() if k in model.model_fields}
+
+
+# The required figures of an import that read nothing; the optional keys (encoding, ...) stay absent.
+_EMPTY_REPORT: dict[str, Any] = {
+    k: v for k, v in ImportReport().as_json().items()
+    if k in schemas.ImportReport.model_fields and schemas.ImportReport.model_fields[k].is_required()
+}
 
 
 def _not_null(value: datetime | None) -> datetime:

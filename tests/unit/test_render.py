@@ -103,3 +103,19 @@ def test_answers_validate_against_their_declared_model(name: str) -> None:
     # Not vacuous: the schema is closed and requires what the answer has.
     assert list(validator.iter_errors({**body, "surprise": 1}))
     assert list(validator.iter_errors({k: v for k, v in body.items() if k != next(iter(body))}))
+
+
+@pytest.mark.parametrize("stored", [{}, {"contacts": 60}, {"rows_total": 5, "phone_column": "tel"}])
+def test_a_campaign_whose_stored_report_lacks_figures_still_renders(stored: dict[str, Any]) -> None:
+    """A campaign row written without an import (its column's default is {}; the benchmarks' fixture wrote
+    {"contacts": N}) renders with an empty import's figures for the missing ones, never a 500."""
+    answer = render.campaign(view(import_report=stored))
+    Draft202012Validator(schemas.Campaign.model_json_schema(mode="serialization", by_alias=True)).validate(answer)
+    shown = answer["import"]
+    assert {k: shown[k] for k in stored} == stored, "what was stored is shown as stored"
+    empty = ImportReport().as_json()
+    assert {k: shown[k] for k in ("rows_rejected", "delimiter", "custom_fields", "problems_truncated")} == {
+        k: empty[k] for k in ("rows_rejected", "delimiter", "custom_fields", "problems_truncated")}
+    assert "encoding" not in shown, "an optional key absent from the stored report stays absent"
+    page = render.import_report(view(import_report=stored).campaign, [], 0, 10, 0)
+    Draft202012Validator(schemas.ImportPage.model_json_schema(mode="serialization", by_alias=True)).validate(page)
