@@ -37,13 +37,14 @@ from tests.live import AsteriskWatch
 S1 = "1. dispatch"
 S2 = "2. caps"
 SECONDS_OF_CALLS = 10.0
+MAX_CAMPAIGN_CALLS = 100  # the create form's bound on max_concurrent_calls
 
 
 @dataclass
 class DialerdRun:
     rate: int
     calls: int
-    cid: str
+    cids: list[str]  # one tenant's campaigns, started together (one campaign holds at most 100 calls)
     key: str
     starts: list[float] = field(default_factory=list)
     done: int = 0
@@ -68,18 +69,42 @@ async def _dialerd_run(daemon: DaemonProcess, client: Client, results: Results, 
     run.idle_cpu_rate = (daemon.cpu() - c0) / (time.monotonic() - t0)
     await daemon.profile()  # starts the profile window
     c0, m0, t0 = daemon.cpu(), daemon.main_cpu(), time.monotonic()
-    await client.action(run.cid, "start")
-    finished = await wait_finished(results, run.cid, limit_s)
+    for cid in run.cids:
+        await client.action(cid, "start")
+    finished = await wait_finished_all(results, run.cids, limit_s)
     if not finished:
         # Bounded: stop dialling, let the calls in progress end, and count what was dialled.
-        await client.action(run.cid, "pause")
-        await wait_calls_ended(results, run.cid, 15)
+        for cid in run.cids:
+            await client.action(cid, "pause", unless_over=True)
+        for cid in run.cids:
+            await wait_calls_ended(results, cid, 15)
     run.seconds = time.monotonic() - t0
     run.cpu = daemon.cpu() - c0
     run.main_cpu = daemon.main_cpu() - m0
     run.profile = await daemon.profile()
-    run.counts = results.status_counts(run.cid)
-    run.done = results.attempt_count(run.cid)
+    run.counts = {}
+    for cid in run.cids:
+        for status, n in results.status_counts(cid).items():
+            run.counts[status] = run.counts.get(status, 0) + n
+    run.done = sum(results.attempt_count(cid) for cid in run.cids)
+
+
+async def wait_finished_all(results: Results, cids: list[str], limit_s: float) -> bool:
+    """Poll until no contact of any of ``cids`` is pending or in a call; False if ``limit_s`` passed first."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if all(results.unfinished(cid) == 0 for cid in cids):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _campaigns(store: Any, tid: str, numbers: list[str], *, name: str, concurrency: int) -> list[str]:
+    """Campaigns of ``tid`` sharing ``numbers`` and holding ``concurrency`` calls together, each at most
+    MAX_CAMPAIGN_CALLS (the API's bound on max_concurrent_calls): the tenant's caps are the measured ones."""
+    parts = -(-concurrency // MAX_CAMPAIGN_CALLS)
+    return [await add_campaign(store, tid, numbers[i::parts], name=f"{name} {i + 1}/{parts}",
+                               max_concurrent_calls=-(-concurrency // parts)) for i in range(parts)]
 
 
 async def run(ctx: Ctx) -> None:
@@ -94,14 +119,13 @@ async def run(ctx: Ctx) -> None:
     async with open_store(db) as store:
         for r in rates:
             tid, key = await add_tenant(store, f"rate{r}", concurrent_max=2 * r * 4, calls_per_minute=r * 60)
-            cid = await add_campaign(store, tid, short_numbers(calls[r]), name=f"rate {r}",
-                                     max_concurrent_calls=2 * r * 4)
-            runs[r] = DialerdRun(r, calls[r], cid, key)
+            cids = await _campaigns(store, tid, short_numbers(calls[r]), name=f"rate {r}", concurrency=2 * r * 4)
+            runs[r] = DialerdRun(r, calls[r], cids, key)
         tid, cap_key = await add_tenant(store, "cap", concurrent_max=cap, calls_per_minute=60_000)
         cap_cid = await add_campaign(store, tid, short_numbers(cap_calls), name="cap", max_concurrent_calls=cap)
         tid, prof_key = await add_tenant(store, "profiled", concurrent_max=160, calls_per_minute=20 * 60)
-        prof_run = DialerdRun(20, 100, await add_campaign(store, tid, short_numbers(100), name="profiled",
-                                                          max_concurrent_calls=160), prof_key)
+        prof_run = DialerdRun(20, 100, await _campaigns(store, tid, short_numbers(100), name="profiled",
+                                                        concurrency=160), prof_key)
 
     watch = AsteriskWatch.from_env()
     watch.start()
@@ -124,7 +148,7 @@ async def run(ctx: Ctx) -> None:
                 d = runs[r]
                 await _dialerd_run(daemon, Client(daemon.base, d.key, session), results, d,
                                    limit_s=calls[r] / r * 1.2 + 3)
-                d.starts = watch.start_times(d.cid)
+                d.starts = sorted(t for cid in d.cids for t in watch.start_times(cid))
             await asyncio.sleep(0.5)
             await daemon.profile()  # starts the cap run's profile window
             await Client(daemon.base, cap_key, session).action(cap_cid, "start")
@@ -134,12 +158,15 @@ async def run(ctx: Ctx) -> None:
             client = Client(daemon.base, prof_key, session)
             # Where the CPU goes: a separate run with cProfile on (it slows the daemon; not measured).
             await daemon.cprofile()
-            await client.action(prof_run.cid, "start")
-            if not await wait_finished(results, prof_run.cid, 25):
-                await client.action(prof_run.cid, "pause")
-                await wait_calls_ended(results, prof_run.cid, 15)
+            for cid in prof_run.cids:
+                await client.action(cid, "start")
+            if not await wait_finished_all(results, prof_run.cids, 25):
+                for cid in prof_run.cids:
+                    await client.action(cid, "pause", unless_over=True)
+                for cid in prof_run.cids:
+                    await wait_calls_ended(results, cid, 15)
             cprofile_report = await daemon.cprofile()
-            prof_run.done = results.attempt_count(prof_run.cid)
+            prof_run.done = sum(results.attempt_count(cid) for cid in prof_run.cids)
     finally:
         await watch.stop()
         await daemon.stop()

@@ -154,7 +154,10 @@ class Client:
             body = await resp.json() if resp.content_type == "application/json" else await resp.read()
             return resp.status, body
 
-    async def action(self, cid: str, name: str) -> None:
+    async def action(self, cid: str, name: str, *, unless_over: bool = False) -> None:
+        """POST the action; ``unless_over``: a campaign already completed (409) is fine (a bounded run's pause)."""
         status, body = await self.call("POST", f"/api/v1/campaigns/{cid}/{name}")
+        if unless_over and status == 409 and isinstance(body, dict) and body.get("details", {}).get("status") == "completed":
+            return
         if status != 200:
             raise RuntimeError(f"{name} {cid}: HTTP {status} {body}")

@@ -106,7 +106,8 @@ async def _floor_calls(path: Path, calls: int) -> float:
         conn.executescript(_schema())
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
             conn.execute(f"PRAGMA {pragma}")
-        conn.execute("INSERT INTO tenant VALUES ('t', 't', 10, 600, '2026-01-01 00:00:00.000000')")
+        conn.execute("INSERT INTO tenant (id, name, concurrent_max, calls_per_minute, created_at)"
+                     " VALUES ('t', 't', 10, 600, '2026-01-01 00:00:00.000000')")
         conn.execute("INSERT INTO campaign (id, tenant_id, name, status, caller_id, destination, default_region,"
                      " max_concurrent_calls, retries_per_contact, retry_delay_seconds, ring_timeout_seconds,"
                      " import_report, created_by, created_at, updated_at) VALUES ('c', 't', 'n', 'running', '1',"
