@@ -88,6 +88,7 @@ def create(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
         max_concurrent_calls=args.max_concurrent_calls,
         retries_per_contact=args.retries,
         retry_delay_seconds=args.retry_delay,
+        retry_rules=args.retry_rules,
         ring_timeout_seconds=args.ring_timeout,
         scheduled_at=args.scheduled_at,
         default_region=args.default_region,
@@ -147,6 +148,7 @@ def show(campaign: Campaign, out: TextIO) -> None:
         ("max concurrent calls", campaign["max_concurrent_calls"]),
         ("retries per contact", campaign["retries_per_contact"]),
         ("retry delay", f"{campaign['retry_delay_seconds']} s"),
+        ("retry rules", campaign.get("retry_rules") or "-"),
         ("ring timeout", f"{campaign['ring_timeout_seconds']} s"),
         ("scheduled at", campaign["scheduled_at"] or "-"),
         ("created at", campaign["created_at"] or "-"),
@@ -290,6 +292,9 @@ def _campaign_commands(sub: Any, include_group_only: bool) -> None:
         p.add_argument("--max-concurrent-calls", type=int)
         p.add_argument("--retries", type=int, help="retries per contact (0-5)")
         p.add_argument("--retry-delay", type=int, help="seconds between attempts (>= 60)")
+        p.add_argument("--retry-rules", metavar="RULES",
+                       help="outcome rules for retries, e.g. 'busy=3@120; no_answer=0@3600' (REASON=RETRIES@DELAY "
+                       "entries; busy, no_answer, congestion, unreachable; one budget per contact)")
         p.add_argument("--ring-timeout", type=int, help="seconds to let a call ring")
         p.add_argument("--scheduled-at", help="RFC 3339 time to start, e.g. 2030-01-31T09:00:00Z")
         p.add_argument("--default-region", help="ISO country for national numbers, e.g. US")

@@ -125,10 +125,24 @@ async def delete_campaign(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+CONTACT_INCLUDES = ("attempt_history",)  # what include= may add to each contact
+
+
+def _include(q: dict[str, str]) -> set[str]:
+    """The ``include`` parameter: comma-separated names of CONTACT_INCLUDES; any other is a 400."""
+    names = {part.strip() for part in q.get("include", "").split(",") if part.strip()}
+    unknown = sorted(names - set(CONTACT_INCLUDES))
+    if unknown:
+        raise InvalidInput(f"include: unknown value {unknown[0][:40]!r}; one of {', '.join(CONTACT_INCLUDES)}",
+                           error_id="invalid_field", field="include")
+    return names
+
+
 @routes.get("/api/v1/campaigns/{id}/contacts")
 async def list_contacts(request: web.Request) -> web.Response:
-    q = query(request, {"limit", "offset", "status", "after_id", "page"})
+    q = query(request, {"limit", "offset", "status", "after_id", "page", "include"})
     limit, offset = _page(q, 100)
+    include = _include(q)
     # after_id: keyset paging (the previous page's next_after_id); stays fast deep into big campaigns.
     after_id = None if q.get("after_id") in (None, "") else parse_int("after_id", q["after_id"], 0, 0, None)
     if after_id is not None and offset:
@@ -146,8 +160,9 @@ async def list_contacts(request: web.Request) -> web.Response:
         principal(request), campaign_id(request), _status(q, ContactStatus), limit, offset, after_id
     )
     more = len(contacts) == limit if after_id is not None else offset + len(contacts) < total
+    history = await services(request).campaigns.attempt_history(contacts) if "attempt_history" in include else None
     body: dict[str, Any] = {
-        "contacts": [render.contact(c) for c in contacts],
+        "contacts": [render.contact(c, None if history is None else history.get(c.id or 0, [])) for c in contacts],
         "total": total,
         "limit": limit,
         "offset": offset,

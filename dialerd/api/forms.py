@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
 from dialerd.domain.call import Destination
+from dialerd.domain.retry_rules import RetryRules
 from dialerd.errors import InvalidInput, NotFound, PayloadTooLarge
 from dialerd.services import campaign_spec
 from dialerd.services.campaign_spec import (
@@ -248,7 +249,7 @@ def check_edit(field: str, raw: str, settings: Settings) -> Any:
     if field in INT_FIELDS and not raw.strip():
         raise bad(field, "must be an integer, got ''")
     value = form_of(field).read(field, raw, default_of(field, settings))
-    return str(value) if isinstance(value, Destination) else value
+    return str(value) if isinstance(value, Destination | RetryRules) else value  # stored as canonical text
 
 
 def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:

@@ -273,6 +273,11 @@ NAME_SEARCH = _param(
     "name", "query", "only campaigns whose name contains this text, in any case (% and _ match themselves); "
     "surrounding spaces are ignored, empty means no filter", {"type": "string", "maxLength": campaigns.NAME_SEARCH_MAX},
 )
+INCLUDE = _param(
+    "include", "query", "comma-separated extras for each contact: attempt_history (its attempts, oldest first); "
+    "any other value is refused (400)",
+    {"type": "string", "pattern": rf"^(?:{'|'.join(campaigns.CONTACT_INCLUDES)})?(?:,(?:{'|'.join(campaigns.CONTACT_INCLUDES)}))*$"},
+)
 TEXT = {"type": "string"}
 EVENTS_DESCRIPTION = (
     "Server-Sent Events: contact transitions (the event is the new contact status: 'event: originated', "
@@ -355,9 +360,8 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             "patch": _op(
                 "campaigns", "updateCampaign", "Change a campaign's settings",
                 {"200": _ok("the campaign as changed", "Campaign"), **_errors(400, 401, 404, 409, 500)},
-                description="While draft, scheduled or paused (409 campaign_not_editable otherwise): name, "
-                "max_concurrent_calls, retries_per_contact, retry_delay_seconds, ring_timeout_seconds, caller_id, "
-                "destination, validated as at create. JSON object or form-encoded.",
+                description="While draft, scheduled or paused (409 campaign_not_editable otherwise): "
+                f"{', '.join(EDITABLE)}, validated as at create. JSON object or form-encoded.",
                 requestBody={"required": True, "content": {JSON: {"schema": edit},
                                                            "application/x-www-form-urlencoded": {"schema": edit}}},
             ),
@@ -378,8 +382,10 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             "get": _op(
                 "contacts", "listContacts", "List contacts in a campaign",
                 {"200": _ok("a page of contacts", "ContactList"), **_errors(400, 401, 404, 500)},
-                description="In CSV order.",
-                parameters=[{"$ref": "#/components/parameters/ContactStatus"}, _limit(100), OFFSET, AFTER_ID, PAGE],
+                description="In CSV order. include=attempt_history adds each contact's attempts (number, "
+                "times, outcome, failure reason, Q.850 cause, SIP code), oldest first.",
+                parameters=[{"$ref": "#/components/parameters/ContactStatus"}, _limit(100), OFFSET, AFTER_ID, PAGE,
+                            INCLUDE],
             ),
         },
         "/api/v1/campaigns/{id}/events": {

@@ -65,6 +65,7 @@ def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) ->
         max_concurrent_calls=c.max_concurrent_calls,
         retries_per_contact=c.retries_per_contact,
         retry_delay_seconds=c.retry_delay_seconds,
+        retry_rules=c.retry_rules or "",
         ring_timeout_seconds=c.ring_timeout_seconds,
         scheduled_at=c.scheduled_at,
         created_at=_not_null(c.created_at),
@@ -108,9 +109,28 @@ def import_report(campaign: Any, problems: Iterable[Any], total: int, limit: int
     }))
 
 
-def contact(row: Any) -> dict[str, Any]:
-    """A contact row of the store (``CampaignService.list_contacts``), read by attribute."""
-    return dump(schemas.Contact.model_validate(row))
+def contact(row: Any, attempts: Iterable[Any] | None = None) -> dict[str, Any]:
+    """A contact row of the store (``CampaignService.list_contacts``), read by attribute; with
+    ``attempts`` (its attempt rows, ``CampaignService.attempt_history``) also its ``attempt_history``."""
+    model = schemas.Contact.model_validate(row)
+    if attempts is not None:
+        model.attempt_history = [attempt(a) for a in attempts]
+    return dump(model)
+
+
+def attempt(row: Any) -> schemas.AttemptRecord:
+    """An attempt row of the store; ``outcome`` from its state and reason."""
+    if row.state == "ended":
+        outcome = row.reason or "completed"
+    elif row.state == "not_dialled":
+        outcome = "not_dialled"
+    else:
+        outcome = None
+    return schemas.AttemptRecord(
+        attempt=row.number, channel_id=row.channel_id, state=row.state, started_at=_not_null(row.created_at),
+        answered_at=row.answered_at, ended_at=row.ended_at, outcome=outcome, failure_reason=row.reason,
+        cause=row.cause, sip_code=row.sip_code, talk_seconds=row.talk_seconds,
+    )
 
 
 def error(message: str, error_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

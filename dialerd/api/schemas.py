@@ -158,6 +158,10 @@ class StartDeferred(Shape):
 
 
 StoredDestination = Annotated[str, Field(description="CONTEXT,EXTENSION,PRIORITY or stasis:APP[,ARGS]")]
+StoredRetryRules = Annotated[str, WithJsonSchema({
+    "type": "string", "pattern": spec.RETRY_RULES_PATTERN, "example": "busy=3@120; no_answer=0@3600",
+    "description": "the outcome rules for retries in their canonical form (REASON=RETRIES@DELAY; ...), '' when "
+    "none"})]
 
 
 class Campaign(Shape):
@@ -174,6 +178,7 @@ class Campaign(Shape):
     max_concurrent_calls: spec.MaxConcurrentCalls
     retries_per_contact: spec.RetriesPerContact
     retry_delay_seconds: spec.RetryDelaySeconds
+    retry_rules: StoredRetryRules
     ring_timeout_seconds: spec.RingTimeoutSeconds
     scheduled_at: Timestamp | None
     created_at: Timestamp
@@ -211,6 +216,32 @@ class CampaignList(Shape):
 # ---- contact --------------------------------------------------------------------------------------------
 
 
+AttemptOutcome = Annotated[str, WithJsonSchema({
+    "type": "string", "enum": ["completed", "not_dialled", *(r.value for r in FailureReason)],
+    "description": "completed (answered), the failure reason, or not_dialled (given back before reaching the "
+    "PBX); null while the call is in flight"})]
+
+
+class AttemptRecord(Shape):
+    """One attempt of a contact (one channel), as the store recorded it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int = Field(ge=1, description="1 for the first attempt", validation_alias=AliasChoices("attempt", "number"))
+    channel_id: str
+    state: str = Field(description="dialing, originated, answered, ended or not_dialled")
+    started_at: Timestamp = Field(description="when the attempt was written, just before the originate request",
+                                  validation_alias=AliasChoices("started_at", "created_at"))
+    answered_at: Timestamp | None
+    ended_at: Timestamp | None
+    outcome: AttemptOutcome | None
+    failure_reason: str | None = Field(description=f"one of {', '.join(r.value for r in FailureReason)}; null "
+                                       "when answered or in flight", validation_alias=AliasChoices("failure_reason", "reason"))
+    cause: int | None = Field(description="Q.850 hangup cause")
+    sip_code: int | None = Field(description="SIP status, when known")
+    talk_seconds: float | None
+
+
 class Contact(Shape):
     """One contact of a campaign: its number, its status and its last attempt's outcome."""
 
@@ -232,6 +263,8 @@ class Contact(Shape):
     sip_code: int | None = Field(description="SIP status of the last attempt")
     custom_fields: dict[str, str] = Field(validation_alias=AliasChoices("custom_fields", "fields"))
     updated_at: Timestamp | None
+    attempt_history: list[AttemptRecord] = Field(ABSENT, description="every attempt, oldest first (only with "
+                                                 "include=attempt_history)")
 
 
 class ContactList(Shape):
@@ -299,5 +332,5 @@ class StreamEvent(Shape):
 # Every object of the API, by its name in the document's components.schemas.
 MODELS: tuple[type[BaseModel], ...] = (
     Error, RowProblem, ImportSummary, ImportPage, ImportReport, Campaign, CreatedCampaign, CampaignList,
-    Contact, ContactList, StreamEvent, Health,
+    AttemptRecord, Contact, ContactList, StreamEvent, Health,
 )

@@ -179,13 +179,14 @@ def get_import(campaign_id: str, limit: int | None, offset: int | None) -> Call[
 
 
 def list_contacts(
-    campaign_id: str, status: str | None, limit: int | None, offset: int | None, page: int | None = None
+    campaign_id: str, status: str | None, limit: int | None, offset: int | None, page: int | None = None,
+    include: str | None = None,
 ) -> Call[ContactPage]:
     return Call(
         "GET",
         campaign_path(campaign_id, "/contacts"),
         _as(ContactPage),
-        _params(status=status, limit=limit, offset=offset, page=page),
+        _params(status=status, limit=limit, offset=offset, page=page, include=include),
     )
 
 

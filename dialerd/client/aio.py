@@ -182,10 +182,11 @@ class AsyncCampaigns:
 
     async def list_contacts(
         self, id: str, status: str | None = None, limit: int | None = None, offset: int | None = None,
-        page: int | None = None,
+        page: int | None = None, include: str | None = None,
     ) -> ContactPage:
-        """A page of contacts, by ``offset`` or by ``page`` (0-based pages of ``limit``, default 100)."""
-        return await self._client._call(_http.list_contacts(id, status, limit, offset, page))
+        """A page of contacts, by ``offset`` or by ``page`` (0-based pages of ``limit``, default 100).
+        ``include="attempt_history"`` adds each contact's attempts (``attempt_history``)."""
+        return await self._client._call(_http.list_contacts(id, status, limit, offset, page, include))
 
     async def iter_contacts(
         self, id: str, status: str | None = None, *, page_size: int = 1000
@@ -233,12 +234,14 @@ class AsyncCampaigns:
         ring_timeout_seconds: int | None = None,
         caller_id: str | None = None,
         destination: str | None = None,
+        retry_rules: str | None = None,
     ) -> Campaign:
-        """``PATCH``: change the settings given while the campaign is draft, scheduled or paused."""
+        """``PATCH``: change the settings given while the campaign is draft, scheduled or paused
+        (``retry_rules=""`` removes the rules)."""
         return await self._client._call(_http.update_campaign(id, {
             "name": name, "max_concurrent_calls": max_concurrent_calls, "retries_per_contact": retries_per_contact,
             "retry_delay_seconds": retry_delay_seconds, "ring_timeout_seconds": ring_timeout_seconds,
-            "caller_id": caller_id, "destination": destination,
+            "caller_id": caller_id, "destination": destination, "retry_rules": retry_rules,
         }))
 
     async def import_report(self, id: str, limit: int | None = None, offset: int | None = None) -> ImportPage:

@@ -76,6 +76,7 @@ Campaign = TypedDict(
         "max_concurrent_calls": int,
         "retries_per_contact": int,
         "retry_delay_seconds": int,
+        "retry_rules": str,
         "ring_timeout_seconds": int,
         "scheduled_at": str | None,
         "created_at": str,
@@ -101,6 +102,22 @@ class CampaignPage(TypedDict):
     offset: int
 
 
+class AttemptRecord(TypedDict):
+    """One attempt of a contact (one channel), as the store recorded it."""
+
+    attempt: int
+    channel_id: str
+    state: str
+    started_at: str
+    answered_at: str | None
+    ended_at: str | None
+    outcome: str | None
+    failure_reason: str | None
+    cause: int | None
+    sip_code: int | None
+    talk_seconds: float | None
+
+
 class Contact(TypedDict):
     """One contact of a campaign: its number, its status and its last attempt's outcome."""
 
@@ -118,6 +135,7 @@ class Contact(TypedDict):
     sip_code: int | None
     custom_fields: dict[str, str]
     updated_at: str | None
+    attempt_history: NotRequired[list[AttemptRecord]]
 
 
 class ContactPage(TypedDict):
@@ -168,6 +186,7 @@ class CreateOptions(TypedDict, total=False):
     max_concurrent_calls: int | None
     retries_per_contact: int | None
     retry_delay_seconds: int | None
+    retry_rules: str | None
     ring_timeout_seconds: int | None
 
 
@@ -184,6 +203,7 @@ CREATE_FIELDS = (
     "max_concurrent_calls",
     "retries_per_contact",
     "retry_delay_seconds",
+    "retry_rules",
     "ring_timeout_seconds",
 )
 INT_FIELDS = (
@@ -200,6 +220,7 @@ EDITABLE = (
     "ring_timeout_seconds",
     "caller_id",
     "destination",
+    "retry_rules",
 )
 
 JsonObject = dict[str, Any]

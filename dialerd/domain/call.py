@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from dialerd.domain.contact import ContactStatus, FailureReason, will_retry
+from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.domain.retry_rules import RetryRules, decide_retry
 
 
 class DestinationKind(StrEnum):
@@ -189,11 +190,13 @@ def steps(current: AttemptState, kind: CallEventKind) -> tuple[AttemptState, ...
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """What the campaign says about a failed attempt: its retry budget, delay, and whether it stopped."""
+    """What the campaign says about a failed attempt: its retry budget, delay, its outcome rules (per
+    failure reason, ``retry_rules.py``), and whether it stopped."""
 
     retries_per_contact: int
     retry_delay_seconds: int
     stopped: bool  # the campaign is terminal: a retry it would have made is cancelled instead
+    rules: RetryRules = field(default_factory=RetryRules)
 
 
 @dataclass(frozen=True)
@@ -273,10 +276,17 @@ def decide_failure(
     reason: FailureReason, cause: int | None, sip_code: int | None, *, attempt_number: int,
     policy: RetryPolicy, ended_at: datetime, now: datetime,
 ) -> Transition:
-    """How a failed attempt ends: pending again for a retry, cancelled (the campaign stopped), or failed."""
-    retry = will_retry(reason, attempt_number, policy.retries_per_contact)
-    if retry and not policy.stopped:
+    """How a failed attempt ends: pending again for a retry, cancelled (the campaign stopped), or failed.
+
+    One budget per contact (``retry_rules.decide_retry``): the retries so far are the attempts before
+    this one, whatever their reasons, so a rule never grants retries another reason already used.
+    """
+    retry = decide_retry(reason, max(0, attempt_number - 1), policy.rules,
+                         retries_per_contact=policy.retries_per_contact,
+                         retry_delay_seconds=policy.retry_delay_seconds)
+    if retry.retry and not policy.stopped:
+        assert retry.delay_seconds is not None
         return Transition(A.ENDED, ContactStatus.PENDING, ended_at, cause, sip_code, reason=reason,
-                          retry_at=now + timedelta(seconds=policy.retry_delay_seconds))
-    status = ContactStatus.CANCELLED if retry else ContactStatus.FAILED
+                          retry_at=now + timedelta(seconds=retry.delay_seconds))
+    status = ContactStatus.CANCELLED if retry.retry else ContactStatus.FAILED
     return Transition(A.ENDED, status, ended_at, cause, sip_code, reason=reason)

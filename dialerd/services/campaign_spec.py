@@ -35,6 +35,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from dialerd.domain.call import Destination
+from dialerd.domain.retry_rules import MAX_DELAY, MAX_RETRIES, MIN_DELAY, RULE_REASONS, RetryRules
+from dialerd.domain.rules import FieldError
 from dialerd.errors import InvalidInput
 from dialerd.services.csv_text import text_codec
 from dialerd.settings import Settings
@@ -44,6 +46,7 @@ MAX_INT_CHARS = 12  # parse_int refuses longer digit strings (and so the OpenAPI
 NAME_MAX = 200  # the stored columns' widths
 CALLER_ID_MAX = 80
 DESTINATION_MAX = 200
+RETRY_RULES_MAX = 400  # four reasons at most, each at most 'congestion=10@604800'
 
 
 def bad(field: str, message: str) -> InvalidInput:
@@ -140,6 +143,15 @@ def read_encoding(field: str, raw: str, default: Any) -> str | None:
     return None if encoding is None else text_codec(encoding)  # 400 naming the field for an unknown name
 
 
+def read_retry_rules(field: str, raw: str, default: Any) -> RetryRules:
+    if len(raw) > RETRY_RULES_MAX:
+        raise bad(field, f"must be at most {RETRY_RULES_MAX} characters")
+    try:
+        return RetryRules.parse(raw, field=field)
+    except FieldError as exc:
+        raise bad(field, exc.problem) from None
+
+
 def read_int(field: str, raw: str, default: Any) -> int:
     lo, hi = int_bounds(CampaignSpec.model_fields[field])
     return parse_int(field, raw, int(default), lo, hi)
@@ -170,6 +182,11 @@ DESTINATION_PATTERN = (
 )
 DESTINATION_SCHEMA = {"type": "string", "maxLength": DESTINATION_MAX, "pattern": DESTINATION_PATTERN,
                       "example": "dialerd-demo,s,1"}
+# One REASON=RETRIES@DELAY entry with RETRIES 0-10 and DELAY 60-604800 (the parser also takes any case and
+# refuses a reason given twice, which a pattern cannot say).
+_RULE = (rf"(?:{'|'.join(RULE_REASONS)}) *= *(?:[0-9]|10) *@ *"
+         r"(?:[6-9][0-9]|[1-9][0-9]{2,4}|[1-5][0-9]{5}|60[0-3][0-9]{3}|604[0-7][0-9]{2}|604800)")
+RETRY_RULES_PATTERN = rf"^(?: *{_RULE} *(?:; *{_RULE} *){{0,3}})?$"
 TIME_IN_SCHEMA = {"type": "string", "format": "date-time", "example": "2030-01-31T09:00:00Z"}
 
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN,
@@ -231,6 +248,19 @@ class CampaignSpec(BaseModel):
     max_concurrent_calls: Annotated[MaxConcurrentCalls, Form(read_int)] = 5
     retries_per_contact: Annotated[RetriesPerContact, Form(read_int)] = 0
     retry_delay_seconds: Annotated[RetryDelaySeconds, Form(read_int)] = 300
+    retry_rules: Annotated[
+        RetryRules,
+        PlainSerializer(str),
+        WithJsonSchema({"type": "string", "maxLength": RETRY_RULES_MAX, "pattern": RETRY_RULES_PATTERN,
+                        "example": "busy=3@120; no_answer=2@3600; congestion=5@60",
+                        "description": "outcome rules for retries: REASON=RETRIES@DELAY entries separated by "
+                        f"';', REASON one of {', '.join(RULE_REASONS)} (each at most once), RETRIES "
+                        f"0-{MAX_RETRIES}, DELAY {MIN_DELAY}-{MAX_DELAY} seconds. One budget per contact: an "
+                        "attempt that failed with REASON is retried only while the contact's retries so far "
+                        "(of any reason) are fewer than REASON's RETRIES. A reason not listed uses "
+                        "retries_per_contact and retry_delay_seconds; empty: no rules"}),
+        Form(read_retry_rules),
+    ] = RetryRules()
     ring_timeout_seconds: Annotated[RingTimeoutSeconds, Form(read_int,
                                                              setting="dialer_ring_timeout")]
 
@@ -282,7 +312,7 @@ def int_bounds(info: FieldInfo) -> tuple[int, int | None]:
 # What PATCH /campaigns/{id} may change, in the order its messages list them (test_campaign_spec checks
 # that each is a field).
 EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
-            "caller_id", "destination")
+            "caller_id", "destination", "retry_rules")
 FIELDS: tuple[str, ...] = tuple(CampaignSpec.model_fields)
 INT_FIELDS: tuple[str, ...] = tuple(f for f, info in CampaignSpec.model_fields.items() if info.annotation is int)
 ALIASES: dict[str, str] = {form_of(f).alias or "": f for f in FIELDS if form_of(f).alias}  # alias -> field

@@ -23,7 +23,7 @@ from dialerd.services.idempotency import Idempotency
 from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, import_contacts
 from dialerd.services.lifecycle import CampaignLifecycle
 from dialerd.store.repo import Store
-from dialerd.store.tables import Campaign, Contact, Event, ImportProblem
+from dialerd.store.tables import Attempt, Campaign, Contact, Event, ImportProblem
 from dialerd.timestamps import utcnow
 
 log = logging.getLogger("dialerd.campaigns")
@@ -84,6 +84,7 @@ class CampaignService:
             max_concurrent_calls=spec.max_concurrent_calls,
             retries_per_contact=spec.retries_per_contact,
             retry_delay_seconds=spec.retry_delay_seconds,
+            retry_rules=str(spec.retry_rules),
             ring_timeout_seconds=spec.ring_timeout_seconds,
             import_report={},
             created_by=who.key_id,
@@ -185,6 +186,10 @@ class CampaignService:
     ) -> tuple[list[Contact], int]:
         await self._get(who, campaign_id)
         return await self.store.list_contacts(campaign_id, status, limit, offset, after_id)
+
+    async def attempt_history(self, contacts: list[Contact]) -> dict[int, list[Attempt]]:
+        """Every attempt of each contact of a page (from ``list_contacts``), oldest first."""
+        return await self.store.attempts_of([c.id for c in contacts if c.id is not None])
 
     async def require(self, who: Principal, campaign_id: str) -> Campaign:
         """The campaign if ``who`` may see it (404 otherwise)."""

@@ -29,6 +29,7 @@ from dialerd.domain.call import (
 )
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.domain.retry_rules import RetryRules
 from dialerd.faults import Failpoints
 from dialerd.ports import DispatchStore, Pbx
 from dialerd.services.slots import Slots
@@ -304,5 +305,7 @@ class CallFollower:
 
 
 def _policy(campaign: Campaign) -> RetryPolicy:
+    # The stored text is the canonical form the create/PATCH rules accepted: it parses again.
     return RetryPolicy(campaign.retries_per_contact, campaign.retry_delay_seconds,
-                       stopped=CampaignStatus(campaign.status).terminal)
+                       stopped=CampaignStatus(campaign.status).terminal,
+                       rules=RetryRules.parse(campaign.retry_rules or ""))

@@ -160,6 +160,23 @@ class Store:
             ).all()
         return [_row(Attempt, r) for r in rows]
 
+    async def attempts_of(self, contact_ids: Sequence[int]) -> dict[int, list[Attempt]]:
+        """Every attempt of each of ``contact_ids`` (a page of contacts), oldest first; [] for none."""
+        out: dict[int, list[Attempt]] = {cid: [] for cid in contact_ids}
+        if not out:
+            return out
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(T_ATTEMPT).where(T_ATTEMPT.c.contact_id.in_(list(out)))
+                    .order_by(T_ATTEMPT.c.contact_id, T_ATTEMPT.c.number, T_ATTEMPT.c.id)
+                )
+            ).all()
+        for r in rows:
+            attempt = _row(Attempt, r)
+            out[attempt.contact_id].append(attempt)
+        return out
+
     # ---- tenants and keys -------------------------------------------------------------------
 
     async def upsert_tenant(

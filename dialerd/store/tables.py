@@ -99,6 +99,8 @@ class Campaign(SQLModel, table=True):
     updated_at: datetime | None = _ts(nullable=False)
     # migration 0003: a scheduled start the tenant's cap holds back ({"reason", "since", "detail"}), or None
     start_deferred: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # migration 0006: outcome rules for retries in their canonical text (domain/retry_rules.py), '' = none
+    retry_rules: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
 
 
 class Contact(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -127,7 +128,10 @@ async def test_query_parameters_match_the_handlers(offline_api: Api) -> None:
     assert set(campaigns_q) == {"query:limit", "query:offset", "query:status", "query:name"}
     assert campaigns_q["query:name"] == {"type": "string", "maxLength": campaigns.NAME_SEARCH_MAX}
     assert set(contacts_q) == {"path:id", "query:limit", "query:offset", "query:status", "query:after_id",
-                               "query:page"}
+                               "query:page", "query:include"}
+    include = re.compile(contacts_q["query:include"]["pattern"])
+    assert all(include.fullmatch(v) for v in ("", "attempt_history", "attempt_history,attempt_history"))
+    assert not any(include.fullmatch(v) for v in ("attempts", "attempt_history,x", "ATTEMPT_HISTORY"))
     assert set(events_q) == {"path:id", "query:last_event_id", "header:Last-Event-ID"}
     assert campaigns_q["query:status"]["enum"] == [s.value for s in VISIBLE]
     assert contacts_q["query:status"]["enum"] == [s.value for s in ContactStatus]

@@ -23,6 +23,7 @@ from dialerd.domain.call import (
     steps,
 )
 from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.domain.retry_rules import RetryRules
 
 S = AttemptState
 K = CallEventKind
@@ -204,3 +205,62 @@ def test_the_transition_is_frozen() -> None:
     t = end(S.ORIGINATED, ended(cause=17))
     with pytest.raises(AttributeError):
         t.reason = None  # type: ignore[misc]
+
+
+# ---- outcome rules for retries (retry_rules.py) carried by the policy -----------------------------------
+
+RULED = RetryPolicy(retries_per_contact=5, retry_delay_seconds=600, stopped=False,
+                    rules=RetryRules.parse("busy=3@120; no_answer=1@3600; congestion=0@60"))
+
+
+def contact_history(reasons: list[FailureReason], policy: RetryPolicy = RULED) -> list[Transition]:
+    """A contact's attempts failing with ``reasons`` in turn, as the follower decides each end; stops at the
+    first attempt that is not retried."""
+    out = []
+    for number, reason in enumerate(reasons, 1):
+        t = decide_failure(reason, None, None, attempt_number=number, policy=policy, ended_at=END, now=NOW)
+        out.append(t)
+        if t.contact_status is not C.PENDING:
+            break
+    return out
+
+
+def test_busy_is_retried_its_rules_times_at_its_delay() -> None:
+    history = contact_history([R.BUSY] * 6)
+    assert [t.contact_status for t in history] == [C.PENDING, C.PENDING, C.PENDING, C.FAILED]
+    assert {t.retry_at for t in history[:3]} == {NOW + timedelta(seconds=120)}
+
+
+def test_a_rule_of_zero_is_never_retried_although_the_campaign_budget_allows() -> None:
+    assert [t.contact_status for t in contact_history([R.CONGESTION])] == [C.FAILED]
+
+
+def test_an_unruled_reason_uses_the_campaign_budget_and_delay() -> None:
+    history = contact_history([R.UNREACHABLE] * 7)
+    assert [t.contact_status for t in history] == [C.PENDING] * 5 + [C.FAILED]
+    assert {t.retry_at for t in history[:5]} == {NOW + timedelta(seconds=600)}
+
+
+@pytest.mark.parametrize(("reasons", "statuses"), [
+    # Two busy retries used: no_answer's budget (1) is spent, so its first failure is final.
+    ([R.BUSY, R.BUSY, R.NO_ANSWER], [C.PENDING, C.PENDING, C.FAILED]),
+    # One no_answer retry, then busy may still use its budget up to 3 retries in all, not 3 more.
+    ([R.NO_ANSWER, R.BUSY, R.BUSY, R.BUSY], [C.PENDING, C.PENDING, C.PENDING, C.FAILED]),
+    # no_answer after one retry (of any reason) is over its budget.
+    ([R.BUSY, R.NO_ANSWER], [C.PENDING, C.FAILED]),
+])
+def test_budgets_never_stack_across_reasons(reasons: list[FailureReason], statuses: list[ContactStatus]) -> None:
+    assert [t.contact_status for t in contact_history(reasons)] == statuses
+
+
+def test_the_rule_s_retry_is_cancelled_when_the_campaign_stopped() -> None:
+    stopped = RetryPolicy(5, 600, stopped=True, rules=RULED.rules)
+    assert contact_history([R.BUSY], stopped)[0].contact_status is C.CANCELLED
+    assert contact_history([R.CONGESTION], stopped)[0].contact_status is C.FAILED
+
+
+def test_a_policy_without_rules_decides_as_before() -> None:
+    plain = RetryPolicy(2, 600, stopped=False)
+    assert plain.rules == RetryRules()
+    for reason in (R.BUSY, R.NO_ANSWER, R.CONGESTION, R.UNREACHABLE):
+        assert [t.contact_status for t in contact_history([reason] * 4, plain)] == [C.PENDING, C.PENDING, C.FAILED]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dialerd.errors import InvalidInput
@@ -11,6 +13,7 @@ from dialerd.services.campaign_spec import (
     FIELDS,
     INT_FIELDS,
     JSON_REFUSED,
+    RETRY_RULES_PATTERN,
     CampaignSpec,
     default_of,
     form_of,
@@ -64,3 +67,45 @@ def test_the_first_bad_field_in_check_order_is_reported() -> None:
     with pytest.raises(InvalidInput) as refused:
         CampaignSpec.read_form({"max_concurrent_calls": "0"}, SETTINGS)
     assert refused.value.message == "name: is required"
+
+
+def test_retry_rules_are_read_into_their_canonical_form() -> None:
+    spec = CampaignSpec.read_form({"name": "x", "retry_rules": " BUSY=3@120 ;no_answer = 0@3600"}, SETTINGS)
+    assert str(spec.retry_rules) == "busy=3@120; no_answer=0@3600"
+    assert spec.model_dump(mode="json")["retry_rules"] == "busy=3@120; no_answer=0@3600"
+    assert str(CampaignSpec.read_form({"name": "x"}, SETTINGS).retry_rules) == ""
+    assert "retry_rules" in EDITABLE
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ("invalid_number=1@60", "invalid_number is never retried"),
+    ("rejected=1@60", "rejected is never retried"),
+    ("voicemail=1@60", "unknown reason 'voicemail'"),
+    ("busy=1@60; busy=2@60", "busy has a rule already"),
+    ("busy=1", "must be REASON=RETRIES@DELAY"),
+    ("busy=1@59", "DELAY must be from 60 to 604800 seconds"),
+    ("busy=" + "1" * 500, "must be at most 400 characters"),
+])
+def test_bad_retry_rules_are_a_400_naming_the_field(raw: str, problem: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        CampaignSpec.read_form({"name": "x", "retry_rules": raw}, SETTINGS)
+    assert refused.value.status == 400 and refused.value.details == {"field": "retry_rules"}
+    assert refused.value.message.startswith("retry_rules: ") and problem in refused.value.message
+
+
+@pytest.mark.parametrize(("raw", "documented"), [
+    ("", True), ("busy=3@120", True), ("busy=0@60; no_answer=10@604800; congestion=5@600000; unreachable=1@99999",
+                                         True),
+    (" busy = 3 @ 120 ", True), ("busy=11@60", False), ("busy=1@59", False), ("busy=1@604801", False),
+    ("rejected=1@60", False), ("busy=1@60;", False),
+])
+def test_the_documented_pattern_agrees_with_the_parser(raw: str, documented: bool) -> None:
+    """The OpenAPI pattern (what schema-driven clients generate from) accepts what the parser accepts
+    (bar a reason given twice, which a pattern cannot say)."""
+    assert bool(re.fullmatch(RETRY_RULES_PATTERN, raw)) is documented
+    try:
+        CampaignSpec.read_form({"name": "x", "retry_rules": raw}, SETTINGS)
+        parsed = True
+    except InvalidInput:
+        parsed = False
+    assert parsed is documented

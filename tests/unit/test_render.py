@@ -17,7 +17,7 @@ from dialerd.api import render, schemas
 from dialerd.services.campaigns import CampaignView
 from dialerd.services.csv_contacts import RowProblem
 from dialerd.services.importer import ImportReport
-from dialerd.store.tables import Campaign, Contact, ImportProblem
+from dialerd.store.tables import Attempt, Campaign, Contact, ImportProblem
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 REPORT = ImportReport(rows_total=3, rows_valid=2, rows_rejected=1, stored=2, phone_column="phone_number",
@@ -29,7 +29,7 @@ def view(**changes: object) -> CampaignView:
     values: dict[str, object] = {
         "id": "cmp_4f9d2c6e0a1b3c5d7e9f", "tenant_id": "t", "name": "spring", "status": "scheduled", "caller_id": "+14155550199",
         "destination": "sales,100,2", "default_region": "US", "max_concurrent_calls": 5, "retries_per_contact": 1,
-        "retry_delay_seconds": 300, "ring_timeout_seconds": 30, "import_report": REPORT.as_json(max_problems=1000),
+        "retry_delay_seconds": 300, "retry_rules": "busy=3@120", "ring_timeout_seconds": 30, "import_report": REPORT.as_json(max_problems=1000),
         "created_by": "key1", "scheduled_at": NOW, "created_at": NOW, "started_at": None, "completed_at": None, "updated_at": NOW,
         "start_deferred": {"reason": "tenant_concurrency_exceeded", "since": "2026-01-02T03:04:05.678Z", "detail": "d"},
     }
@@ -41,6 +41,14 @@ def view(**changes: object) -> CampaignView:
 CONTACT = Contact(id=7, campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", line=2, phone_e164="+14155550100", raw_number="(415) 555-0100",
                   fields={"first_name": "Ann"}, status="failed", attempts=2, last_attempt_at=NOW, next_attempt_at=None,
                   failure_reason="busy", hangup_cause=17, sip_code=486, updated_at=NOW)
+ATTEMPTS = [
+    Attempt(id=1, contact_id=7, campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", number=1, channel_id="dlr-a", state="ended",
+            created_at=NOW, originated_at=NOW, ended_at=NOW, cause=17, sip_code=486, reason="busy"),
+    Attempt(id=2, contact_id=7, campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", number=2, channel_id="dlr-b", state="ended",
+            created_at=NOW, originated_at=NOW, answered_at=NOW, ended_at=NOW, talk_seconds=4.5, cause=16),
+    Attempt(id=3, contact_id=7, campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", number=3, channel_id="dlr-c", state="dialing",
+            created_at=NOW),
+]
 PROBLEM = ImportProblem(id=1, campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", line=4, value="n/a", reason="not a phone number",
                         code="invalid_number")
 
@@ -48,19 +56,25 @@ PROBLEM = ImportProblem(id=1, campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", line=4, va
 # ---- captured from the hand-written renderer --------------------------------------------------------
 
 CAMPAIGN = (
-    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "scheduled", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": "US", "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "ring_timeout_seconds": 30, "scheduled_at": "2026-01-02T03:04:05.678Z", "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems_truncated": false, "encoding": "utf-8", "encoding_source": "utf-8", "phone_columns": {"phone_number": 2}, "multi_number_cells": 0}, "start_deferred": {"reason": "tenant_concurrency_exceeded", "since": "2026-01-02T03:04:05.678Z", "detail": "d"}}'
+    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "scheduled", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": "US", "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "retry_rules": "busy=3@120", "ring_timeout_seconds": 30, "scheduled_at": "2026-01-02T03:04:05.678Z", "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems_truncated": false, "encoding": "utf-8", "encoding_source": "utf-8", "phone_columns": {"phone_number": 2}, "multi_number_cells": 0}, "start_deferred": {"reason": "tenant_concurrency_exceeded", "since": "2026-01-02T03:04:05.678Z", "detail": "d"}}'
 )
 CAMPAIGN_OLD_REPORT = (
-    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "draft", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": null, "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "ring_timeout_seconds": 30, "scheduled_at": null, "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems_truncated": false}, "start_deferred": null}'
+    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "draft", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": null, "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "retry_rules": "busy=3@120", "ring_timeout_seconds": 30, "scheduled_at": null, "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems_truncated": false}, "start_deferred": null}'
 )
 CREATED = (
-    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "scheduled", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": "US", "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "ring_timeout_seconds": 30, "scheduled_at": "2026-01-02T03:04:05.678Z", "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems": [{"line": 4, "value": "n/a", "reason": "not a phone number", "code": "invalid_number"}], "problems_truncated": false, "encoding": "utf-8", "encoding_source": "utf-8", "phone_columns": {"phone_number": 2}, "multi_number_cells": 0}, "start_deferred": {"reason": "tenant_concurrency_exceeded", "since": "2026-01-02T03:04:05.678Z", "detail": "d"}}'
+    '{"id": "cmp_4f9d2c6e0a1b3c5d7e9f", "name": "spring", "status": "scheduled", "caller_id": "+14155550199", "destination": "sales,100,2", "agent_id": "sales,100,2", "phone_number_id": "+14155550199", "default_region": "US", "max_concurrent_calls": 5, "retries_per_contact": 1, "retry_delay_seconds": 300, "retry_rules": "busy=3@120", "ring_timeout_seconds": 30, "scheduled_at": "2026-01-02T03:04:05.678Z", "created_at": "2026-01-02T03:04:05.678Z", "created_by": "key1", "started_at": null, "completed_at": null, "updated_at": "2026-01-02T03:04:05.678Z", "contacts": {"total": 3, "pending": 2, "originated": 0, "connected": 0, "completed": 1, "failed": 0, "cancelled": 0}, "calls_in_flight": 0, "progress": 0.3333, "import": {"rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "problems": [{"line": 4, "value": "n/a", "reason": "not a phone number", "code": "invalid_number"}], "problems_truncated": false, "encoding": "utf-8", "encoding_source": "utf-8", "phone_columns": {"phone_number": 2}, "multi_number_cells": 0}, "start_deferred": {"reason": "tenant_concurrency_exceeded", "since": "2026-01-02T03:04:05.678Z", "detail": "d"}}'
 )
 IMPORT_PAGE = (
     '{"campaign_id": "cmp_4f9d2c6e0a1b3c5d7e9f", "rows_total": 3, "rows_valid": 2, "rows_rejected": 1, "duplicates": 0, "contacts": 2, "phone_column": "phone_number", "delimiter": ",", "custom_fields": ["first_name"], "encoding": "utf-8", "encoding_source": "utf-8", "phone_columns": {"phone_number": 2}, "multi_number_cells": 0, "problems": [{"line": 4, "value": "n/a", "reason": "not a phone number", "code": "invalid_number"}], "problems_total": 3, "limit": 1, "offset": 0, "next_offset": 1}'
 )
 CONTACT_JSON = (
     '{"id": 7, "campaign_id": "cmp_4f9d2c6e0a1b3c5d7e9f", "phone_number": "+14155550100", "raw_number": "(415) 555-0100", "line": 2, "status": "failed", "attempts": 2, "last_attempt_at": "2026-01-02T03:04:05.678Z", "next_attempt_at": null, "failure_reason": "busy", "hangup_cause": 17, "sip_code": 486, "custom_fields": {"first_name": "Ann"}, "updated_at": "2026-01-02T03:04:05.678Z"}'
+)
+CONTACT_HISTORY_JSON = (
+    CONTACT_JSON[:-1] + ', "attempt_history": ['
+    '{"attempt": 1, "channel_id": "dlr-a", "state": "ended", "started_at": "2026-01-02T03:04:05.678Z", "answered_at": null, "ended_at": "2026-01-02T03:04:05.678Z", "outcome": "busy", "failure_reason": "busy", "cause": 17, "sip_code": 486, "talk_seconds": null}, '
+    '{"attempt": 2, "channel_id": "dlr-b", "state": "ended", "started_at": "2026-01-02T03:04:05.678Z", "answered_at": "2026-01-02T03:04:05.678Z", "ended_at": "2026-01-02T03:04:05.678Z", "outcome": "completed", "failure_reason": null, "cause": 16, "sip_code": null, "talk_seconds": 4.5}, '
+    '{"attempt": 3, "channel_id": "dlr-c", "state": "dialing", "started_at": "2026-01-02T03:04:05.678Z", "answered_at": null, "ended_at": null, "outcome": null, "failure_reason": null, "cause": null, "sip_code": null, "talk_seconds": null}]}'
 )
 ERROR = (
     '{"error": "name: is required", "error_id": "invalid_field", "details": {"field": "name"}}'
@@ -84,6 +98,7 @@ def _answers() -> dict[str, tuple[type[BaseModel], dict[str, Any], str]]:
         "created": (schemas.CreatedCampaign, render.campaign_created(created), CREATED),
         "import page": (schemas.ImportPage, render.import_report(view().campaign, [PROBLEM], 3, 1, 0), IMPORT_PAGE),
         "contact": (schemas.Contact, render.contact(CONTACT), CONTACT_JSON),
+        "contact with attempt history": (schemas.Contact, render.contact(CONTACT, ATTEMPTS), CONTACT_HISTORY_JSON),
         "error": (schemas.Error, render.error("name: is required", "invalid_field", {"field": "name"}), ERROR),
     }
 
