@@ -23,6 +23,7 @@ class ContactCounts(TypedDict):
     completed: int
     failed: int
     cancelled: int
+    skipped: int
 
 
 class ImportProblem(TypedDict):
@@ -51,6 +52,7 @@ class ImportReport(TypedDict):
     encoding_source: NotRequired[str]
     phone_columns: NotRequired[dict[str, int]]
     multi_number_cells: NotRequired[int]
+    suppressed: NotRequired[int]
 
 
 class StartDeferred(TypedDict):
@@ -114,6 +116,7 @@ class Contact(TypedDict):
     last_attempt_at: str | None
     next_attempt_at: str | None
     failure_reason: str | None
+    reason: str | None
     hangup_cause: int | None
     sip_code: int | None
     custom_fields: dict[str, str]
@@ -149,6 +152,7 @@ class ImportPage(TypedDict):
     encoding_source: NotRequired[str]
     phone_columns: NotRequired[dict[str, int]]
     multi_number_cells: NotRequired[int]
+    suppressed: NotRequired[int]
     problems: list[ImportProblem]
     problems_total: int
     limit: int

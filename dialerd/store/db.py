@@ -22,6 +22,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (2, "0002_contact_page_index"),
     (3, "0003_api_contract"),
     (4, "0004_api_key_last_used"),
+    (5, "0005_suppressions"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
