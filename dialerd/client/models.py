@@ -160,6 +160,45 @@ class ImportPage(TypedDict):
     next_offset: int | None
 
 
+class Suppression(TypedDict):
+    """One number of the tenant's suppression list (do-not-call): never dialled by its campaigns."""
+
+    number: str
+    reason: str
+    source: str
+    created_at: str
+
+
+class SuppressionPage(TypedDict):
+    """A page of the tenant's suppression list, newest first."""
+
+    suppressions: list[Suppression]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class SuppressionReject(TypedDict):
+    """One input that is not a dialable number (nothing is added for it)."""
+
+    input: str
+    reason: str
+    code: str
+    index: NotRequired[int]
+    line: NotRequired[int]
+
+
+class SuppressionsAdded(TypedDict):
+    """What POST /suppressions did."""
+
+    added: int
+    already: int
+    duplicates: int
+    rejected: list[SuppressionReject]
+    rejected_total: int
+
+
 class CreateOptions(TypedDict, total=False):
     """The create form's fields beside ``name``, as ``create()`` takes them: None or absent leaves the daemon's default."""
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +18,9 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
+from dialerd import ctl
+from dialerd.client import AsyncDialerd, Dialerd
+from dialerd.client.errors import DialerdApiError
 from dialerd.pbx.fake import FakeOutcome, FakePbx
 from dialerd.store.base import T_SUPPRESSION
 from tests.conftest import Api, make_key, start_daemon, test_settings
@@ -245,3 +250,55 @@ async def test_opt_out_at_hangup_joins_the_list_and_delete_lets_it_be_dialled_ag
         final = await poll(api, again, lambda b: b["status"] == "completed")
         assert final["contacts"]["completed"] == 2 and final["contacts"]["skipped"] == 0
         assert [r.number for r in pbx.requests].count("+14155550203") == 2
+
+
+# ---- the Python client --------------------------------------------------------------------------------
+
+
+def _sync_calls(client: Dialerd) -> tuple[Any, ...]:
+    added = client.suppressions.add(b"phone\n+14155550120\n", reason="csv")
+    page = client.suppressions.list("+14155550120")
+    client.suppressions.delete("+14155550120")
+    with pytest.raises(DialerdApiError) as gone:
+        client.suppressions.delete("+14155550120")
+    return added, page, gone.value.error_id
+
+
+async def test_client_methods(offline_api: Api) -> None:
+    async with AsyncDialerd(offline_api.base, offline_api.keys["acme"], timeout=10) as client:
+        added = await client.suppressions.add(["4155550110", "n/a"], reason="asked", default_region="US")
+        assert (added["added"], added["rejected_total"], added["rejected"][0]["index"]) == (1, 1, 1)
+        page = await client.suppressions.list(limit=10)
+        assert [(e["number"], e["source"]) for e in page["suppressions"]] == [("+14155550110", "api")]
+        await client.suppressions.delete("+14155550110")
+        assert (await client.suppressions.list("+14155550110"))["total"] == 0
+    with Dialerd(offline_api.base, offline_api.keys["acme"]) as sync:
+        added, page, error_id = await asyncio.to_thread(_sync_calls, sync)
+    assert added["added"] == 1 and page["suppressions"][0]["source"] == "import"
+    assert error_id == "suppression_not_found"
+
+
+def _ctl(api: Api, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = ctl.main(["--url", api.base, "--api-key", api.keys["acme"], *argv], out=out)
+    return code, out.getvalue()
+
+
+async def test_dialerctl_suppressions(offline_api: Api, tmp_path: Path) -> None:
+    code, text = await asyncio.to_thread(_ctl, offline_api, "suppressions", "add", "4155550130", "n/a",
+                                         "--reason", "asked", "--default-region", "US")
+    assert code == 0 and text.startswith("added 1, already listed 0, duplicates 0, rejected 1"), text
+    assert "#1: 'n/a'" in text
+    csv = tmp_path / "dnc.csv"
+    csv.write_text("phone\n+14155550131\n")
+    code, text = await asyncio.to_thread(_ctl, offline_api, "suppressions", "add", "--file", str(csv), "--json")
+    assert code == 0 and json.loads(text)["added"] == 1
+    code, text = await asyncio.to_thread(_ctl, offline_api, "suppressions", "list")
+    rows = [line.split()[:2] for line in text.splitlines()]
+    assert code == 0 and rows == [["+14155550131", "import"], ["+14155550130", "api"]], text
+    code, text = await asyncio.to_thread(_ctl, offline_api, "suppressions", "delete", "+14155550130")
+    assert (code, text.strip()) == (0, "+14155550130 removed")
+    code, _ = await asyncio.to_thread(_ctl, offline_api, "suppressions", "delete", "+14155550130")
+    assert code == 1
+    code, _ = await asyncio.to_thread(_ctl, offline_api, "suppressions", "add")
+    assert code == 2
