@@ -271,9 +271,9 @@ class Dispatcher:
     async def _dial_next(self, campaign: Campaign) -> bool:
         """Claim one due contact and originate it. True if a call is now in flight."""
         async with self._dial_lock(campaign.id):
-            if not self._active(campaign.id) or not self.pbx_up.is_set():
-                return False
             while True:
+                if not self._active(campaign.id) or not self.pbx_up.is_set():
+                    return False
                 due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
                 if not due:
                     return False

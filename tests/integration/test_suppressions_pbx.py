@@ -5,6 +5,7 @@
 - the simulated carrier's 555-0200..0209 range answers and presses 9 in [dialerd-demo]: the channel ends
   with DIALERD_OPT_OUT=1 and the number joins the tenant's list as an opt_out, with the call's end;
 - after DELETE the number is dialled again by a new campaign.
+On SQLite (the sqlite3-driver call store) and PostgreSQL (SQLAlchemy's).
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ async def _entry(api: Api, number: str) -> dict[str, Any] | None:
 
 
 @pytest.mark.parametrize("driver", ["ari", "ami"])
-async def test_suppressed_never_dialled_opt_out_listed_and_redialled_after_delete(tmp_path: Path,
-                                                                                  driver: str) -> None:
+async def test_suppressed_never_dialled_opt_out_listed_and_redialled_after_delete(tmp_path: Path, driver: str,
+                                                                                  db_url: str) -> None:
     watch = AsteriskWatch.from_env()
-    async with live_api(tmp_path, driver) as api:
+    async with live_api(tmp_path, driver, db_url=db_url) as api:
         status, added = await api.call("POST", "/api/v1/suppressions", json={"numbers": [SUPPRESSED],
                                                                               "reason": "asked"})
         assert status == 200 and added["added"] == 1, added

@@ -565,6 +565,7 @@ function describe(kind, d) {
     case "failed": return failure(d);
     case "pending": return `${failure(d)}; retry${d.retry_at ? ` at ${clockTime(d.retry_at)}` : ""}`;
     case "cancelled": return (d.reason ?? "cancelled").replaceAll("_", " ");
+    case "skipped": return `not dialled: ${(d.reason ?? "skipped").replaceAll("_", " ")}`;
     case "campaign": return `campaign ${d.status}${d.action ? ` (${d.action.replaceAll("_", " ")})` : ""}`;
     default: return "";
   }
