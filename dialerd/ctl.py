@@ -37,7 +37,7 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 CONTACT_COLUMNS = (
     "id", "phone_number", "raw_number", "line", "status", "attempts", "last_attempt_at", "next_attempt_at",
-    "failure_reason", "hangup_cause", "sip_code", "updated_at",
+    "failure_reason", "reason", "hangup_cause", "sip_code", "updated_at",
 )  # fmt: skip
 
 
@@ -214,7 +214,7 @@ def _write_contacts(items: Iterable[Contact], args: argparse.Namespace, custom: 
         if args.json:
             target.write(json.dumps(c, separators=(",", ":")) + "\n")
             continue
-        reason = c["failure_reason"] or "-"
+        reason = c["failure_reason"] or c.get("reason") or "-"  # reason: why a skipped one was not dialled
         cause = "-" if c["hangup_cause"] is None else str(c["hangup_cause"])
         sip = "-" if c["sip_code"] is None else str(c["sip_code"])
         target.write(
