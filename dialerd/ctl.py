@@ -5,6 +5,7 @@
     dialerctl campaigns watch cmp_...          # live view; one line per event when not on a terminal
     dialerctl campaigns contacts cmp_... --status failed --csv --output failed.csv
     dialerctl campaigns list
+    dialerctl suppressions add +14155550100 --reason "asked by letter"   # or --file dnc.csv; also list, delete
 
 Every ``campaigns`` subcommand is also a top-level command (``dialerctl watch ID``). ``--url`` and
 ``--api-key`` override ``DIALERD_URL`` and ``DIALERD_API_KEY``. Exit status: 0 done, 1 the daemon refused
@@ -36,7 +37,7 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 CONTACT_COLUMNS = (
     "id", "phone_number", "raw_number", "line", "status", "attempts", "last_attempt_at", "next_attempt_at",
-    "failure_reason", "hangup_cause", "sip_code", "updated_at",
+    "failure_reason", "reason", "hangup_cause", "sip_code", "updated_at",
 )  # fmt: skip
 
 
@@ -215,7 +216,7 @@ def _write_contacts(items: Iterable[Contact], args: argparse.Namespace, custom: 
         if args.json:
             target.write(json.dumps(c, separators=(",", ":")) + "\n")
             continue
-        reason = c["failure_reason"] or "-"
+        reason = c["failure_reason"] or c.get("reason") or "-"  # reason: why a skipped one was not dialled
         cause = "-" if c["hangup_cause"] is None else str(c["hangup_cause"])
         sip = "-" if c["sip_code"] is None else str(c["sip_code"])
         target.write(
@@ -243,6 +244,66 @@ def contacts(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
             os.unlink(partial)
     print(f"exported {count} contacts to {args.output}", file=sys.stderr)
     return 0
+
+
+# ---- suppressions ----------------------------------------------------------------------------------
+
+
+def suppressions_add(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    if bool(args.numbers) == bool(args.file):
+        raise UsageError("give numbers or --file FILE.csv (one of the two)")
+    answer = client.suppressions.add(args.file or list(args.numbers), reason=args.reason,
+                                     default_region=args.default_region)
+    if args.json:
+        _print_json(answer, out)
+        return 0
+    print(f"added {answer['added']}, already listed {answer['already']}, duplicates {answer['duplicates']}, "
+          f"rejected {answer['rejected_total']}", file=out)
+    for r in answer["rejected"]:
+        where = f"line {r['line']}" if "line" in r else f"#{r.get('index')}"
+        print(f"  {where}: {r['input']!r}: {r['reason']} ({r['code']})", file=out)
+    return 0
+
+
+def suppressions_list(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    page = client.suppressions.list(args.number, default_region=args.default_region, limit=args.limit,
+                                    offset=args.offset)
+    if args.json:
+        _print_json(page, out)
+        return 0
+    for e in page["suppressions"]:
+        print(f"{e['number']:<16} {e['source']:<8} {e['created_at']}  {e['reason']}", file=out)
+    print(f"{len(page['suppressions'])} of {page['total']}", file=sys.stderr)
+    return 0
+
+
+def suppressions_delete(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    client.suppressions.delete(args.number)
+    print(f"{args.number} removed", file=out)
+    return 0
+
+
+def _suppression_commands(sub: Any) -> None:
+    def add(name: str, run: Command, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+        _connection_options(p, top=False)
+        p.set_defaults(run=run)
+        return p
+
+    p = add("add", suppressions_add, "add numbers to the tenant's suppression list (do-not-call)")
+    p.add_argument("numbers", nargs="*", help="phone numbers (E.164, or national with --default-region)")
+    p.add_argument("--file", help="a CSV with a 'number' or 'phone' column instead of numbers")
+    p.add_argument("--reason", help="why they must not be called")
+    p.add_argument("--default-region", help="ISO country for national numbers, e.g. US")
+    p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    p = add("list", suppressions_list, "list the suppression list, newest first")
+    p.add_argument("--number", help="look up this number")
+    p.add_argument("--default-region", help="ISO country of a national --number")
+    p.add_argument("--limit", type=int, help="page size (daemon default 100)")
+    p.add_argument("--offset", type=int, help="skip this many")
+    p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    p = add("delete", suppressions_delete, "take a number off the list: it may be dialled again")
+    p.add_argument("number", help="the number in E.164, e.g. +14155550100")
 
 
 # ---- the command line ---------------------------------------------------------------------------------
@@ -330,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = top.add_parser("campaigns", help="campaign commands", description="campaign commands")
     _campaign_commands(group.add_subparsers(dest="action", required=True, metavar="ACTION"), True)
     _campaign_commands(top, False)
+    group = top.add_parser("suppressions", help="suppression list (do-not-call) commands",
+                           description="the API key's tenant's suppression list (do-not-call)")
+    _suppression_commands(group.add_subparsers(dest="action", required=True, metavar="ACTION"))
     return parser
 
 

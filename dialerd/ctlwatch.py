@@ -26,12 +26,12 @@ from dialerd.client import (
 )
 from dialerd.client.models import Campaign
 
-STATUSES = ("pending", "originated", "connected", "completed", "failed", "cancelled")
-FINAL = ("completed", "failed", "cancelled")
+STATUSES = ("pending", "originated", "connected", "completed", "failed", "cancelled", "skipped")
+FINAL = ("completed", "failed", "cancelled", "skipped")
 # A contact's first transition we see tells us where it came from (a snapshot corrects any guess).
 PREVIOUS = {
     "originated": "pending", "connected": "originated", "completed": "connected", "failed": "originated",
-    "pending": "originated", "cancelled": "pending",
+    "pending": "originated", "cancelled": "pending", "skipped": "pending",
 }  # fmt: skip
 
 

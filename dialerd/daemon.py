@@ -41,6 +41,7 @@ from dialerd.services.lifecycle import CampaignLifecycle, CampaignTransitions
 from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
 from dialerd.services.slots import Slots
+from dialerd.services.suppressions import SuppressionService
 from dialerd.settings import Settings
 from dialerd.shutdown import Stage, StageResult, run_stages
 from dialerd.store.db import create_engine, migrate
@@ -136,7 +137,7 @@ class Daemon:
                     "sse_subscribers": hub.subscriber_count()}
 
         svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
-                       metrics=metrics, health=health)
+                       metrics=metrics, health=health, suppressions=SuppressionService(store))
         return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
                    stopping, tasks, SystemdNotifier(tasks=tasks), faults)
 

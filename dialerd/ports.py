@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dialerd.domain.call import CallEvent, ChannelLookup, OriginateRequest
+from dialerd.domain.call import CallEvent, ChannelLookup, OriginateRequest, Skipped
 from dialerd.domain.contact import ContactStatus
 
 if TYPE_CHECKING:
@@ -125,8 +125,13 @@ class CallStore(Protocol):
         """Contacts not yet in a final status."""
         ...
 
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
-        """Commit a new dialling attempt under ``channel_id``; None if the contact was taken meanwhile."""
+    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
+        """Commit a new dialling attempt under ``channel_id``; None if the contact was taken meanwhile.
+
+        In the same transaction, the contact's number is checked against its tenant's suppression list:
+        if it is listed, the contact becomes ``skipped`` (its ``skipped`` event appended) and ``Skipped``
+        is returned; nothing may be dialled then.
+        """
         ...
 
     async def give_back_attempt(self, channel_id: str) -> bool:
@@ -147,8 +152,10 @@ class CallStore(Protocol):
         contact_values: dict[str, Any],
         payload: dict[str, Any],
         only_from: Sequence[str],
+        opt_out: bool = False,
     ) -> tuple[Attempt, Event] | None:
-        """Move an attempt and its contact on and append the event, in one transaction."""
+        """Move an attempt and its contact on and append the event, in one transaction; with ``opt_out``,
+        the contact's number joins its tenant's suppression list (source ``opt_out``) in it too."""
         ...
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from dialerd.api import campaigns, dashboard, events, openapi, render
+from dialerd.api import campaigns, dashboard, events, openapi, render, suppressions
 from dialerd.api.context import PRINCIPAL, SERVICES, Services, services
 from dialerd.errors import DialerdError, Unauthorized
 
@@ -91,6 +91,7 @@ def build_app(svc: Services, telemetry: Telemetry | None = None) -> web.Applicat
     app.router.add_get("/health", health)
     app.add_routes(campaigns.routes)
     app.add_routes(events.routes)
+    app.add_routes(suppressions.routes)
     app.add_routes(openapi.routes)
     app.add_routes(dashboard.routes)
     if telemetry is not None:

@@ -26,8 +26,9 @@ from dialerd.services.campaign_spec import EDITABLE, FIELDS, INT_FIELDS, Campaig
 TARGET = Path(__file__).resolve().parents[1] / "client" / "models.py"
 REF = "#/components/schemas/{model}"
 # What the client exposes, and under which names.
-ROOTS = ("Campaign", "CampaignList", "Contact", "ContactList", "ImportPage")
+ROOTS = ("Campaign", "CampaignList", "Contact", "ContactList", "ImportPage", "SuppressionList", "SuppressionsAdded")
 RENAMED = {"RowProblem": "ImportProblem", "CampaignList": "CampaignPage", "ContactList": "ContactPage",
+           "SuppressionList": "SuppressionPage",
            "ImportSummary": "ImportReport", "CreatedCampaign": "Campaign"}
 # Client types that are the union of two server objects: keys of only one of them are NotRequired.
 # The first of each pair has every key (and gives the order); the second gives the docstring.

@@ -11,6 +11,7 @@ from aiohttp import web
 from dialerd.services.auth import Authenticator, Principal
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.events import EventHub
+from dialerd.services.suppressions import SuppressionService
 from dialerd.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class Services:
     metrics: Metrics
     # The daemon's health check: the GET /health body, shaped as api/schemas.py's Health.
     health: Callable[[], Awaitable[dict[str, Any]]]
+    suppressions: SuppressionService
 
 
 SERVICES = web.AppKey("services", Services)

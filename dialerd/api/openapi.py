@@ -25,6 +25,7 @@ from dialerd.api.context import services
 from dialerd.api.forms import MAX_FIELD_BYTES
 from dialerd.domain.campaign import VISIBLE, CampaignStatus
 from dialerd.domain.contact import ContactStatus
+from dialerd.domain.suppression import MAX_NUMBERS, MAX_REASON_CHARS
 from dialerd.services import idempotency
 from dialerd.services.campaign_spec import (
     ALIASES,
@@ -281,7 +282,8 @@ INCLUDE = _param(
 TEXT = {"type": "string"}
 EVENTS_DESCRIPTION = (
     "Server-Sent Events: contact transitions (the event is the new contact status: 'event: originated', "
-    "'event: failed', ...) and campaign status changes ('event: campaign'; action 'start_deferred' when a "
+    "'event: failed', ...; 'event: skipped' when a number suppressed since the import is claimed: it is never "
+    "dialled) and campaign status changes ('event: campaign'; action 'start_deferred' when a "
     "scheduled start is held back by the tenant's cap), each with its id; every time is RFC 3339 UTC with "
     "milliseconds and a Z; a snapshot data "
     "message every few seconds while running (and while a stopped campaign's calls are still up); ': heartbeat' "
@@ -404,6 +406,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                 ],
             ),
         },
+        **_suppression_paths(settings),
         "/api/v1/campaigns/{id}/start": _action(
             "start", "Start a campaign", "draft, scheduled or paused -> running. 409 when the tenant's running "
             "campaigns already reserve too much of its concurrent_max."),
@@ -417,6 +420,65 @@ def _paths(settings: Settings) -> dict[str, Schema]:
     }  # fmt: skip
 
 
+def _suppression_paths(settings: Settings) -> dict[str, Schema]:
+    reason = {"type": "string", "maxLength": MAX_REASON_CHARS, "description": "why these numbers must not be "
+              "called (stored with each new entry)"}
+    region = {"type": "string", "pattern": "^[A-Za-z]{2}$", "description": "ISO country of national numbers, e.g. "
+              f"US; default: {settings.dialer_default_region or 'none (numbers must be international)'}"}
+    as_json: Schema = {
+        "type": "object", "required": ["numbers"], "additionalProperties": False,
+        "properties": {
+            "numbers": {"type": "array", "minItems": 1, "maxItems": MAX_NUMBERS, "items": {"type": "string"},
+                        "description": "phone numbers, normalised to E.164 like contacts' numbers"},
+            "reason": reason, "default_region": region,
+        },
+    }
+    form: Schema = {
+        "type": "object", "required": ["file"], "additionalProperties": False,
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "CSV with a column 'number' or 'phone' "
+                     "(the contacts CSV's header rules and encodings); an optional 'reason' column wins per row; "
+                     f"at most {settings.upload_limit_bytes} bytes"},
+            "reason": reason, "default_region": region,
+        },
+    }
+    not_listed = _error("the number is not on the tenant's suppression list", "suppression_not_found")
+    number = _param("number", "path", "the number in E.164, its + URL-encoded (%2B)",
+                    {"type": "string", "example": "+14155550142"})
+    return {
+        "/api/v1/suppressions": {
+            "get": _op(
+                "suppressions", "listSuppressions", "List the suppression list",
+                {"200": _ok("a page of the tenant's suppression list", "SuppressionList"), **_errors(400, 401, 500)},
+                description="The API key's tenant's do-not-call list, newest first. number= looks one number up "
+                "(normalised with default_region).",
+                parameters=[_param("number", "query", "only this number (any format contacts accept)", TEXT),
+                            _param("default_region", "query", "region of a national number", region),
+                            _limit(100), OFFSET],
+            ),
+            "post": _op(
+                "suppressions", "addSuppressions", "Add numbers to the suppression list",
+                {"200": _ok("what was added, and every rejected input", "SuppressionsAdded"),
+                 **_errors(400, 401, 413, 500)},
+                description="JSON numbers (source 'api') or a multipart CSV file (source 'import'). Numbers are "
+                "normalised like contacts'; bad ones are reported one by one in rejected. No valid number, an "
+                "unknown key or field, or an oversized body: 400/413, nothing written. A suppressed number is "
+                "never dialled by the tenant's campaigns: imported as 'skipped', and skipped at claim time.",
+                requestBody={"required": True, "content": {JSON: {"schema": as_json}, "multipart/form-data": {
+                    "schema": form, "encoding": {"file": {"contentType": "text/csv"}}}}},
+            ),
+        },
+        "/api/v1/suppressions/{number}": {
+            "parameters": [number],
+            "delete": _op(
+                "suppressions", "deleteSuppression", "Remove a number from the suppression list",
+                {"204": {"description": "removed: the number may be dialled again"},
+                 **_errors(400, 401, 500), "404": not_listed},
+            ),
+        },
+    }
+
+
 def build_openapi(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document for this daemon's API."""
     return {
@@ -428,7 +490,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             '{"error": message, "error_id": stable code, "details": {...}}. An unknown path is '
             "404 (route_not_found); a method a path does not have is 405 (method_not_allowed).",
         },
-        "tags": [{"name": n} for n in ("campaigns", "contacts", "events", "system", "dashboard")],
+        "tags": [{"name": n} for n in ("campaigns", "contacts", "events", "suppressions", "system", "dashboard")],
         "security": [{"bearerAuth": []}],
         "paths": _paths(settings),
         "components": {

@@ -14,8 +14,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from dialerd.api import schemas
+from dialerd.domain.contact import ContactStatus
 from dialerd.services.campaigns import CampaignView
 from dialerd.services.importer import ImportReport
+from dialerd.services.suppressions import AddResult, reject_json
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
@@ -46,12 +48,15 @@ def _not_null(value: datetime | None) -> datetime:
     return value
 
 
+_FINAL = frozenset(s.value for s in ContactStatus if s.final)
+
+
 def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) -> schemas.Campaign:
     """``report``: an ImportSummary, or for the create answer (``CreatedCampaign``) an ImportReport."""
     c = view.campaign
-    counts = dict(view.counts)
+    counts = {s.value: view.counts.get(s.value, 0) for s in ContactStatus}  # a status added later counts 0
     total = sum(counts.values())
-    done = counts.get("completed", 0) + counts.get("failed", 0) + counts.get("cancelled", 0)
+    done = sum(n for status, n in counts.items() if status in _FINAL)
     return model(
         id=c.id,
         name=c.name,
@@ -135,3 +140,20 @@ def attempt(row: Any) -> schemas.AttemptRecord:
 
 def error(message: str, error_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return dump(schemas.Error(error=message, error_id=error_id, details=details or {}))
+
+
+def suppressions_added(result: AddResult) -> dict[str, Any]:
+    """The answer to POST /suppressions."""
+    return dump(schemas.SuppressionsAdded(
+        added=result.added, already=result.already, duplicates=result.duplicates,
+        rejected=[schemas.SuppressionReject(**reject_json(r, result.by_line)) for r in result.rejected],
+        rejected_total=result.rejected_total,
+    ))
+
+
+def suppression_page(rows: Iterable[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
+    """GET /suppressions: a page of entries (store rows, read by attribute)."""
+    entries = [schemas.Suppression.model_validate(r) for r in rows]
+    nxt = offset + len(entries)
+    return dump(schemas.SuppressionList(suppressions=entries, total=total, limit=limit, offset=offset,
+                                        next_offset=nxt if nxt < total else None))

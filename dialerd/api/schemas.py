@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
 
 from dialerd.domain.campaign import VISIBLE
-from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.domain.contact import ContactStatus, FailureReason, SkipReason
+from dialerd.domain.suppression import SuppressionSource
 from dialerd.services import campaign_spec as spec
 from dialerd.services.csv_contacts import ROW_CODES
 from dialerd.services.csv_text import ENCODING_SOURCES
@@ -111,6 +112,8 @@ class _ImportSource(Shape):
                                             "tried, with how many contacts' numbers came from each")
     multi_number_cells: Count = Field(ABSENT, description="contacts whose phone cell held several numbers "
                                       "separated by ':::' (Google Contacts); the first dialable one was taken")
+    suppressed: Count = Field(ABSENT, description="contacts stored as 'skipped' (reason 'suppressed'): their "
+                              "number is on the tenant's suppression list; never dialled")
 
 
 class ImportSummary(_ImportSource, _ImportTruncated, _ImportFigures):
@@ -189,7 +192,7 @@ class Campaign(Shape):
     contacts: ContactCounts
     calls_in_flight: Count
     progress: float = Field(ge=0, le=1, description="share of contacts in a final status (completed, failed, "
-                            "cancelled)")
+                            "cancelled, skipped)")
     import_: ImportSummary = Field(serialization_alias="import", validation_alias=AliasChoices("import", "import_"))
     start_deferred: StartDeferred | None = Field(
         description="a scheduled start held back by the tenant's concurrency cap (retried every minute), with "
@@ -259,6 +262,8 @@ class Contact(Shape):
     last_attempt_at: Timestamp | None
     next_attempt_at: Timestamp | None
     failure_reason: str | None = Field(description=f"one of {', '.join(r.value for r in FailureReason)}")
+    reason: str | None = Field(description="why a skipped contact was not dialled: "
+                               f"{', '.join(r.value for r in SkipReason)}; null otherwise")
     hangup_cause: int | None = Field(description="Q.850 cause of the last attempt")
     sip_code: int | None = Field(description="SIP status of the last attempt")
     custom_fields: dict[str, str] = Field(validation_alias=AliasChoices("custom_fields", "fields"))
@@ -280,6 +285,57 @@ class ContactList(Shape):
     page: Count = Field(ABSENT, description="the page asked for (only when paging by page)")
     next_page: Count | None = Field(ABSENT, description="the next page; null on the last page (only when paging "
                                     "by page)")
+
+
+# ---- suppression list ------------------------------------------------------------------------------------
+
+SuppressionSourceName = Annotated[str, WithJsonSchema({
+    "type": "string", "enum": [s.value for s in SuppressionSource],
+    "description": "api: added with JSON numbers; import: from a CSV file; opt_out: the callee opted out during "
+    "a call (DIALERD_OPT_OUT=1 at hangup)"})]
+E164 = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{1,14}$", description="E.164")]
+
+
+class Suppression(Shape):
+    """One number of the tenant's suppression list (do-not-call): never dialled by its campaigns."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    number: E164
+    reason: str
+    source: SuppressionSourceName
+    created_at: Timestamp
+
+
+class SuppressionList(Shape):
+    """A page of the tenant's suppression list, newest first."""
+
+    suppressions: list[Suppression]
+    total: Count
+    limit: int = Field(ge=1, le=MAX_PAGE)
+    offset: Count
+    next_offset: Count | None = Field(description="offset of the next page; null on the last page")
+
+
+class SuppressionReject(Shape):
+    """One input that is not a dialable number (nothing is added for it)."""
+
+    input: str = Field(max_length=100, description="the value as sent")
+    reason: str
+    code: RowCode
+    index: Count = Field(ABSENT, description="JSON: its index in numbers")
+    line: int = Field(ABSENT, ge=1, description="CSV: its physical line (the header is line 1)")
+
+
+class SuppressionsAdded(Shape):
+    """What POST /suppressions did."""
+
+    added: Count = Field(description="numbers newly on the list")
+    already: Count = Field(description="numbers that were on the list already (kept as they were)")
+    duplicates: Count = Field(description="inputs repeating an earlier number of the same request")
+    rejected: list[SuppressionReject] = Field(description="the inputs that are not dialable numbers (the first "
+                                              "1000)")
+    rejected_total: Count
 
 
 # ---- error, health, the event stream --------------------------------------------------------------------
@@ -332,5 +388,6 @@ class StreamEvent(Shape):
 # Every object of the API, by its name in the document's components.schemas.
 MODELS: tuple[type[BaseModel], ...] = (
     Error, RowProblem, ImportSummary, ImportPage, ImportReport, Campaign, CreatedCampaign, CampaignList,
-    AttemptRecord, Contact, ContactList, StreamEvent, Health,
+    AttemptRecord, Contact, ContactList, StreamEvent, Health, Suppression, SuppressionList, SuppressionReject,
+    SuppressionsAdded,
 )

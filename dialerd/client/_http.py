@@ -29,6 +29,8 @@ from dialerd.client.models import (
     ContactPage,
     CreateOptions,
     ImportPage,
+    SuppressionPage,
+    SuppressionsAdded,
 )
 
 T = TypeVar("T")
@@ -273,3 +275,39 @@ def create_campaign_json(
     return Call("POST", API, _as(Campaign), body=body,
                 headers={"Content-Type": "application/json", **_keyed(idempotency_key)})
 
+
+
+SUPPRESSIONS = "/api/v1/suppressions"
+
+
+def add_suppressions(numbers: Sequence[str], reason: str | None, default_region: str | None) -> Call[SuppressionsAdded]:
+    """POST /suppressions with JSON numbers (source ``api``)."""
+    if isinstance(numbers, str):
+        raise ValueError("numbers must be a list of phone numbers, not one string")
+    body: dict[str, object] = {"numbers": list(numbers)}
+    if reason is not None:
+        body["reason"] = reason
+    if default_region is not None:
+        body["default_region"] = default_region
+    return Call("POST", SUPPRESSIONS, _as(SuppressionsAdded), body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"})
+
+
+def add_suppressions_csv(data: bytes, filename: str, reason: str | None,
+                         default_region: str | None) -> Call[SuppressionsAdded]:
+    """POST /suppressions with a CSV file (a column ``number`` or ``phone``; source ``import``)."""
+    fields = {k: v for k, v in (("reason", reason), ("default_region", default_region)) if v is not None}
+    body, content_type = encode_multipart(fields, "file", filename, data)
+    return Call("POST", SUPPRESSIONS, _as(SuppressionsAdded), body=body, headers={"Content-Type": content_type})
+
+
+def list_suppressions(number: str | None, default_region: str | None, limit: int | None,
+                      offset: int | None) -> Call[SuppressionPage]:
+    return Call("GET", SUPPRESSIONS, _as(SuppressionPage),
+                _params(number=number, default_region=default_region, limit=limit, offset=offset))
+
+
+def delete_suppression(number: str) -> Call[None]:
+    if not isinstance(number, str) or not number:
+        raise ValueError("number must be a non-empty string (E.164)")
+    return Call("DELETE", f"{SUPPRESSIONS}/{quote(number, safe='')}", _none)

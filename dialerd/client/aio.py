@@ -21,10 +21,19 @@ from typing import Any, TypeVar, Unpack
 import aiohttp
 
 from dialerd.client import _http
-from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts
+from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts, CsvSource
 from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
 from dialerd.client.events import Event
-from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage, CreateOptions, ImportPage
+from dialerd.client.models import (
+    Campaign,
+    CampaignPage,
+    Contact,
+    ContactPage,
+    CreateOptions,
+    ImportPage,
+    SuppressionPage,
+    SuppressionsAdded,
+)
 from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
 
 T = TypeVar("T")
@@ -51,6 +60,7 @@ class AsyncDialerd:
         self._session = session
         self._owns_session = session is None
         self.campaigns = AsyncCampaigns(self)
+        self.suppressions = AsyncSuppressions(self)
 
     @property
     def url(self) -> str:
@@ -286,3 +296,31 @@ class AsyncCampaigns:
             except (aiohttp.ClientError, TimeoutError, DialerdApiError) as exc:
                 cause = exc
             await asyncio.sleep(stream.lost(cause))
+
+
+class AsyncSuppressions:
+    """``client.suppressions``: the tenant's suppression list (do-not-call)."""
+
+    def __init__(self, client: AsyncDialerd) -> None:
+        self._client = client
+
+    async def add(
+        self, numbers: list[str] | CsvSource, *, reason: str | None = None, default_region: str | None = None,
+    ) -> SuppressionsAdded:
+        """Add numbers: a list of strings (sent as JSON), or a CSV (path, bytes or binary file) with a column
+        ``number`` or ``phone``. Bad numbers come back one by one in ``rejected``."""
+        if isinstance(numbers, list):
+            return await self._client._call(_http.add_suppressions(numbers, reason, default_region))
+        data, filename = await asyncio.to_thread(_http.read_contacts, numbers)
+        return await self._client._call(_http.add_suppressions_csv(data, filename, reason, default_region))
+
+    async def list(
+        self, number: str | None = None, *, default_region: str | None = None, limit: int | None = None,
+        offset: int | None = None,
+    ) -> SuppressionPage:
+        """A page of the list, newest first; ``number`` looks one up (normalised like contacts' numbers)."""
+        return await self._client._call(_http.list_suppressions(number, default_region, limit, offset))
+
+    async def delete(self, number: str) -> None:
+        """Take an E.164 number off the list (DialerdApiError 404 suppression_not_found when not on it)."""
+        await self._client._call(_http.delete_suppression(number))

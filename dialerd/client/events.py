@@ -1,7 +1,8 @@
 """The typed events of a campaign's stream (``GET /api/v1/campaigns/{id}/events``).
 
 The daemon sends named events (``originated``, ``connected``, ``completed``, ``failed``, ``pending`` for a
-retry, ``cancelled``; ``campaign`` for a campaign transition; ``end`` once the campaign is over, last) and
+retry, ``cancelled``, ``skipped`` for a number suppressed since the import, found so when claimed:
+never dialled, ``reason`` ``suppressed``, no ``attempt``; ``campaign`` for a campaign transition; ``end`` once the campaign is over, last) and
 unnamed snapshot messages. ``data`` always holds the whole decoded JSON payload, so fields a newer daemon
 adds are there.
 """

@@ -23,6 +23,7 @@ class ContactCounts(TypedDict):
     completed: int
     failed: int
     cancelled: int
+    skipped: int
 
 
 class ImportProblem(TypedDict):
@@ -51,6 +52,7 @@ class ImportReport(TypedDict):
     encoding_source: NotRequired[str]
     phone_columns: NotRequired[dict[str, int]]
     multi_number_cells: NotRequired[int]
+    suppressed: NotRequired[int]
 
 
 class StartDeferred(TypedDict):
@@ -131,6 +133,7 @@ class Contact(TypedDict):
     last_attempt_at: str | None
     next_attempt_at: str | None
     failure_reason: str | None
+    reason: str | None
     hangup_cause: int | None
     sip_code: int | None
     custom_fields: dict[str, str]
@@ -167,11 +170,51 @@ class ImportPage(TypedDict):
     encoding_source: NotRequired[str]
     phone_columns: NotRequired[dict[str, int]]
     multi_number_cells: NotRequired[int]
+    suppressed: NotRequired[int]
     problems: list[ImportProblem]
     problems_total: int
     limit: int
     offset: int
     next_offset: int | None
+
+
+class Suppression(TypedDict):
+    """One number of the tenant's suppression list (do-not-call): never dialled by its campaigns."""
+
+    number: str
+    reason: str
+    source: str
+    created_at: str
+
+
+class SuppressionPage(TypedDict):
+    """A page of the tenant's suppression list, newest first."""
+
+    suppressions: list[Suppression]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class SuppressionReject(TypedDict):
+    """One input that is not a dialable number (nothing is added for it)."""
+
+    input: str
+    reason: str
+    code: str
+    index: NotRequired[int]
+    line: NotRequired[int]
+
+
+class SuppressionsAdded(TypedDict):
+    """What POST /suppressions did."""
+
+    added: int
+    already: int
+    duplicates: int
+    rejected: list[SuppressionReject]
+    rejected_total: int
 
 
 class CreateOptions(TypedDict, total=False):

@@ -21,10 +21,19 @@ from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
 from dialerd.client import _http
-from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts
+from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts, CsvSource
 from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
 from dialerd.client.events import Event
-from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage, CreateOptions, ImportPage
+from dialerd.client.models import (
+    Campaign,
+    CampaignPage,
+    Contact,
+    ContactPage,
+    CreateOptions,
+    ImportPage,
+    SuppressionPage,
+    SuppressionsAdded,
+)
 from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
 
 T = TypeVar("T")
@@ -47,6 +56,7 @@ class Dialerd:
         # Our own opener, not urlopen's module-wide one: no shared state, no environment proxies.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self.campaigns = Campaigns(self)
+        self.suppressions = Suppressions(self)
 
     @property
     def url(self) -> str:
@@ -272,3 +282,31 @@ class Campaigns:
             except (*_NETWORK_ERRORS, DialerdConnectionError, DialerdApiError) as exc:
                 cause = exc
             time.sleep(stream.lost(cause))
+
+
+class Suppressions:
+    """``client.suppressions``: the tenant's suppression list (do-not-call)."""
+
+    def __init__(self, client: Dialerd) -> None:
+        self._client = client
+
+    def add(
+        self, numbers: list[str] | CsvSource, *, reason: str | None = None, default_region: str | None = None,
+    ) -> SuppressionsAdded:
+        """Add numbers: a list of strings (sent as JSON), or a CSV (path, bytes or binary file) with a column
+        ``number`` or ``phone``. Bad numbers come back one by one in ``rejected``."""
+        if isinstance(numbers, list):
+            return self._client._call(_http.add_suppressions(numbers, reason, default_region))
+        data, filename = _http.read_contacts(numbers)
+        return self._client._call(_http.add_suppressions_csv(data, filename, reason, default_region))
+
+    def list(
+        self, number: str | None = None, *, default_region: str | None = None, limit: int | None = None,
+        offset: int | None = None,
+    ) -> SuppressionPage:
+        """A page of the list, newest first; ``number`` looks one up (normalised like contacts' numbers)."""
+        return self._client._call(_http.list_suppressions(number, default_region, limit, offset))
+
+    def delete(self, number: str) -> None:
+        """Take an E.164 number off the list (DialerdApiError 404 suppression_not_found when not on it)."""
+        self._client._call(_http.delete_suppression(number))

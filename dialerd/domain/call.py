@@ -11,8 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.domain.contact import ContactStatus, FailureReason, SkipReason
 from dialerd.domain.retry_rules import RetryRules, decide_retry
+
+# The channel variable the dialplan sets when the callee asks never to be called again (asterisk/conf
+# extensions_dialerd.conf [dialerd-demo], key 9); listed in ari.conf/manager.conf channelvars.
+OPT_OUT_VARIABLE = "DIALERD_OPT_OUT"
+
+
+def opted_out(value: object) -> bool:
+    """Whether a channel variable's value at hangup says the callee opted out (``1``)."""
+    return isinstance(value, str) and value.strip() == "1"
 
 
 class DestinationKind(StrEnum):
@@ -99,6 +108,7 @@ class CallEvent:
     answered: bool = False  # ENDED: the call had been answered
     alerted: bool = False  # ENDED: ringing or progress had been seen
     answered_at: datetime | None = None  # ENDED: when it was answered, if only the PBX's record knows
+    opt_out: bool = False  # ENDED: the channel carried DIALERD_OPT_OUT=1 at hangup (the callee opted out)
 
 
 @dataclass(frozen=True)
@@ -185,6 +195,21 @@ def steps(current: AttemptState, kind: CallEventKind) -> tuple[AttemptState, ...
     return tuple(path)
 
 
+# ---- a claim that dials nothing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A claimed contact that is not dialled: its number is on its tenant's suppression list now.
+
+    ``CallStore.begin_attempt`` returns it after moving the contact to ``skipped`` in the claim's own
+    transaction (with its ``skipped`` event); no attempt exists, so nothing is originated.
+    """
+
+    contact_id: int
+    reason: SkipReason = SkipReason.SUPPRESSED
+
+
 # ---- the end of a call --------------------------------------------------------------------------
 
 
@@ -217,6 +242,7 @@ class Transition:
     talk_seconds: float | None = None  # answered: from the answer to the end, in seconds (3 decimals)
     retry_at: datetime | None = None  # the contact is pending again, due at this time
     answer_at: datetime | None = None
+    opt_out: bool = False  # the number joins the tenant's suppression list (source opt_out), in the same write
 
     @property
     def answered(self) -> bool:
@@ -263,8 +289,9 @@ def decide_end(
         started = answered_at or event.answered_at or event.at
         answer_at = None if state is A.ANSWERED else started
         talk = max(0.0, (event.at - started).total_seconds())
+        # Only an answered call can carry the callee's opt-out (the variable is set after the answer).
         return Transition(A.ENDED, ContactStatus.COMPLETED, event.at, event.cause, event.tech_cause,
-                          talk_seconds=round(talk, 3), answer_at=answer_at)
+                          talk_seconds=round(talk, 3), answer_at=answer_at, opt_out=event.opt_out)
     assert outcome.reason is not None
     if policy is None:
         raise ValueError("a failed call needs the campaign's retry policy")

@@ -12,14 +12,24 @@ class ContactStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Never dialled: its number is on the tenant's suppression list (at import, or found so at claim
+    # time). Terminal, and counted toward completion like completed and failed.
+    SKIPPED = "skipped"
 
     @property
     def final(self) -> bool:
-        return self in (ContactStatus.COMPLETED, ContactStatus.FAILED, ContactStatus.CANCELLED)
+        return self in (ContactStatus.COMPLETED, ContactStatus.FAILED, ContactStatus.CANCELLED,
+                        ContactStatus.SKIPPED)
 
     @property
     def in_flight(self) -> bool:
         return self in (ContactStatus.ORIGINATED, ContactStatus.CONNECTED)
+
+
+class SkipReason(StrEnum):
+    """Why a contact is ``skipped`` (the contact's ``reason``; failures keep ``failure_reason``)."""
+
+    SUPPRESSED = "suppressed"
 
 
 class FailureReason(StrEnum):

@@ -16,7 +16,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, DestinationKind, OriginateRequest
+from dialerd.domain.call import (
+    OPT_OUT_VARIABLE,
+    CallEvent,
+    CallEventKind,
+    ChannelLookup,
+    DestinationKind,
+    OriginateRequest,
+    opted_out,
+)
 from dialerd.domain.causes import parse_cause, parse_tech_cause
 from dialerd.pbx.ami_client import AmiClient, AmiTimeout
 from dialerd.pbx.errors import PbxError
@@ -316,6 +324,7 @@ class AmiPbx:
                 state=state,
                 answered=call.answered or state == "Up",
                 alerted=call.alerted,
+                opt_out=opted_out(chan_variables(event).get(OPT_OUT_VARIABLE)),
             )
         )
 
@@ -336,4 +345,16 @@ def _escape(value: str) -> str:
     out = _header(value)
     for ch in '\\,"()':
         out = out.replace(ch, "\\" + ch)
+    return out
+
+
+def chan_variables(event: Any) -> dict[str, str]:
+    """An event's ``ChanVariable: NAME=value`` headers (manager.conf channelvars), one or several."""
+    raw = event.get("ChanVariable")
+    items = [raw] if isinstance(raw, str) else list(raw or ())
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        if sep:
+            out[name.strip()] = value
     return out

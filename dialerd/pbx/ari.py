@@ -26,12 +26,14 @@ from typing import Any
 from urllib.parse import quote
 
 from dialerd.domain.call import (
+    OPT_OUT_VARIABLE,
     CallEvent,
     CallEventKind,
     ChannelLookup,
     Destination,
     DestinationKind,
     OriginateRequest,
+    opted_out,
 )
 from dialerd.domain.causes import parse_cause, parse_tech_cause
 from dialerd.pbx.ari_client import AriClient, AriConnectionError, JsonObject
@@ -454,6 +456,7 @@ class AriPbx:
                 state=state if isinstance(state, str) else None,
                 answered=call.answered or state == "Up",
                 alerted=call.alerted,
+                opt_out=opted_out(_get(channel, "channelvars", OPT_OUT_VARIABLE)),
             )
         )
 

@@ -34,6 +34,7 @@ class FakeOutcome:
     ring_forever: bool = False  # never answers: ends with 19/480 when the ring timeout fires
     cause: int = 16  # unanswered: Q.850 cause at the end
     tech_cause: int | None = None  # unanswered: SIP code at the end
+    opt_out: bool = False  # answered: the callee presses 9, so the channel ends with DIALERD_OPT_OUT=1
 
 
 ANSWER_SHORT = FakeOutcome(talk=2.0)
@@ -44,6 +45,7 @@ CONGESTION = FakeOutcome(answer=False, cause=34, tech_cause=503)
 NOT_FOUND = FakeOutcome(answer=False, cause=1, tech_cause=404)
 DECLINE = FakeOutcome(answer=False, cause=21, tech_cause=603)
 RING_THEN_ANSWER = FakeOutcome(ring=3.0, talk=5.0)
+OPT_OUT = FakeOutcome(talk=3.0, opt_out=True)  # 555-0200..0209: answers, DTMF 9 after 1 s, hangs up at 3 s
 
 _BY_DECADE = {
     3: ANSWER_LONG,
@@ -58,8 +60,11 @@ _BY_DECADE = {
 
 def carrier_outcome(number: str) -> FakeOutcome:
     """The local carrier's table: 00-29 answer 2 s, 30-39 answer 20 s, 40 busy, 50 ring forever,
-    60 congestion, 70 not found, 80 decline, 90-99 ring 3 s then answer 5 s (by the last two digits)."""
+    60 congestion, 70 not found, 80 decline, 90-99 ring 3 s then answer 5 s (by the last two digits);
+    and of the 555-02XX ranges, 555-0200..0209: answers, opts out (DTMF 9) and hangs up after 3 s."""
     digits = "".join(ch for ch in number if ch.isdigit())
+    if len(digits) >= 7 and digits[-7:-2] == "55502" and digits[-2] == "0":
+        return OPT_OUT
     tens = int(digits[-2]) if len(digits) >= 2 else 0
     return _BY_DECADE.get(tens, ANSWER_SHORT)
 
@@ -210,9 +215,9 @@ class FakePbx:
             return
         self._event(call, CallEventKind.ANSWERED)
         await self._sleep(outcome.talk)
-        self._end(call, cause=16, tech_cause=None)
+        self._end(call, cause=16, tech_cause=None, opt_out=outcome.opt_out)
 
-    def _end(self, call: _Live, *, cause: int, tech_cause: int | None) -> None:
+    def _end(self, call: _Live, *, cause: int, tech_cause: int | None, opt_out: bool = False) -> None:
         cid = call.request.channel_id
         del self._live[cid]
         ended = CallEvent(
@@ -224,6 +229,7 @@ class FakePbx:
             state=call.state,
             answered=call.answered,
             alerted=call.alerted,
+            opt_out=opt_out,
         )
         self._records[cid] = ended
         if self._connected:

@@ -96,7 +96,7 @@ class CampaignService:
         try:
             report = await import_contacts(
                 self.store, campaign.id, contacts, spec.default_region or None, batch_size=self.import_batch_size,
-                phone_column=spec.phone_column, encoding=spec.encoding,
+                phone_column=spec.phone_column, encoding=spec.encoding, tenant_id=who.tenant_id,
             )
             status = initial_status(spec.scheduled_at is not None)
             await self.store.finish_import(campaign.id, status, report.as_json(max_problems=1000))

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from dialerd.domain.call import CallEvent, Destination, OriginateRequest
+from dialerd.domain.call import CallEvent, Destination, OriginateRequest, Skipped
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import FailureReason
 from dialerd.faults import Failpoints
@@ -271,18 +271,25 @@ class Dispatcher:
     async def _dial_next(self, campaign: Campaign) -> bool:
         """Claim one due contact and originate it. True if a call is now in flight."""
         async with self._dial_lock(campaign.id):
-            if not self._active(campaign.id) or not self.pbx_up.is_set():
-                return False
-            due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
-            if not due:
-                return False
-            contact = due[0]
-            self.faults.hit("before_attempt")
-            # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
-            channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
-            attempt = await self.store.begin_attempt(contact, channel_id)
-            if attempt is None:
-                return False
+            while True:
+                if not self._active(campaign.id) or not self.pbx_up.is_set():
+                    return False
+                due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
+                if not due:
+                    return False
+                contact = due[0]
+                self.faults.hit("before_attempt")
+                # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
+                channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
+                claimed = await self.store.begin_attempt(contact, channel_id)
+                if claimed is None:
+                    return False
+                if not isinstance(claimed, Skipped):
+                    attempt = claimed
+                    break
+                # Suppressed since the import: skipped in the claim's transaction; the next one is due now.
+                log.info("suppressed number skipped", extra={"action": "skipped", "campaign_id": campaign.id,
+                                                             "contact_id": contact.id})
             self.slots.hold(channel_id, campaign.id, campaign.tenant_id)
             self.faults.hit("after_attempt")
             if not await self._pace_send(campaign.tenant_id, campaign.id):

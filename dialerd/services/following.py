@@ -232,19 +232,24 @@ class CallFollower:
             elif end.cancelled:
                 payload["reason"] = "campaign_stopped"
                 payload["last_failure"] = reason
+        if end.opt_out:
+            payload["opt_out"] = True
         if await self._apply(channel_id, end.contact_status, end.state, attempt_values, contact_values,
-                             payload) is not None:
+                             payload, opt_out=end.opt_out) is not None:
             self.outcomes[end.outcome] += 1  # the one place every outcome is counted (exactly once, by MOVES)
 
     async def _apply(
         self, channel_id: str, status: ContactStatus, target: AttemptState, attempt_values: dict[str, Any],
-        contact_values: dict[str, Any], payload: dict[str, Any],
+        contact_values: dict[str, Any], payload: dict[str, Any], *, opt_out: bool = False,
     ) -> Event | None:
-        """Move the attempt to ``target`` if ``MOVES`` allows it from where it stands (else nothing)."""
+        """Move the attempt to ``target`` if ``MOVES`` allows it from where it stands (else nothing).
+
+        ``opt_out``: the callee opted out; its number joins the tenant's suppression list in the same write.
+        """
         # The outcome write must land even if the task applying it is being cancelled (shutdown).
         result = await asyncio.shield(self.store.record_transition(
             channel_id, attempt_state=target.value, attempt_values=attempt_values, contact_status=status,
-            contact_values=contact_values, payload=payload, only_from=sources(target),
+            contact_values=contact_values, payload=payload, only_from=sources(target), opt_out=opt_out,
         ))
         if result is None:
             return None

@@ -35,6 +35,7 @@ class ImportReport:
     # Every phone column, in the priority tried, with how many contacts' numbers came from it.
     phone_columns: dict[str, int] = field(default_factory=dict)
     multi_number_cells: int = 0  # valid rows whose cell held several numbers (":::"); the first was taken
+    suppressed: int = 0  # contacts stored as skipped: their number is on the tenant's suppression list
 
     @property
     def duplicates(self) -> int:
@@ -57,6 +58,7 @@ class ImportReport:
             "encoding_source": self.encoding_source,
             "phone_columns": dict(self.phone_columns),
             "multi_number_cells": self.multi_number_cells,
+            "suppressed": self.suppressed,
         }
 
 
@@ -78,10 +80,12 @@ async def import_contacts(
     batch_size: int = IMPORT_BATCH_SIZE,
     phone_column: str | None = None,
     encoding: str | None = None,
+    tenant_id: str | None = None,
 ) -> ImportReport:
     """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file.
 
     ``phone_column`` and ``encoding`` are the create form's fields of those names (None: not given).
+    ``tenant_id``: whose suppression list applies; its listed numbers are stored as ``skipped``.
     """
     parser = await asyncio.to_thread(
         ContactsCsv,
@@ -125,6 +129,8 @@ async def import_contacts(
     # Final only now: UTF-8 can turn out to be another encoding part-way through the file.
     report.encoding, report.encoding_source = parser.encoding, parser.encoding_source
     report.stored = await store.count_contacts(campaign_id)
+    if tenant_id is not None and report.stored:
+        report.suppressed = await store.skip_suppressed(campaign_id, tenant_id)
     if report.stored == 0:
         raise InvalidCsv(
             "contacts file has no valid phone number"

@@ -23,9 +23,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dialerd.domain.call import IN_FLIGHT
 from dialerd.domain.campaign import END_EVENT, CampaignStatus, over
+from dialerd.domain.contact import ContactStatus
 from dialerd.errors import StoreError
 from dialerd.ports import CallStore
-from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
+from dialerd.store.tables import (
+    ApiKey,
+    Attempt,
+    Campaign,
+    Contact,
+    Event,
+    IdempotencyKey,
+    ImportProblem,
+    Suppression,
+    Tenant,
+)
 from dialerd.timestamps import rfc3339
 
 # Reads made in a priority context (the dispatcher's tasks) skip the queue the other reads (API requests,
@@ -49,6 +60,7 @@ T_ATTEMPT = Attempt.__table__  # type: ignore[attr-defined]
 T_EVENT = Event.__table__  # type: ignore[attr-defined]
 T_IDEMPOTENCY = IdempotencyKey.__table__  # type: ignore[attr-defined]
 T_PROBLEM = ImportProblem.__table__  # type: ignore[attr-defined]
+T_SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
 
 IN_FLIGHT_ATTEMPT_STATES = tuple(s.value for s in IN_FLIGHT)  # the domain's, as stored values
 _T = TypeVar("_T")
@@ -81,6 +93,14 @@ def call_event_payload(
         "at": rfc3339(now),
         **details,
     }
+
+
+def skipped_event_payload(*, contact_id: int, phone_number: str, reason: str, now: datetime) -> dict[str, Any]:
+    """The payload of the ``skipped`` event a claim appends when the contact's number is suppressed
+    (no attempt exists: none was made). Both CallStore implementations build it here."""
+    return {"contact_id": contact_id, "phone_number": phone_number, "status": ContactStatus.SKIPPED.value,
+            "reason": reason,
+            "at": rfc3339(now)}
 
 
 def end_event_payload(status: str, now: datetime) -> dict[str, Any]:

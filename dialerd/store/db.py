@@ -22,8 +22,9 @@ MIGRATIONS: list[tuple[int, str]] = [
     (2, "0002_contact_page_index"),
     (3, "0003_api_contract"),
     (4, "0004_api_key_last_used"),
+    (5, "0005_suppressions"),
     (6, "0006_retry_rules"),
-    (7, "0007_tenant_limits"),  # 5 lands with the suppressions branch
+    (7, "0007_tenant_limits"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -171,14 +171,49 @@ class HotPath:
                            (campaign_id, *statuses)).fetchone()
         return int(row[0])
 
+    def suppressed(self, conn: sqlite3.Connection, campaign_id: str, number: str) -> bool:
+        """``suppressed`` of store/sql_calls.py: the number is on the list of the campaign's tenant."""
+        row = conn.execute(
+            "SELECT 1 FROM suppression WHERE tenant_id = (SELECT tenant_id FROM campaign WHERE id = ?)"
+            " AND number = ? LIMIT 1", (campaign_id, number),
+        ).fetchone()
+        return row is not None
+
+    def skip(self, conn: sqlite3.Connection, contact_id: int, pending: str, attempts: int, skipped: str,
+             reason: str, now: Any) -> bool:
+        """``SqlCalls._skip``'s update: the pending contact becomes skipped; False if it moved on meanwhile."""
+        at = self.contact.bind("updated_at", now)
+        moved = conn.execute(
+            "UPDATE contact SET status = ?, reason = ?, next_attempt_at = NULL, updated_at = ?"
+            " WHERE id = ? AND status = ? AND attempts = ?",
+            (skipped, reason, at, contact_id, pending, attempts),
+        )
+        return bool(moved.rowcount)
+
+    def suppress(self, conn: sqlite3.Connection, campaign_id: str, number: str, reason: str, source: str,
+                 now: Any) -> None:
+        """``SqlCalls._suppress``: the number joins the list of the campaign's tenant (kept if already there)."""
+        conn.execute(
+            "INSERT INTO suppression (tenant_id, number, reason, source, created_at)"
+            " SELECT tenant_id, ?, ?, ?, ? FROM campaign WHERE id = ? ON CONFLICT (tenant_id, number) DO NOTHING",
+            (number, reason, source, self.contact.bind("updated_at", now), campaign_id),
+        )
+
+    def insert_event(self, conn: sqlite3.Connection, campaign_id: str, kind: str, payload: dict[str, Any],
+                     now: Any) -> int:
+        return self._insert(conn, "event", self.event, {
+            "campaign_id": campaign_id, "kind": kind, "payload": payload, "created_at": now,
+        })
+
+    def attempt_busy(self, conn: sqlite3.Connection, contact_id: int) -> bool:
+        return conn.execute(
+            f"SELECT 1 FROM attempt WHERE contact_id = ? AND state IN ({self._in_flight}) LIMIT 1", (contact_id,),
+        ).fetchone() is not None
+
     def begin_attempt(self, conn: sqlite3.Connection, values: dict[str, Any], pending: str,
                       attempts: int) -> int | None:
         """Count the attempt on the contact and insert it; None if the contact moved on meanwhile."""
-        busy = conn.execute(
-            f"SELECT 1 FROM attempt WHERE contact_id = ? AND state IN ({self._in_flight}) LIMIT 1",
-            (values["contact_id"],),
-        ).fetchone()
-        if busy is not None:
+        if self.attempt_busy(conn, values["contact_id"]):
             return None
         now = self.contact.bind("updated_at", values["created_at"])
         moved = conn.execute(

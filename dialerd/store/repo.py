@@ -17,8 +17,9 @@ from sqlalchemy import and_, delete, exists, func, insert, literal, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dialerd.domain.call import Skipped
 from dialerd.domain.campaign import CampaignStatus
-from dialerd.domain.contact import ContactStatus
+from dialerd.domain.contact import ContactStatus, SkipReason
 from dialerd.store.base import (
     IN_FLIGHT_ATTEMPT_STATES,
     SHARED_READS,
@@ -29,6 +30,7 @@ from dialerd.store.base import (
     T_IDEMPOTENCY,
     T_KEY,
     T_PROBLEM,
+    T_SUPPRESSION,
     T_TENANT,
     Calls,
     Transactions,
@@ -39,7 +41,17 @@ from dialerd.store.base import (
 from dialerd.store.db import UNICODE_LOWER
 from dialerd.store.sql_calls import SqlCalls
 from dialerd.store.sqlite_calls import SqliteCalls, sqlite_file
-from dialerd.store.tables import ApiKey, Attempt, Campaign, Contact, Event, IdempotencyKey, ImportProblem, Tenant
+from dialerd.store.tables import (
+    ApiKey,
+    Attempt,
+    Campaign,
+    Contact,
+    Event,
+    IdempotencyKey,
+    ImportProblem,
+    Suppression,
+    Tenant,
+)
 from dialerd.timestamps import rfc3339, utcnow
 
 __all__ = [
@@ -123,7 +135,7 @@ class Store:
     async def unfinished_contacts(self, campaign_id: str) -> int:
         return await self.calls.unfinished_contacts(campaign_id)
 
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
+    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
         return await self.calls.begin_attempt(contact, channel_id)
 
     async def give_back_attempt(self, channel_id: str) -> bool:
@@ -145,10 +157,11 @@ class Store:
         contact_values: dict[str, Any],
         payload: dict[str, Any],
         only_from: Sequence[str],
+        opt_out: bool = False,
     ) -> tuple[Attempt, Event] | None:
         return await self.calls.record_transition(
             channel_id, attempt_state=attempt_state, attempt_values=attempt_values, contact_status=contact_status,
-            contact_values=contact_values, payload=payload, only_from=only_from,
+            contact_values=contact_values, payload=payload, only_from=only_from, opt_out=opt_out,
         )
 
     async def list_attempts(self, contact_id: int) -> list[Attempt]:
@@ -703,3 +716,66 @@ class Store:
         """Record that the key authenticated a request at ``at`` (``last_used_at``, migration 0004)."""
         async with self.write() as conn:
             await conn.execute(update(T_KEY).where(T_KEY.c.id == key_id).values(last_used_at=at))
+
+    # ---- suppression lists (do-not-call), per tenant ---------------------------------------------
+
+    async def add_suppressions(self, tenant_id: str, numbers: Sequence[str], reasons: Sequence[str],
+                               source: str) -> tuple[int, int]:
+        """Put distinct E.164 ``numbers`` (each with its reason) on the tenant's list, in one transaction.
+
+        Returns (added, already there). A number already listed keeps its reason, source and time.
+        """
+        now = utcnow()
+        added = already = 0
+        async with self.write() as conn:
+            for start in range(0, len(numbers), 500):
+                chunk = list(numbers[start:start + 500])
+                present = set((await conn.execute(
+                    select(T_SUPPRESSION.c.number).where(T_SUPPRESSION.c.tenant_id == tenant_id,
+                                                         T_SUPPRESSION.c.number.in_(chunk))
+                )).scalars())
+                rows = [{"tenant_id": tenant_id, "number": n, "reason": r, "source": source, "created_at": now}
+                        for n, r in zip(chunk, reasons[start:start + 500], strict=True) if n not in present]
+                already += len(present)
+                if rows:
+                    dialect_insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+                    # Another process may add one meanwhile: it is kept, and counted as added here.
+                    await conn.execute(dialect_insert(T_SUPPRESSION).on_conflict_do_nothing(
+                        index_elements=["tenant_id", "number"]), rows)
+                    added += len(rows)
+        return added, already
+
+    async def list_suppressions(self, tenant_id: str, number: str | None, limit: int,
+                                offset: int) -> tuple[list[Suppression], int]:
+        """A page of the tenant's list, newest first (one entry at most when ``number`` is given)."""
+        where = [T_SUPPRESSION.c.tenant_id == tenant_id]
+        if number is not None:
+            where.append(T_SUPPRESSION.c.number == number)
+        async with self.read() as conn:
+            total = (await conn.execute(select(func.count()).select_from(T_SUPPRESSION).where(*where))).scalar_one()
+            rows = (await conn.execute(
+                select(T_SUPPRESSION).where(*where)
+                .order_by(T_SUPPRESSION.c.created_at.desc(), T_SUPPRESSION.c.number).limit(limit).offset(offset)
+            )).all()
+        return [_row(Suppression, r) for r in rows], int(total)
+
+    async def delete_suppression(self, tenant_id: str, number: str) -> bool:
+        """Take ``number`` off the tenant's list; False if it was not on it."""
+        async with self.write() as conn:
+            result = await conn.execute(
+                delete(T_SUPPRESSION).where(T_SUPPRESSION.c.tenant_id == tenant_id, T_SUPPRESSION.c.number == number)
+            )
+        return bool(result.rowcount)
+
+    async def skip_suppressed(self, campaign_id: str, tenant_id: str) -> int:
+        """At import: every pending contact of the campaign whose number is on its tenant's list becomes
+        ``skipped`` with reason ``suppressed``. Returns how many."""
+        listed = select(T_SUPPRESSION.c.number).where(T_SUPPRESSION.c.tenant_id == tenant_id)
+        async with self.write() as conn:
+            result = await conn.execute(
+                update(T_CONTACT)
+                .where(T_CONTACT.c.campaign_id == campaign_id, T_CONTACT.c.status == ContactStatus.PENDING.value,
+                       T_CONTACT.c.phone_e164.in_(listed))
+                .values(status=ContactStatus.SKIPPED.value, reason=SkipReason.SUPPRESSED.value, updated_at=utcnow())
+            )
+        return int(result.rowcount or 0)

@@ -11,20 +11,25 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import exists, func, insert, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dialerd.domain.call import AttemptState, can_move, sources
-from dialerd.domain.contact import ContactStatus
+from dialerd.domain.call import AttemptState, Skipped, can_move, sources
+from dialerd.domain.contact import ContactStatus, SkipReason
+from dialerd.domain.suppression import OPT_OUT_REASON, SuppressionSource
 from dialerd.store.base import (
     IN_FLIGHT_ATTEMPT_STATES,
     T_ATTEMPT,
+    T_CAMPAIGN,
     T_CONTACT,
+    T_SUPPRESSION,
     Transactions,
     _attempt_in_flight,
     _Merged,
     _row,
     call_event_payload,
+    skipped_event_payload,
 )
 from dialerd.store.direct import INSERT_CONTACTS, contact_tuples
 from dialerd.store.tables import Attempt, Contact, Event
@@ -122,14 +127,19 @@ class SqlCalls:
 
     # ---- attempts (the dispatcher's writes) -----------------------------------------------------
 
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
-        """Record the attempt *before* the originate leaves. None if the contact is no longer pending."""
+    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
+        """Record the attempt *before* the originate leaves. None if the contact is no longer pending;
+        ``Skipped`` (no attempt) if its number is on its tenant's suppression list now."""
         now = utcnow()
         async with self.tx.write() as conn:
             # A contact whose previous attempt is still unresolved (e.g. found again after a crash and
             # not yet reconciled) stays pending but must not be dialled a second time.
             if (await conn.execute(select(_attempt_in_flight(contact.id)))).scalar_one():
                 return None
+            # The list is checked in the claim's transaction: a number suppressed while the campaign
+            # runs (or opted out on another campaign's call) is skipped, never dialled.
+            if (await conn.execute(select(suppressed(contact.campaign_id, contact.phone_e164)))).scalar_one():
+                return await self._skip(conn, contact, now)
             result = await conn.execute(
                 update(T_CONTACT)
                 .where(
@@ -154,6 +164,21 @@ class SqlCalls:
             ).scalar_one()
         attempt: Attempt = _row(Attempt, _Merged({"id": int(attempt_id), **values}))
         return attempt
+
+    async def _skip(self, conn: AsyncConnection, contact: Contact, now: datetime) -> Skipped | None:
+        reason = SkipReason.SUPPRESSED
+        moved = await conn.execute(
+            update(T_CONTACT)
+            .where(T_CONTACT.c.id == contact.id, T_CONTACT.c.status == ContactStatus.PENDING.value,
+                   T_CONTACT.c.attempts == contact.attempts)
+            .values(status=ContactStatus.SKIPPED.value, reason=reason.value, next_attempt_at=None, updated_at=now)
+        )
+        if not moved.rowcount:
+            return None
+        payload = skipped_event_payload(contact_id=int(contact.id or 0), phone_number=contact.phone_e164,
+                                        reason=reason.value, now=now)
+        await self.tx.event(conn, contact.campaign_id, ContactStatus.SKIPPED.value, payload, now)
+        return Skipped(int(contact.id or 0), reason)
 
     async def give_back_attempt(self, channel_id: str) -> bool:
         """An attempt that never reached the PBX: mark it not_dialled and return its count to the contact.
@@ -218,11 +243,13 @@ class SqlCalls:
         contact_values: dict[str, Any],
         payload: dict[str, Any],
         only_from: Sequence[str],
+        opt_out: bool = False,
     ) -> tuple[Attempt, Event] | None:
         """Move an attempt and its contact on, and append the event, in one transaction.
 
         ``only_from`` lists the attempt states this move is valid from; anything else (a duplicate or
-        late event) changes nothing and returns None.
+        late event) changes nothing and returns None. ``opt_out``: the contact's number joins its
+        tenant's suppression list (source ``opt_out``) in the same transaction.
         """
         now = utcnow()
         # A call out of flight may be its campaign's last after a stop: the end is then due (end_if_over).
@@ -256,7 +283,29 @@ class SqlCalls:
                 status=contact_status.value, attempt=row.number, channel_id=channel_id, now=now, details=payload,
             )
             event = await self.tx.event(conn, row.campaign_id, contact_status.value, full, now)
+            if opt_out and contact is not None:
+                await conn.execute(self._suppress(row.campaign_id, contact.phone_e164, now))
             if final:
                 await self.tx.end_if_over(conn, row.campaign_id, status, now)
         attempt: Attempt = _row(Attempt, row)  # RETURNING gave the row as updated
         return attempt, event
+
+    def _suppress(self, campaign_id: str, number: str, now: datetime) -> Any:
+        """SQL: put ``number`` on the list of ``campaign_id``'s tenant as an opt-out (kept if already there)."""
+        dialect_insert = sqlite.insert if self.tx.dialect == "sqlite" else postgresql.insert
+        tenant = select(T_CAMPAIGN.c.tenant_id).where(T_CAMPAIGN.c.id == campaign_id)
+        return (
+            dialect_insert(T_SUPPRESSION)
+            .from_select(
+                ["tenant_id", "number", "reason", "source", "created_at"],
+                select(tenant.scalar_subquery(), literal(number), literal(OPT_OUT_REASON),
+                       literal(SuppressionSource.OPT_OUT.value), literal(now, T_SUPPRESSION.c.created_at.type)),
+            )
+            .on_conflict_do_nothing(index_elements=["tenant_id", "number"])
+        )
+
+
+def suppressed(campaign_id: str, number: str) -> Any:
+    """SQL: ``number`` is on the suppression list of ``campaign_id``'s tenant."""
+    tenant = select(T_CAMPAIGN.c.tenant_id).where(T_CAMPAIGN.c.id == campaign_id).scalar_subquery()
+    return exists().where(T_SUPPRESSION.c.tenant_id == tenant, T_SUPPRESSION.c.number == number)

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dialerd.domain.call import AttemptState
+from dialerd.domain.call import AttemptState, Skipped
 from dialerd.domain.campaign import END_EVENT, CampaignStatus
-from dialerd.domain.contact import ContactStatus
+from dialerd.domain.contact import ContactStatus, SkipReason
+from dialerd.domain.suppression import OPT_OUT_REASON, SuppressionSource
 from dialerd.errors import StoreError
 from dialerd.store.base import (
     IN_FLIGHT_ATTEMPT_STATES,
@@ -28,6 +29,7 @@ from dialerd.store.base import (
     T_EVENT,
     Transactions,
     call_event_payload,
+    skipped_event_payload,
 )
 from dialerd.store.direct import INSERT_CONTACTS, HotPath, SqliteDirect, contact_tuples
 from dialerd.store.sql_calls import UNFINISHED, SqlCalls
@@ -110,18 +112,37 @@ class SqliteCalls:
 
         await self._write(insert)
 
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
-        """Record the attempt *before* the originate leaves. None if the contact is no longer pending."""
+    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
+        """Record the attempt *before* the originate leaves. None if the contact is no longer pending;
+        ``Skipped`` (no attempt) if its number is on its tenant's suppression list now (as SqlCalls)."""
         now = utcnow()
         stmts = self._statements
         values: dict[str, Any] = {
             "contact_id": contact.id, "campaign_id": contact.campaign_id, "number": contact.attempts + 1,
             "channel_id": channel_id, "state": AttemptState.DIALING.value, "created_at": now,
         }
-        attempt_id = await self._write(
-            lambda conn: (stmts.begin_attempt(conn, values, ContactStatus.PENDING.value, contact.attempts), [])
-        )
-        return None if attempt_id is None else Attempt(id=attempt_id, **values)
+        pending, contact_id = ContactStatus.PENDING.value, int(contact.id or 0)
+
+        def run(conn: sqlite3.Connection) -> tuple[int | Skipped | None, list[Event]]:
+            if stmts.attempt_busy(conn, contact_id):
+                return None, []
+            if stmts.suppressed(conn, contact.campaign_id, contact.phone_e164):
+                reason = SkipReason.SUPPRESSED
+                if not stmts.skip(conn, contact_id, pending, contact.attempts, ContactStatus.SKIPPED.value,
+                                  reason.value, now):
+                    return None, []
+                payload = skipped_event_payload(contact_id=contact_id, phone_number=contact.phone_e164,
+                                                reason=reason.value, now=now)
+                kind = ContactStatus.SKIPPED.value
+                event_id = stmts.insert_event(conn, contact.campaign_id, kind, payload, now)
+                return Skipped(contact_id, reason), [Event(id=event_id, campaign_id=contact.campaign_id, kind=kind,
+                                                           payload=payload, created_at=now)]
+            return stmts.begin_attempt(conn, values, pending, contact.attempts), []
+
+        claimed = await self._write(run)
+        if claimed is None or isinstance(claimed, Skipped):
+            return claimed
+        return Attempt(id=claimed, **values)
 
     async def give_back_attempt(self, channel_id: str) -> bool:
         """An attempt that never reached the PBX: mark it not_dialled and return its count to the contact
@@ -147,9 +168,10 @@ class SqliteCalls:
         contact_values: dict[str, Any],
         payload: dict[str, Any],
         only_from: Sequence[str],
+        opt_out: bool = False,
     ) -> tuple[Attempt, Event] | None:
         """Move an attempt and its contact on, and append the event, in one transaction: SqlCalls'
-        three statements and the same event (``only_from`` as there)."""
+        three statements and the same event (``only_from`` and ``opt_out`` as there)."""
         now = utcnow()
         # A call out of flight may be its campaign's last after a stop: the end is then due (end_if_over).
         final = attempt_state not in IN_FLIGHT_ATTEMPT_STATES
@@ -172,6 +194,9 @@ class SqliteCalls:
             attempt, event_id, campaign_id, full = moved
             ev = Event(id=event_id, campaign_id=campaign_id, kind=contact_status.value, payload=full, created_at=now)
             events = [ev]
+            if opt_out and full.get("phone_number"):
+                stmts.suppress(conn, campaign_id, full["phone_number"], OPT_OUT_REASON,
+                               SuppressionSource.OPT_OUT.value, now)
             if final:  # the same check as Transactions.end_if_over, in this transaction
                 end = stmts.end_if_over(conn, campaign_id, now, TERMINAL_STATUSES)
                 if end is not None:

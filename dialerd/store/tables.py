@@ -130,6 +130,8 @@ class Contact(SQLModel, table=True):
     hangup_cause: int | None = Field(default=None, sa_column=Column(Integer))
     sip_code: int | None = Field(default=None, sa_column=Column(Integer))
     updated_at: datetime | None = _ts()
+    # migration 0005: why a skipped contact was not dialled ("suppressed"); None otherwise
+    reason: str | None = Field(default=None, sa_column=Column(String(40)))
 
 
 class Attempt(SQLModel, table=True):
@@ -216,6 +218,19 @@ class ImportProblem(SQLModel, table=True):
     value: str = Field(sa_column=Column(String(100), nullable=False))
     reason: str = Field(sa_column=Column(Text, nullable=False))
     code: str = Field(sa_column=Column(String(40), nullable=False))
+
+
+class Suppression(SQLModel, table=True):
+    """A number of a tenant's suppression list (do-not-call), migration 0005: never dialled for that tenant."""
+
+    __tablename__ = "suppression"
+    tenant_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True)
+    )
+    number: str = Field(sa_column=Column(String(20), primary_key=True))  # E.164
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    source: str = Field(sa_column=Column(String(20), nullable=False))  # api | import | opt_out
+    created_at: datetime | None = _ts(nullable=False)
 
 
 class SchemaVersion(SQLModel, table=True):

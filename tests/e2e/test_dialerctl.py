@@ -139,7 +139,8 @@ async def test_create_start_watch_export(tmp_path: Path) -> None:
     assert any(line.split()[1:3] == ["campaign", "draft"] and "-> running" in line for line in out), out
     assert any(line.split()[1:] == ["end", "status=completed"] for line in out if len(line.split()) > 1), out
     assert out[-1] == (
-        "final status=completed total=6 pending=0 originated=0 connected=0 completed=2 failed=4 cancelled=0"
+        "final status=completed total=6 pending=0 originated=0 connected=0 completed=2 failed=4 cancelled=0 "
+        "skipped=0"
     ), out
     assert watch_seconds < 45
 

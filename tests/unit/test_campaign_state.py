@@ -152,7 +152,7 @@ NEVER_RETRIED = {"invalid_number", "rejected", "originate_error", "app_unavailab
 
 @pytest.mark.parametrize("status", list(ContactStatus))
 def test_final_statuses(status: ContactStatus) -> None:
-    assert status.final is (status in {C.COMPLETED, C.FAILED, C.CANCELLED})
+    assert status.final is (status in {C.COMPLETED, C.FAILED, C.CANCELLED, C.SKIPPED})
 
 
 @pytest.mark.parametrize("status", list(ContactStatus))

@@ -16,8 +16,8 @@ const CHART_MAX = 600; // 20 minutes of 2 s snapshots
 // Following a campaign replays its history (for the log and the failure reasons) only up to this size;
 // a bigger one is followed live from the moment it is opened.
 const REPLAY_MAX_CONTACTS = 20000;
-const STATUSES = ["pending", "originated", "connected", "completed", "failed", "cancelled"];
-const FINAL = ["completed", "failed", "cancelled"];
+const STATUSES = ["pending", "originated", "connected", "completed", "failed", "cancelled", "skipped"];
+const FINAL = ["completed", "failed", "cancelled", "skipped"];
 const ACTIONS = {
   start: ["draft", "scheduled", "paused"],
   pause: ["running"],
@@ -565,6 +565,7 @@ function describe(kind, d) {
     case "failed": return failure(d);
     case "pending": return `${failure(d)}; retry${d.retry_at ? ` at ${clockTime(d.retry_at)}` : ""}`;
     case "cancelled": return (d.reason ?? "cancelled").replaceAll("_", " ");
+    case "skipped": return `not dialled: ${(d.reason ?? "skipped").replaceAll("_", " ")}`;
     case "campaign": return `campaign ${d.status}${d.action ? ` (${d.action.replaceAll("_", " ")})` : ""}`;
     default: return "";
   }
