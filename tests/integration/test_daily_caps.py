@@ -185,3 +185,38 @@ async def test_daily_minutes_max_counts_answered_talk_of_ended_calls(
         assert hold.detail["limit"] == 1 and hold.detail["used"] >= 1.0 and hold.detail["timezone"] == "UTC"
     finally:
         await daemon.stop()
+
+
+async def test_call_limits_through_the_clients_and_dialerctl(offline_api: Api) -> None:
+    import io
+
+    from dialerd.client import AsyncDialerd
+    from dialerd.ctl import main as dialerctl
+    from dialerd.services.auth import set_limits
+
+    await set_limits(offline_api.daemon.store, "acme", concurrent_max=None, calls_per_minute=None,
+                     rules={"daily_calls_max": 250, "daily_minutes_max": 90, "max_attempts_per_number": 3,
+                            "frequency_window_hours": 24, "timezone": "Europe/Paris"})
+    key = offline_api.keys["acme"]
+    async with AsyncDialerd(offline_api.base, key) as client:
+        answer = await client.call_limits()
+    assert answer == {
+        "limits": {"concurrent_max": 10, "calls_per_minute": 600, "daily_calls_max": 250, "daily_minutes_max": 90,
+                   "max_attempts_per_number": 3, "frequency_window_hours": 24, "timezone": "Europe/Paris"},
+        "usage": {"in_flight": 0, "calls_last_minute": 0, "calls_today": 0, "minutes_today": 0.0},
+    }
+    out = io.StringIO()
+    code = await asyncio.to_thread(dialerctl, ["--url", offline_api.base, "--api-key", key, "limits", "--json"], out)
+    assert code == 0 and json_of(out) == answer
+    out = io.StringIO()
+    key = offline_api.keys["globex"]
+    code = await asyncio.to_thread(dialerctl, ["--url", offline_api.base, "--api-key", key, "limits"], out)
+    lines = dict(line.split(None, 1) for line in out.getvalue().splitlines())
+    assert code == 0 and lines["daily_calls_max"] == "-" and lines["timezone"] == "UTC"
+    assert lines["concurrent_max"] == "10" and lines["calls_today"] == "0"
+
+
+def json_of(out: Any) -> Any:
+    import json
+
+    return json.loads(out.getvalue())
