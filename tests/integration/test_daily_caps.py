@@ -220,3 +220,42 @@ def json_of(out: Any) -> Any:
     import json
 
     return json.loads(out.getvalue())
+
+
+async def test_the_day_count_survives_a_restart(db_url: str, session: aiohttp.ClientSession) -> None:
+    pbx = FakePbx(time_scale=0.001)
+    daemon, keys, ids = await _daemon(db_url, pbx, {"acme": {"daily_calls_max": 2}})
+    api = Api(f"http://127.0.0.1:{daemon.port}", session, keys, daemon)
+
+    def held(d: Any) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            holds = await d.dispatcher.tenant_holds(ids["acme"])
+            return any(h.reason is BlockReason.DAILY_CALLS_MAX for h in holds) and d.slots.tenant_in_flight(
+                ids["acme"]) == 0
+        return check
+
+    try:
+        cid = await _campaign(api, "acme", [f"+1415555{n:04d}" for n in range(140, 144)], 2)
+        await eventually("held at 2", held(daemon))
+        assert len(pbx.requests) == 2
+    finally:
+        await daemon.stop()
+    # A new daemon on the same database resumes the running campaign: today's 2 come from the store.
+    again = FakePbx(time_scale=0.001)
+    daemon = await start_daemon(test_settings(db_url, shutdown_grace_period=5.0), again)
+    api = Api(f"http://127.0.0.1:{daemon.port}", session, keys, daemon)
+    try:
+        await eventually("the campaign resumed", lambda: _resumed(daemon, cid))
+        await eventually("held at 2 after the restart", held(daemon))
+        (hold,) = [h for h in await daemon.dispatcher.tenant_holds(ids["acme"])
+                   if h.reason is BlockReason.DAILY_CALLS_MAX]
+        assert hold.detail["used"] == 2 and again.requests == []
+        assert await _status(api, "acme", cid) == "running"
+        status, limits = await api.call("GET", "/api/v1/call-limits", tenant="acme")
+        assert status == 200 and limits["usage"]["calls_today"] == 2, limits
+    finally:
+        await daemon.stop()
+
+
+async def _resumed(daemon: Any, cid: str) -> bool:
+    return cid in daemon.dispatcher.running_campaigns()
