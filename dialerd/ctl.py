@@ -306,6 +306,21 @@ def _suppression_commands(sub: Any) -> None:
     p.add_argument("number", help="the number in E.164, e.g. +14155550100")
 
 
+
+def limits(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    """The key's tenant limits (0: no limit) and usage: one ``name value`` line each, or the JSON."""
+    answer = client.call_limits()
+    if args.json:
+        _print_json(answer, out)
+        return 0
+    for name, value in answer["limits"].items():
+        shown = value if value or name == "timezone" else "-"
+        print(f"{name:<24} {shown}", file=out)
+    for name, value in answer["usage"].items():
+        print(f"{name:<24} {value}", file=out)
+    return 0
+
+
 # ---- the command line ---------------------------------------------------------------------------------
 
 Command = Callable[[Dialerd, argparse.Namespace, TextIO], int]
@@ -394,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = top.add_parser("suppressions", help="suppression list (do-not-call) commands",
                            description="the API key's tenant's suppression list (do-not-call)")
     _suppression_commands(group.add_subparsers(dest="action", required=True, metavar="ACTION"))
+
+    p = top.add_parser("limits", help="the tenant's call limits and usage today",
+                       description="the key's tenant limits (- : no limit) and usage (GET /api/v1/call-limits)")
+    _connection_options(p, top=False)
+    p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    p.set_defaults(run=limits)
     return parser
 
 

@@ -38,6 +38,7 @@ from dialerd.services.campaigns import CampaignService
 from dialerd.services.dispatcher import Dispatcher
 from dialerd.services.events import EventHub
 from dialerd.services.lifecycle import CampaignLifecycle, CampaignTransitions
+from dialerd.services.limits import CallLimits
 from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
 from dialerd.services.slots import Slots
@@ -137,7 +138,8 @@ class Daemon:
                     "sse_subscribers": hub.subscriber_count()}
 
         svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
-                       metrics=metrics, health=health, suppressions=SuppressionService(store))
+                       metrics=metrics, limits=CallLimits(store, in_flight=slots.tenant_in_flight), health=health,
+                       suppressions=SuppressionService(store))
         return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
                    stopping, tasks, SystemdNotifier(tasks=tasks), faults)
 

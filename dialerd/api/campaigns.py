@@ -56,6 +56,12 @@ def _name_search(q: dict[str, str]) -> str | None:
     return value
 
 
+@routes.get("/api/v1/call-limits")
+async def call_limits(request: web.Request) -> web.Response:
+    query(request, set())
+    return web.json_response(render.call_limits(await services(request).limits.get(principal(request))))
+
+
 @routes.get("/api/v1/campaigns")
 async def list_campaigns(request: web.Request) -> web.Response:
     q = query(request, {"limit", "offset", "status", "name"})

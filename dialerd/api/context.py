@@ -11,6 +11,7 @@ from aiohttp import web
 from dialerd.services.auth import Authenticator, Principal
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.events import EventHub
+from dialerd.services.limits import CallLimits
 from dialerd.services.suppressions import SuppressionService
 from dialerd.settings import Settings
 
@@ -25,6 +26,7 @@ class Services:
     campaigns: CampaignService
     hub: EventHub
     metrics: Metrics
+    limits: CallLimits  # GET /api/v1/call-limits
     # The daemon's health check: the GET /health body, shaped as api/schemas.py's Health.
     health: Callable[[], Awaitable[dict[str, Any]]]
     suppressions: SuppressionService

@@ -324,6 +324,18 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             "404": _error("no such asset", "route_not_found"),
         }, security=[], parameters=[_param("name", "path", "file name", {"type": "string",
                                                                          "enum": sorted(dashboard.ASSETS)})])},
+        "/api/v1/call-limits": {
+            "get": _op(
+                "system", "getCallLimits", "The tenant's call limits and usage",
+                {"200": _ok("the caller's tenant limits (0: no limit) and its live usage", "CallLimits"),
+                 **_errors(400, 401, 500)},
+                description="limits: as set by `dialerd tenants set` (timezone 'UTC' when unset). usage: calls in "
+                "flight now, attempts started in the last 60 s, and today's attempts and answered talk minutes "
+                "as daily_calls_max / daily_minutes_max count them (the tenant's calendar day in timezone; an "
+                "attempt counts for the day it started in; minutes once the call ended). Once a daily cap is "
+                "reached, the tenant's running campaigns stay running and dial again after its midnight.",
+            ),
+        },
         "/api/v1/campaigns": {
             "get": _op(
                 "campaigns", "listCampaigns", "List campaigns",

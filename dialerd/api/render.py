@@ -138,6 +138,11 @@ def attempt(row: Any) -> schemas.AttemptRecord:
     )
 
 
+def call_limits(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The tenant's limits and usage (``CallLimits.get``)."""
+    return dump(schemas.CallLimits.model_validate(body))
+
+
 def error(message: str, error_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return dump(schemas.Error(error=message, error_id=error_id, details=details or {}))
 

@@ -338,6 +338,42 @@ class SuppressionsAdded(Shape):
     rejected_total: Count
 
 
+# ---- the tenant's call limits (GET /api/v1/call-limits) ---------------------------------------------------
+
+
+class CallLimitsLimits(Shape):
+    """The tenant's limits as its operator set them (``dialerd tenants set``); 0 is no limit."""
+
+    concurrent_max: int = Field(ge=1, description="calls in flight at once across the tenant's campaigns")
+    calls_per_minute: int = Field(ge=1, description="originations per minute across the tenant's campaigns")
+    daily_calls_max: Count = Field(description="attempts started per calendar day in timezone (0: no limit)")
+    daily_minutes_max: Count = Field(description="answered talk minutes per calendar day in timezone, counted "
+                                     "as calls end (0: no limit)")
+    max_attempts_per_number: Count = Field(description="attempts to one number in frequency_window_hours, "
+                                           "across the tenant's campaigns (0: no limit)")
+    frequency_window_hours: Count = Field(description="the window of max_attempts_per_number (0: no limit)")
+    timezone: str = Field(description="IANA zone of the daily caps' calendar day (UTC when unset)",
+                          examples=["America/New_York"])
+
+
+class CallLimitsUsage(Shape):
+    """The tenant's usage now."""
+
+    in_flight: Count = Field(description="calls in flight now (slots held)")
+    calls_last_minute: Count = Field(description="attempts started in the last 60 s")
+    calls_today: Count = Field(description="attempts started today (the tenant's calendar day): what "
+                               "daily_calls_max counts; an attempt counts for the day it started in")
+    minutes_today: float = Field(ge=0, description="answered talk minutes of today's attempts that have ended: "
+                                 "what daily_minutes_max counts (2 decimals)")
+
+
+class CallLimits(Shape):
+    """GET /api/v1/call-limits: the caller's tenant limits and live usage."""
+
+    limits: CallLimitsLimits
+    usage: CallLimitsUsage
+
+
 # ---- error, health, the event stream --------------------------------------------------------------------
 
 
@@ -389,5 +425,5 @@ class StreamEvent(Shape):
 MODELS: tuple[type[BaseModel], ...] = (
     Error, RowProblem, ImportSummary, ImportPage, ImportReport, Campaign, CreatedCampaign, CampaignList,
     AttemptRecord, Contact, ContactList, StreamEvent, Health, Suppression, SuppressionList, SuppressionReject,
-    SuppressionsAdded,
+    SuppressionsAdded, CallLimits,
 )

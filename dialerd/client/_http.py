@@ -24,6 +24,7 @@ from dialerd.client.models import (
     CREATE_FIELDS,
     EDITABLE,
     INT_FIELDS,
+    CallLimits,
     Campaign,
     CampaignPage,
     ContactPage,
@@ -130,6 +131,10 @@ def list_campaigns(
     status: str | None, limit: int | None, offset: int | None, name: str | None = None
 ) -> Call[CampaignPage]:
     return Call("GET", API, _as(CampaignPage), _params(status=status, name=name, limit=limit, offset=offset))
+
+
+def call_limits() -> Call[CallLimits]:
+    return Call("GET", "/api/v1/call-limits", _as(CallLimits))
 
 
 def get_campaign(campaign_id: str) -> Call[Campaign]:

@@ -25,6 +25,7 @@ from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts, 
 from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
 from dialerd.client.events import Event
 from dialerd.client.models import (
+    CallLimits,
     Campaign,
     CampaignPage,
     Contact,
@@ -124,6 +125,11 @@ class AsyncDialerd:
                 waits += 1
                 delay = _http.retry_delay(waits)
             await asyncio.sleep(delay)
+
+    async def call_limits(self) -> CallLimits:
+        """``GET /api/v1/call-limits``: the key's tenant limits (0: no limit) and its live usage
+        (``in_flight``, ``calls_last_minute``, ``calls_today``, ``minutes_today``)."""
+        return await self._call(_http.call_limits())
 
     async def health(self) -> dict[str, Any]:
         """``GET /health`` (no key needed): the daemon's and the PBX connection's state."""

@@ -217,6 +217,34 @@ class SuppressionsAdded(TypedDict):
     rejected_total: int
 
 
+class CallLimitsLimits(TypedDict):
+    """The tenant's limits as its operator set them (``dialerd tenants set``); 0 is no limit."""
+
+    concurrent_max: int
+    calls_per_minute: int
+    daily_calls_max: int
+    daily_minutes_max: int
+    max_attempts_per_number: int
+    frequency_window_hours: int
+    timezone: str
+
+
+class CallLimitsUsage(TypedDict):
+    """The tenant's usage now."""
+
+    in_flight: int
+    calls_last_minute: int
+    calls_today: int
+    minutes_today: float
+
+
+class CallLimits(TypedDict):
+    """GET /api/v1/call-limits: the caller's tenant limits and live usage."""
+
+    limits: CallLimitsLimits
+    usage: CallLimitsUsage
+
+
 class CreateOptions(TypedDict, total=False):
     """The create form's fields beside ``name``, as ``create()`` takes them: None or absent leaves the daemon's default."""
 

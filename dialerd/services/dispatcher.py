@@ -2,8 +2,13 @@
 
 Caps (all enforced here, in one process): the campaign's ``max_concurrent_calls``, the tenant's
 ``concurrent_max`` across its campaigns, and the tenant's ``calls_per_minute`` (smooth pacing plus a
-hard 60 s window). A slot is *reserved* synchronously before any await, so two runners of one tenant
-can never both take the last slot.
+hard 60 s window), and the tenant's daily caps (``daily_calls_max`` attempts started,
+``daily_minutes_max`` answered talk minutes, per calendar day in the tenant's ``timezone``; the ledger
+keeps the day's usage). A slot is *reserved* synchronously before any await, so two runners of one tenant
+can never both take the last slot; a start is counted against ``daily_calls_max`` in the same step, so
+the tenant's campaigns together start exactly ``daily_calls_max`` attempts a day. A runner held by a
+daily cap stays ``running`` and sleeps until the tenant's midnight (re-checking the tenant's limits every
+few seconds, an operator may raise them), then carries on by itself.
 
 Order of effects per attempt: the attempt row (with its channel id) is committed, then the originate
 request leaves. What happens to the call then is followed by the ``CallFollower`` the dispatcher owns
@@ -25,15 +30,17 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 
 from dialerd.domain.call import CallEvent, Destination, OriginateRequest, Skipped
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import FailureReason
+from dialerd.domain.rules import Hold
 from dialerd.faults import Failpoints
 from dialerd.ports import DispatchStore, OriginateError, Pbx
 from dialerd.services.following import CallFollower
 from dialerd.services.lifecycle import CampaignTransitions
-from dialerd.services.slots import Slots
+from dialerd.services.slots import TENANT_REFRESH_SECONDS, Slots
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Contact
 from dialerd.tasks import TaskOwner
@@ -159,6 +166,14 @@ class Dispatcher:
         """The tenants dialled for (or found in flight) so far, and their ``concurrent_max``."""
         return self.slots.tenant_caps()
 
+    async def tenant_holds(self, tenant_id: str, now: datetime | None = None) -> tuple[Hold, ...]:
+        """What holds back the tenant's new originations at ``now`` (default: the ledger's wall clock):
+        ``daily_calls_max`` / ``daily_minutes_max`` (``until`` the tenant's next midnight, ``detail``
+        ``{"limit", "used", "timezone"}``), ``tenant_concurrency`` and ``tenant_rate``; () when none does.
+        Reads the tenant's limits and today's usage if the ledger has not yet (for ``explain``)."""
+        await self.slots.tenant(tenant_id)
+        return self.slots.tenant_holds(tenant_id, now)
+
     def running_campaigns(self) -> list[str]:
         """The campaigns that have a runner now."""
         return list(self._runners)
@@ -239,21 +254,40 @@ class Dispatcher:
         if slots.tenant_in_flight(tenant.tenant_id) >= tenant.concurrent_max:
             await slots.sleep(cid, 0.5)
             return
+        daily = slots.daily_holds(tenant.tenant_id)
+        if daily:
+            await self._held_today(campaign, daily)
+            return
         delay = tenant.pacer.delay(self.clock())
         if delay > 0:
             await slots.sleep(cid, delay)
             return
-        # Reserve the slot and the rate token before any await (see the module docstring).
+        # Reserve the slot, the rate token and the day's start before any await (see the module docstring).
         tenant.pacer.record(self.clock())
         slots.reserve(cid, tenant.tenant_id)
-        dialled = False
+        counted = slots.count_start(tenant.tenant_id)
+        outcome = _Dial()
         try:
-            dialled = await self._dial_next(campaign)
+            await self._dial_next(campaign, outcome)
         finally:
-            if not dialled:
+            if not outcome.kept:
+                slots.uncount_start(tenant.tenant_id, counted)
+            if not outcome.dialled:
                 slots.release(cid, tenant.tenant_id)
-        if not dialled:
+        if not outcome.dialled:
             await self._idle(campaign)
+
+    async def _held_today(self, campaign: Campaign, holds: tuple[Hold, ...]) -> None:
+        """A daily cap of the tenant is reached: the campaign stays running (unless nothing is left to dial)
+        and waits for the day's end, re-reading the tenant's limits every TENANT_REFRESH_SECONDS."""
+        cid = campaign.id
+        if self.slots.calls_in_flight(cid) == 0 and await self.store.unfinished_contacts(cid) == 0:
+            await self.transitions.system_transition(cid, CampaignAction.FINISH)
+            self._halted.add(cid)
+            return
+        until = min(h.until for h in holds if h.until is not None)
+        wait = (until - self.slots.wall()).total_seconds()
+        await self.slots.sleep(cid, min(TENANT_REFRESH_SECONDS, max(0.01, wait)))
 
     async def _idle(self, campaign: Campaign) -> None:
         """Nothing was due: finish the campaign, or wait for a retry time or a freed slot."""
@@ -268,41 +302,46 @@ class Dispatcher:
             wait = min(wait, max(0.05, (next_retry - utcnow()).total_seconds()))
         await self.slots.sleep(cid, wait)
 
-    async def _dial_next(self, campaign: Campaign) -> bool:
-        """Claim one due contact and originate it. True if a call is now in flight."""
+    async def _dial_next(self, campaign: Campaign, outcome: _Dial) -> None:
+        """Claim one due contact and originate it. ``outcome``: whether a call is now in flight, and
+        whether an attempt row was kept (it counts against the tenant's ``daily_calls_max``)."""
         async with self._dial_lock(campaign.id):
             while True:
                 if not self._active(campaign.id) or not self.pbx_up.is_set():
-                    return False
+                    return
                 due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
                 if not due:
-                    return False
+                    return
                 contact = due[0]
                 self.faults.hit("before_attempt")
                 # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
                 channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
                 claimed = await self.store.begin_attempt(contact, channel_id)
                 if claimed is None:
-                    return False
+                    return
                 if not isinstance(claimed, Skipped):
                     attempt = claimed
                     break
-                # Suppressed since the import: skipped in the claim's transaction; the next one is due now.
+                # Suppressed since the import: skipped in the claim's transaction; the next one is due now
+                # (the start counted against daily_calls_max stays reserved for it).
                 log.info("suppressed number skipped", extra={"action": "skipped", "campaign_id": campaign.id,
                                                              "contact_id": contact.id})
+            outcome.kept = True
             self.slots.hold(channel_id, campaign.id, campaign.tenant_id)
             self.faults.hit("after_attempt")
             if not await self._pace_send(campaign.tenant_id, campaign.id):
                 # Paused, stopped, shutting down or the PBX went away while it waited: never sent.
                 self.slots.drop(channel_id)
                 await asyncio.shield(self.store.give_back_attempt(channel_id))
-                return False
+                outcome.kept = False
+                return
             request = self._request(campaign, contact, channel_id)
             try:
                 name = await self.pbx.originate(request)
             except OriginateError as exc:
-                await self._originate_failed(campaign, attempt, exc)
-                return self.slots.holds(channel_id)
+                outcome.kept = await self._originate_failed(campaign, attempt, exc)
+                outcome.dialled = self.slots.holds(channel_id)
+                return
             self.originations += 1
             self._originate_errors.pop(campaign.id, None)
             self.originations_by_tenant[campaign.tenant_id] += 1
@@ -310,7 +349,7 @@ class Dispatcher:
             await self.follower.originated(channel_id, name)
             log.info("originated", extra={"action": "originate", "campaign_id": campaign.id,
                                           "contact_id": contact.id, "channel_id": channel_id})
-            return True
+            outcome.dialled = True
 
     async def _pace_send(self, tenant_id: str, campaign_id: str) -> bool:
         """Space the tenant's originate requests as they leave, as the pacer spaced their reservations.
@@ -346,7 +385,8 @@ class Dispatcher:
             variables=variables,
         )
 
-    async def _originate_failed(self, campaign: Campaign, attempt: Attempt, exc: OriginateError) -> None:
+    async def _originate_failed(self, campaign: Campaign, attempt: Attempt, exc: OriginateError) -> bool:
+        """Record a refused originate; True if its attempt row is kept (False: given back unsent)."""
         cid = attempt.channel_id
         log.warning("originate failed: %s", exc, extra={"action": "originate_error", "campaign_id": campaign.id,
                                                           "channel_id": cid, "maybe_dialled": exc.maybe_dialled})
@@ -354,14 +394,14 @@ class Dispatcher:
             # The call may exist: keep it in flight and let reconciliation find out (never redial blindly).
             self.tasks.spawn_later(f"reconcile-{cid}", 2.0, lambda: self.follower.reconcile(cid), critical=True,
                                    context=priority_context())
-            return
+            return True
         # Forget the call first: the runner releases its slot when this attempt is not in flight.
         self.slots.drop(cid)
         if not self.pbx.connected:
             # The PBX connection dropped under the request, which was refused unsent: not the
             # contact's fault; it stays pending and is dialled once the PBX is back.
             await asyncio.shield(self.store.give_back_attempt(cid))
-            return
+            return False
         await self.follower.finish_failed(cid, campaign, FailureReason.ORIGINATE_ERROR, attempt_number=attempt.number)
         errors = self._originate_errors[campaign.id] = self._originate_errors.get(campaign.id, 0) + 1
         if errors >= MAX_CONSECUTIVE_ORIGINATE_ERRORS:
@@ -371,6 +411,17 @@ class Dispatcher:
                 campaign.id, CampaignAction.FAIL,
                 reason=f"the PBX refused {errors} originations in a row; last error: {exc}",
             )
+        return True
+
+
+class _Dial:
+    """What one claim did: a call is in flight (``dialled``); an attempt row was kept (``kept``)."""
+
+    __slots__ = ("dialled", "kept")
+
+    def __init__(self) -> None:
+        self.dialled = False
+        self.kept = False
 
 
 def _var_name(key: str) -> str:

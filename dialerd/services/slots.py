@@ -8,6 +8,15 @@ slot.
 
 A *slot* is counted from its reservation (before the attempt row exists) until the call's end is
 recorded; a *call* (``Call``) is known from the moment its attempt row is committed under a channel id.
+
+The ledger also keeps each tenant's **daily usage** (issue 11, ``daily_calls_max``/``daily_minutes_max``)
+while one of its daily caps is set: the attempts started and the answered talk seconds of the tenant's
+calendar day (``domain.caps.tenant_day`` in its ``timezone``), read from the store when the day begins
+(or the cap is first seen, or the daemon starts) and then kept here: a start is counted when its slot is
+reserved (``count_start``, synchronous, with the caps check) and uncounted if no attempt row was kept
+(``uncount_start``); the talk minutes are re-read after a call of the tenant ends. An attempt counts for
+the day its row was created in, even if it is still up past midnight; the minutes are those of ended
+answered calls (a call still up counts once it ends).
 """
 
 from __future__ import annotations
@@ -16,17 +25,41 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
+from dialerd.domain.caps import DailyCaps, daily_holds, limit, tenant_day
 from dialerd.domain.pacing import Pacer
+from dialerd.domain.rules import BlockReason, Hold
 from dialerd.store.tables import Tenant
+from dialerd.timestamps import utcnow
 
 TENANT_REFRESH_SECONDS = 5.0  # a tenant's caps and rate are re-read at most this often
 
 
 class TenantReader(Protocol):
     async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    async def tenant_day_usage(self, tenant_id: str, start: datetime, end: datetime) -> tuple[int, float]:
+        """The attempts of the tenant's campaigns created in ``[start, end)``, and the talk seconds of
+        those of them that were answered and have ended (read only while a daily cap is set)."""
+        ...
+
+
+@dataclass
+class DayUsage:
+    """A tenant's usage of one calendar day ``[start, end)`` (UTC bounds of the local day)."""
+
+    start: datetime
+    end: datetime
+    calls: int = 0  # attempts started (the store's count at load, then counted here)
+    talk_seconds: float = 0.0  # answered talk of ended calls (re-read when ``stale``)
+    stale: bool = False  # a call of the tenant ended since the talk seconds were read
+
+    @property
+    def minutes(self) -> float:
+        return self.talk_seconds / 60.0
 
 
 @dataclass(frozen=True)
@@ -47,14 +80,19 @@ class TenantLimits:
     pacer: Pacer  # spaces the reservations
     sent: Pacer  # the same pace, applied again as each originate request leaves (Dispatcher._pace_send)
     loaded_at: float = 0.0
+    daily: DailyCaps = field(default_factory=DailyCaps)
+    day: DayUsage | None = None  # kept while a daily cap is set (None: none is, or not read yet)
+    calls_per_minute: int = 0
 
 
 class Slots:
     """The ledger. Counts never go below zero (a slot released twice is released once)."""
 
-    def __init__(self, tenants: TenantReader, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, tenants: TenantReader, *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime] = utcnow) -> None:
         self._reader = tenants
         self._clock = clock
+        self.wall = wall  # the calendar clock of the daily caps (tests move it past midnight)
         self._calls: dict[str, Call] = {}
         self._campaign: dict[str, int] = {}
         self._tenant: dict[str, int] = {}
@@ -62,6 +100,7 @@ class Slots:
         self._watched: dict[str, str] = {}  # campaign -> tenant, for waking a tenant's runners
         self._wake: dict[str, asyncio.Event] = {}
         self._ended = asyncio.Event()  # set whenever a call ends
+        self._day_locks: dict[str, asyncio.Lock] = {}
 
     # ---- the tenants' caps ----------------------------------------------------------------------
 
@@ -79,10 +118,86 @@ class Slots:
                                             Pacer(row.calls_per_minute))
                 )
             t.concurrent_max = row.concurrent_max
+            t.calls_per_minute = row.calls_per_minute
             t.pacer.set_rate(row.calls_per_minute)
             t.sent.set_rate(row.calls_per_minute)
+            t.daily = DailyCaps(limit(row.daily_calls_max), limit(row.daily_minutes_max), row.timezone or None)
             t.loaded_at = now
+        await self._load_day(t)
         return t
+
+    async def _load_day(self, t: TenantLimits) -> None:
+        """Read the tenant's usage of today from the store when it is needed: a daily cap is set and the
+        day was not read yet, or it ended, or (the minutes cap) a call ended since."""
+        caps = t.daily
+        if caps.calls_max is None and caps.minutes_max is None:
+            t.day = None
+            return
+        now = self.wall()
+        day = t.day
+        fresh = day is None or not day.start <= now < day.end
+        if not fresh and not (day is not None and day.stale and caps.minutes_max is not None):
+            return
+        async with self._day_locks.setdefault(t.tenant_id, asyncio.Lock()):
+            day = t.day  # another runner may have read it meanwhile
+            if day is not None and day.start <= now < day.end and not (day.stale and caps.minutes_max is not None):
+                return
+            start, end = tenant_day(now, caps.timezone)
+            if day is not None and day.start == start:
+                day.stale = False  # cleared before the read: an end recorded during it marks it again
+                _, day.talk_seconds = await self._reader.tenant_day_usage(t.tenant_id, start, end)
+                return
+            # A new day (or the first read): its starts so far come from the store, then are counted here.
+            # A claim reserved before midnight and committed after counts for the old day here.
+            # Set once read: until then the tenant's other runners wait on the lock (the old day is over),
+            # so no start is counted into a day whose count is about to be overwritten.
+            calls, talk = await self._reader.tenant_day_usage(t.tenant_id, start, end)
+            t.day = DayUsage(start, end, calls, talk)
+
+    def daily_holds(self, tenant_id: str, now: datetime | None = None) -> tuple[Hold, ...]:
+        """The daily caps reached by the tenant at ``now`` (the wall clock), each held until its day's end;
+        () when none is, or its usage was not read yet (``tenant`` reads it)."""
+        t = self._limits.get(tenant_id)
+        if t is None or t.day is None:
+            return ()
+        now = self.wall() if now is None else now
+        if not t.day.start <= now < t.day.end:
+            return ()  # a new day: nothing is used yet (read at the next ``tenant``)
+        return daily_holds(t.daily, calls_today=t.day.calls, minutes_today=round(t.day.minutes, 3), now=now)
+
+    def count_start(self, tenant_id: str) -> datetime | None:
+        """Count an attempt about to start against today's ``daily_calls_max`` (synchronous, like
+        ``reserve``); the day it was counted in (give it to ``uncount_start``), None if not counted."""
+        t = self._limits.get(tenant_id)
+        if t is None or t.day is None:
+            return None
+        t.day.calls += 1
+        return t.day.start
+
+    def uncount_start(self, tenant_id: str, day: datetime | None) -> None:
+        """No attempt row was kept for a start counted on ``day``: uncount it (if that day is still today)."""
+        t = self._limits.get(tenant_id)
+        if day is not None and t is not None and t.day is not None and t.day.start == day:
+            t.day.calls = max(0, t.day.calls - 1)
+
+    def tenant_holds(self, tenant_id: str, now: datetime | None = None) -> tuple[Hold, ...]:
+        """What holds the tenant's new originations back now, as last read: its daily caps (until the
+        day's end), ``tenant_concurrency`` (all its slots taken) and ``tenant_rate`` (its pacer's next
+        start is later; ``until`` that instant). () when nothing does or the tenant was not read yet."""
+        t = self._limits.get(tenant_id)
+        if t is None:
+            return ()
+        wall = self.wall() if now is None else now
+        holds = list(self.daily_holds(tenant_id, wall))
+        in_flight = self.tenant_in_flight(tenant_id)
+        if in_flight >= t.concurrent_max:
+            holds.append(Hold(BlockReason.TENANT_CONCURRENCY, None,
+                              {"limit": t.concurrent_max, "used": in_flight}))
+        delay = t.pacer.delay(self._clock())
+        if delay > 0:
+            holds.append(Hold(BlockReason.TENANT_RATE, wall + timedelta(seconds=delay),
+                              {"calls_per_minute": t.calls_per_minute}))
+        return tuple(holds)
 
     def limits(self, tenant_id: str) -> TenantLimits | None:
         """The tenant's caps as last read, without reading (None until a runner or a recovery read them)."""
@@ -145,6 +260,9 @@ class Slots:
         """The call's end is recorded: free its slot (if it still held one) and wake whoever waits."""
         call = self._calls.pop(channel_id, None)
         if call is not None:
+            t = self._limits.get(call.tenant_id)
+            if t is not None and t.day is not None:
+                t.day.stale = True  # its talk minutes are re-read before the tenant's next start
             self.release(call.campaign_id, call.tenant_id)
         self._ended.set()
 

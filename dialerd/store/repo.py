@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, exists, func, insert, literal, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from dialerd.domain.call import Skipped
+from dialerd.domain.call import AttemptState, Skipped
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, SkipReason
 from dialerd.store.base import (
@@ -222,6 +222,23 @@ class Store:
             if changes:
                 await conn.execute(update(T_TENANT).where(T_TENANT.c.id == row.id).values(**changes))
             return _row(Tenant, _Merged({**dict(row._mapping), **changes}))  # type: ignore[no-any-return]
+
+    async def tenant_day_usage(self, tenant_id: str, start: datetime, end: datetime) -> tuple[int, float]:
+        """The attempts of the tenant's campaigns created in ``[start, end)`` (given back unsent ones, never
+        dialled, excluded), and the talk seconds of those of them answered and ended: the usage the daily
+        caps count (an attempt counts for the day it started in)."""
+        started = and_(T_ATTEMPT.c.created_at >= start, T_ATTEMPT.c.created_at < end,
+                       T_ATTEMPT.c.state != AttemptState.NOT_DIALLED.value)
+        talk = and_(T_ATTEMPT.c.answered_at.is_not(None), T_ATTEMPT.c.ended_at.is_not(None))
+        async with self.read() as conn:
+            calls, seconds = (
+                await conn.execute(
+                    select(func.count(), func.coalesce(func.sum(T_ATTEMPT.c.talk_seconds).filter(talk), 0.0))
+                    .select_from(T_ATTEMPT.join(T_CAMPAIGN, T_CAMPAIGN.c.id == T_ATTEMPT.c.campaign_id))
+                    .where(T_CAMPAIGN.c.tenant_id == tenant_id, started)
+                )
+            ).one()
+        return int(calls or 0), float(seconds or 0.0)
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         async with self.read() as conn:

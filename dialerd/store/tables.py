@@ -138,6 +138,7 @@ class Attempt(SQLModel, table=True):
     """One origination of one contact. Written (and committed) before the originate request leaves."""
 
     __tablename__ = "attempt"
+    __table_args__ = (Index("ix_attempt_campaign_created", "campaign_id", "created_at"),)  # migration 0009
     id: int | None = Field(
         default=None,
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),

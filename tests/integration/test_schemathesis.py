@@ -34,13 +34,14 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 CSV = "phone_number,first_name\n+14155550100,Ann\n+14155550101,Bob\n"
 # Operations with few possible requests: none at all to vary, or one of the four asset names.
 MINIMUM_SENT = {
-    **dict.fromkeys(["GET /api/v1/openapi.json", "GET /health", "GET /metrics", "GET /dashboard", "GET /dashboard/"], 1),
+    **dict.fromkeys(["GET /api/v1/openapi.json", "GET /health", "GET /metrics", "GET /dashboard", "GET /dashboard/",
+                     "GET /api/v1/call-limits"], 1),
     "GET /dashboard/{name}": 4,
     "POST /api/v1/campaigns": EXAMPLES_PER_OPERATION,  # positive cases only (see run_operation)
 }
 # Mutations last, deletion very last, so the reads see campaigns in every state first.
 ORDER = ["GET /api/v1/openapi.json", "GET /health", "GET /metrics", "GET /dashboard", "GET /dashboard/",
-         "GET /dashboard/{name}", "GET /api/v1/campaigns",
+         "GET /dashboard/{name}", "GET /api/v1/call-limits", "GET /api/v1/campaigns",
          "GET /api/v1/campaigns/{id}", "GET /api/v1/campaigns/{id}/contacts", "GET /api/v1/campaigns/{id}/events",
          "GET /api/v1/campaigns/{id}/import", "GET /api/v1/suppressions", "POST /api/v1/suppressions",
          "DELETE /api/v1/suppressions/{number}", "POST /api/v1/campaigns", "PATCH /api/v1/campaigns/{id}", "POST /api/v1/campaigns/{id}/start", "POST /api/v1/campaigns/{id}/pause",
@@ -164,6 +165,7 @@ async def test_live_api_conforms_to_its_openapi_document(offline_api: Api) -> No
         assert sent >= MINIMUM_SENT.get(label, 2 * EXAMPLES_PER_OPERATION - 10), (label, statuses)
     expected = {
         "GET /api/v1/campaigns": {200, 400},
+        "GET /api/v1/call-limits": {200},
         "POST /api/v1/campaigns": {201, 400},
         "GET /api/v1/campaigns/{id}": {200, 404},
         "GET /api/v1/campaigns/{id}/contacts": {200, 400, 404},
