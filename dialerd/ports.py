@@ -114,11 +114,12 @@ class CallStore(Protocol):
     """
 
     async def next_due_contacts(self, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
-        """Pending contacts whose next attempt is due, oldest first."""
+        """Pending contacts whose next attempt is due and that no hold keeps back at ``now``, oldest first."""
         ...
 
     async def next_retry_time(self, campaign_id: str) -> datetime | None:
-        """When the campaign's earliest pending retry falls due; None if none is waiting."""
+        """When the campaign's earliest waiting contact may be claimed (a retry, the end of a hold);
+        None if none is waiting."""
         ...
 
     async def unfinished_contacts(self, campaign_id: str) -> int:
@@ -126,7 +127,9 @@ class CallStore(Protocol):
         ...
 
     async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | None:
-        """Commit a new dialling attempt under ``channel_id``; None if the contact was taken meanwhile."""
+        """Commit a new dialling attempt under ``channel_id``; None if the contact was taken meanwhile, or
+        if the claim gate (calling hours, frequency cap) holds it back: its ``blocked_reason`` and
+        ``next_eligible_at`` are then written in the same transaction."""
         ...
 
     async def give_back_attempt(self, channel_id: str) -> bool:

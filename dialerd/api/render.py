@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dialerd.api import schemas
+from dialerd.domain.contact import ContactStatus
 from dialerd.services.campaigns import CampaignView
 from dialerd.services.importer import ImportReport
 
@@ -66,6 +67,8 @@ def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) ->
         retries_per_contact=c.retries_per_contact,
         retry_delay_seconds=c.retry_delay_seconds,
         ring_timeout_seconds=c.ring_timeout_seconds,
+        calling_hours=c.calling_hours,
+        timezone=c.timezone,
         scheduled_at=c.scheduled_at,
         created_at=_not_null(c.created_at),
         created_by=c.created_by,
@@ -110,7 +113,10 @@ def import_report(campaign: Any, problems: Iterable[Any], total: int, limit: int
 
 def contact(row: Any) -> dict[str, Any]:
     """A contact row of the store (``CampaignService.list_contacts``), read by attribute."""
-    return dump(schemas.Contact.model_validate(row))
+    model = schemas.Contact.model_validate(row)
+    if model.status != ContactStatus.PENDING.value:  # a hold means something only while it is pending
+        model.next_eligible_at = model.blocked_reason = None
+    return dump(model)
 
 
 def error(message: str, error_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

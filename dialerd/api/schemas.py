@@ -16,6 +16,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer
 
 from dialerd.domain.campaign import VISIBLE
 from dialerd.domain.contact import ContactStatus, FailureReason
+from dialerd.domain.rules import PER_CONTACT
+from dialerd.domain.zones import TimezoneSource
 from dialerd.services import campaign_spec as spec
 from dialerd.services.csv_contacts import ROW_CODES
 from dialerd.services.csv_text import ENCODING_SOURCES
@@ -175,6 +177,10 @@ class Campaign(Shape):
     retries_per_contact: spec.RetriesPerContact
     retry_delay_seconds: spec.RetryDelaySeconds
     ring_timeout_seconds: spec.RingTimeoutSeconds
+    calling_hours: str = Field(description="the calling hours in each recipient's local time, canonical "
+                               "('mon-fri 09:00-20:00; sat 10:00-14:00'); '' = any time")
+    timezone: str | None = Field(description="the campaign's fallback IANA zone (contacts whose zone neither "
+                                 "the CSV nor the number gives); null: config default_timezone")
     scheduled_at: Timestamp | None
     created_at: Timestamp
     created_by: str = Field(description="id of the API key that created the campaign")
@@ -232,6 +238,16 @@ class Contact(Shape):
     sip_code: int | None = Field(description="SIP status of the last attempt")
     custom_fields: dict[str, str] = Field(validation_alias=AliasChoices("custom_fields", "fields"))
     updated_at: Timestamp | None
+    timezone: str | None = Field(description="the zone or zones (comma-separated, e.g. "
+                                 "'America/Chicago,America/Denver') its calling hours are read in; with several, "
+                                 "it is called only while the window is open in every one; null: none")
+    timezone_source: str | None = Field(description="where the zones came from: column (the CSV's timezone), "
+                                        f"number, campaign or default; null: none. One of "
+                                        f"{', '.join(z.value for z in TimezoneSource)}")
+    next_eligible_at: Timestamp | None = Field(description="while pending and held back: when it may be called "
+                                               "next (null: not held, or no time known); null otherwise")
+    blocked_reason: str | None = Field(description="while pending and held back: why, one of "
+                                       f"{', '.join(sorted(r.value for r in PER_CONTACT))}; null otherwise")
 
 
 class ContactList(Shape):

@@ -77,6 +77,8 @@ Campaign = TypedDict(
         "retries_per_contact": int,
         "retry_delay_seconds": int,
         "ring_timeout_seconds": int,
+        "calling_hours": str,
+        "timezone": str | None,
         "scheduled_at": str | None,
         "created_at": str,
         "created_by": str,
@@ -118,6 +120,10 @@ class Contact(TypedDict):
     sip_code: int | None
     custom_fields: dict[str, str]
     updated_at: str | None
+    timezone: str | None
+    timezone_source: str | None
+    next_eligible_at: str | None
+    blocked_reason: str | None
 
 
 class ContactPage(TypedDict):
@@ -169,6 +175,8 @@ class CreateOptions(TypedDict, total=False):
     retries_per_contact: int | None
     retry_delay_seconds: int | None
     ring_timeout_seconds: int | None
+    calling_hours: str | None
+    timezone: str | None
 
 
 # The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON
@@ -185,6 +193,8 @@ CREATE_FIELDS = (
     "retries_per_contact",
     "retry_delay_seconds",
     "ring_timeout_seconds",
+    "calling_hours",
+    "timezone",
 )
 INT_FIELDS = (
     "max_concurrent_calls",
@@ -200,6 +210,8 @@ EDITABLE = (
     "ring_timeout_seconds",
     "caller_id",
     "destination",
+    "calling_hours",
+    "timezone",
 )
 
 JsonObject = dict[str, Any]

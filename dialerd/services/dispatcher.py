@@ -256,7 +256,8 @@ class Dispatcher:
             await self._idle(campaign)
 
     async def _idle(self, campaign: Campaign) -> None:
-        """Nothing was due: finish the campaign, or wait for a retry time or a freed slot."""
+        """Nothing was due: finish the campaign, or wait for the earliest time a waiting contact may be
+        claimed (a retry, the end of a hold: ``next_retry_time``), at most 5 s, or a freed slot."""
         cid = campaign.id
         if self.slots.calls_in_flight(cid) == 0 and await self.store.unfinished_contacts(cid) == 0:
             await self.transitions.system_transition(cid, CampaignAction.FINISH)
@@ -273,16 +274,11 @@ class Dispatcher:
         async with self._dial_lock(campaign.id):
             if not self._active(campaign.id) or not self.pbx_up.is_set():
                 return False
-            due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
-            if not due:
+            claimed = await self._claim(campaign)
+            if claimed is None:
                 return False
-            contact = due[0]
-            self.faults.hit("before_attempt")
-            # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
-            channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
-            attempt = await self.store.begin_attempt(contact, channel_id)
-            if attempt is None:
-                return False
+            contact, attempt = claimed
+            channel_id = attempt.channel_id
             self.slots.hold(channel_id, campaign.id, campaign.tenant_id)
             self.faults.hit("after_attempt")
             if not await self._pace_send(campaign.tenant_id, campaign.id):
@@ -304,6 +300,26 @@ class Dispatcher:
             log.info("originated", extra={"action": "originate", "campaign_id": campaign.id,
                                           "contact_id": contact.id, "channel_id": channel_id})
             return True
+
+    async def _claim(self, campaign: Campaign) -> tuple[Contact, Attempt] | None:
+        """Claim the first due contact the claim gate lets through, and commit its attempt; None if none.
+
+        A candidate the gate holds back (calling hours, frequency cap; ``store/gate.py``) gets its
+        ``blocked_reason`` and ``next_eligible_at`` written in that transaction, so the next query skips
+        it: each is examined once per hold, and the next candidate is tried at once.
+        """
+        while self._active(campaign.id) and self.pbx_up.is_set():
+            due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
+            if not due:
+                return None
+            contact = due[0]
+            self.faults.hit("before_attempt")
+            # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
+            channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
+            attempt = await self.store.begin_attempt(contact, channel_id)
+            if attempt is not None:
+                return contact, attempt
+        return None
 
     async def _pace_send(self, tenant_id: str, campaign_id: str) -> bool:
         """Space the tenant's originate requests as they leave, as the pacer spaced their reservations.

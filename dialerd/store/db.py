@@ -23,6 +23,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (3, "0003_api_contract"),
     (4, "0004_api_key_last_used"),
     (7, "0007_tenant_limits"),  # 5 and 6 land with the suppressions and retry-rules branches
+    (8, "0008_calling_hours"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
