@@ -251,7 +251,11 @@ class Dispatcher:
             dialled = await self._dial_next(campaign)
         finally:
             if not dialled:
-                slots.release(cid, tenant.tenant_id)
+                # A reservation nothing used wakes no one: woken by its own release, an idle runner
+                # (contacts held until an opening, a retry time) would poll at the tenant's pace instead
+                # of sleeping until the time next_retry_time names; two idle runners of a tenant would
+                # wake each other. A runner that found the tenant full meanwhile looks again within 0.5 s.
+                slots.release(cid, tenant.tenant_id, wake=False)
         if not dialled:
             await self._idle(campaign)
 

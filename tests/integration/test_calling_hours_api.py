@@ -6,6 +6,7 @@ default) and the contacts' JSON."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,7 @@ import pytest
 
 from tests.conftest import Api, OfflinePbx, make_key, start_daemon, test_settings
 from tests.integration.test_api import assert_error, created, db_counts
-from tests.live import all_contacts
+from tests.live import all_contacts, wait_status
 
 CSV = (
     "phone_number,timezone,name\n"
@@ -116,3 +117,36 @@ async def test_patch_changes_the_hours_and_the_fallback_zone(offline_api: Api) -
     assert (same["calling_hours"], same["timezone"]) == ("sat-sun 10:00-12:00", "Australia/Perth")
     status, cleared = await patch(offline_api, cid, timezone="")
     assert status == 200 and cleared["timezone"] is None
+
+
+async def test_the_runner_sleeps_until_the_opening_and_dials_then(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatcher's wake-up is the held contact's next_eligible_at: no busy loop before it, no missed
+    opening. The claim's clock (the dispatcher's and the call stores' utcnow) runs 1.5 s before 09:00."""
+    from dialerd.pbx.fake import FakePbx
+    from dialerd.services import dispatcher
+    from dialerd.store import sql_calls, sqlite_calls
+    from tests.integration.test_campaign_end import api_on
+
+    opening = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
+    shift = opening - timedelta(seconds=1.5) - datetime.now(UTC)
+    for module in (dispatcher, sql_calls, sqlite_calls):
+        monkeypatch.setattr(module, "utcnow", lambda: datetime.now(UTC) + shift)
+    async with api_on(db_url, FakePbx()) as api:
+        queries = 0
+        calls = api.daemon.store.calls
+        due = calls.next_due_contacts
+
+        async def counted(*args: Any) -> Any:
+            nonlocal queries
+            queries += 1
+            return await due(*args)
+
+        monkeypatch.setattr(calls, "next_due_contacts", counted)
+        body = await created(api, "phone_number,timezone\n+14155550100,UTC\n", calling_hours="daily 09:00-10:00")
+        status, started = await api.call("POST", f"/api/v1/campaigns/{body['id']}/start")
+        assert status == 200, started
+        final = await wait_status(api, body["id"], "completed", timeout=30)
+        (contact,) = await all_contacts(api, body["id"])
+    assert final["contacts"]["completed"] == 1 and contact["attempts"] == 1
+    assert datetime.fromisoformat(contact["last_attempt_at"].replace("Z", "+00:00")) >= opening
+    assert queries <= 6, queries  # held once, then one sleep to the opening (not a poll every few ms)
