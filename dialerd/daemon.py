@@ -29,6 +29,7 @@ from dialerd import __version__, heap
 from dialerd.api.app import build_app
 from dialerd.api.context import Services
 from dialerd.api.prometheus import Telemetry
+from dialerd.domain.zones import check_timezone
 from dialerd.errors import ConfigError
 from dialerd.faults import Failpoints
 from dialerd.pbx.errors import AppInUse
@@ -123,7 +124,8 @@ class Daemon:
         dispatcher = Dispatcher(store, pbx, slots, transitions, tasks=tasks, failpoints=faults)
         lifecycle = CampaignLifecycle(transitions, dispatcher)
         scheduler = Scheduler(store, lifecycle)
-        campaigns = CampaignService(store, hub, lifecycle, in_flight=slots.calls_in_flight, scheduler=scheduler)
+        campaigns = CampaignService(store, hub, lifecycle, in_flight=slots.calls_in_flight, scheduler=scheduler,
+                                    default_timezone=check_timezone(settings.compliance_default_timezone))
         metrics = Metrics(store, in_flight=slots.calls_in_flight, pbx_connected=lambda: pbx.connected,
                           dialling_held=lambda: dispatcher.dialling_held)
         telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx)  # this daemon's own

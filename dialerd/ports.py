@@ -118,11 +118,12 @@ class CallStore(Protocol):
     """
 
     async def next_due_contacts(self, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
-        """Pending contacts whose next attempt is due, oldest first."""
+        """Pending contacts whose next attempt is due and that no hold keeps back at ``now``, oldest first."""
         ...
 
     async def next_retry_time(self, campaign_id: str) -> datetime | None:
-        """When the campaign's earliest pending retry falls due; None if none is waiting."""
+        """When the campaign's earliest waiting contact may be claimed (a retry, the end of a hold);
+        None if none is waiting."""
         ...
 
     async def unfinished_contacts(self, campaign_id: str) -> int:
@@ -130,7 +131,9 @@ class CallStore(Protocol):
         ...
 
     async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
-        """Commit a new dialling attempt under ``channel_id``; None if the contact was taken meanwhile.
+        """Commit a new dialling attempt under ``channel_id``; None if the contact was taken meanwhile, or
+        if the claim gate (calling hours, frequency cap) holds it back: its ``blocked_reason`` and
+        ``next_eligible_at`` are then written in the same transaction.
 
         In the same transaction, the contact's number is checked against its tenant's suppression list:
         if it is listed, the contact becomes ``skipped`` (its ``skipped`` event appended) and ``Skipped``

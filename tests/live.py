@@ -177,7 +177,8 @@ class AsteriskWatch:
                         continue
                     ids.setdefault(campaign, set()).add(ch["id"])
                     info = self.seen.setdefault(ch["id"], {"campaign": campaign, "created": ch["creationtime"],
-                                                           "number": (ch.get("dialplan") or {}).get("exten")})
+                                                           "number": (ch.get("dialplan") or {}).get("exten"),
+                                                           "contact": ch["channelvars"].get("DIALERD_CONTACT")})
                     info["last_state"] = ch["state"]
                 self.live = {c: len(v) for c, v in ids.items()}
                 for campaign, n in self.live.items():

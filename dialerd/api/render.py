@@ -72,6 +72,8 @@ def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) ->
         retry_delay_seconds=c.retry_delay_seconds,
         retry_rules=c.retry_rules or "",
         ring_timeout_seconds=c.ring_timeout_seconds,
+        calling_hours=c.calling_hours,
+        timezone=c.timezone,
         scheduled_at=c.scheduled_at,
         created_at=_not_null(c.created_at),
         created_by=c.created_by,
@@ -118,6 +120,8 @@ def contact(row: Any, attempts: Iterable[Any] | None = None) -> dict[str, Any]:
     """A contact row of the store (``CampaignService.list_contacts``), read by attribute; with
     ``attempts`` (its attempt rows, ``CampaignService.attempt_history``) also its ``attempt_history``."""
     model = schemas.Contact.model_validate(row)
+    if model.status != ContactStatus.PENDING.value:  # a hold means something only while it is pending
+        model.next_eligible_at = model.blocked_reason = None
     if attempts is not None:
         model.attempt_history = [attempt(a) for a in attempts]
     return dump(model)

@@ -16,7 +16,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer
 
 from dialerd.domain.campaign import VISIBLE
 from dialerd.domain.contact import ContactStatus, FailureReason, SkipReason
+from dialerd.domain.rules import PER_CONTACT
 from dialerd.domain.suppression import SuppressionSource
+from dialerd.domain.zones import TimezoneSource
 from dialerd.services import campaign_spec as spec
 from dialerd.services.csv_contacts import ROW_CODES
 from dialerd.services.csv_text import ENCODING_SOURCES
@@ -183,6 +185,10 @@ class Campaign(Shape):
     retry_delay_seconds: spec.RetryDelaySeconds
     retry_rules: StoredRetryRules
     ring_timeout_seconds: spec.RingTimeoutSeconds
+    calling_hours: str = Field(description="the calling hours in each recipient's local time, canonical "
+                               "('mon-fri 09:00-20:00; sat 10:00-14:00'); '' = any time")
+    timezone: str | None = Field(description="the campaign's fallback IANA zone (contacts whose zone neither "
+                                 "the CSV nor the number gives); null: config default_timezone")
     scheduled_at: Timestamp | None
     created_at: Timestamp
     created_by: str = Field(description="id of the API key that created the campaign")
@@ -268,6 +274,16 @@ class Contact(Shape):
     sip_code: int | None = Field(description="SIP status of the last attempt")
     custom_fields: dict[str, str] = Field(validation_alias=AliasChoices("custom_fields", "fields"))
     updated_at: Timestamp | None
+    timezone: str | None = Field(description="the zone or zones (comma-separated, e.g. "
+                                 "'America/Chicago,America/Denver') its calling hours are read in; with several, "
+                                 "it is called only while the window is open in every one; null: none")
+    timezone_source: str | None = Field(description="where the zones came from: column (the CSV's timezone), "
+                                        f"number, campaign or default; null: none. One of "
+                                        f"{', '.join(z.value for z in TimezoneSource)}")
+    next_eligible_at: Timestamp | None = Field(description="while pending and held back: when it may be called "
+                                               "next (null: not held, or no time known); null otherwise")
+    blocked_reason: str | None = Field(description="while pending and held back: why, one of "
+                                       f"{', '.join(sorted(r.value for r in PER_CONTACT))}; null otherwise")
     attempt_history: list[AttemptRecord] = Field(ABSENT, description="every attempt, oldest first (only with "
                                                  "include=attempt_history)")
 

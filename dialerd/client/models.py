@@ -80,6 +80,8 @@ Campaign = TypedDict(
         "retry_delay_seconds": int,
         "retry_rules": str,
         "ring_timeout_seconds": int,
+        "calling_hours": str,
+        "timezone": str | None,
         "scheduled_at": str | None,
         "created_at": str,
         "created_by": str,
@@ -138,6 +140,10 @@ class Contact(TypedDict):
     sip_code: int | None
     custom_fields: dict[str, str]
     updated_at: str | None
+    timezone: str | None
+    timezone_source: str | None
+    next_eligible_at: str | None
+    blocked_reason: str | None
     attempt_history: NotRequired[list[AttemptRecord]]
 
 
@@ -259,6 +265,8 @@ class CreateOptions(TypedDict, total=False):
     retry_delay_seconds: int | None
     retry_rules: str | None
     ring_timeout_seconds: int | None
+    calling_hours: str | None
+    timezone: str | None
 
 
 # The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON
@@ -276,6 +284,8 @@ CREATE_FIELDS = (
     "retry_delay_seconds",
     "retry_rules",
     "ring_timeout_seconds",
+    "calling_hours",
+    "timezone",
 )
 INT_FIELDS = (
     "max_concurrent_calls",
@@ -292,6 +302,8 @@ EDITABLE = (
     "caller_id",
     "destination",
     "retry_rules",
+    "calling_hours",
+    "timezone",
 )
 
 JsonObject = dict[str, Any]

@@ -35,8 +35,10 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from dialerd.domain.call import Destination
+from dialerd.domain.hours import CallingHours
 from dialerd.domain.retry_rules import MAX_DELAY, MAX_RETRIES, MIN_DELAY, RULE_REASONS, RetryRules
 from dialerd.domain.rules import FieldError
+from dialerd.domain.zones import check_timezone
 from dialerd.errors import InvalidInput
 from dialerd.services.csv_text import text_codec
 from dialerd.settings import Settings
@@ -152,6 +154,23 @@ def read_retry_rules(field: str, raw: str, default: Any) -> RetryRules:
         raise bad(field, exc.problem) from None
 
 
+def read_calling_hours(field: str, raw: str, default: Any) -> str:
+    """The canonical text of the hours given (``CallingHours.parse``), else of the configured default."""
+    text = raw if raw.strip() else str(default or "")
+    try:
+        return str(CallingHours.parse(text, field=field))
+    except FieldError as exc:
+        raise bad(exc.field, exc.problem) from None
+
+
+def read_timezone(field: str, raw: str, default: Any) -> str | None:
+    """An IANA zone name in the tz database's spelling; empty: none."""
+    try:
+        return check_timezone(raw, field=field)
+    except FieldError as exc:
+        raise bad(exc.field, exc.problem) from None
+
+
 def read_int(field: str, raw: str, default: Any) -> int:
     lo, hi = int_bounds(CampaignSpec.model_fields[field])
     return parse_int(field, raw, int(default), lo, hi)
@@ -198,6 +217,15 @@ RetriesPerContact = Annotated[int, Field(ge=0, le=5, description="further attemp
 RetryDelaySeconds = Annotated[int, Field(ge=60, le=7 * 86400, description="seconds between attempts")]
 RingTimeoutSeconds = Annotated[int, Field(ge=5, le=300, description="seconds a call may ring before it counts "
                                           "as no answer")]
+CallingHoursText = Annotated[str, Field(
+    max_length=2000, pattern=PRINTABLE_PATTERN, examples=["mon-fri 09:00-20:00; sat 10:00-14:00"],
+    description="when contacts may be called, on each recipient's own clock: entries separated by ';', each "
+    "'DAYS HH:MM-HH:MM' with DAYS daily, mon..sun or a range like mon-fri, 24 h times, the end after the start "
+    "(24:00 allowed as an end); a contact with several zones is called only while it is open in every one; "
+    "'' (an empty value) takes the configured default; the campaign shows the canonical form, '' = any time")]
+TIMEZONE_DESCRIPTION = ("IANA time zone name (any case): the zone of contacts whose zone neither the CSV's "
+                        "timezone column nor their number gives (else the configured default_timezone); an "
+                        "unknown name is refused (400)")
 
 
 class CampaignSpec(BaseModel):
@@ -263,6 +291,16 @@ class CampaignSpec(BaseModel):
     ] = RetryRules()
     ring_timeout_seconds: Annotated[RingTimeoutSeconds, Form(read_int,
                                                              setting="dialer_ring_timeout")]
+    calling_hours: Annotated[
+        CallingHoursText,
+        Form(read_calling_hours, setting="compliance_calling_hours", unset="any time"),
+    ]
+    timezone: Annotated[
+        str | None,
+        WithJsonSchema({"type": "string", "maxLength": 64, "example": "America/New_York",
+                        "description": TIMEZONE_DESCRIPTION}),
+        Form(read_timezone),
+    ] = None  # None: contacts whose zone neither the CSV nor the number gives take the configured default
 
     @field_validator("*", mode="before")
     @classmethod
@@ -312,7 +350,7 @@ def int_bounds(info: FieldInfo) -> tuple[int, int | None]:
 # What PATCH /campaigns/{id} may change, in the order its messages list them (test_campaign_spec checks
 # that each is a field).
 EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
-            "caller_id", "destination", "retry_rules")
+            "caller_id", "destination", "retry_rules", "calling_hours", "timezone")
 FIELDS: tuple[str, ...] = tuple(CampaignSpec.model_fields)
 INT_FIELDS: tuple[str, ...] = tuple(f for f, info in CampaignSpec.model_fields.items() if info.annotation is int)
 ALIASES: dict[str, str] = {form_of(f).alias or "": f for f in FIELDS if form_of(f).alias}  # alias -> field

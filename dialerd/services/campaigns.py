@@ -15,12 +15,13 @@ from datetime import datetime
 from typing import IO, Any, Protocol
 
 from dialerd.domain.campaign import CampaignAction, CampaignStatus, initial_status
+from dialerd.domain.zones import resolve_zones
 from dialerd.errors import Conflict, InvalidInput, NotFound
 from dialerd.services.auth import Principal
 from dialerd.services.campaign_spec import CampaignSpec  # the create form's declaration
 from dialerd.services.events import EventHub
 from dialerd.services.idempotency import Idempotency
-from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, import_contacts
+from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, ZoneFallbacks, import_contacts
 from dialerd.services.lifecycle import CampaignLifecycle
 from dialerd.store.repo import Store
 from dialerd.store.tables import Attempt, Campaign, Contact, Event, ImportProblem
@@ -58,6 +59,7 @@ class CampaignService:
         in_flight: Callable[[str], int] | None = None,
         scheduler: ScheduleControl | None = None,
         import_batch_size: int = IMPORT_BATCH_SIZE,
+        default_timezone: str | None = None,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -65,6 +67,7 @@ class CampaignService:
         self.in_flight = in_flight  # calls in flight by campaign, live (None: counted from the contacts)
         self.scheduler = scheduler
         self.import_batch_size = import_batch_size
+        self.default_timezone = default_timezone  # config [compliance] default_timezone, checked
         self.idempotency = Idempotency(store)
 
     # ---- create ---------------------------------------------------------------------------------
@@ -89,6 +92,8 @@ class CampaignService:
             import_report={},
             created_by=who.key_id,
             scheduled_at=spec.scheduled_at,
+            calling_hours=spec.calling_hours,
+            timezone=spec.timezone,
             created_at=now,
             updated_at=now,
         )
@@ -97,6 +102,7 @@ class CampaignService:
             report = await import_contacts(
                 self.store, campaign.id, contacts, spec.default_region or None, batch_size=self.import_batch_size,
                 phone_column=spec.phone_column, encoding=spec.encoding, tenant_id=who.tenant_id,
+                zones=ZoneFallbacks(campaign=spec.timezone, default=self.default_timezone),
             )
             status = initial_status(spec.scheduled_at is not None)
             await self.store.finish_import(campaign.id, status, report.as_json(max_problems=1000))
@@ -141,6 +147,11 @@ class CampaignService:
                 f"{', '.join(s.value for s in EDITABLE_STATUSES)} (pause it first)",
                 error_id="campaign_not_editable", status=fresh.status,
             )
+        if "calling_hours" in changes or "timezone" in changes:
+            fallback = None
+            if "timezone" in changes:  # the number's zones stay; a fallback zone follows the campaign's
+                fallback = resolve_zones("", campaign=changes["timezone"], default=self.default_timezone)
+            await self.store.rezone_contacts(campaign_id, fallback)
         log.info("campaign updated", extra={"action": "update", "campaign_id": campaign.id,
                                             "fields": sorted(changes)})
         return await self.view(await self._get(who, campaign_id))

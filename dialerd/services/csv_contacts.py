@@ -25,6 +25,8 @@ Decisions (see the module constants for the exact lists):
 - Numbers (``dialerd.domain.phone``): *possible* (right length for the country), not only *valid*, so
   the fictional +1 415 555 01XX range works; NANP area codes and exchanges starting 0/1, local-only
   numbers, letters, extensions and spreadsheet artefacts (``4155550124.0``, ``4.15555E+09``) are refused.
+- A ``timezone`` column (any case) gives the row's zone, an IANA name (``domain/zones``); an unknown one
+  rejects the row (``unknown_timezone``); an empty cell leaves the zone to the number. It stays a custom field.
 - Trailing extra fields that are all blank (``a,b,,,`` under a two-column header) are dropped; extra
   fields with content make the row ``too_many_fields``.
 """
@@ -34,7 +36,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from typing import BinaryIO, Final
 
@@ -42,6 +44,7 @@ import phonenumbers
 
 from dialerd.domain.phone import parse_phone
 from dialerd.domain.phone_columns import PHONE_COLUMN_NAMES, find_column, phone_columns
+from dialerd.domain.zones import column_timezone
 from dialerd.errors import InvalidCsv, InvalidInput
 from dialerd.services.csv_text import DecodedLines
 
@@ -58,11 +61,13 @@ ROW_CODES: Final = frozenset(
         "too_many_fields",
         "field_too_long",
         "malformed_row",
+        "unknown_timezone",  # the row's timezone cell is not an IANA zone (domain/zones.ROW_CODE)
     }
 )
 
 _VALUE_CHARS: Final = 100  # RowProblem.value is truncated to this many characters
 _DELIMITERS: Final = ",;\t"  # detection order doubles as the tie-break order
+TIMEZONE_COLUMN: Final = "timezone"  # the header (any case) of each row's IANA zone (issue 11)
 MULTI_VALUE: Final = ":::"  # Google Contacts' separator of several values in one cell
 
 _SEP_LINE = re.compile(r"\s*sep=([,;\t|])\s*", re.IGNORECASE)
@@ -78,6 +83,7 @@ class ParsedContact:
     raw: str  # the phone cell as written, surrounding whitespace trimmed
     fields: dict[str, str]  # every other column by cleaned header name, values trimmed
     column: str  # the header of the cell the number came from
+    timezone: str | None = None  # the row's ``timezone`` cell as a checked IANA name; None: empty or no column
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +188,8 @@ class ContactsCsv:
         self._phone_index = phone_index
         self._candidates = tuple(candidates)
         self._others = tuple((i, name) for i, name in enumerate(self.header) if i != phone_index)
+        # A ``timezone`` column (any case) gives each row's zone; it stays a custom field too.
+        self._timezone = next((name for i, name in self._others if name.lower() == TIMEZONE_COLUMN), None)
         self._started = False
         self._valid = 0
         self._rejected = 0
@@ -211,7 +219,24 @@ class ContactsCsv:
         if self._started:
             raise RuntimeError("ContactsCsv.batches() can only be iterated once")
         self._started = True
-        return self._iter_batches()
+        if self._timezone is None:
+            return self._iter_batches()
+        return ([self._zoned(item) for item in batch] for batch in self._iter_batches())
+
+    def _zoned(self, item: ParsedContact | RowProblem) -> ParsedContact | RowProblem:
+        """A valid row with its ``timezone`` cell checked: the contact with its zone, or the row rejected."""
+        if isinstance(item, RowProblem):
+            return item
+        assert self._timezone is not None
+        cell = item.fields.get(self._timezone, "")
+        if not cell:
+            return item
+        zone = column_timezone(cell)
+        if isinstance(zone, tuple):
+            self._valid -= 1
+            self._rejected += 1
+            return RowProblem(item.line, cell[:_VALUE_CHARS], zone[1], zone[0])
+        return replace(item, timezone=zone)
 
     def _iter_batches(self) -> Iterator[list[ParsedContact | RowProblem]]:
         # The per-row cost is measured against phonenumbers itself, so the common row (right width,

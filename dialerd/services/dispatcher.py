@@ -273,7 +273,11 @@ class Dispatcher:
             if not outcome.kept:
                 slots.uncount_start(tenant.tenant_id, counted)
             if not outcome.dialled:
-                slots.release(cid, tenant.tenant_id)
+                # A reservation nothing used wakes no one: woken by its own release, an idle runner
+                # (contacts held until an opening, a retry time) would poll at the tenant's pace instead
+                # of sleeping until the time next_retry_time names; two idle runners of a tenant would
+                # wake each other. A runner that found the tenant full meanwhile looks again within 0.5 s.
+                slots.release(cid, tenant.tenant_id, wake=False)
         if not outcome.dialled:
             await self._idle(campaign)
 
@@ -290,7 +294,8 @@ class Dispatcher:
         await self.slots.sleep(cid, min(TENANT_REFRESH_SECONDS, max(0.01, wait)))
 
     async def _idle(self, campaign: Campaign) -> None:
-        """Nothing was due: finish the campaign, or wait for a retry time or a freed slot."""
+        """Nothing was due: finish the campaign, or wait for the earliest time a waiting contact may be
+        claimed (a retry, the end of a hold: ``next_retry_time``), at most 5 s, or a freed slot."""
         cid = campaign.id
         if self.slots.calls_in_flight(cid) == 0 and await self.store.unfinished_contacts(cid) == 0:
             await self.transitions.system_transition(cid, CampaignAction.FINISH)
@@ -306,26 +311,13 @@ class Dispatcher:
         """Claim one due contact and originate it. ``outcome``: whether a call is now in flight, and
         whether an attempt row was kept (it counts against the tenant's ``daily_calls_max``)."""
         async with self._dial_lock(campaign.id):
-            while True:
-                if not self._active(campaign.id) or not self.pbx_up.is_set():
-                    return
-                due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
-                if not due:
-                    return
-                contact = due[0]
-                self.faults.hit("before_attempt")
-                # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
-                channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
-                claimed = await self.store.begin_attempt(contact, channel_id)
-                if claimed is None:
-                    return
-                if not isinstance(claimed, Skipped):
-                    attempt = claimed
-                    break
-                # Suppressed since the import: skipped in the claim's transaction; the next one is due now
-                # (the start counted against daily_calls_max stays reserved for it).
-                log.info("suppressed number skipped", extra={"action": "skipped", "campaign_id": campaign.id,
-                                                             "contact_id": contact.id})
+            if not self._active(campaign.id) or not self.pbx_up.is_set():
+                return
+            claimed = await self._claim(campaign)
+            if claimed is None:
+                return
+            contact, attempt = claimed
+            channel_id = attempt.channel_id
             outcome.kept = True
             self.slots.hold(channel_id, campaign.id, campaign.tenant_id)
             self.faults.hit("after_attempt")
@@ -350,6 +342,33 @@ class Dispatcher:
             log.info("originated", extra={"action": "originate", "campaign_id": campaign.id,
                                           "contact_id": contact.id, "channel_id": channel_id})
             outcome.dialled = True
+
+    async def _claim(self, campaign: Campaign) -> tuple[Contact, Attempt] | None:
+        """Claim the first due contact the claim gate lets through, and commit its attempt; None if none.
+
+        A candidate the gate holds back (calling hours, frequency cap; ``store/gate.py``) gets its
+        ``blocked_reason`` and ``next_eligible_at`` written in that transaction, so the next query skips
+        it: each is examined once per hold, and the next candidate is tried at once. A suppressed one is
+        skipped (``skipped``) in that transaction, and the next is tried too.
+        """
+        while self._active(campaign.id) and self.pbx_up.is_set():
+            due = await self.store.next_due_contacts(campaign.id, utcnow(), 1)
+            if not due:
+                return None
+            contact = due[0]
+            self.faults.hit("before_attempt")
+            # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
+            channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
+            claimed = await self.store.begin_attempt(contact, channel_id)
+            if isinstance(claimed, Skipped):
+                # Suppressed since the import: skipped in the claim's transaction; the next one is due now
+                # (the start counted against daily_calls_max stays reserved for it).
+                log.info("suppressed number skipped", extra={"action": "skipped", "campaign_id": campaign.id,
+                                                             "contact_id": contact.id})
+                continue
+            if claimed is not None:
+                return contact, claimed
+        return None
 
     async def _pace_send(self, tenant_id: str, campaign_id: str) -> bool:
         """Space the tenant's originate requests as they leave, as the pacer spaced their reservations.

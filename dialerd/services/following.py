@@ -30,6 +30,7 @@ from dialerd.domain.call import (
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.domain.retry_rules import RetryRules
+from dialerd.domain.rules import BlockReason
 from dialerd.faults import Failpoints
 from dialerd.ports import DispatchStore, Pbx
 from dialerd.services.slots import Slots
@@ -228,6 +229,9 @@ class CallFollower:
             payload = {"reason": reason, "cause": end.cause, "sip_code": end.sip_code}
             if end.retry_at is not None:
                 contact_values["next_attempt_at"] = end.retry_at
+                # Held until then; the claim gate reads its calling hours once it is due (store/gate.py).
+                contact_values["next_eligible_at"] = end.retry_at
+                contact_values["blocked_reason"] = BlockReason.RETRY_DELAY.value
                 payload["retry_at"] = rfc3339(end.retry_at)
             elif end.cancelled:
                 payload["reason"] = "campaign_stopped"

@@ -11,11 +11,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
+from dialerd.domain.zones import resolve_zones
 from dialerd.errors import InvalidCsv
 from dialerd.services.csv_contacts import MULTI_VALUE, ContactsCsv, ParsedContact, RowProblem
 from dialerd.store.repo import Store
 
 MAX_REPORTED_PROBLEMS = 1000
+
+
+@dataclass(frozen=True)
+class ZoneFallbacks:
+    """The zones of contacts whose zone neither the CSV's ``timezone`` column nor the number gives:
+    the campaign's ``timezone``, else config ``[compliance] default_timezone`` (checked names, or None)."""
+
+    campaign: str | None = None
+    default: str | None = None
 
 
 @dataclass
@@ -81,11 +91,13 @@ async def import_contacts(
     phone_column: str | None = None,
     encoding: str | None = None,
     tenant_id: str | None = None,
+    zones: ZoneFallbacks = ZoneFallbacks(),
 ) -> ImportReport:
     """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file.
 
     ``phone_column`` and ``encoding`` are the create form's fields of those names (None: not given).
     ``tenant_id``: whose suppression list applies; its listed numbers are stored as ``skipped``.
+    Each contact's zones are resolved here (``domain/zones.resolve_zones``) and stored with it.
     """
     parser = await asyncio.to_thread(
         ContactsCsv,
@@ -116,8 +128,12 @@ async def import_contacts(
                 counts[item.column] += 1
                 if MULTI_VALUE in item.raw:
                     report.multi_number_cells += 1
+                placed = resolve_zones(item.phone_e164, column=item.timezone, campaign=zones.campaign,
+                                       default=zones.default)
                 rows.append(
-                    {"line": item.line, "phone_e164": item.phone_e164, "raw_number": item.raw, "fields": item.fields}
+                    {"line": item.line, "phone_e164": item.phone_e164, "raw_number": item.raw, "fields": item.fields,
+                     "timezone": placed.text or None,
+                     "timezone_source": placed.source.value if placed.source else None}
                 )
             else:
                 report.rows_rejected += 1

@@ -229,11 +229,13 @@ class Slots:
         self._tenant[tenant_id] = self._tenant.get(tenant_id, 0) + 1
         self._campaign[campaign_id] = self._campaign.get(campaign_id, 0) + 1
 
-    def release(self, campaign_id: str, tenant_id: str) -> None:
-        """Free a slot and wake the runners that may use it."""
+    def release(self, campaign_id: str, tenant_id: str, *, wake: bool = True) -> None:
+        """Free a slot and (``wake``) wake the runners that may use it."""
         self._campaign[campaign_id] = max(0, self._campaign.get(campaign_id, 0) - 1)
         if tenant_id in self._tenant:
             self._tenant[tenant_id] = max(0, self._tenant[tenant_id] - 1)
+        if not wake:
+            return
         # A freed slot is refilled promptly: wake this campaign and its tenant's other campaigns.
         # Only the tenant's: waking every runner (as before) cost each of them a campaign read per
         # ended call, 50 reads per call in the load test (tests/load), for slots they cannot use.

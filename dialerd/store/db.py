@@ -25,7 +25,8 @@ MIGRATIONS: list[tuple[int, str]] = [
     (5, "0005_suppressions"),
     (6, "0006_retry_rules"),
     (7, "0007_tenant_limits"),
-    (9, "0009_attempt_day_index"),  # the daily caps' count of a tenant's day; 8 lands with the hours branch
+    (8, "0008_calling_hours"),
+    (9, "0009_attempt_day_index"),  # the daily caps' count of a tenant's day
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Table
@@ -28,6 +29,7 @@ from dialerd.domain.campaign import END_EVENT
 from dialerd.domain.contact import ContactStatus
 from dialerd.store.base import T_CONTACT, end_event_payload
 from dialerd.store.db import SQLITE_PRAGMAS
+from dialerd.store.gate import UNCOUNTED_ATTEMPT_STATE, ClaimFacts, claim_hold
 from dialerd.timestamps import utcnow
 
 T = TypeVar("T")
@@ -38,8 +40,8 @@ T = TypeVar("T")
 # the columns' own bind processors, so the stored values are identical, and the rows go to the driver
 # as plain tuples. Omitted columns are NULL.
 INSERT_CONTACTS = (
-    "INSERT INTO contact (campaign_id, line, phone_e164, raw_number, fields, status, attempts, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
+    "INSERT INTO contact (campaign_id, line, phone_e164, raw_number, fields, status, attempts, updated_at,"
+    " timezone, timezone_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
 )
 
 
@@ -53,7 +55,8 @@ def contact_tuples(dialect: Dialect, campaign_id: str,
 
     def values() -> list[tuple[Any, ...]]:
         return [
-            (campaign_id, r["line"], r["phone_e164"], r["raw_number"][:100], to_json(r["fields"]), pending, 0, now)
+            (campaign_id, r["line"], r["phone_e164"], r["raw_number"][:100], to_json(r["fields"]), pending, 0, now,
+             r.get("timezone"), r.get("timezone_source"))
             for r in rows
         ]
 
@@ -154,15 +157,18 @@ class HotPath:
         rows = conn.execute(
             f"SELECT {self.contact.star} FROM contact WHERE campaign_id = ? AND status = ?"
             " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            " AND (blocked_reason IS NULL OR next_eligible_at <= ?)"
             f" AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.contact_id = contact.id"
             f" AND attempt.state IN ({self._in_flight})) ORDER BY contact.id LIMIT ?",
-            (campaign_id, status, self.contact.bind("next_attempt_at", now), limit),
+            (campaign_id, status, self.contact.bind("next_attempt_at", now), self.contact.bind("next_eligible_at", now),
+             limit),
         ).fetchall()
         return [self.contact.row(r) for r in rows]
 
     def next_retry_time(self, conn: sqlite3.Connection, campaign_id: str, pending: str) -> Any:
-        row = conn.execute("SELECT min(next_attempt_at) FROM contact WHERE campaign_id = ? AND status = ?",
-                           (campaign_id, pending)).fetchone()
+        row = conn.execute(
+            "SELECT min(CASE WHEN blocked_reason IS NULL THEN next_attempt_at ELSE next_eligible_at END)"
+            " FROM contact WHERE campaign_id = ? AND status = ?", (campaign_id, pending)).fetchone()
         return None if row[0] is None else self.contact.row_value("next_attempt_at", row[0])
 
     def count_contacts(self, conn: sqlite3.Connection, campaign_id: str, statuses: tuple[str, ...]) -> int:
@@ -215,15 +221,45 @@ class HotPath:
         """Count the attempt on the contact and insert it; None if the contact moved on meanwhile."""
         if self.attempt_busy(conn, values["contact_id"]):
             return None
+        if self._held(conn, values["contact_id"], values["created_at"], pending):
+            return None
         now = self.contact.bind("updated_at", values["created_at"])
         moved = conn.execute(
-            "UPDATE contact SET attempts = attempts + 1, last_attempt_at = ?, updated_at = ?"
-            " WHERE id = ? AND status = ? AND attempts = ?",
+            "UPDATE contact SET attempts = attempts + 1, last_attempt_at = ?, updated_at = ?,"
+            " blocked_reason = NULL, next_eligible_at = NULL WHERE id = ? AND status = ? AND attempts = ?",
             (now, now, values["contact_id"], pending, attempts),
         )
         if not moved.rowcount:
             return None
         return self._insert(conn, "attempt", self.attempt, values)
+
+    def _held(self, conn: sqlite3.Connection, contact_id: int, now: datetime, pending: str) -> bool:
+        """``SqlCalls._held``: the claim gate (store/gate.py); if held, write why and until when."""
+        row = conn.execute(
+            "SELECT campaign.calling_hours, contact.timezone, contact.next_attempt_at, contact.phone_e164,"
+            " campaign.tenant_id, tenant.max_attempts_per_number, tenant.frequency_window_hours FROM contact"
+            " JOIN campaign ON campaign.id = contact.campaign_id JOIN tenant ON tenant.id = campaign.tenant_id"
+            " WHERE contact.id = ? AND contact.status = ?", (contact_id, pending),
+        ).fetchone()
+        if row is None:
+            return False
+        facts = ClaimFacts(row[0], row[1], self.contact.row_value("next_attempt_at", row[2]), *row[3:])
+        attempts: list[datetime] = []
+        if facts.cap.active:
+            found = conn.execute(
+                "SELECT attempt.created_at FROM attempt JOIN contact ON contact.id = attempt.contact_id"
+                " JOIN campaign ON campaign.id = attempt.campaign_id WHERE contact.phone_e164 = ?"
+                " AND campaign.tenant_id = ? AND attempt.created_at > ? AND attempt.state != ?",
+                (facts.phone_e164, facts.tenant_id, self.attempt.bind("created_at", facts.cap.window_start(now)),
+                 UNCOUNTED_ATTEMPT_STATE),
+            ).fetchall()
+            attempts = [self.attempt.row_value("created_at", r[0]) for r in found]
+        hold = claim_hold(facts, attempts, now)
+        if hold is None:
+            return False
+        conn.execute("UPDATE contact SET blocked_reason = ?, next_eligible_at = ? WHERE id = ?",
+                     (hold.reason.value, self.contact.bind("next_eligible_at", hold.until), contact_id))
+        return True
 
     def transition(self, conn: sqlite3.Connection, channel_id: str, only_from: tuple[str, ...],
                    attempt_sets: dict[str, Any], contact_sets: dict[str, Any],

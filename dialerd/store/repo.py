@@ -13,13 +13,15 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, literal, select, update
+from sqlalchemy import and_, delete, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dialerd.domain.call import AttemptState, Skipped
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, SkipReason
+from dialerd.domain.rules import BlockReason
+from dialerd.domain.zones import ContactZones, TimezoneSource
 from dialerd.store.base import (
     IN_FLIGHT_ATTEMPT_STATES,
     SHARED_READS,
@@ -547,6 +549,28 @@ class Store:
                 .values(**changes, updated_at=utcnow())
             )
             return bool(result.rowcount)
+
+    async def rezone_contacts(self, campaign_id: str, fallback: ContactZones | None) -> None:
+        """After a PATCH of the calling hours or the zone: lift the holds they decided (the claim gate
+        decides again), and with ``fallback`` give it to the pending contacts whose zones were a fallback
+        (campaign, default or none)."""
+        pending = (T_CONTACT.c.campaign_id == campaign_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
+        async with self.write() as conn:
+            if fallback is not None:
+                await conn.execute(
+                    update(T_CONTACT)
+                    .where(*pending, or_(T_CONTACT.c.timezone_source.is_(None),
+                                         T_CONTACT.c.timezone_source.in_([TimezoneSource.CAMPAIGN.value,
+                                                                          TimezoneSource.DEFAULT.value])))
+                    .values(timezone=fallback.text or None,
+                            timezone_source=fallback.source.value if fallback.source else None)
+                )
+            await conn.execute(
+                update(T_CONTACT)
+                .where(*pending, T_CONTACT.c.blocked_reason.in_([BlockReason.OUTSIDE_CALLING_HOURS.value,
+                                                                 BlockReason.NO_TIMEZONE.value]))
+                .values(blocked_reason=None, next_eligible_at=None)
+            )
 
     async def set_start_deferred(self, campaign_id: str, reason: str, detail: str) -> bool:
         """Mark a scheduled campaign's start as held back; the first time, append a campaign event.

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, literal, or_, select, update
+from sqlalchemy import case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,6 +24,7 @@ from dialerd.store.base import (
     T_CAMPAIGN,
     T_CONTACT,
     T_SUPPRESSION,
+    T_TENANT,
     Transactions,
     _attempt_in_flight,
     _Merged,
@@ -32,9 +33,13 @@ from dialerd.store.base import (
     skipped_event_payload,
 )
 from dialerd.store.direct import INSERT_CONTACTS, contact_tuples
+from dialerd.store.gate import UNCOUNTED_ATTEMPT_STATE, ClaimFacts, claim_hold
 from dialerd.store.tables import Attempt, Contact, Event
 from dialerd.timestamps import utcnow
 
+# When a pending contact may next be claimed (see next_retry_time).
+_WAKE = case((T_CONTACT.c.blocked_reason.is_(None), T_CONTACT.c.next_attempt_at),
+             else_=T_CONTACT.c.next_eligible_at)
 UNFINISHED = (ContactStatus.PENDING.value, ContactStatus.ORIGINATED.value, ContactStatus.CONNECTED.value)
 
 
@@ -57,6 +62,8 @@ class SqlCalls:
                         T_CONTACT.c.campaign_id == campaign_id,
                         T_CONTACT.c.status == ContactStatus.PENDING.value,
                         or_(T_CONTACT.c.next_attempt_at.is_(None), T_CONTACT.c.next_attempt_at <= now),
+                        # Held back by the claim gate: skipped until its next_eligible_at (never, if none).
+                        or_(T_CONTACT.c.blocked_reason.is_(None), T_CONTACT.c.next_eligible_at <= now),
                         ~_attempt_in_flight(T_CONTACT.c.id),
                     )
                     .order_by(T_CONTACT.c.id)
@@ -66,11 +73,12 @@ class SqlCalls:
         return [_row(Contact, r) for r in rows]
 
     async def next_retry_time(self, campaign_id: str) -> datetime | None:
-        """The earliest next_attempt_at among pending contacts (None if there are none waiting)."""
+        """The earliest time a waiting pending contact may be claimed: its next_eligible_at while the gate
+        holds it (none for a hold with no end), else its next_attempt_at (None if none is waiting)."""
         async with self.tx.read() as conn:
             value = (
                 await conn.execute(
-                    select(func.min(T_CONTACT.c.next_attempt_at)).where(
+                    select(func.min(_WAKE)).where(
                         T_CONTACT.c.campaign_id == campaign_id,
                         T_CONTACT.c.status == ContactStatus.PENDING.value,
                     )
@@ -119,6 +127,8 @@ class SqlCalls:
                 "failure_reason": None,
                 "hangup_cause": None,
                 "sip_code": None,
+                "timezone": r.get("timezone"),
+                "timezone_source": r.get("timezone_source"),
             }
             for r in rows
         ]
@@ -140,6 +150,9 @@ class SqlCalls:
             # runs (or opted out on another campaign's call) is skipped, never dialled.
             if (await conn.execute(select(suppressed(contact.campaign_id, contact.phone_e164)))).scalar_one():
                 return await self._skip(conn, contact, now)
+            # The claim gate (store/gate.py), in this transaction: held back, it writes why and until when.
+            if await self._held(conn, contact.id, now):
+                return None
             result = await conn.execute(
                 update(T_CONTACT)
                 .where(
@@ -147,7 +160,8 @@ class SqlCalls:
                     T_CONTACT.c.status == ContactStatus.PENDING.value,
                     T_CONTACT.c.attempts == contact.attempts,
                 )
-                .values(attempts=T_CONTACT.c.attempts + 1, last_attempt_at=now, updated_at=now)
+                .values(attempts=T_CONTACT.c.attempts + 1, last_attempt_at=now, updated_at=now,
+                        blocked_reason=None, next_eligible_at=None)
             )
             if not result.rowcount:
                 return None
@@ -179,6 +193,41 @@ class SqlCalls:
                                         reason=reason.value, now=now)
         await self.tx.event(conn, contact.campaign_id, ContactStatus.SKIPPED.value, payload, now)
         return Skipped(int(contact.id or 0), reason)
+
+    async def _held(self, conn: Any, contact_id: int | None, now: datetime) -> bool:
+        """Ask the claim gate about the pending contact; if held, write its blocked_reason and
+        next_eligible_at (so the candidate query skips it until then) and answer True."""
+        row = (
+            await conn.execute(
+                select(T_CAMPAIGN.c.calling_hours, T_CONTACT.c.timezone, T_CONTACT.c.next_attempt_at,
+                       T_CONTACT.c.phone_e164, T_CAMPAIGN.c.tenant_id, T_TENANT.c.max_attempts_per_number,
+                       T_TENANT.c.frequency_window_hours)
+                .select_from(T_CONTACT.join(T_CAMPAIGN, T_CAMPAIGN.c.id == T_CONTACT.c.campaign_id)
+                             .join(T_TENANT, T_TENANT.c.id == T_CAMPAIGN.c.tenant_id))
+                .where(T_CONTACT.c.id == contact_id, T_CONTACT.c.status == ContactStatus.PENDING.value)
+            )
+        ).first()
+        if row is None:
+            return False  # no longer pending: the guarded update below finds nothing either
+        facts = ClaimFacts(*row)
+        attempts: list[datetime] = []
+        if facts.cap.active:
+            attempts = list((await conn.execute(
+                select(T_ATTEMPT.c.created_at)
+                .select_from(T_ATTEMPT.join(T_CONTACT, T_CONTACT.c.id == T_ATTEMPT.c.contact_id)
+                             .join(T_CAMPAIGN, T_CAMPAIGN.c.id == T_ATTEMPT.c.campaign_id))
+                .where(T_CONTACT.c.phone_e164 == facts.phone_e164, T_CAMPAIGN.c.tenant_id == facts.tenant_id,
+                       T_ATTEMPT.c.created_at > facts.cap.window_start(now),
+                       T_ATTEMPT.c.state != UNCOUNTED_ATTEMPT_STATE)
+            )).scalars())
+        hold = claim_hold(facts, attempts, now)
+        if hold is None:
+            return False
+        await conn.execute(
+            update(T_CONTACT).where(T_CONTACT.c.id == contact_id)
+            .values(blocked_reason=hold.reason.value, next_eligible_at=hold.until)
+        )
+        return True
 
     async def give_back_attempt(self, channel_id: str) -> bool:
         """An attempt that never reached the PBX: mark it not_dialled and return its count to the contact.

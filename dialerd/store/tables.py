@@ -101,6 +101,9 @@ class Campaign(SQLModel, table=True):
     start_deferred: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # migration 0006: outcome rules for retries in their canonical text (domain/retry_rules.py), '' = none
     retry_rules: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    # migration 0008: the calling hours (canonical text, '' = any time) and the fallback zone (IANA, or None)
+    calling_hours: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    timezone: str | None = Field(default=None, sa_column=Column(String(64)))
 
 
 class Contact(SQLModel, table=True):
@@ -110,6 +113,7 @@ class Contact(SQLModel, table=True):
         Index("ix_contact_campaign_status", "campaign_id", "status", "id"),
         Index("ix_contact_campaign_next", "campaign_id", "status", "next_attempt_at"),
         Index("ix_contact_campaign_id", "campaign_id", "id"),  # migration 0002
+        Index("ix_contact_phone_e164", "phone_e164"),  # migration 0008: the frequency cap's count
     )
     id: int | None = Field(
         default=None,
@@ -132,6 +136,12 @@ class Contact(SQLModel, table=True):
     updated_at: datetime | None = _ts()
     # migration 0005: why a skipped contact was not dialled ("suppressed"); None otherwise
     reason: str | None = Field(default=None, sa_column=Column(String(40)))
+    # migration 0008: the zones its calling hours are read in (domain/zones.zones_text) and where they came
+    # from; while pending and held back, why (a per-contact BlockReason) and from when it may be claimed.
+    timezone: str | None = Field(default=None, sa_column=Column(Text))
+    timezone_source: str | None = Field(default=None, sa_column=Column(String(10)))
+    next_eligible_at: datetime | None = _ts()
+    blocked_reason: str | None = Field(default=None, sa_column=Column(String(40)))
 
 
 class Attempt(SQLModel, table=True):

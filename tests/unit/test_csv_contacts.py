@@ -539,3 +539,24 @@ def test_memory_stays_flat_while_streaming() -> None:
         tracemalloc.stop()
     assert rows == 10_000
     assert peak < len(data) / 4
+
+
+# ---- the timezone column (issue 11) ---------------------------------------------------------------------
+
+
+def test_a_timezone_column_gives_each_rows_zone_and_an_unknown_one_rejects_the_row() -> None:
+    data = (b"phone_number,TimeZone,name\n+14155550100,europe/berlin,a\n+14155550101,,b\n"
+            b"+14155550102,Mars/Base,c\nnot a number,Mars/Base,d\n")
+    parser, items = parse(data)
+    first, second = contact(items[0]), contact(items[1])
+    assert (first.timezone, first.fields["TimeZone"]) == ("Europe/Berlin", "europe/berlin")  # still a custom field
+    assert second.timezone is None  # empty: the number decides
+    bad = problem(items[2])
+    assert (bad.line, bad.code, bad.value) == (4, "unknown_timezone", "Mars/Base")
+    assert bad.reason.startswith("timezone 'Mars/Base' is not an IANA time zone name")
+    assert problem(items[3]).code != "unknown_timezone"  # the number is the row's first problem
+    assert (parser.stats.rows_valid, parser.stats.rows_rejected) == (2, 2)
+
+
+def test_without_a_timezone_column_no_row_has_a_zone() -> None:
+    assert contact(items_of(b"phone_number,tz\n+14155550100,Mars/Base\n")[0]).timezone is None
