@@ -37,6 +37,7 @@ from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.dispatcher import Dispatcher
 from dialerd.services.events import EventHub
+from dialerd.services.explain import ExplainService
 from dialerd.services.lifecycle import CampaignLifecycle, CampaignTransitions
 from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
@@ -135,7 +136,8 @@ class Daemon:
                     "calls_in_flight": sum(slots.calls_in_flight(c) for c in dispatcher.running_campaigns()),
                     "sse_subscribers": hub.subscriber_count()}
 
-        svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
+        svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns,
+                       explain=ExplainService(store, dispatcher), hub=hub,
                        metrics=metrics, health=health)
         return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
                    stopping, tasks, SystemdNotifier(tasks=tasks), faults)

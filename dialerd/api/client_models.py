@@ -26,7 +26,7 @@ from dialerd.services.campaign_spec import EDITABLE, FIELDS, INT_FIELDS, Campaig
 TARGET = Path(__file__).resolve().parents[1] / "client" / "models.py"
 REF = "#/components/schemas/{model}"
 # What the client exposes, and under which names.
-ROOTS = ("Campaign", "CampaignList", "Contact", "ContactList", "ImportPage")
+ROOTS = ("Campaign", "CampaignList", "Contact", "ContactList", "Explanation", "ImportPage")
 RENAMED = {"RowProblem": "ImportProblem", "CampaignList": "CampaignPage", "ContactList": "ContactPage",
            "ImportSummary": "ImportReport", "CreatedCampaign": "Campaign"}
 # Client types that are the union of two server objects: keys of only one of them are NotRequired.

@@ -11,6 +11,7 @@ from aiohttp import web
 from dialerd.services.auth import Authenticator, Principal
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.events import EventHub
+from dialerd.services.explain import ExplainService
 from dialerd.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     auth: Authenticator
     campaigns: CampaignService
+    explain: ExplainService
     hub: EventHub
     metrics: Metrics
     # The daemon's health check: the GET /health body, shaped as api/schemas.py's Health.

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dialerd.api import schemas
+from dialerd.domain.explain import Explanation
 from dialerd.services.campaigns import CampaignView
 
 
@@ -98,6 +99,11 @@ def import_report(campaign: Any, problems: Iterable[Any], total: int, limit: int
 def contact(row: Any) -> dict[str, Any]:
     """A contact row of the store (``CampaignService.list_contacts``), read by attribute."""
     return dump(schemas.Contact.model_validate(row))
+
+
+def explanation(answer: Explanation) -> dict[str, Any]:
+    """GET /campaigns/{id}/explain (``domain/explain.Explanation``)."""
+    return dump(schemas.Explanation.model_validate(answer.as_json()))
 
 
 def error(message: str, error_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -24,7 +24,15 @@ from dialerd.client import _http
 from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts
 from dialerd.client.errors import DialerdApiError, DialerdConnectionError, error_from_response
 from dialerd.client.events import Event
-from dialerd.client.models import Campaign, CampaignPage, Contact, ContactPage, CreateOptions, ImportPage
+from dialerd.client.models import (
+    Campaign,
+    CampaignPage,
+    Contact,
+    ContactPage,
+    CreateOptions,
+    Explanation,
+    ImportPage,
+)
 from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
 
 T = TypeVar("T")
@@ -240,6 +248,10 @@ class AsyncCampaigns:
             "retry_delay_seconds": retry_delay_seconds, "ring_timeout_seconds": ring_timeout_seconds,
             "caller_id": caller_id, "destination": destination,
         }))
+
+    async def explain(self, id: str) -> Explanation:
+        """Why the campaign is (not) dialling now: ``pending``, ``eligible_now``, ``dialling`` and ``blocked_by``."""
+        return await self._client._call(_http.explain(id))
 
     async def import_report(self, id: str, limit: int | None = None, offset: int | None = None) -> ImportPage:
         """The stored import report and a page of every rejected row."""

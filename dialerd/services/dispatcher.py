@@ -25,10 +25,12 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from dialerd.domain.call import CallEvent, Destination, OriginateRequest
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import FailureReason
+from dialerd.domain.rules import BlockReason, Hold
 from dialerd.faults import Failpoints
 from dialerd.ports import DispatchStore, OriginateError, Pbx
 from dialerd.services.following import CallFollower
@@ -146,6 +148,47 @@ class Dispatcher:
     @property
     def pbx_last_error(self) -> str | None:
         return self.pbx.last_error
+
+    # ---- live holds, for explain (services/explain.py) ---------------------------------------------
+
+    def pbx_hold(self) -> Hold | None:
+        """``pbx_disconnected`` while no call can be originated (see ``dialling_held``), else None."""
+        held = self.dialling_held
+        if held is None:
+            return None
+        return Hold(BlockReason.PBX_DISCONNECTED, detail={"held": held, "last_error": self.pbx.last_error})
+
+    def campaign_hold(self, campaign: Campaign) -> Hold | None:
+        """``campaign_concurrency`` while the campaign's slots are all taken (lifts when one of its calls
+        ends: no time known), else None."""
+        in_flight = self.slots.calls_in_flight(campaign.id)
+        if in_flight < campaign.max_concurrent_calls:
+            return None
+        return Hold(BlockReason.CAMPAIGN_CONCURRENCY,
+                    detail={"max_concurrent_calls": campaign.max_concurrent_calls, "in_flight": in_flight})
+
+    async def tenant_holds(self, tenant_id: str, now: datetime) -> list[Hold]:
+        """The tenant-wide limits that hold its campaigns back now, as the runners check them (``_step``):
+        ``tenant_concurrency`` (every slot of its ``concurrent_max`` taken) and ``tenant_rate`` (its pacer
+        has no start to give before ``until``). ``now``: the wall clock, for ``until``.
+
+        The daily caps (``daily_calls_max``, ``daily_minutes_max``, from ``caps.daily_holds``) join here,
+        so explain learns of every tenant limit from this one method. Async for them: they count the
+        tenant's day, which may take a store read.
+        """
+        holds: list[Hold] = []
+        limits = self.slots.limits(tenant_id)
+        if limits is None:  # no runner of the tenant has read its caps: nothing of it is up or paced
+            return holds
+        in_flight = self.slots.tenant_in_flight(tenant_id)
+        if in_flight >= limits.concurrent_max:
+            holds.append(Hold(BlockReason.TENANT_CONCURRENCY,
+                              detail={"concurrent_max": limits.concurrent_max, "in_flight": in_flight}))
+        wait = self.slots.rate_wait(tenant_id, self.clock())
+        if wait > 0:
+            holds.append(Hold(BlockReason.TENANT_RATE, until=now + timedelta(seconds=wait),
+                              detail={"calls_per_minute": limits.pacer.per_minute}))
+        return holds
 
     # ---- DispatchControl ----------------------------------------------------------------------
 

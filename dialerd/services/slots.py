@@ -92,6 +92,12 @@ class Slots:
         """Every tenant read so far and its ``concurrent_max``."""
         return {tid: t.concurrent_max for tid, t in self._limits.items()}
 
+    def rate_wait(self, tenant_id: str, now: float) -> float:
+        """Seconds until the tenant's pacer grants its next start (0: a start may go now; 0 too for a
+        tenant not read yet, which has started nothing). ``now`` on the clock the pacer is fed with."""
+        t = self._limits.get(tenant_id)
+        return 0.0 if t is None else t.pacer.delay(now)
+
     # ---- counts ---------------------------------------------------------------------------------
 
     def calls_in_flight(self, campaign_id: str) -> int:
