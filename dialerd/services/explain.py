@@ -11,8 +11,9 @@ The pure ``domain/explain.explain`` orders the reasons; this service only gather
 
 The live holds are asked only where they matter: the PBX for a campaign that is to dial (running, paused,
 scheduled: resuming it would not help while the PBX is down), the throttles only for a running one (a
-paused campaign's pacer or slots say nothing about why it waits). Draft, completed and failed campaigns
-have no reason of their own: their status says it.
+paused campaign's pacer or slots say nothing about why it waits), and ``tenant_rate`` only while a contact
+is eligible (with none, the pacer holds nothing back). Draft, completed and failed campaigns have no reason
+of their own: their status says it.
 """
 
 from __future__ import annotations
@@ -68,12 +69,18 @@ class ExplainService:
         wide: list[Hold | None] = []
         if status in _WILL_DIAL:
             wide.append(self.live.pbx_hold())
+        held = sum(t.contacts for t in contact_holds.values())
+        eligible = max(0, pending - held)
         if status is CampaignStatus.RUNNING:
             wide.append(self.live.campaign_hold(campaign))
-            wide.extend(await self.live.tenant_holds(campaign.tenant_id, now))
-        held = sum(t.contacts for t in contact_holds.values())
+            for hold in await self.live.tenant_holds(campaign.tenant_id, now):
+                # An idle runner takes a rate token each time it looks for a due contact, so the pacer
+                # "holds" for an instant even when nothing could be dialled: only say so when it holds
+                # back a contact.
+                if hold.reason is not BlockReason.TENANT_RATE or eligible > 0:
+                    wide.append(hold)
         return explain(
-            campaign_id=campaign.id, status=status, pending=pending, eligible_now=max(0, pending - held),
+            campaign_id=campaign.id, status=status, pending=pending, eligible_now=eligible,
             in_flight=self.live.calls_in_flight(campaign.id), contact_holds=contact_holds,
             campaign_holds=[h for h in wide if h is not None], scheduled_at=campaign.scheduled_at,
         )
