@@ -151,6 +151,10 @@ class Dispatcher:
 
     # ---- live holds, for explain (services/explain.py) ---------------------------------------------
 
+    def calls_up(self, campaign_id: str) -> int:
+        """The campaign's calls placed and not yet ended (the ledger's ``calls_up``)."""
+        return self.slots.calls_up(campaign_id)
+
     def pbx_hold(self) -> Hold | None:
         """``pbx_disconnected`` while no call can be originated (see ``dialling_held``), else None."""
         held = self.dialling_held

@@ -7,7 +7,8 @@ The pure ``domain/explain.explain`` orders the reasons; this service only gather
 * the campaign-wide holds from the dispatcher's live state (``LiveHolds``): the PBX connection, the
   campaign's and the tenant's concurrency, the tenant's pacer (and the daily caps, which the dispatcher's
   ``tenant_holds`` reports with the tenant's other limits);
-* the calls in flight from the ledger.
+* the calls up from the ledger (placed, not ended: a slot a runner reserved while it looks for a due
+  contact is not a call, and would make ``dialling`` flicker).
 
 The live holds are asked only where they matter: the PBX for a campaign that is to dial (running, paused,
 scheduled: resuming it would not help while the PBX is down), the throttles only for a running one (a
@@ -44,7 +45,7 @@ class ExplainReads(Protocol):
 class LiveHolds(Protocol):
     """What explain asks the dispatcher (``services.dispatcher.Dispatcher`` implements it)."""
 
-    def calls_in_flight(self, campaign_id: str) -> int: ...
+    def calls_up(self, campaign_id: str) -> int: ...
 
     def pbx_hold(self) -> Hold | None: ...
 
@@ -81,6 +82,6 @@ class ExplainService:
                     wide.append(hold)
         return explain(
             campaign_id=campaign.id, status=status, pending=pending, eligible_now=eligible,
-            in_flight=self.live.calls_in_flight(campaign.id), contact_holds=contact_holds,
+            in_flight=self.live.calls_up(campaign.id), contact_holds=contact_holds,
             campaign_holds=[h for h in wide if h is not None], scheduled_at=campaign.scheduled_at,
         )

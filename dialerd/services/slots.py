@@ -103,6 +103,11 @@ class Slots:
     def calls_in_flight(self, campaign_id: str) -> int:
         return self._campaign.get(campaign_id, 0)
 
+    def calls_up(self, campaign_id: str) -> int:
+        """The campaign's calls (attempt committed, end not yet recorded), without the slots a runner has
+        reserved and may give back unused (``calls_in_flight`` counts those too)."""
+        return sum(1 for call in self._calls.values() if call.campaign_id == campaign_id)
+
     def tenant_in_flight(self, tenant_id: str) -> int:
         return self._tenant.get(tenant_id, 0)
 
