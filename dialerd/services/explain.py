@@ -84,4 +84,6 @@ class ExplainService:
             campaign_id=campaign.id, status=status, pending=pending, eligible_now=eligible,
             in_flight=self.live.calls_up(campaign.id), contact_holds=contact_holds,
             campaign_holds=[h for h in wide if h is not None], scheduled_at=campaign.scheduled_at,
+            # A start due but held back by the tenant's cap (retried every minute) says so, and since when.
+            scheduled_detail={"start_deferred": campaign.start_deferred} if campaign.start_deferred else None,
         )
