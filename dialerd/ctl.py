@@ -6,6 +6,7 @@
     dialerctl campaigns contacts cmp_... --status failed --csv --output failed.csv
     dialerctl campaigns list
     dialerctl suppressions add +14155550100 --reason "asked by letter"   # or --file dnc.csv; also list, delete
+    dialerctl explain cmp_...                  # why isn't it dialling? one line per reason
 
 Every ``campaigns`` subcommand is also a top-level command (``dialerctl watch ID``). ``--url`` and
 ``--api-key`` override ``DIALERD_URL`` and ``DIALERD_API_KEY``. Exit status: 0 done, 1 the daemon refused
@@ -30,7 +31,7 @@ from typing import Any, TextIO
 
 from dialerd.client import Dialerd, DialerdApiError, DialerdConnectionError
 from dialerd.client.models import Campaign, Contact
-from dialerd.ctlwatch import counts_of, counts_text, watch
+from dialerd.ctlwatch import counts_of, counts_text, explain_lines, watch
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 # "+" then at most 15 ASCII digits: a spreadsheet reads it as a number at worst, never as a formula.
@@ -166,6 +167,17 @@ def get(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
         _print_json(campaign, out)
     else:
         show(campaign, out)
+    return 0
+
+
+def explain(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    """Why the campaign is (not) dialling: a headline, then one line per reason with its count and time."""
+    answer = client.campaigns.explain(args.id)
+    if args.json:
+        _print_json(answer, out)
+        return 0
+    for line in explain_lines(answer):
+        print(line, file=out)
     return 0
 
 
@@ -378,6 +390,7 @@ def _campaign_commands(sub: Any, include_group_only: bool) -> None:
         p.add_argument("--encoding", help="the file's text encoding, e.g. cp1252 (default: BOM or detection)")
         p.add_argument("--idempotency-key", help=IDEMPOTENCY_HELP)
     add("get", get, "show a campaign")
+    add("explain", explain, "why a campaign is (not) dialling: each reason, the contacts it holds, when it lifts")
     add("delete", delete, "delete a campaign (not while running)", json_flag=False)
     for name, text in (("start", "start"), ("pause", "pause"), ("resume", "resume"), ("stop", "stop for good")):
         p = add(name, action(name), f"{text} a campaign")

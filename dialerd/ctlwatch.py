@@ -12,9 +12,9 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from dialerd.client import (
     CampaignEvent,
@@ -24,7 +24,7 @@ from dialerd.client import (
     Event,
     Snapshot,
 )
-from dialerd.client.models import Campaign
+from dialerd.client.models import Campaign, Explanation
 
 STATUSES = ("pending", "originated", "connected", "completed", "failed", "cancelled", "skipped")
 FINAL = ("completed", "failed", "cancelled", "skipped")
@@ -34,6 +34,7 @@ PREVIOUS = {
     "pending": "originated", "cancelled": "pending", "skipped": "pending",
 }  # fmt: skip
 
+EXPLAIN_EVERY = 3.0  # seconds: watch asks why nothing dials at most this often
 
 
 def counts_of(campaign: Campaign) -> dict[str, int]:
@@ -89,6 +90,73 @@ def event_line(ev: Event) -> str | None:
     return None
 
 
+# ---- explain -----------------------------------------------------------------------------------------
+
+
+def _detail_text(detail: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
+
+
+def explain_headline(answer: Explanation) -> str:
+    doing = "dialling" if answer["dialling"] else "not dialling"
+    return (f"{answer['campaign_id']} {answer['status']}: {doing}; {answer['pending']} pending, "
+            f"{answer['eligible_now']} eligible now")
+
+
+def blocker_line(b: Mapping[str, Any]) -> str:
+    """One reason: its name, the contacts it holds back (per-contact reasons), when it lifts, its figures."""
+    parts = [f"{b['reason']:<22}"]
+    if "contacts" in b:
+        parts.append(f"{b['contacts']} contacts")
+    if b.get("next_at"):
+        parts.append(f"until {b['next_at']}")
+    detail = _detail_text(b.get("detail") or {})
+    if detail:
+        parts.append(f"({detail})")
+    return " ".join(parts).rstrip()
+
+
+def explain_lines(answer: Explanation) -> list[str]:
+    """``dialerctl explain``: the headline, then one line per reason, in the daemon's order."""
+    return [explain_headline(answer), *(f"  {blocker_line(b)}" for b in answer["blocked_by"])]
+
+
+def explain_summary(answer: Explanation) -> str:
+    """One line for watch: why a running campaign places no call."""
+    reasons = ", ".join(
+        b["reason"] + (f" {b['contacts']}" if "contacts" in b else "")
+        + (f" until {b['next_at']}" if b.get("next_at") else "")
+        for b in answer["blocked_by"]
+    )
+    return f"not dialling: {reasons or 'no reason given'} (pending {answer['pending']}, eligible {answer['eligible_now']})"
+
+
+class WhyIdle:
+    """Asks explain, at most every ``every`` seconds, while the watched campaign runs with no call up."""
+
+    def __init__(self, ask: Callable[[], Explanation], every: float = EXPLAIN_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ask = ask
+        self.every = every
+        self.clock = clock
+        self.asked = float("-inf")
+        self.summary: str | None = None
+
+    def update(self, status: str, in_flight: int) -> str | None:
+        """The summary to show now (None: it is dialling, or not running); asks again when due."""
+        if status != "running" or in_flight > 0:
+            self.summary = None
+            return None
+        now = self.clock()
+        if now - self.asked >= self.every:
+            self.asked = now
+            answer = self.ask()
+            # Its own status, not the stream's: a replay (--from-start) shows "running" long after the end.
+            idle = answer["status"] == "running" and not answer["dialling"]
+            self.summary = explain_summary(answer) if idle else None
+        return self.summary
+
+
 # ---- watch -------------------------------------------------------------------------------------------
 
 
@@ -107,6 +175,7 @@ class WatchState:
         self.in_flight = 0 if replay else campaign.get("calls_in_flight", 0)
         self.recent: deque[str] = deque(maxlen=recent)
         self._last: dict[int, str] = {}
+        self.why: str | None = None  # explain's summary while it runs with nothing dialling
 
     def refresh(self, campaign: Campaign) -> None:
         """Take the daemon's authoritative figures (after the stream ended)."""
@@ -157,6 +226,7 @@ class WatchState:
             f"[{bar}] {final}/{total} final  {share:.0%}",
             counts,
             f"calls in flight {self.in_flight}",
+            *([paint("33", self.why)] if self.why else []),
             "recent transitions:",
             *(f"  {line}" for line in self.recent),
         ]
@@ -218,19 +288,29 @@ def watch(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
     state = WatchState(campaign, replay=last_id == 0)
     stream = client.campaigns.events(args.id, last_event_id=last_id)
     tty = out.isatty() if args.tty is None else args.tty
+    why = WhyIdle(lambda: client.campaigns.explain(args.id))
     if tty:
         with TerminalView(out) as view:
+            state.why = why.update(state.status, state.in_flight)
             view.draw(state, force=True)
             for ev in stream:
                 state.apply(ev)
-                view.draw(state, force=not isinstance(ev, ContactEvent))
+                before, state.why = state.why, why.update(state.status, state.in_flight)
+                view.draw(state, force=not isinstance(ev, ContactEvent) or state.why != before)
             state.refresh(client.campaigns.get(args.id))
+            state.why = None
             view.draw(state, force=True)
     else:
+        shown: str | None = None
         for ev in stream:
             line = event_line(ev)
             if line is not None:
                 print(line, file=out, flush=True)
+            state.apply(ev)
+            summary = why.update(state.status, state.in_flight)
+            if summary is not None and summary != shown:  # a line when the reasons change, not every poll
+                print(f"{clock(None)} {'explain':<10} {summary}", file=out, flush=True)
+            shown = summary
         state.refresh(client.campaigns.get(args.id))
     print(f"final status={state.status} total={state.total} {counts_text(state.counts)}", file=out, flush=True)
     return 0

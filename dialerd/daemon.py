@@ -38,6 +38,7 @@ from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.dispatcher import Dispatcher
 from dialerd.services.events import EventHub
+from dialerd.services.explain import ExplainService
 from dialerd.services.lifecycle import CampaignLifecycle, CampaignTransitions
 from dialerd.services.limits import CallLimits
 from dialerd.services.metrics import Metrics
@@ -139,7 +140,8 @@ class Daemon:
                     "calls_in_flight": sum(slots.calls_in_flight(c) for c in dispatcher.running_campaigns()),
                     "sse_subscribers": hub.subscriber_count()}
 
-        svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns, hub=hub,
+        svc = Services(settings=settings, auth=Authenticator(store), campaigns=campaigns,
+                       explain=ExplainService(store, dispatcher), hub=hub,
                        metrics=metrics, limits=CallLimits(store, in_flight=slots.tenant_in_flight), health=health,
                        suppressions=SuppressionService(store))
         return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),

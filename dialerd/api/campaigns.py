@@ -124,6 +124,13 @@ async def get_campaign(request: web.Request) -> web.Response:
     return web.json_response(render.campaign(view))
 
 
+@routes.get("/api/v1/campaigns/{id}/explain")
+async def explain_campaign(request: web.Request) -> web.Response:
+    query(request, set())
+    answer = await services(request).explain.explain(principal(request), campaign_id(request))
+    return web.json_response(render.explanation(answer))
+
+
 @routes.delete("/api/v1/campaigns/{id}")
 async def delete_campaign(request: web.Request) -> web.Response:
     query(request, set())

@@ -26,8 +26,8 @@ from dialerd.services.campaign_spec import EDITABLE, FIELDS, INT_FIELDS, Campaig
 TARGET = Path(__file__).resolve().parents[1] / "client" / "models.py"
 REF = "#/components/schemas/{model}"
 # What the client exposes, and under which names.
-ROOTS = ("Campaign", "CampaignList", "Contact", "ContactList", "ImportPage", "SuppressionList", "SuppressionsAdded",
-         "CallLimits")
+ROOTS = ("Campaign", "CampaignList", "Contact", "ContactList", "Explanation", "ImportPage", "SuppressionList",
+         "SuppressionsAdded", "CallLimits")
 RENAMED = {"RowProblem": "ImportProblem", "CampaignList": "CampaignPage", "ContactList": "ContactPage",
            "SuppressionList": "SuppressionPage",
            "ImportSummary": "ImportReport", "CreatedCampaign": "Campaign"}

@@ -11,6 +11,7 @@ from aiohttp import web
 from dialerd.services.auth import Authenticator, Principal
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.events import EventHub
+from dialerd.services.explain import ExplainService
 from dialerd.services.limits import CallLimits
 from dialerd.services.suppressions import SuppressionService
 from dialerd.settings import Settings
@@ -24,6 +25,7 @@ class Services:
     settings: Settings
     auth: Authenticator
     campaigns: CampaignService
+    explain: ExplainService
     hub: EventHub
     metrics: Metrics
     limits: CallLimits  # GET /api/v1/call-limits

@@ -402,6 +402,19 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                             INCLUDE],
             ),
         },
+        "/api/v1/campaigns/{id}/explain": {
+            "parameters": BY_ID,
+            "get": _op(
+                "campaigns", "explainCampaign", "Why the campaign is (not) dialling",
+                {"200": _ok("its pending contacts, those eligible now, and every reason holding it back",
+                            "Explanation"), **_errors(400, 401, 404, 500)},
+                description="Live: the campaign's status, the PBX connection, the campaign's and the tenant's "
+                "concurrency, the tenant's call rate (and daily caps), and the pending contacts counted by what "
+                "holds each back (retry_delay: a retry time still ahead), with when each lifts where known. "
+                "Answers for every status: draft, completed and failed have no reason of their own (their "
+                "status says it); nothing pending is no_pending_contacts.",
+            ),
+        },
         "/api/v1/campaigns/{id}/events": {
             "parameters": BY_ID,
             "get": _op(

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from dialerd.api import schemas
 from dialerd.domain.contact import ContactStatus
+from dialerd.domain.explain import Explanation
 from dialerd.services.campaigns import CampaignView
 from dialerd.services.importer import ImportReport
 from dialerd.services.suppressions import AddResult, reject_json
@@ -145,6 +146,11 @@ def attempt(row: Any) -> schemas.AttemptRecord:
 def call_limits(body: Mapping[str, Any]) -> dict[str, Any]:
     """The tenant's limits and usage (``CallLimits.get``)."""
     return dump(schemas.CallLimits.model_validate(body))
+
+
+def explanation(answer: Explanation) -> dict[str, Any]:
+    """GET /campaigns/{id}/explain (``domain/explain.Explanation``)."""
+    return dump(schemas.Explanation.model_validate(answer.as_json()))
 
 
 def error(message: str, error_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer
 
 from dialerd.domain.campaign import VISIBLE
 from dialerd.domain.contact import ContactStatus, FailureReason, SkipReason
-from dialerd.domain.rules import PER_CONTACT
+from dialerd.domain.rules import PER_CONTACT, BlockReason
 from dialerd.domain.suppression import SuppressionSource
 from dialerd.domain.zones import TimezoneSource
 from dialerd.services import campaign_spec as spec
@@ -390,6 +390,42 @@ class CallLimits(Shape):
     usage: CallLimitsUsage
 
 
+# ---- explain ------------------------------------------------------------------------------------------
+
+BlockReasonName = Annotated[str, WithJsonSchema({
+    "type": "string", "enum": [r.value for r in BlockReason],
+    "description": "campaign-wide: paused, scheduled, pbx_disconnected, daily_calls_max, daily_minutes_max "
+    "(they stop it), tenant_concurrency, campaign_concurrency, tenant_rate (they throttle it); per contact: "
+    "outside_calling_hours, no_timezone, retry_delay, frequency_cap; no_pending_contacts: nothing is left"})]
+
+
+class Blocker(Shape):
+    """One reason the campaign dials less than it could, or not at all."""
+
+    reason: BlockReasonName
+    contacts: Count = Field(ABSENT, description="the pending contacts it holds back (per-contact reasons "
+                            "only; a campaign-wide reason holds back every one)")
+    next_at: Timestamp | None = Field(description="when it lifts, where known (scheduled: the scheduled start; "
+                                      "retry_delay: the earliest retry; tenant_rate: the next start); null "
+                                      "otherwise")
+    detail: dict[str, Any] = Field(description="its figures, e.g. {\"max_concurrent_calls\": 2, "
+                                   "\"in_flight\": 2}")
+
+
+class Explanation(Shape):
+    """GET /campaigns/{id}/explain: why the campaign is (not) dialling now."""
+
+    campaign_id: str
+    status: CampaignStatusName
+    dialling: bool = Field(description="it places calls now: running, nothing stops it, and it has a call up "
+                           "or a contact it may dial at once")
+    pending: Count = Field(description="pending contacts (those being dialled excluded)")
+    eligible_now: Count = Field(description="pending contacts no per-contact reason holds back")
+    blocked_by: list[Blocker] = Field(description="no_pending_contacts first when nothing is pending; then "
+                                      "the campaign-wide reasons (those that stop it, then those that throttle "
+                                      "it); then the per-contact reasons, most contacts first")
+
+
 # ---- error, health, the event stream --------------------------------------------------------------------
 
 
@@ -440,6 +476,6 @@ class StreamEvent(Shape):
 # Every object of the API, by its name in the document's components.schemas.
 MODELS: tuple[type[BaseModel], ...] = (
     Error, RowProblem, ImportSummary, ImportPage, ImportReport, Campaign, CreatedCampaign, CampaignList,
-    AttemptRecord, Contact, ContactList, StreamEvent, Health, Suppression, SuppressionList, SuppressionReject,
-    SuppressionsAdded, CallLimits,
+    AttemptRecord, Contact, ContactList, Explanation, StreamEvent, Health, Suppression, SuppressionList,
+    SuppressionReject, SuppressionsAdded, CallLimits,
 )

@@ -33,12 +33,14 @@ from dialerd.client.errors import (
 )
 from dialerd.client.events import CampaignEvent, ContactEvent, End, Event, Snapshot, UnknownEvent
 from dialerd.client.models import (
+    Blocker,
     Campaign,
     CampaignPage,
     Contact,
     ContactCounts,
     ContactPage,
     CreateOptions,
+    Explanation,
     ImportPage,
     ImportProblem,
     ImportReport,
@@ -77,6 +79,8 @@ __all__ = [
     "Dialerd",
     "End",
     "Event",
+    "Explanation",
+    "Blocker",
     "ImportPage",
     "ImportProblem",
     "ImportReport",

@@ -29,6 +29,7 @@ from dialerd.client.models import (
     CampaignPage,
     ContactPage,
     CreateOptions,
+    Explanation,
     ImportPage,
     SuppressionPage,
     SuppressionsAdded,
@@ -183,6 +184,10 @@ def update_campaign(campaign_id: str, changes: Mapping[str, object]) -> Call[Cam
 
 def get_import(campaign_id: str, limit: int | None, offset: int | None) -> Call[ImportPage]:
     return Call("GET", campaign_path(campaign_id, "/import"), _as(ImportPage), _params(limit=limit, offset=offset))
+
+
+def explain(campaign_id: str) -> Call[Explanation]:
+    return Call("GET", campaign_path(campaign_id, "/explain"), _as(Explanation))
 
 
 def list_contacts(

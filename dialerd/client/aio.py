@@ -31,6 +31,7 @@ from dialerd.client.models import (
     Contact,
     ContactPage,
     CreateOptions,
+    Explanation,
     ImportPage,
     SuppressionPage,
     SuppressionsAdded,
@@ -259,6 +260,10 @@ class AsyncCampaigns:
             "retry_delay_seconds": retry_delay_seconds, "ring_timeout_seconds": ring_timeout_seconds,
             "caller_id": caller_id, "destination": destination, "retry_rules": retry_rules,
         }))
+
+    async def explain(self, id: str) -> Explanation:
+        """Why the campaign is (not) dialling now: ``pending``, ``eligible_now``, ``dialling`` and ``blocked_by``."""
+        return await self._client._call(_http.explain(id))
 
     async def import_report(self, id: str, limit: int | None = None, offset: int | None = None) -> ImportPage:
         """The stored import report and a page of every rejected row."""

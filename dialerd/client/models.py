@@ -160,6 +160,26 @@ class ContactPage(TypedDict):
     next_page: NotRequired[int | None]
 
 
+class Blocker(TypedDict):
+    """One reason the campaign dials less than it could, or not at all."""
+
+    reason: str
+    contacts: NotRequired[int]
+    next_at: str | None
+    detail: dict[str, Any]
+
+
+class Explanation(TypedDict):
+    """GET /campaigns/{id}/explain: why the campaign is (not) dialling now."""
+
+    campaign_id: str
+    status: str
+    dialling: bool
+    pending: int
+    eligible_now: int
+    blocked_by: list[Blocker]
+
+
 class ImportPage(TypedDict):
     """GET /campaigns/{id}/import: the stored report's figures and a page of every rejected row."""
 

@@ -105,13 +105,14 @@ class Explanation:
 def explain(
     *, campaign_id: str, status: CampaignStatus, pending: int, eligible_now: int, in_flight: int,
     contact_holds: Mapping[BlockReason, Tally] | None = None, campaign_holds: Iterable[Hold] = (),
-    scheduled_at: datetime | None = None,
+    scheduled_at: datetime | None = None, scheduled_detail: Mapping[str, Any] | None = None,
 ) -> Explanation:
     """Assemble the answer; raise ValueError for a reason given in the wrong place or twice.
 
     ``contact_holds``: per-contact reasons only (a zero count is left out). ``campaign_holds``: the
     campaign-wide limits that hold now (``pbx_disconnected``, the concurrency and rate caps, the daily caps
     from ``caps.daily_holds``), each with when it lifts where known. ``in_flight``: its calls up now.
+    ``scheduled_detail``: the ``scheduled`` reason's figures (e.g. a start the tenant's cap defers).
     """
     wide: dict[BlockReason, Hold] = {}
     for hold in campaign_holds:
@@ -123,7 +124,7 @@ def explain(
     if status is CampaignStatus.PAUSED:
         wide[B.PAUSED] = Hold(B.PAUSED)
     elif status is CampaignStatus.SCHEDULED:
-        wide[B.SCHEDULED] = Hold(B.SCHEDULED, until=scheduled_at)
+        wide[B.SCHEDULED] = Hold(B.SCHEDULED, until=scheduled_at, detail=scheduled_detail or {})
 
     per_contact: list[Blocker] = []
     for reason, counted in (contact_holds or {}).items():

@@ -35,7 +35,7 @@ from datetime import datetime
 from dialerd.domain.call import CallEvent, Destination, OriginateRequest, Skipped
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import FailureReason
-from dialerd.domain.rules import Hold
+from dialerd.domain.rules import BlockReason, Hold
 from dialerd.faults import Failpoints
 from dialerd.ports import DispatchStore, OriginateError, Pbx
 from dialerd.services.following import CallFollower
@@ -154,6 +154,28 @@ class Dispatcher:
     def pbx_last_error(self) -> str | None:
         return self.pbx.last_error
 
+    # ---- live holds, for explain (services/explain.py) ---------------------------------------------
+
+    def calls_up(self, campaign_id: str) -> int:
+        """The campaign's calls placed and not yet ended (the ledger's ``calls_up``)."""
+        return self.slots.calls_up(campaign_id)
+
+    def pbx_hold(self) -> Hold | None:
+        """``pbx_disconnected`` while no call can be originated (see ``dialling_held``), else None."""
+        held = self.dialling_held
+        if held is None:
+            return None
+        return Hold(BlockReason.PBX_DISCONNECTED, detail={"held": held, "last_error": self.pbx.last_error})
+
+    def campaign_hold(self, campaign: Campaign) -> Hold | None:
+        """``campaign_concurrency`` while the campaign's slots are all taken (lifts when one of its calls
+        ends: no time known), else None."""
+        in_flight = self.slots.calls_in_flight(campaign.id)
+        if in_flight < campaign.max_concurrent_calls:
+            return None
+        return Hold(BlockReason.CAMPAIGN_CONCURRENCY,
+                    detail={"max_concurrent_calls": campaign.max_concurrent_calls, "in_flight": in_flight})
+
     # ---- DispatchControl ----------------------------------------------------------------------
 
     def calls_in_flight(self, campaign_id: str) -> int:
@@ -170,7 +192,8 @@ class Dispatcher:
         """What holds back the tenant's new originations at ``now`` (default: the ledger's wall clock):
         ``daily_calls_max`` / ``daily_minutes_max`` (``until`` the tenant's next midnight, ``detail``
         ``{"limit", "used", "timezone"}``), ``tenant_concurrency`` and ``tenant_rate``; () when none does.
-        Reads the tenant's limits and today's usage if the ledger has not yet (for ``explain``)."""
+        Reads the tenant's limits and today's usage if the ledger has not yet: explain learns of every
+        tenant limit from this one method."""
         await self.slots.tenant(tenant_id)
         return self.slots.tenant_holds(tenant_id, now)
 

@@ -192,7 +192,7 @@ class Slots:
         in_flight = self.tenant_in_flight(tenant_id)
         if in_flight >= t.concurrent_max:
             holds.append(Hold(BlockReason.TENANT_CONCURRENCY, None,
-                              {"limit": t.concurrent_max, "used": in_flight}))
+                              {"concurrent_max": t.concurrent_max, "in_flight": in_flight}))
         delay = t.pacer.delay(self._clock())
         if delay > 0:
             holds.append(Hold(BlockReason.TENANT_RATE, wall + timedelta(seconds=delay),
@@ -207,10 +207,21 @@ class Slots:
         """Every tenant read so far and its ``concurrent_max``."""
         return {tid: t.concurrent_max for tid, t in self._limits.items()}
 
+    def rate_wait(self, tenant_id: str, now: float) -> float:
+        """Seconds until the tenant's pacer grants its next start (0: a start may go now; 0 too for a
+        tenant not read yet, which has started nothing). ``now`` on the clock the pacer is fed with."""
+        t = self._limits.get(tenant_id)
+        return 0.0 if t is None else t.pacer.delay(now)
+
     # ---- counts ---------------------------------------------------------------------------------
 
     def calls_in_flight(self, campaign_id: str) -> int:
         return self._campaign.get(campaign_id, 0)
+
+    def calls_up(self, campaign_id: str) -> int:
+        """The campaign's calls (attempt committed, end not yet recorded), without the slots a runner has
+        reserved and may give back unused (``calls_in_flight`` counts those too)."""
+        return sum(1 for call in self._calls.values() if call.campaign_id == campaign_id)
 
     def tenant_in_flight(self, tenant_id: str) -> int:
         return self._tenant.get(tenant_id, 0)

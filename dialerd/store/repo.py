@@ -13,13 +13,14 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, insert, literal, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dialerd.domain.call import AttemptState, Skipped
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, SkipReason
+from dialerd.domain.explain import Tally
 from dialerd.domain.rules import BlockReason
 from dialerd.domain.zones import ContactZones, TimezoneSource
 from dialerd.store.base import (
@@ -36,6 +37,7 @@ from dialerd.store.base import (
     T_TENANT,
     Calls,
     Transactions,
+    _attempt_in_flight,
     _Merged,
     _row,
     priority_context,
@@ -372,6 +374,43 @@ class Store:
         for cid, status, n in rows:
             out[cid][status] = int(n)
         return out
+
+    async def pending_holds(self, campaign_id: str, now: datetime) -> tuple[int, dict[BlockReason, Tally]]:
+        """The campaign's pending contacts (those with no attempt in flight) and, grouped by the per-contact
+        reason that holds them back now, how many and the earliest time one is free. One read.
+
+        Returns ``(pending, holds)``; ``pending - sum(holds' counts)`` are eligible now. A contact whose
+        retry time (``next_attempt_at``) is still ahead waits for ``retry_delay``; one the claim gate held
+        back waits for its ``blocked_reason`` until its ``next_eligible_at``.
+        """
+        c = T_CONTACT.c
+        ahead = c.next_attempt_at > now
+        # Each pending contact's hold (NULL: eligible now) and when it lifts, then counted per hold: its
+        # retry time while that is ahead, else what the claim gate wrote (calling hours, no_timezone,
+        # frequency cap: ``blocked_reason`` until ``next_eligible_at``; NULL: until something changes)
+        # while that hold has not lifted. A contact the gate has not looked at yet counts as eligible.
+        gated = and_(c.blocked_reason.is_not(None), or_(c.next_eligible_at.is_(None), c.next_eligible_at > now))
+        hold = case((ahead, literal_column(f"'{BlockReason.RETRY_DELAY.value}'")), (gated, c.blocked_reason),
+                    else_=None).label("hold")
+        until = case((ahead, c.next_attempt_at), (gated, c.next_eligible_at), else_=None).label("until")
+        per_contact = (
+            select(hold, until)
+            .where(c.campaign_id == campaign_id, c.status == ContactStatus.PENDING.value, ~_attempt_in_flight(c.id))
+            .subquery()
+        )
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(per_contact.c.hold, func.count(), func.min(per_contact.c.until)).group_by(per_contact.c.hold)
+                )
+            ).all()
+        pending = 0
+        holds: dict[BlockReason, Tally] = {}
+        for reason, n, first in rows:
+            pending += int(n)
+            if reason is not None:
+                holds[BlockReason(reason)] = Tally(int(n), first)
+        return pending, holds
 
     async def reserved_concurrency(self, tenant_id: str, excluding: str) -> int:
         """Sum of max_concurrent_calls over the tenant's running campaigns other than ``excluding``."""

@@ -313,6 +313,13 @@ async def _drive(cdp: Cdp, api: Api, key: str, cid: str, tmp_path: Path) -> None
         await click(cdp, f"[data-testid=action-{action}]")
         await cdp.wait_for(f"document.querySelector('[data-testid=detail-status]').textContent === '{status}'",
                            f"the campaign {status}")
+        # The "why isn't it dialling" panel follows: paused names its reason, resumed it is gone.
+        paused = "!!document.querySelector('[data-testid=why-reasons] li[data-reason=paused]')"
+        await cdp.wait_for(paused if status == "paused" else f"!{paused}", f"the why panel {status}")
+        if status == "paused":
+            assert await cdp.js("document.querySelector('[data-testid=why]').dataset.dialling") == "false"
+            assert (await cdp.js("document.querySelector('[data-testid=why-reasons] li[data-reason=paused]')"
+                                 ".textContent")).startswith("paused")
 
     await cdp.wait_for("document.querySelector('[data-testid=stream-state]').dataset.state === 'ended'"
                        " && document.querySelector('[data-testid=detail-status]').textContent === 'completed'",

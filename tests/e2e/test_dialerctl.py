@@ -232,3 +232,40 @@ async def test_create_with_phone_column_and_encoding_then_find_it_by_name(tmp_pa
 
 def _id_of(created_json: str) -> str:
     return str(json.loads(created_json)["id"])
+
+
+async def test_explain_and_watch_say_why_nothing_dials(tmp_path: Path) -> None:
+    # 44: busy; one retry an hour later, so the running campaign sits idle waiting for it.
+    (tmp_path / "busy.csv").write_text("phone_number\n+12015550144\n")
+    async with live_api(tmp_path, ari_app=_ari_app()) as api:
+        ctl = Ctl(api, tmp_path)
+        created = await ctl("campaigns", "create", "busy.csv", "--name", "idle", "--retries", "1",
+                            "--retry-delay", "3600")
+        assert created.code == 0, created.err
+        cid = created.out.splitlines()[0]
+        draft = await ctl("explain", cid)
+        watch = await ctl.spawn("watch", cid)
+        assert watch.stdout is not None
+        assert b"status=draft" in await asyncio.wait_for(watch.stdout.readline(), RUN_TIMEOUT)
+        assert (await ctl("start", cid)).code == 0
+        seen: list[str] = []
+        while not any(" explain " in line for line in seen):  # snapshots come every 2 s while it runs
+            line = await asyncio.wait_for(watch.stdout.readline(), RUN_TIMEOUT)
+            assert line, f"watch ended early: {seen}"
+            seen.append(line.decode().rstrip("\n"))
+        text = await ctl("explain", cid)
+        as_json = await ctl("campaigns", "explain", cid, "--json")
+        assert (await ctl("stop", cid)).code == 0
+        _rest, err = await asyncio.wait_for(watch.communicate(), RUN_TIMEOUT)
+        assert watch.returncode == 0, err.decode()
+
+    assert draft.code == 0 and draft.out.splitlines() == [f"{cid} draft: not dialling; 1 pending, 1 eligible now"]
+    answer = json.loads(as_json.out)
+    assert as_json.code == 0 and answer["status"] == "running" and answer["dialling"] is False
+    retry = answer["blocked_by"][-1]
+    assert retry["reason"] == "retry_delay" and retry["contacts"] == 1 and retry["next_at"]
+    assert text.code == 0, text.err
+    assert text.out.splitlines()[0] == f"{cid} running: not dialling; 1 pending, 0 eligible now"
+    assert f"  retry_delay            1 contacts until {retry['next_at']}" in text.out.splitlines()
+    why = next(line for line in seen if " explain " in line)
+    assert f"not dialling: retry_delay 1 until {retry['next_at']} (pending 1, eligible 0)" in why, seen

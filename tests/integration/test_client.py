@@ -101,6 +101,9 @@ async def test_async_client_every_method(offline_api: Api, tmp_path: Path) -> No
 
         # The offline PBX never dials, so every lifecycle step is observable.
         assert (await client.campaigns.start(cid))["status"] == "running"
+        why = await client.campaigns.explain(cid)  # the offline PBX: nothing can be dialled
+        assert (why["status"], why["dialling"], why["pending"], why["eligible_now"]) == ("running", False, 3, 3)
+        assert [b["reason"] for b in why["blocked_by"]] == ["pbx_disconnected"]
         assert (await client.campaigns.pause(cid))["status"] == "paused"
         assert (await client.campaigns.resume(cid))["status"] == "running"
         stopped = await client.campaigns.stop(cid)
@@ -139,6 +142,7 @@ def _sync_every_method(client: Dialerd, csv_path: Path) -> dict[str, Any]:
     seen["list"] = client.campaigns.list(status="draft", limit=10, offset=0)
     seen["page"] = client.campaigns.list_contacts(cid, status="pending", limit=2, offset=1)
     seen["all"] = list(client.campaigns.iter_contacts(cid, page_size=2))
+    seen["explain"] = client.campaigns.explain(cid)
     seen["lifecycle"] = [
         client.campaigns.start(cid)["status"], client.campaigns.pause(cid)["status"],
         client.campaigns.resume(cid)["status"], client.campaigns.stop(cid)["status"],
@@ -163,6 +167,8 @@ async def test_sync_client_every_method(offline_api: Api, tmp_path: Path) -> Non
     assert [c["id"] for c in seen["list"]["campaigns"]] == [cid]
     assert [c["line"] for c in seen["page"]["contacts"]] == [3, 4] and seen["page"]["next_offset"] is None
     assert [c["line"] for c in seen["all"]] == [2, 3, 4]
+    assert seen["explain"] == {"campaign_id": cid, "status": "draft", "dialling": False, "pending": 3,
+                               "eligible_now": 3, "blocked_by": []}
     assert seen["lifecycle"] == ["running", "paused", "running", "completed"]
     events: list[Event] = seen["events"]
     assert sum(isinstance(e, ContactEvent) and e.status == "cancelled" for e in events) == 3

@@ -98,6 +98,7 @@ async def test_security_and_status_codes_per_operation(offline_api: Api) -> None
         ("/api/v1/campaigns/{id}", "DELETE"): {"204", "400", "401", "404", "409", "500"},
         ("/api/v1/campaigns/{id}/contacts", "GET"): {"200", "400", "401", "404", "500"},
         ("/api/v1/campaigns/{id}/events", "GET"): {"200", "400", "401", "404", "500"},
+        ("/api/v1/campaigns/{id}/explain", "GET"): {"200", "400", "401", "404", "500"},
         ("/health", "GET"): {"200", "503"},
     }
     for verb in ("start", "pause", "resume", "stop"):

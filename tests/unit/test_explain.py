@@ -188,3 +188,9 @@ def test_tally_counts_holds_and_keeps_the_earliest_time() -> None:
 def test_blocker_json_omits_contacts_for_campaign_wide_reasons() -> None:
     assert Blocker(B.TENANT_RATE).as_json() == {"reason": "tenant_rate", "next_at": None, "detail": {}}
     assert Blocker(B.RETRY_DELAY, 0).as_json()["contacts"] == 0
+
+
+def test_a_deferred_scheduled_start_says_so_in_its_detail() -> None:
+    deferred = {"reason": "tenant_concurrency_exceeded", "since": "2026-03-02T17:00:00.000Z", "detail": "..."}
+    answer = run(status=S.SCHEDULED, eligible_now=10, scheduled_at=NOW, scheduled_detail={"start_deferred": deferred})
+    assert answer.blocked_by == (Blocker(B.SCHEDULED, None, NOW, {"start_deferred": deferred}),)

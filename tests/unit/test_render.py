@@ -14,6 +14,9 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 
 from dialerd.api import render, schemas
+from dialerd.domain.campaign import CampaignStatus
+from dialerd.domain.explain import Tally, explain
+from dialerd.domain.rules import BlockReason, Hold
 from dialerd.services.campaigns import CampaignView
 from dialerd.services.csv_contacts import RowProblem
 from dialerd.services.importer import ImportReport
@@ -86,6 +89,18 @@ HELD_JSON = (
 ERROR = (
     '{"error": "name: is required", "error_id": "invalid_field", "details": {"field": "name"}}'
 )
+EXPLANATION_JSON = (
+    '{"campaign_id": "cmp_4f9d2c6e0a1b3c5d7e9f", "status": "running", "dialling": true, "pending": 5, "eligible_now": 3, "blocked_by": [{"reason": "campaign_concurrency", "next_at": null, "detail": {"max_concurrent_calls": 2, "in_flight": 2}}, {"reason": "retry_delay", "contacts": 2, "next_at": "2026-01-02T03:04:05.678Z", "detail": {}}]}'
+)
+
+
+def _explanation() -> Any:
+    at = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    return explain(
+        campaign_id="cmp_4f9d2c6e0a1b3c5d7e9f", status=CampaignStatus.RUNNING, pending=5, eligible_now=3,
+        in_flight=2, contact_holds={BlockReason.RETRY_DELAY: Tally(2, at)},
+        campaign_holds=[Hold(BlockReason.CAMPAIGN_CONCURRENCY, detail={"max_concurrent_calls": 2, "in_flight": 2})],
+    )
 
 
 def _report_of_old_daemons() -> dict[str, Any]:
@@ -110,6 +125,7 @@ def _answers() -> dict[str, tuple[type[BaseModel], dict[str, Any], str]]:
         "no longer held": (schemas.Contact, render.contact(Contact(**{**CONTACT.model_dump(), "blocked_reason": "retry_delay",
                                                                       "next_eligible_at": NOW})), CONTACT_JSON),
         "error": (schemas.Error, render.error("name: is required", "invalid_field", {"field": "name"}), ERROR),
+        "explanation": (schemas.Explanation, render.explanation(_explanation()), EXPLANATION_JSON),
     }
 
 

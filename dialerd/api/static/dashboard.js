@@ -11,6 +11,10 @@ const SEARCH_DELAY_MS = 250; // typing in the search box asks the server once it
 const ACTIVE_MAX = 1000; // running and paused campaigns shown above the pages (per status; the API's page cap)
 const MEMORY_MAX = 50; // campaigns whose figures and chart are kept when another one is opened
 const HEALTH_EVERY_MS = 5000;
+// The selected campaign's explain answer: asked on its stream's events (at most once a second) and
+// every few seconds besides (the live holds, e.g. the PBX or a pacer, change without an event).
+const EXPLAIN_EVERY_MS = 3000;
+const EXPLAIN_MIN_MS = 1000;
 const LOG_MAX = 100;
 const CHART_MAX = 600; // 20 minutes of 2 s snapshots
 // Following a campaign replays its history (for the log and the failure reasons) only up to this size;
@@ -335,6 +339,11 @@ function select(id) {
     ended: false,
     abort: new AbortController(),
     timer: null,
+    explain: null, // the last GET .../explain answer
+    explainError: "",
+    explainedAt: 0,
+    explaining: false,
+    explainTimer: null,
   };
   $("detail-placeholder").hidden = true;
   $("detail-body").hidden = false;
@@ -342,6 +351,31 @@ function select(id) {
   renderCampaigns();
   renderView(view);
   follow(view);
+  askExplain(view, { now: true });
+}
+
+/** Asks why the campaign is (not) dialling: at once with `now`, else at most every EXPLAIN_MIN_MS
+ * (a burst of events asks once, when it has passed). */
+async function askExplain(v, { now = false } = {}) {
+  if (v !== view || v.explaining) return;
+  const since = Date.now() - v.explainedAt;
+  if (!now && since < EXPLAIN_MIN_MS) {
+    if (v.explainTimer === null) {
+      v.explainTimer = setTimeout(() => { v.explainTimer = null; askExplain(v); }, EXPLAIN_MIN_MS - since);
+    }
+    return;
+  }
+  v.explaining = true;
+  v.explainedAt = Date.now();
+  try {
+    v.explain = await api("GET", `api/v1/campaigns/${encodeURIComponent(v.id)}/explain`);
+    v.explainError = "";
+  } catch (err) {
+    v.explainError = err.message;
+  } finally {
+    v.explaining = false;
+    scheduleRender(v);
+  }
 }
 
 /** Takes a campaign the API just returned (after an action, or at the end) into the lists at once. */
@@ -425,6 +459,7 @@ function onStreamMessage(v, { event, id, data }) {
     v.log.unshift(logEntry(event, data));
     if (v.log.length > LOG_MAX) v.log.length = LOG_MAX;
   }
+  askExplain(v);
   scheduleRender(v);
 }
 
@@ -644,6 +679,8 @@ function renderView(v) {
   $("chart-source").textContent = { snapshots: "from the stream's snapshots", history: "from the event history",
     both: "from the event history, then the stream's snapshots" }[v.chartSource];
 
+  renderExplain(v);
+
   $("log").replaceChildren(...v.log.map((e) => {
     const li = cell("li");
     li.dataset.eventId = e.id;
@@ -662,6 +699,51 @@ function renderView(v) {
   }));
 }
 
+/** The "why isn't it dialling" panel: explain's headline, then one line per reason in its order. */
+function renderExplain(v) {
+  const e = v.explain;
+  testId("why").dataset.dialling = e ? String(e.dialling) : "unknown";
+  if (!e) {
+    $("why-state").textContent = v.explainError ? `(${v.explainError})` : "asking…";
+    $("why-reasons").replaceChildren();
+    return;
+  }
+  $("why-state").textContent = `${e.dialling ? "dialling" : "not dialling"} · ${fmt(e.pending)} pending · `
+    + `${fmt(e.eligible_now)} eligible now` + (v.explainError ? ` (${v.explainError})` : "");
+  const items = e.blocked_by.map((b) => {
+    const li = cell("li");
+    li.dataset.reason = b.reason;
+    const label = cell("span", "reason");
+    label.textContent = b.reason.replaceAll("_", " ");
+    li.append(label);
+    if (b.contacts !== undefined) {
+      const count = cell("b");
+      count.textContent = `${fmt(b.contacts)} contacts`;
+      li.append(count);
+    }
+    if (b.next_at) {
+      const until = cell("time", "muted");
+      until.dateTime = b.next_at;
+      until.textContent = `until ${new Date(b.next_at).toLocaleString()}`;
+      li.append(until);
+    }
+    const detail = Object.entries(b.detail ?? {}).filter(([, value]) => value !== null)
+      .map(([key, value]) => `${key.replaceAll("_", " ")} ${value}`).join(", ");
+    if (detail) {
+      const figures = cell("span", "muted");
+      figures.textContent = detail;
+      li.append(figures);
+    }
+    return li;
+  });
+  if (!items.length) {
+    const li = cell("li", "muted");
+    li.textContent = e.dialling ? "nothing holds it back" : `nothing of its own: the campaign is ${e.status}`;
+    items.push(li);
+  }
+  $("why-reasons").replaceChildren(...items);
+}
+
 async function act(action) {
   const v = view;
   if (!v) return;
@@ -670,7 +752,10 @@ async function act(action) {
   try {
     const c = await api("POST", `api/v1/campaigns/${encodeURIComponent(v.id)}/${action}`);
     mergeCampaign(c);
-    if (v === view) applyCampaign(v, c);
+    if (v === view) {
+      applyCampaign(v, c);
+      askExplain(v);
+    }
   } catch (err) {
     $("action-error").textContent = `${action} failed: ${err.message}`;
   }
@@ -712,6 +797,7 @@ $("page-next").addEventListener("click", () => setPage(list.page + 1));
 refreshHealth();
 setInterval(refreshHealth, HEALTH_EVERY_MS);
 setInterval(refreshCampaigns, LIST_EVERY_MS);
+setInterval(() => { if (view) askExplain(view); }, EXPLAIN_EVERY_MS);
 const saved = sessionStorage.getItem(KEY_STORE);
 if (saved) signIn(saved);
 else signOut();
