@@ -118,11 +118,26 @@ class _ImportSource(Shape):
                               "number is on the tenant's suppression list; never dialled")
 
 
+class Preflight(Shape):
+    """The contacts as they stand at the create: which will not be dialled, and which not right now."""
+
+    suppressed: Count = Field(description="contacts skipped at import: their number is on the tenant's "
+                              "suppression list (never dialled)")
+    outside_calling_hours: Count = Field(description="pending contacts whose calling hours are closed now in "
+                                         "their zone (in one of their zones, for several): dialled at the opening")
+    no_timezone: Count = Field(description="pending contacts with no zone while the campaign has calling hours: "
+                               "not dialled until the campaign gets a timezone")
+
+
+class _ImportPreflight(Shape):
+    preflight: Preflight = Field(ABSENT, description="what the campaign's rules hold back, as of the create")
+
+
 class ImportSummary(_ImportSource, _ImportTruncated, _ImportFigures):
     """What the CSV import did, as every campaign answer shows it."""
 
 
-class ImportReport(_ImportSource, _ImportTruncated, _ImportProblems, _ImportFigures):
+class ImportReport(_ImportPreflight, _ImportSource, _ImportTruncated, _ImportProblems, _ImportFigures):
     """What the CSV import did, with the rejected rows (the first 1000): the answer to create."""
 
 

@@ -35,8 +35,16 @@ class ImportProblem(TypedDict):
     code: str
 
 
+class Preflight(TypedDict):
+    """The contacts as they stand at the create: which will not be dialled, and which not right now."""
+
+    suppressed: int
+    outside_calling_hours: int
+    no_timezone: int
+
+
 class ImportReport(TypedDict):
-    """What the CSV import did, as every campaign answer shows it. ``problems``: only in the answer to create."""
+    """What the CSV import did, as every campaign answer shows it. ``problems``, ``preflight``: only in the answer to create."""
 
     rows_total: int
     rows_valid: int
@@ -53,6 +61,7 @@ class ImportReport(TypedDict):
     phone_columns: NotRequired[dict[str, int]]
     multi_number_cells: NotRequired[int]
     suppressed: NotRequired[int]
+    preflight: NotRequired[Preflight]
 
 
 class StartDeferred(TypedDict):

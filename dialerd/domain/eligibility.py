@@ -13,10 +13,10 @@ with no time known (any-time hours need no zone).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from dialerd.domain.hours import CallingHours, next_opening
+from dialerd.domain.hours import CallingHours, is_open, next_opening
 from dialerd.domain.localtime import aware
 from dialerd.domain.rules import BlockReason, Hold
 
@@ -48,3 +48,20 @@ def contact_hold(
         return Hold(BlockReason.RETRY_DELAY, until=opening)
     assert frequency is not None
     return Hold(BlockReason.FREQUENCY_CAP, until=opening, detail=frequency.detail)
+
+
+def preflight(
+    hours: CallingHours, zone_counts: Iterable[tuple[Sequence[str], int]], now: datetime
+) -> dict[str, int]:
+    """The import report's preflight of the pending contacts, grouped by their zones (``zone_counts``:
+    each set of zones with how many contacts have it): how many are outside their calling hours at
+    ``now`` (``outside_calling_hours``) and how many can't be placed in time (``no_timezone``: the campaign
+    has calling hours and the contact has no zone). Any-time hours hold no one back."""
+    outside = unplaced = 0
+    if not hours.any_time:
+        for zones, count in zone_counts:
+            if not zones:
+                unplaced += count
+            elif not is_open(hours, zones, aware(now, "now")):
+                outside += count
+    return {BlockReason.OUTSIDE_CALLING_HOURS.value: outside, BlockReason.NO_TIMEZONE.value: unplaced}

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import IO, Any, Protocol
 
 from dialerd.domain.campaign import CampaignAction, CampaignStatus, initial_status
+from dialerd.domain.hours import CallingHours
 from dialerd.domain.zones import resolve_zones
 from dialerd.errors import Conflict, InvalidInput, NotFound
 from dialerd.services.auth import Principal
@@ -103,6 +104,7 @@ class CampaignService:
                 self.store, campaign.id, contacts, spec.default_region or None, batch_size=self.import_batch_size,
                 phone_column=spec.phone_column, encoding=spec.encoding, tenant_id=who.tenant_id,
                 zones=ZoneFallbacks(campaign=spec.timezone, default=self.default_timezone),
+                hours=CallingHours.parse(spec.calling_hours),
             )
             status = initial_status(spec.scheduled_at is not None)
             await self.store.finish_import(campaign.id, status, report.as_json(max_problems=1000))

@@ -11,10 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
+from dialerd.domain.eligibility import preflight
+from dialerd.domain.hours import CallingHours
 from dialerd.domain.zones import resolve_zones
 from dialerd.errors import InvalidCsv
 from dialerd.services.csv_contacts import MULTI_VALUE, ContactsCsv, ParsedContact, RowProblem
 from dialerd.store.repo import Store
+from dialerd.timestamps import utcnow
 
 MAX_REPORTED_PROBLEMS = 1000
 
@@ -46,6 +49,8 @@ class ImportReport:
     phone_columns: dict[str, int] = field(default_factory=dict)
     multi_number_cells: int = 0  # valid rows whose cell held several numbers (":::"); the first was taken
     suppressed: int = 0  # contacts stored as skipped: their number is on the tenant's suppression list
+    # What the rules hold back as of the import (``eligibility.preflight``, plus ``suppressed``); None: not run.
+    preflight: dict[str, int] | None = None
 
     @property
     def duplicates(self) -> int:
@@ -69,6 +74,7 @@ class ImportReport:
             "phone_columns": dict(self.phone_columns),
             "multi_number_cells": self.multi_number_cells,
             "suppressed": self.suppressed,
+            **({"preflight": {"suppressed": self.suppressed, **self.preflight}} if self.preflight is not None else {}),
         }
 
 
@@ -92,12 +98,14 @@ async def import_contacts(
     encoding: str | None = None,
     tenant_id: str | None = None,
     zones: ZoneFallbacks = ZoneFallbacks(),
+    hours: CallingHours | None = None,
 ) -> ImportReport:
     """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file.
 
     ``phone_column`` and ``encoding`` are the create form's fields of those names (None: not given).
     ``tenant_id``: whose suppression list applies; its listed numbers are stored as ``skipped``.
     Each contact's zones are resolved here (``domain/zones.resolve_zones``) and stored with it.
+    ``hours``: the campaign's calling hours, for the report's ``preflight`` (None: no preflight).
     """
     parser = await asyncio.to_thread(
         ContactsCsv,
@@ -147,6 +155,8 @@ async def import_contacts(
     report.stored = await store.count_contacts(campaign_id)
     if tenant_id is not None and report.stored:
         report.suppressed = await store.skip_suppressed(campaign_id, tenant_id)
+    if hours is not None and report.stored:
+        report.preflight = preflight(hours, await store.pending_zone_counts(campaign_id), utcnow())
     if report.stored == 0:
         raise InvalidCsv(
             "contacts file has no valid phone number"

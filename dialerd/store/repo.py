@@ -22,7 +22,7 @@ from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, SkipReason
 from dialerd.domain.explain import Tally
 from dialerd.domain.rules import BlockReason
-from dialerd.domain.zones import ContactZones, TimezoneSource
+from dialerd.domain.zones import ContactZones, TimezoneSource, parse_zones_text
 from dialerd.store.base import (
     IN_FLIGHT_ATTEMPT_STATES,
     SHARED_READS,
@@ -305,6 +305,20 @@ class Store:
         async with self.read() as conn:
             rows = (await conn.execute(select(T_CAMPAIGN.c.id).where(T_CAMPAIGN.c.status == CampaignStatus.IMPORTING.value))).all()
         return [r[0] for r in rows]
+
+    async def pending_zone_counts(self, campaign_id: str) -> list[tuple[tuple[str, ...], int]]:
+        """The campaign's pending contacts grouped by their zones (``contact.timezone``): one grouped read,
+        a few hundred groups at most whatever the list's size (the import report's preflight)."""
+        c = T_CONTACT.c
+        async with self.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(c.timezone, func.count())
+                    .where(c.campaign_id == campaign_id, c.status == ContactStatus.PENDING.value)
+                    .group_by(c.timezone)
+                )
+            ).all()
+        return [(parse_zones_text(text), int(n)) for text, n in rows]
 
     async def count_contacts(self, campaign_id: str) -> int:
         async with self.read() as conn:

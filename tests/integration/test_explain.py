@@ -241,3 +241,75 @@ async def test_pending_holds_is_one_grouped_read(store: Store) -> None:
     assert holds == {BlockReason.RETRY_DELAY: Tally(2, now + timedelta(hours=1))}
     later = now + timedelta(hours=3)  # every retry due: nothing held
     assert await store.pending_holds(cid, later) == (4, {})
+
+
+# ---- the rules of issue 11: calling hours, the frequency cap, the daily caps, and the create's preflight ----
+
+def _closed_window(now: datetime) -> tuple[str, datetime]:
+    """Daily hours in UTC that are closed at ``now`` (and stay closed for an hour at least), and their next
+    opening."""
+    start_hour = 13 if now.hour < 11 else 1
+    opening = now.replace(hour=start_hour, minute=0, second=0, microsecond=0)
+    if opening <= now:
+        opening += timedelta(days=1)
+    return f"daily {start_hour:02d}:00-{start_hour + 1:02d}:00", opening
+
+
+async def test_outside_calling_hours_lifts_at_the_opening_and_the_preflight_counts_them(rig: Rig) -> None:
+    now = datetime.now(UTC)
+    hours, opening = _closed_window(now)
+    # Three contacts whose zone (the CSV's timezone column) is UTC, where the window is closed now.
+    csv = "phone_number,timezone\n" + "".join(f"{n},UTC\n" for n in NUMBERS[:3])
+    status, created = await rig.create(csv, calling_hours=hours)
+    assert status == 201, created
+    assert created["import"]["preflight"] == {"suppressed": 0, "outside_calling_hours": 3, "no_timezone": 0}
+    cid = created["id"]
+    await rig.act(cid, "start")
+    body = await rig.explain_until(cid, lambda b: b["eligible_now"] == 0)
+    assert body["status"] == "running" and body["dialling"] is False and body["pending"] == 3
+    assert body["blocked_by"] == [{"reason": "outside_calling_hours", "contacts": 3,
+                                   "next_at": opening.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                                   "detail": {}}]
+    status, page = await rig.call("GET", f"/api/v1/campaigns/{cid}/contacts")
+    assert status == 200
+    assert {(c["attempts"], c["blocked_reason"]) for c in page["contacts"]} == {(0, "outside_calling_hours")}
+
+
+async def test_frequency_cap_across_two_campaigns_of_a_tenant(rig: Rig) -> None:
+    key = await make_key(rig.daemon, "capped")
+    rig.keys["capped"] = key
+    await rig.daemon.store.set_tenant_limits("capped", None, None,
+                                             {"max_attempts_per_number": 1, "frequency_window_hours": 24})
+    number = "+14155550190"
+    rig.pbx.program(number, QUICK)
+    first = await rig.campaign([number], tenant="capped")
+    await rig.act(first, "start", tenant="capped")
+    await rig.explain_until(first, lambda b: b["status"] == "completed", tenant="capped")
+    second = await rig.campaign([number], tenant="capped")
+    await rig.act(second, "start", tenant="capped")
+    body = await rig.explain_until(second, lambda b: b["eligible_now"] == 0, tenant="capped")
+    (held,) = body["blocked_by"]
+    assert held["reason"] == "frequency_cap" and held["contacts"] == 1
+    until = at(held["next_at"])
+    assert datetime.now(UTC) + timedelta(hours=23) < until <= datetime.now(UTC) + timedelta(hours=24)
+    # Another tenant's campaign to the same number is not held.
+    other = await rig.campaign([number], tenant="globex")
+    await rig.act(other, "start", tenant="globex")
+    await rig.explain_until(other, lambda b: b["status"] == "completed", tenant="globex")
+
+
+async def test_daily_calls_max_holds_the_running_campaign_until_midnight(rig: Rig) -> None:
+    key = await make_key(rig.daemon, "daily")
+    rig.keys["daily"] = key
+    await rig.daemon.store.set_tenant_limits("daily", None, None, {"daily_calls_max": 1})
+    numbers = ["+14155550191", "+14155550192"]
+    for n in numbers:
+        rig.pbx.program(n, QUICK)
+    cid = await rig.campaign(numbers, tenant="daily")
+    await rig.act(cid, "start", tenant="daily")
+    body = await rig.explain_until(cid, lambda b: "daily_calls_max" in reasons(b), tenant="daily")
+    assert body["status"] == "running" and body["dialling"] is False
+    held = blocker(body, "daily_calls_max")
+    midnight = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert at(held["next_at"]) == midnight
+    assert held["detail"] == {"limit": 1, "used": 1, "timezone": "UTC"}

@@ -145,10 +145,12 @@ def _settled(contact: dict[str, Any], attempts: int) -> bool:
 
 
 async def _retry_now(api: Api, cid: str) -> None:
-    """The pending retries fall due now, and the runner is woken (as when their delay runs out)."""
+    """The pending retries fall due now, and the runner is woken (as when their delay runs out): the
+    retry time and the claim gate's hold (``retry_delay`` until ``next_eligible_at``) both move."""
     async with api.daemon.store.write() as conn:
         await conn.execute(update(T_CONTACT).where(T_CONTACT.c.campaign_id == cid, T_CONTACT.c.status == "pending")
-                           .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+                           .values(next_attempt_at=utcnow() - timedelta(seconds=1),
+                                   next_eligible_at=utcnow() - timedelta(seconds=1)))
     api.daemon.dispatcher.slots.poke(cid)
 
 
