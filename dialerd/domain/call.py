@@ -317,3 +317,27 @@ def decide_failure(
                           retry_at=now + timedelta(seconds=retry.delay_seconds))
     status = ContactStatus.CANCELLED if retry.retry else ContactStatus.FAILED
     return Transition(A.ENDED, status, ended_at, cause, sip_code, reason=reason)
+
+
+# ---- a retry that lands after a stop -----------------------------------------------------------------
+
+
+def retry_after_stop(
+    status: ContactStatus, contact_values: Mapping[str, object], payload: Mapping[str, object],
+    campaign_terminal: bool,
+) -> tuple[ContactStatus, dict[str, object], dict[str, object]]:
+    """The end of a failed call as written, given whether its campaign is terminal when the write runs.
+
+    The retry decision reads the campaign's status before the write's transaction; a stop that commits
+    in between would leave the contact pending (due for a retry) in a campaign that is over. Under the
+    write's lock, such a retry is cancelled instead, as ``decide_failure`` does for a stopped campaign:
+    no retry time, no hold, the event's reason ``campaign_stopped`` with the failure as ``last_failure``.
+    Anything else is written as decided.
+    """
+    if status is not ContactStatus.PENDING or not campaign_terminal:
+        return status, dict(contact_values), dict(payload)
+    values = {**contact_values, "next_attempt_at": None, "next_eligible_at": None, "blocked_reason": None}
+    body = {k: v for k, v in payload.items() if k != "retry_at"}
+    body["last_failure"] = payload.get("reason")
+    body["reason"] = "campaign_stopped"
+    return ContactStatus.CANCELLED, values, body

@@ -291,6 +291,15 @@ class HotPath:
         })
         return attempt, event_id, campaign_id, payload
 
+    def campaign_of_attempt_terminal(self, conn: sqlite3.Connection, channel_id: str,
+                                     terminal: tuple[str, ...]) -> bool:
+        """Whether the campaign of the attempt ``channel_id`` is in a terminal status (in this transaction)."""
+        row = conn.execute(
+            "SELECT campaign.status FROM attempt JOIN campaign ON campaign.id = attempt.campaign_id"
+            " WHERE attempt.channel_id = ?", (channel_id,),
+        ).fetchone()
+        return row is not None and row[0] in terminal
+
     def end_if_over(self, conn: sqlite3.Connection, campaign_id: str, now: Any,
                     terminal: tuple[str, ...]) -> tuple[int, dict[str, Any]] | None:
         """``Transactions.end_if_over``: append the ``end`` event if the campaign is terminal with no attempt

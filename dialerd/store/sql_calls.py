@@ -15,7 +15,8 @@ from sqlalchemy import case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dialerd.domain.call import AttemptState, Skipped, can_move, sources
+from dialerd.domain.call import AttemptState, Skipped, can_move, retry_after_stop, sources
+from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, SkipReason
 from dialerd.domain.suppression import OPT_OUT_REASON, SuppressionSource
 from dialerd.store.base import (
@@ -305,6 +306,10 @@ class SqlCalls:
         final = attempt_state not in IN_FLIGHT_ATTEMPT_STATES
         async with self.tx.write() as conn:
             status = await self.tx.lock_campaign(conn, campaign_id=self._campaign_of(channel_id)) if final else None
+            if final:  # a retry decided before a stop that committed meanwhile is cancelled (domain/call.py)
+                contact_status, contact_values, payload = retry_after_stop(
+                    contact_status, contact_values, payload,
+                    status is not None and CampaignStatus(status).terminal)
             # Perf (docs/benchmarks.md): three statements, not five; this runs three times per call.
             # The conditional UPDATE both takes the row lock (PostgreSQL re-checks its WHERE after
             # waiting for a concurrent writer) and tests the state, as SELECT FOR UPDATE + UPDATE did;

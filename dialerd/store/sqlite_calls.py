@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dialerd.domain.call import AttemptState, Skipped
+from dialerd.domain.call import AttemptState, Skipped, retry_after_stop
 from dialerd.domain.campaign import END_EVENT, CampaignStatus
 from dialerd.domain.contact import ContactStatus, SkipReason
 from dialerd.domain.suppression import OPT_OUT_REASON, SuppressionSource
@@ -177,22 +177,27 @@ class SqliteCalls:
         final = attempt_state not in IN_FLIGHT_ATTEMPT_STATES
         stmts, moves_from = self._statements, tuple(only_from)
 
-        def event(attempt: dict[str, Any], contact: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
-            return attempt["campaign_id"], call_event_payload(
-                contact_id=attempt["contact_id"], phone_number=contact[0] if contact else None,
-                status=contact_status.value, attempt=attempt["number"], channel_id=channel_id, now=now,
-                details=payload,
-            )
-
         def run(conn: sqlite3.Connection) -> tuple[tuple[Attempt, Event] | None, list[Event]]:
+            status, values, details = contact_status, contact_values, payload
+            if final and status is ContactStatus.PENDING:  # as SqlCalls: a retry after a stop is cancelled
+                status, values, details = retry_after_stop(
+                    status, values, details, stmts.campaign_of_attempt_terminal(conn, channel_id, TERMINAL_STATUSES))
+
+            def event(attempt: dict[str, Any], contact: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
+                return attempt["campaign_id"], call_event_payload(
+                    contact_id=attempt["contact_id"], phone_number=contact[0] if contact else None,
+                    status=status.value, attempt=attempt["number"], channel_id=channel_id, now=now,
+                    details=details,
+                )
+
             moved = stmts.transition(
                 conn, channel_id, moves_from, {"state": attempt_state, **attempt_values},
-                {"status": contact_status.value, "updated_at": now, **contact_values}, event,
+                {"status": status.value, "updated_at": now, **values}, event,
             )
             if moved is None:
                 return None, []
             attempt, event_id, campaign_id, full = moved
-            ev = Event(id=event_id, campaign_id=campaign_id, kind=contact_status.value, payload=full, created_at=now)
+            ev = Event(id=event_id, campaign_id=campaign_id, kind=status.value, payload=full, created_at=now)
             events = [ev]
             if opt_out and full.get("phone_number"):
                 stmts.suppress(conn, campaign_id, full["phone_number"], OPT_OUT_REASON,

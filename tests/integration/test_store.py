@@ -586,6 +586,41 @@ async def test_a_stop_with_calls_up_ends_with_the_last_call_once(store: Store) -
     assert end.payload["status"] == "completed" and end.payload["at"]
 
 
+async def test_a_retry_decided_before_a_stop_that_committed_first_is_cancelled(store: Store) -> None:
+    """The follower decides a busy call's retry from the campaign it read while it ran; the operator's stop
+    commits before that write. Under the write's lock the retry is cancelled: nothing pending is left in
+    the completed campaign, its event says campaign_stopped, and the campaign's end comes with it."""
+    cid = await make_campaign(store, await make_tenant(store), status="running")
+    await store.insert_contacts(cid, rows([number(1)]))
+    (contact,) = await all_contacts(store, cid)
+    await _call_up(store, contact, "ch-1")
+    changed, _ = await store.set_campaign_status(
+        cid, CampaignStatus.RUNNING, CampaignStatus.COMPLETED, event_payload={"action": "stop"}, cancel_pending=True,
+    )
+    assert changed
+    retry_at = utcnow() + timedelta(seconds=600)
+    published: list[Event] = []
+    store.publish = published.extend
+    try:
+        moved = await store.record_transition(
+            "ch-1", attempt_state="ended", attempt_values={"ended_at": utcnow(), "cause": 17, "reason": "busy"},
+            contact_status=ContactStatus.PENDING,
+            contact_values={"hangup_cause": 17, "failure_reason": "busy", "next_attempt_at": retry_at,
+                            "next_eligible_at": retry_at, "blocked_reason": "retry_delay"},
+            payload={"reason": "busy", "cause": 17, "retry_at": "later"}, only_from=("originated",),
+        )
+    finally:
+        store.publish = None
+    assert moved is not None
+    assert [e.kind for e in published] == ["cancelled", "end"]
+    assert published[0].payload["reason"] == "campaign_stopped" and published[0].payload["last_failure"] == "busy"
+    assert "retry_at" not in published[0].payload
+    (after,) = await all_contacts(store, cid)
+    assert (after.status, after.failure_reason, after.next_attempt_at, after.blocked_reason) == (
+        "cancelled", "busy", None, None)
+    assert await store.unfinished_contacts(cid) == 0
+
+
 async def test_the_end_comes_with_the_given_back_attempt_when_it_was_the_last(store: Store) -> None:
     cid = await make_campaign(store, await make_tenant(store), status="running")
     await store.insert_contacts(cid, rows([number(1)]))

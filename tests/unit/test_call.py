@@ -264,3 +264,19 @@ def test_a_policy_without_rules_decides_as_before() -> None:
     assert plain.rules == RetryRules()
     for reason in (R.BUSY, R.NO_ANSWER, R.CONGESTION, R.UNREACHABLE):
         assert [t.contact_status for t in contact_history([reason] * 4, plain)] == [C.PENDING, C.PENDING, C.FAILED]
+
+
+def test_a_retry_written_after_a_stop_is_cancelled_and_nothing_else_changes() -> None:
+    from dialerd.domain.call import retry_after_stop
+
+    values = {"failure_reason": "busy", "next_attempt_at": "t", "next_eligible_at": "t", "blocked_reason": "retry_delay"}
+    payload = {"reason": "busy", "cause": 17, "retry_at": "t"}
+    status, written, body = retry_after_stop(ContactStatus.PENDING, values, payload, True)
+    assert status is ContactStatus.CANCELLED
+    assert written == {"failure_reason": "busy", "next_attempt_at": None, "next_eligible_at": None,
+                       "blocked_reason": None}
+    assert body == {"reason": "campaign_stopped", "last_failure": "busy", "cause": 17}
+    # Still running, or an end that is not a retry: written as decided.
+    assert retry_after_stop(ContactStatus.PENDING, values, payload, False) == (ContactStatus.PENDING, values, payload)
+    for final in (ContactStatus.FAILED, ContactStatus.COMPLETED, ContactStatus.CANCELLED):
+        assert retry_after_stop(final, values, payload, True) == (final, values, payload)
