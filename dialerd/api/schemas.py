@@ -130,10 +130,11 @@ class Preflight(Shape):
 
 
 class _ImportPreflight(Shape):
-    preflight: Preflight = Field(ABSENT, description="what the campaign's rules hold back, as of the create")
+    preflight: Preflight = Field(ABSENT, description="what the campaign's rules held back as of the create "
+                                 "(stored with the report; the live figures are in GET .../explain)")
 
 
-class ImportSummary(_ImportSource, _ImportTruncated, _ImportFigures):
+class ImportSummary(_ImportPreflight, _ImportSource, _ImportTruncated, _ImportFigures):
     """What the CSV import did, as every campaign answer shows it."""
 
 

@@ -44,7 +44,7 @@ class Preflight(TypedDict):
 
 
 class ImportReport(TypedDict):
-    """What the CSV import did, as every campaign answer shows it. ``problems``, ``preflight``: only in the answer to create."""
+    """What the CSV import did, as every campaign answer shows it. ``problems``: only in the answer to create."""
 
     rows_total: int
     rows_valid: int
