@@ -249,7 +249,9 @@ async def test_explain_and_watch_say_why_nothing_dials(tmp_path: Path) -> None:
         assert b"status=draft" in await asyncio.wait_for(watch.stdout.readline(), RUN_TIMEOUT)
         assert (await ctl("start", cid)).code == 0
         seen: list[str] = []
-        while not any(" explain " in line for line in seen):  # snapshots come every 2 s while it runs
+        # Snapshots come every 2 s while it runs, and an explain line whenever its reasons change: right after
+        # the start (the call not yet placed) it may name a passing throttle first; wait for the retry.
+        while not any(" explain " in line and "retry_delay" in line for line in seen):
             line = await asyncio.wait_for(watch.stdout.readline(), RUN_TIMEOUT)
             assert line, f"watch ended early: {seen}"
             seen.append(line.decode().rstrip("\n"))
@@ -267,5 +269,5 @@ async def test_explain_and_watch_say_why_nothing_dials(tmp_path: Path) -> None:
     assert text.code == 0, text.err
     assert text.out.splitlines()[0] == f"{cid} running: not dialling; 1 pending, 0 eligible now"
     assert f"  retry_delay            1 contacts until {retry['next_at']}" in text.out.splitlines()
-    why = next(line for line in seen if " explain " in line)
+    why = next(line for line in seen if " explain " in line and "retry_delay" in line)
     assert f"not dialling: retry_delay 1 until {retry['next_at']} (pending 1, eligible 0)" in why, seen
