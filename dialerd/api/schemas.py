@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
 
+from dialerd.domain.caller_id import STRATEGIES
 from dialerd.domain.campaign import VISIBLE
 from dialerd.domain.contact import ContactStatus, FailureReason, SkipReason
 from dialerd.domain.rules import PER_CONTACT, BlockReason
@@ -229,7 +230,7 @@ class Campaign(Shape):
     start_deferred: StartDeferred | None = Field(
         description="a scheduled start held back by the tenant's concurrency cap (retried every minute), with "
         "the first time it was; null otherwise")
-    caller_id_strategy: str = Field(json_schema_extra={"enum": list(spec.CALLER_ID_STRATEGIES)},
+    caller_id_strategy: str = Field(json_schema_extra={"enum": list(STRATEGIES)},
                                     description=spec.CALLER_ID_STRATEGY_DESCRIPTION)
     caller_id_stats: list[CallerIdStats] = Field(
         description="per caller id: every number of the caller_id pool in its order, then any other caller id "

@@ -95,7 +95,9 @@ def _stored(text: str) -> CallerIdPool:
 
 def split_entries(text: str) -> list[str]:
     """``text`` split at each ',' outside double quotes."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted

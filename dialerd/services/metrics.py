@@ -12,7 +12,6 @@ from dialerd.domain.caller_id import CallerIdStat
 from dialerd.store.repo import Store
 from dialerd.timestamps import rfc3339, utcnow
 
-
 CALLER_ID_METRICS_HOURS = 24  # an ended campaign's caller id series stay on /metrics this long
 
 

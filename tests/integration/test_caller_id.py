@@ -12,8 +12,12 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from dialerd.pbx.fake import DECLINE, FakeOutcome, FakePbx
+from dialerd.store import db
+from dialerd.store.db import create_engine, migrate
+from dialerd.timestamps import utcnow
 from tests.conftest import Api, make_key, start_daemon, test_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -172,3 +176,27 @@ async def test_no_caller_id_records_none(rig: Rig) -> None:
     assert done["caller_id"] == "" and done["caller_id_stats"] == []
     assert (await rig.history(created["id"]))["+14155550130"][0]["caller_id"] is None
     assert rig.pbx.requests[0].caller_id == ""
+
+
+async def test_migration_0010_keeps_each_campaigns_caller_id(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = create_engine(db_url)
+    try:
+        monkeypatch.setattr(db, "MIGRATIONS", [m for m in db.MIGRATIONS if m[0] < 10])
+        assert await migrate(engine) == 9
+        now = utcnow()
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO tenant (id, name, concurrent_max, calls_per_minute, created_at) "
+                                    "VALUES ('ten_old', 'old', 5, 60, :t)"), {"t": now})
+            await conn.execute(text(
+                "INSERT INTO campaign (id, tenant_id, name, status, caller_id, destination, default_region,"
+                " max_concurrent_calls, retries_per_contact, retry_delay_seconds, ring_timeout_seconds,"
+                " import_report, created_by, created_at, updated_at) VALUES ('cmp_old', 'ten_old', 'old', 'draft',"
+                " :caller, 'dialerd-demo,s,1', 'US', 1, 0, 60, 30, '{}', 'k', :t, :t)"),
+                {"caller": '"Acme" <+12125550100>', "t": now})
+        monkeypatch.undo()
+        assert await migrate(engine) == db.SCHEMA_VERSION
+        async with engine.connect() as conn:
+            row = (await conn.execute(text("SELECT caller_id, caller_id_strategy FROM campaign"))).one()
+        assert tuple(row) == ('"Acme" <+12125550100>', "round_robin")
+    finally:
+        await engine.dispose()
