@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from dialerd.client import AsyncDialerd, Dialerd
 from dialerd.pbx.fake import DECLINE, FakeOutcome, FakePbx
 from dialerd.store import db
 from dialerd.store.db import create_engine, migrate
@@ -200,3 +202,24 @@ async def test_migration_0010_keeps_each_campaigns_caller_id(db_url: str, monkey
         assert tuple(row) == ('"Acme" <+12125550100>', "round_robin")
     finally:
         await engine.dispose()
+
+
+async def test_both_clients_create_and_patch_the_pool_and_strategy(offline_api: Api, tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("phone_number\n+12125550199\n")
+    async with AsyncDialerd(offline_api.base, offline_api.keys["acme"], timeout=10) as client:
+        created = await client.campaigns.create(path, name="pool", caller_id=f"{NY},{CHI}",
+                                                caller_id_strategy="local_presence")
+        assert (created["caller_id"], created["caller_id_strategy"]) == (f"{NY},{CHI}", "local_presence")
+        assert [s["caller_id"] for s in created["caller_id_stats"]] == [NY, CHI]
+        patched = await client.campaigns.update(created["id"], caller_id_strategy="round_robin")
+        assert patched["caller_id_strategy"] == "round_robin"
+
+    def sync_client() -> tuple[Any, Any]:
+        with Dialerd(offline_api.base, offline_api.keys["acme"]) as client:
+            made = client.campaigns.create(path, name="pool", caller_id=SF, caller_id_strategy="local_presence")
+            return made, client.campaigns.update(made["id"], caller_id=f"{SF},{NY}")
+
+    made, changed = await asyncio.to_thread(sync_client)
+    assert (made["caller_id"], made["caller_id_strategy"]) == (SF, "local_presence")
+    assert (changed["caller_id"], changed["caller_id_strategy"]) == (f"{SF},{NY}", "local_presence")
