@@ -86,6 +86,7 @@ def create(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
         args.contacts,
         name=args.name,
         caller_id=args.caller_id,
+        caller_id_strategy=args.caller_id_strategy,
         destination=args.destination,
         max_concurrent_calls=args.max_concurrent_calls,
         retries_per_contact=args.retries,
@@ -146,6 +147,7 @@ def show(campaign: Campaign, out: TextIO) -> None:
         ("progress", f"{campaign['progress']:.0%}"),
         ("calls in flight", campaign["calls_in_flight"]),
         ("caller id", campaign["caller_id"] or "-"),
+        ("caller id strategy", campaign.get("caller_id_strategy") or "round_robin"),
         ("destination", campaign["destination"]),
         ("max concurrent calls", campaign["max_concurrent_calls"]),
         ("retries per contact", campaign["retries_per_contact"]),
@@ -159,6 +161,14 @@ def show(campaign: Campaign, out: TextIO) -> None:
     ]
     for key, value in fields:
         print(f"{key:<22}{value}", file=out)
+    stats = campaign.get("caller_id_stats") or []
+    if stats:
+        rows = [("CALLER ID", "ATTEMPTS", "ANSWERED", "ANSWER RATE", "REJECTED")]
+        for s in stats:
+            rate = "-" if s["answer_rate"] is None else f"{s['answer_rate']:.0%}"
+            rows.append((s["caller_id"], str(s["attempts"]), str(s["answered"]), rate, str(s["rejected"])))
+        print("caller ids:", file=out)
+        _table(rows, out)
 
 
 def get(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
@@ -375,7 +385,10 @@ def _campaign_commands(sub: Any, include_group_only: bool) -> None:
         p = add("create", create, "create a draft campaign from a contacts CSV", takes_id=False)
         p.add_argument("contacts", help="CSV file with a phone_number column")
         p.add_argument("--name", required=True)
-        p.add_argument("--caller-id")
+        p.add_argument("--caller-id", help="caller id, or a pool of them separated by ',' (e.g. "
+                       "'+12125550100,+13125550100')")
+        p.add_argument("--caller-id-strategy", choices=("round_robin", "local_presence"),
+                       help="how each call takes its caller id from the pool (default round_robin)")
         p.add_argument("--destination", help="context,extension or stasis:app (default: daemon config)")
         p.add_argument("--max-concurrent-calls", type=int)
         p.add_argument("--retries", type=int, help="retries per contact (0-5)")

@@ -129,7 +129,8 @@ class Daemon:
                                     default_timezone=check_timezone(settings.compliance_default_timezone))
         metrics = Metrics(store, in_flight=slots.calls_in_flight, pbx_connected=lambda: pbx.connected,
                           dialling_held=lambda: dispatcher.dialling_held)
-        telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx)  # this daemon's own
+        telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx,  # this daemon's own
+                              caller_ids=metrics.caller_id_counts)
 
         async def health() -> dict[str, Any]:
             db_ok = await store.ping()

@@ -130,8 +130,11 @@ class CallStore(Protocol):
         """Contacts not yet in a final status."""
         ...
 
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
-        """Commit a new dialling attempt under ``channel_id``; None if the contact was taken meanwhile, or
+    async def begin_attempt(
+        self, contact: Contact, channel_id: str, caller_id: str | None = None,
+    ) -> Attempt | Skipped | None:
+        """Commit a new dialling attempt under ``channel_id``, recording the ``caller_id`` it goes out with
+        (None: the PBX decides); None if the contact was taken meanwhile, or
         if the claim gate (calling hours, frequency cap) holds it back: its ``blocked_reason`` and
         ``next_eligible_at`` are then written in the same transaction.
 

@@ -3,13 +3,16 @@
 Everything lives in one ``CollectorRegistry`` handed in by the composition root (never the global
 default registry), so two daemons in one process (tests) do not share or clash. Call figures are read
 from the dispatcher and the event hub at scrape time: nothing on the dialling path waits for metrics.
+The per caller id figures (``dialerd_caller_id_*``) are the store's: the handler reads them (one grouped
+read, ``Metrics.caller_id_counts``) before the registry is rendered, so they survive restarts as the
+campaign's JSON does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -18,6 +21,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from dialerd.domain.caller_id import CallerIdStat
 from dialerd.domain.contact import FailureReason
 from dialerd.ports import Pbx
 from dialerd.services.dispatcher import Dispatcher
@@ -37,6 +41,7 @@ class DaemonCollector(Collector):
         self.dispatcher = dispatcher
         self.hub = hub
         self.pbx = pbx
+        self.caller_ids: dict[str, list[CallerIdStat]] = {}  # set by the handler before each scrape
 
     def collect(self) -> Iterable[Metric]:
         d = self.dispatcher
@@ -92,6 +97,25 @@ class DaemonCollector(Collector):
         yield GaugeMetricFamily(
             "dialerd_sse_subscribers", "Open Server-Sent Events streams", value=self.hub.subscriber_count()
         )
+        yield from self._caller_id_metrics()
+
+
+    def _caller_id_metrics(self) -> Iterable[Metric]:
+        labels = ["campaign", "caller_id"]
+        families = (
+            (CounterMetricFamily("dialerd_caller_id_attempts", "Attempts by campaign and the caller id they went "
+                                 "out with (running or paused campaigns, and those ended within 24 h)",
+                                 labels=labels), "attempts"),
+            (CounterMetricFamily("dialerd_caller_id_answered", "Answered attempts by campaign and caller id",
+                                 labels=labels), "answered"),
+            (CounterMetricFamily("dialerd_caller_id_rejected", "Attempts the far end rejected (SIP 603/608) by "
+                                 "campaign and caller id", labels=labels), "rejected"),
+        )
+        for family, figure in families:
+            for campaign_id, stats in sorted(self.caller_ids.items()):
+                for s in stats:
+                    family.add_metric([campaign_id, s.caller_id], getattr(s, figure))
+            yield family
 
 
 def _route(request: web.Request) -> str:
@@ -102,7 +126,10 @@ def _route(request: web.Request) -> str:
 class Telemetry:
     """The registry, its collectors, and what the web app needs: a middleware and a handler."""
 
-    def __init__(self, registry: CollectorRegistry, *, dispatcher: Dispatcher, hub: EventHub, pbx: Pbx) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, dispatcher: Dispatcher, hub: EventHub, pbx: Pbx,
+        caller_ids: Callable[[], Awaitable[dict[str, list[CallerIdStat]]]] | None = None,
+    ) -> None:
         self.registry = registry
         self.http_latency = Histogram(
             "dialerd_http_request_duration_seconds",
@@ -110,8 +137,16 @@ class Telemetry:
             labelnames=["method", "route", "status"],
             registry=registry,
         )
-        registry.register(DaemonCollector(dispatcher, hub, pbx))
-        self.handler: Handler = make_aiohttp_handler(registry)
+        collector = DaemonCollector(dispatcher, hub, pbx)
+        registry.register(collector)
+        render = make_aiohttp_handler(registry)
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if caller_ids is not None:
+                collector.caller_ids = await caller_ids()
+            return await render(request)
+
+        self.handler: Handler = handler
         self.middleware: Middleware = self._latency_middleware()
 
     def _latency_middleware(self) -> Middleware:

@@ -87,6 +87,10 @@ def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) ->
         import_=report,
         # A scheduled start held back by the tenant's concurrency cap: {"reason", "since", "detail"}, else null.
         start_deferred=schemas.StartDeferred.model_validate(c.start_deferred) if c.start_deferred else None,
+        caller_id_strategy=c.caller_id_strategy,
+        caller_id_stats=[schemas.CallerIdStats(caller_id=s.caller_id, attempts=s.attempts, answered=s.answered,
+                                               answer_rate=s.answer_rate, rejected=s.rejected)
+                         for s in view.caller_id_stats],
     )
 
 
@@ -139,7 +143,7 @@ def attempt(row: Any) -> schemas.AttemptRecord:
     return schemas.AttemptRecord(
         attempt=row.number, channel_id=row.channel_id, state=row.state, started_at=_not_null(row.created_at),
         answered_at=row.answered_at, ended_at=row.ended_at, outcome=outcome, failure_reason=row.reason,
-        cause=row.cause, sip_code=row.sip_code, talk_seconds=row.talk_seconds,
+        cause=row.cause, sip_code=row.sip_code, talk_seconds=row.talk_seconds, caller_id=row.caller_id,
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
 
+from dialerd.domain.caller_id import STRATEGIES
 from dialerd.domain.campaign import VISIBLE
 from dialerd.domain.contact import ContactStatus, FailureReason, SkipReason
 from dialerd.domain.rules import PER_CONTACT, BlockReason
@@ -185,6 +186,17 @@ StoredRetryRules = Annotated[str, WithJsonSchema({
     "none"})]
 
 
+class CallerIdStats(Shape):
+    """One caller id's figures over the campaign's attempts (attempts given back unsent aside)."""
+
+    caller_id: str
+    attempts: Count
+    answered: Count = Field(description="attempts answered")
+    answer_rate: float | None = Field(ge=0, le=1, description="answered / attempts (4 decimals); null before "
+                                      "the first attempt")
+    rejected: Count = Field(description="attempts the far end rejected with SIP 603 (Decline) or 608 (Rejected)")
+
+
 class Campaign(Shape):
     """A campaign: its settings, status, live contact counts and import report."""
 
@@ -219,6 +231,11 @@ class Campaign(Shape):
     start_deferred: StartDeferred | None = Field(
         description="a scheduled start held back by the tenant's concurrency cap (retried every minute), with "
         "the first time it was; null otherwise")
+    caller_id_strategy: str = Field(json_schema_extra={"enum": list(STRATEGIES)},
+                                    description=spec.CALLER_ID_STRATEGY_DESCRIPTION)
+    caller_id_stats: list[CallerIdStats] = Field(
+        description="per caller id: every number of the caller_id pool in its order, then any other caller id "
+        "the campaign's attempts used (before a PATCH changed the pool); one grouped read of its attempts")
 
 
 class CreatedCampaign(Campaign):
@@ -265,6 +282,8 @@ class AttemptRecord(Shape):
     cause: int | None = Field(description="Q.850 hangup cause")
     sip_code: int | None = Field(description="SIP status, when known")
     talk_seconds: float | None
+    caller_id: str | None = Field(description="the caller id the attempt went out with (one "
+                                  "number of the campaign's caller_id pool); null: none (the PBX decided)")
 
 
 class Contact(Shape):

@@ -252,6 +252,7 @@ class AsyncCampaigns:
         caller_id: str | None = None,
         destination: str | None = None,
         retry_rules: str | None = None,
+        caller_id_strategy: str | None = None,
     ) -> Campaign:
         """``PATCH``: change the settings given while the campaign is draft, scheduled or paused
         (``retry_rules=""`` removes the rules)."""
@@ -259,6 +260,7 @@ class AsyncCampaigns:
             "name": name, "max_concurrent_calls": max_concurrent_calls, "retries_per_contact": retries_per_contact,
             "retry_delay_seconds": retry_delay_seconds, "ring_timeout_seconds": ring_timeout_seconds,
             "caller_id": caller_id, "destination": destination, "retry_rules": retry_rules,
+            "caller_id_strategy": caller_id_strategy,
         }))
 
     async def explain(self, id: str) -> Explanation:

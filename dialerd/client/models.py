@@ -72,6 +72,16 @@ class StartDeferred(TypedDict):
     detail: str
 
 
+class CallerIdStats(TypedDict):
+    """One caller id's figures over the campaign's attempts (attempts given back unsent aside)."""
+
+    caller_id: str
+    attempts: int
+    answered: int
+    answer_rate: float | None
+    rejected: int
+
+
 # A campaign: its settings, status, live contact counts and import report.
 Campaign = TypedDict(
     "Campaign",
@@ -102,6 +112,8 @@ Campaign = TypedDict(
         "progress": float,
         "import": ImportReport,
         "start_deferred": StartDeferred | None,
+        "caller_id_strategy": str,
+        "caller_id_stats": list[CallerIdStats],
     },
 )
 
@@ -129,6 +141,7 @@ class AttemptRecord(TypedDict):
     cause: int | None
     sip_code: int | None
     talk_seconds: float | None
+    caller_id: str | None
 
 
 class Contact(TypedDict):
@@ -296,6 +309,7 @@ class CreateOptions(TypedDict, total=False):
     ring_timeout_seconds: int | None
     calling_hours: str | None
     timezone: str | None
+    caller_id_strategy: str | None
 
 
 # The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON
@@ -315,6 +329,7 @@ CREATE_FIELDS = (
     "ring_timeout_seconds",
     "calling_hours",
     "timezone",
+    "caller_id_strategy",
 )
 INT_FIELDS = (
     "max_concurrent_calls",
@@ -333,6 +348,7 @@ EDITABLE = (
     "retry_rules",
     "calling_hours",
     "timezone",
+    "caller_id_strategy",
 )
 
 JsonObject = dict[str, Any]

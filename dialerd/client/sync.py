@@ -245,6 +245,7 @@ class Campaigns:
         caller_id: str | None = None,
         destination: str | None = None,
         retry_rules: str | None = None,
+        caller_id_strategy: str | None = None,
     ) -> Campaign:
         """``PATCH``: change the settings given while the campaign is draft, scheduled or paused
         (``retry_rules=""`` removes the rules)."""
@@ -252,6 +253,7 @@ class Campaigns:
             "name": name, "max_concurrent_calls": max_concurrent_calls, "retries_per_contact": retries_per_contact,
             "retry_delay_seconds": retry_delay_seconds, "ring_timeout_seconds": ring_timeout_seconds,
             "caller_id": caller_id, "destination": destination, "retry_rules": retry_rules,
+            "caller_id_strategy": caller_id_strategy,
         }))
 
     def explain(self, id: str) -> Explanation:

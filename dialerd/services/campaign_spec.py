@@ -35,6 +35,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from dialerd.domain.call import Destination
+from dialerd.domain.caller_id import STRATEGIES as CALLER_ID_STRATEGIES
+from dialerd.domain.caller_id import CallerIdPool
 from dialerd.domain.hours import CallingHours
 from dialerd.domain.retry_rules import MAX_DELAY, MAX_RETRIES, MIN_DELAY, RULE_REASONS, RetryRules
 from dialerd.domain.rules import FieldError
@@ -46,7 +48,7 @@ from dialerd.timestamps import utcnow
 
 MAX_INT_CHARS = 12  # parse_int refuses longer digit strings (and so the OpenAPI bounds of query integers)
 NAME_MAX = 200  # the stored columns' widths
-CALLER_ID_MAX = 80
+CALLER_ID_MAX = 1000  # the whole pool (migration 0010 widened the column); each entry at most 80
 DESTINATION_MAX = 200
 RETRY_RULES_MAX = 400  # four reasons at most, each at most 'congestion=10@604800'
 
@@ -100,10 +102,21 @@ def read_name(field: str, raw: str, default: Any) -> str:
 
 
 def read_caller_id(field: str, raw: str, default: Any) -> str:
-    caller_id = (raw or default).strip()
-    if len(caller_id) > CALLER_ID_MAX or any(ord(ch) < 32 or ch in ";\\" for ch in caller_id):
-        raise bad(field, f"must be at most {CALLER_ID_MAX} printable characters without ';' or '\\'")
-    return str(caller_id)
+    """A pool of caller ids separated by ',' (``CallerIdPool.parse``), in its canonical text (entries trimmed)."""
+    caller_id = str(raw or default).strip()
+    if len(caller_id) > CALLER_ID_MAX:
+        raise bad(field, f"must be at most {CALLER_ID_MAX} characters")
+    try:
+        return str(CallerIdPool.parse(caller_id))
+    except ValueError as exc:
+        raise bad(field, str(exc)) from None
+
+
+def read_caller_id_strategy(field: str, raw: str, default: Any) -> str:
+    strategy = (raw.strip() or str(default)).lower()
+    if strategy not in CALLER_ID_STRATEGIES:
+        raise bad(field, f"must be one of {', '.join(CALLER_ID_STRATEGIES)}, got {raw[:40]!r}")
+    return strategy
 
 
 def read_destination(field: str, raw: str, default: Any) -> Destination:
@@ -211,7 +224,10 @@ TIME_IN_SCHEMA = {"type": "string", "format": "date-time", "example": "2030-01-3
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN,
                             description=f"1-{NAME_MAX} characters (surrounding spaces trimmed), no control characters")]
 CallerId = Annotated[str, Field(max_length=CALLER_ID_MAX, pattern=CALLER_ID_PATTERN,
-                                description="caller id the campaign dials from")]
+                                description="caller id the campaign dials from, or a pool of them separated by "
+                                "',' (each at most 80 characters; a ',' inside double quotes does not "
+                                "separate; the same entry twice is refused); caller_id_strategy picks one "
+                                "per call")]
 MaxConcurrentCalls = Annotated[int, Field(ge=1, le=100, description="calls of this campaign up at once")]
 RetriesPerContact = Annotated[int, Field(ge=0, le=5, description="further attempts after a failed one")]
 RetryDelaySeconds = Annotated[int, Field(ge=60, le=7 * 86400, description="seconds between attempts")]
@@ -223,6 +239,10 @@ CallingHoursText = Annotated[str, Field(
     "'DAYS HH:MM-HH:MM' with DAYS daily, mon..sun or a range like mon-fri, 24 h times, the end after the start "
     "(24:00 allowed as an end); a contact with several zones is called only while it is open in every one; "
     "'' (an empty value) takes the configured default; the campaign shows the canonical form, '' = any time")]
+CALLER_ID_STRATEGY_DESCRIPTION = (
+    "how each call's caller id is taken from the caller_id pool: round_robin (in turn; the rotation restarts "
+    "with the daemon) or local_presence (the pool number of the contact's country sharing the longest "
+    "leading run of national digits with it, i.e. its area code or more; else round robin)")
 TIMEZONE_DESCRIPTION = ("IANA time zone name (any case): the zone of contacts whose zone neither the CSV's "
                         "timezone column nor their number gives (else the configured default_timezone); an "
                         "unknown name is refused (400)")
@@ -301,6 +321,12 @@ class CampaignSpec(BaseModel):
                         "description": TIMEZONE_DESCRIPTION}),
         Form(read_timezone),
     ] = None  # None: contacts whose zone neither the CSV nor the number gives take the configured default
+    caller_id_strategy: Annotated[
+        str,
+        WithJsonSchema({"type": "string", "enum": list(CALLER_ID_STRATEGIES), "default": "round_robin",
+                        "description": CALLER_ID_STRATEGY_DESCRIPTION}),
+        Form(read_caller_id_strategy),
+    ] = "round_robin"
 
     @field_validator("*", mode="before")
     @classmethod
@@ -350,7 +376,7 @@ def int_bounds(info: FieldInfo) -> tuple[int, int | None]:
 # What PATCH /campaigns/{id} may change, in the order its messages list them (test_campaign_spec checks
 # that each is a field).
 EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
-            "caller_id", "destination", "retry_rules", "calling_hours", "timezone")
+            "caller_id", "destination", "retry_rules", "calling_hours", "timezone", "caller_id_strategy")
 FIELDS: tuple[str, ...] = tuple(CampaignSpec.model_fields)
 INT_FIELDS: tuple[str, ...] = tuple(f for f, info in CampaignSpec.model_fields.items() if info.annotation is int)
 ALIASES: dict[str, str] = {form_of(f).alias or "": f for f in FIELDS if form_of(f).alias}  # alias -> field

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Protocol
 
+from dialerd.domain.caller_id import CallerIdPool, CallerIdStat, pool_stats
 from dialerd.domain.campaign import CampaignAction, CampaignStatus, initial_status
 from dialerd.domain.hours import CallingHours
 from dialerd.domain.zones import resolve_zones
@@ -48,6 +49,7 @@ class CampaignView:
     calls_in_flight: int
     report: ImportReport | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    caller_id_stats: list[CallerIdStat] = field(default_factory=list)  # per pool number (domain/caller_id.py)
 
 
 class CampaignService:
@@ -95,6 +97,7 @@ class CampaignService:
             scheduled_at=spec.scheduled_at,
             calling_hours=spec.calling_hours,
             timezone=spec.timezone,
+            caller_id_strategy=spec.caller_id_strategy,
             created_at=now,
             updated_at=now,
         )
@@ -176,7 +179,9 @@ class CampaignService:
 
     async def view(self, campaign: Campaign) -> CampaignView:
         counts = (await self.store.contact_counts([campaign.id]))[campaign.id]
-        return CampaignView(campaign, counts, self._in_flight(campaign.id, counts))
+        used = (await self.store.caller_id_counts([campaign.id]))[campaign.id]
+        return CampaignView(campaign, counts, self._in_flight(campaign.id, counts),
+                            caller_id_stats=pool_stats(CallerIdPool.stored(campaign.caller_id), used))
 
     def _in_flight(self, campaign_id: str, counts: dict[str, int]) -> int:
         if self.in_flight is not None:
@@ -191,7 +196,10 @@ class CampaignService:
     ) -> tuple[list[CampaignView], int]:
         campaigns, total = await self.store.list_campaigns(who.tenant_id, limit, offset, status, name)
         counts = await self.store.contact_counts(c.id for c in campaigns)
-        return [CampaignView(c, counts[c.id], self._in_flight(c.id, counts[c.id])) for c in campaigns], total
+        used = await self.store.caller_id_counts([c.id for c in campaigns])  # one grouped read for the page
+        return [CampaignView(c, counts[c.id], self._in_flight(c.id, counts[c.id]),
+                             caller_id_stats=pool_stats(CallerIdPool.stored(c.caller_id), used[c.id]))
+                for c in campaigns], total
 
     async def list_contacts(
         self, who: Principal, campaign_id: str, status: str | None, limit: int, offset: int,

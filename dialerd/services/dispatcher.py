@@ -33,6 +33,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from dialerd.domain.call import CallEvent, Destination, OriginateRequest, Skipped
+from dialerd.domain.caller_id import CallerIdPool
+from dialerd.domain.caller_id import choose as choose_caller_id
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
 from dialerd.domain.contact import FailureReason
 from dialerd.domain.rules import BlockReason, Hold
@@ -84,6 +86,9 @@ class Dispatcher:
         self._originate_errors: dict[str, int] = {}
         self.originations = 0
         self.originations_by_tenant: Counter[str] = Counter()  # exported by api/prometheus.py
+        # Calls placed per campaign from its caller-id pool: the round robin's position. In memory only, so
+        # a restart starts each rotation again from the pool's first number (documented in the README).
+        self._caller_id_turns: Counter[str] = Counter()
 
     @property
     def outcomes(self) -> Counter[str]:
@@ -350,7 +355,7 @@ class Dispatcher:
                 await asyncio.shield(self.store.give_back_attempt(channel_id))
                 outcome.kept = False
                 return
-            request = self._request(campaign, contact, channel_id)
+            request = self._request(campaign, contact, attempt)
             try:
                 name = await self.pbx.originate(request)
             except OriginateError as exc:
@@ -382,7 +387,12 @@ class Dispatcher:
             self.faults.hit("before_attempt")
             # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
             channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
-            claimed = await self.store.begin_attempt(contact, channel_id)
+            # The caller id is chosen before the attempt is written, which records it; the rotation moves
+            # on only for an attempt written.
+            turn = self._caller_id_turns[campaign.id]
+            caller_id = choose_caller_id(CallerIdPool.stored(campaign.caller_id), campaign.caller_id_strategy,
+                                         contact.phone_e164, turn)
+            claimed = await self.store.begin_attempt(contact, channel_id, caller_id)
             if isinstance(claimed, Skipped):
                 # Suppressed since the import: skipped in the claim's transaction; the next one is due now
                 # (the start counted against daily_calls_max stays reserved for it).
@@ -390,6 +400,7 @@ class Dispatcher:
                                                              "contact_id": contact.id})
                 continue
             if claimed is not None:
+                self._caller_id_turns[campaign.id] = turn + 1
                 return contact, claimed
         return None
 
@@ -410,7 +421,8 @@ class Dispatcher:
                 await self.slots.sleep(campaign_id, at - now)  # woken early by halt (campaign_halted pokes)
         return self._active(campaign_id) and self.pbx_up.is_set()
 
-    def _request(self, campaign: Campaign, contact: Contact, channel_id: str) -> OriginateRequest:
+    def _request(self, campaign: Campaign, contact: Contact, attempt: Attempt) -> OriginateRequest:
+        """The originate request of ``attempt``, with the caller id its row records (chosen in ``_claim``)."""
         variables = {f"DIALERD_FIELD_{_var_name(k)}": v for k, v in contact.fields.items()}
         variables.update({
             "DIALERD_CAMPAIGN": campaign.id,
@@ -419,9 +431,9 @@ class Dispatcher:
             "DIALERD_NUMBER": contact.phone_e164,
         })
         return OriginateRequest(
-            channel_id=channel_id,
+            channel_id=attempt.channel_id,
             number=contact.phone_e164,
-            caller_id=campaign.caller_id,
+            caller_id=attempt.caller_id or "",
             destination=Destination.parse(campaign.destination),
             ring_timeout=campaign.ring_timeout_seconds,
             variables=variables,

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from dialerd.domain.caller_id import CallerIdStat
 from dialerd.store.repo import Store
 from dialerd.timestamps import rfc3339, utcnow
+
+CALLER_ID_METRICS_HOURS = 24  # an ended campaign's caller id series stay on /metrics this long
 
 
 class Metrics:
@@ -33,6 +36,11 @@ class Metrics:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._loading: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
+
+    async def caller_id_counts(self) -> dict[str, list[CallerIdStat]]:
+        """For /metrics: per caller id figures of the campaigns running or paused, or ended within
+        CALLER_ID_METRICS_HOURS (one grouped read of their attempts)."""
+        return await self.store.caller_id_counts(ended_since=utcnow() - timedelta(hours=CALLER_ID_METRICS_HOURS))
 
     async def snapshot(self, campaign_id: str) -> dict[str, Any] | None:
         figures = await self._figures(campaign_id)

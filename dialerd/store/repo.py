@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dialerd.domain.call import AttemptState, Skipped
+from dialerd.domain.caller_id import REJECTED_SIP_CODES, CallerIdStat
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, SkipReason
 from dialerd.domain.explain import Tally
@@ -139,8 +140,10 @@ class Store:
     async def unfinished_contacts(self, campaign_id: str) -> int:
         return await self.calls.unfinished_contacts(campaign_id)
 
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
-        return await self.calls.begin_attempt(contact, channel_id)
+    async def begin_attempt(
+        self, contact: Contact, channel_id: str, caller_id: str | None = None,
+    ) -> Attempt | Skipped | None:
+        return await self.calls.begin_attempt(contact, channel_id, caller_id)
 
     async def give_back_attempt(self, channel_id: str) -> bool:
         return await self.calls.give_back_attempt(channel_id)
@@ -587,6 +590,38 @@ class Store:
             "answered": int(answered or 0),
             "avg_talk_seconds": round(float(avg_talk), 2) if avg_talk is not None else 0.0,
         }
+
+    async def caller_id_counts(
+        self, campaign_ids: Sequence[str] | None = None, *, ended_since: datetime | None = None,
+    ) -> dict[str, list[CallerIdStat]]:
+        """Per campaign, per caller id: its attempts (given-back ones aside), answered and rejected (SIP
+        603/608), in one grouped read. ``campaign_ids``: those campaigns (each present, maybe []); None: the
+        campaigns running or paused, or (with ``ended_since``) completed or failed since then."""
+        a = T_ATTEMPT.c
+        query = (
+            select(a.campaign_id, a.caller_id, func.count(),
+                   func.count().filter(a.answered_at.is_not(None)),
+                   func.count().filter(a.sip_code.in_(REJECTED_SIP_CODES)))
+            .where(a.caller_id.is_not(None), a.state != AttemptState.NOT_DIALLED.value)
+            .group_by(a.campaign_id, a.caller_id)
+            .order_by(a.campaign_id, a.caller_id)
+        )
+        out: dict[str, list[CallerIdStat]] = {}
+        if campaign_ids is not None:
+            out = {cid: [] for cid in campaign_ids}
+            if not out:
+                return out
+            query = query.where(a.campaign_id.in_(list(out)))
+        else:
+            live = T_CAMPAIGN.c.status.in_([CampaignStatus.RUNNING.value, CampaignStatus.PAUSED.value])
+            if ended_since is not None:
+                live = or_(live, T_CAMPAIGN.c.completed_at >= ended_since)
+            query = query.join(T_CAMPAIGN, T_CAMPAIGN.c.id == a.campaign_id).where(live)
+        async with self.read() as conn:
+            rows = (await conn.execute(query)).all()
+        for cid, caller_id, attempts, answered, rejected in rows:
+            out.setdefault(cid, []).append(CallerIdStat(caller_id, int(attempts), int(answered), int(rejected)))
+        return out
 
     # ---- campaign settings, deferred starts (migration 0003) ------------------------------------
 

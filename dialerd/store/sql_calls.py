@@ -138,7 +138,9 @@ class SqlCalls:
 
     # ---- attempts (the dispatcher's writes) -----------------------------------------------------
 
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
+    async def begin_attempt(
+        self, contact: Contact, channel_id: str, caller_id: str | None = None,
+    ) -> Attempt | Skipped | None:
         """Record the attempt *before* the originate leaves. None if the contact is no longer pending;
         ``Skipped`` (no attempt) if its number is on its tenant's suppression list now."""
         now = utcnow()
@@ -173,6 +175,7 @@ class SqlCalls:
                 "channel_id": channel_id,
                 "state": AttemptState.DIALING.value,
                 "created_at": now,
+                "caller_id": caller_id or None,
             }
             attempt_id = (
                 await conn.execute(insert(T_ATTEMPT).values(**values).returning(T_ATTEMPT.c.id))

@@ -112,7 +112,9 @@ class SqliteCalls:
 
         await self._write(insert)
 
-    async def begin_attempt(self, contact: Contact, channel_id: str) -> Attempt | Skipped | None:
+    async def begin_attempt(
+        self, contact: Contact, channel_id: str, caller_id: str | None = None,
+    ) -> Attempt | Skipped | None:
         """Record the attempt *before* the originate leaves. None if the contact is no longer pending;
         ``Skipped`` (no attempt) if its number is on its tenant's suppression list now (as SqlCalls)."""
         now = utcnow()
@@ -120,6 +122,7 @@ class SqliteCalls:
         values: dict[str, Any] = {
             "contact_id": contact.id, "campaign_id": contact.campaign_id, "number": contact.attempts + 1,
             "channel_id": channel_id, "state": AttemptState.DIALING.value, "created_at": now,
+            "caller_id": caller_id or None,
         }
         pending, contact_id = ContactStatus.PENDING.value, int(contact.id or 0)
 

@@ -83,7 +83,7 @@ class Campaign(SQLModel, table=True):
     )
     name: str = Field(sa_column=Column(String(200), nullable=False))
     status: str = Field(sa_column=Column(String(20), nullable=False, index=True))
-    caller_id: str = Field(sa_column=Column(String(80), nullable=False))
+    caller_id: str = Field(sa_column=Column(String(1000), nullable=False))  # a pool, ','-separated (0010)
     destination: str = Field(sa_column=Column(String(200), nullable=False))
     default_region: str = Field(sa_column=Column(String(2), nullable=False))
     max_concurrent_calls: int = Field(sa_column=Column(Integer, nullable=False))
@@ -104,6 +104,9 @@ class Campaign(SQLModel, table=True):
     # migration 0008: the calling hours (canonical text, '' = any time) and the fallback zone (IANA, or None)
     calling_hours: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     timezone: str | None = Field(default=None, sa_column=Column(String(64)))
+    # migration 0010: how each call's caller id is taken from the caller_id pool (domain/caller_id.py)
+    caller_id_strategy: str = Field(default="round_robin",
+                                    sa_column=Column(String(20), nullable=False, server_default="round_robin"))
 
 
 class Contact(SQLModel, table=True):
@@ -176,6 +179,7 @@ class Attempt(SQLModel, table=True):
     cause: int | None = Field(default=None, sa_column=Column(Integer))
     sip_code: int | None = Field(default=None, sa_column=Column(Integer))
     reason: str | None = Field(default=None, sa_column=Column(String(40)))
+    caller_id: str | None = Field(default=None, sa_column=Column(String(80)))  # migration 0010: the one used
 
 
 class Event(SQLModel, table=True):
