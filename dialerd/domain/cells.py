@@ -10,6 +10,7 @@ export stays machine-readable (no ``'`` to strip before re-importing it).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 # "+" then at most 15 ASCII digits: a spreadsheet reads it as a number at worst, never as a formula.
@@ -22,3 +23,11 @@ def safe_cell(value: object) -> str:
     if text.startswith(FORMULA_START) and _E164.fullmatch(text) is None:
         return "'" + text
     return text
+
+
+_FIRST = frozenset(FORMULA_START)
+
+
+def safe_cells(values: Iterable[str]) -> list[str]:
+    """``safe_cell`` of each of a line's text cells, in one call (perf: the export's million-line loop)."""
+    return [v if not v or v[0] not in _FIRST else safe_cell(v) for v in values]

@@ -15,7 +15,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Sequence
 
-from dialerd.domain.cells import safe_cell
+from dialerd.domain.cells import safe_cells
 from dialerd.store.repo import ContactResult, Store
 from dialerd.timestamps import rfc3339
 
@@ -58,7 +58,7 @@ class _Lines:
     def encode(self, rows: Sequence[Sequence[str]]) -> bytes:
         self._buffer.seek(0)
         self._buffer.truncate()
-        self._writer.writerows([safe_cell(cell) for cell in r] for r in rows)
+        self._writer.writerows(safe_cells(r) for r in rows)
         return self._buffer.getvalue().encode("utf-8")
 
 

@@ -52,3 +52,8 @@ def test_append_is_refused_once_over() -> None:
         assert (refused is None) == (status in ACCEPTS_CONTACTS), status
     assert "create a new campaign" in (append_refused(CampaignStatus.COMPLETED) or "")
     assert append_refused(CampaignStatus.IMPORTING) is not None
+
+
+def test_a_lines_cells_follow_the_one_rule() -> None:
+    line = ["", "+14155550142", "=1", "\tx", "plain", "+1 415", "＠x"]
+    assert cells.safe_cells(line) == [cells.safe_cell(v) for v in line]
