@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -370,3 +372,19 @@ async def test_clients_and_dialerctl_export_and_append(offline_api: Api, tmp_pat
         await asyncio.to_thread(Dialerd(api.base, key).campaigns.append, cid, str(more))
     code, _ = await asyncio.to_thread(run, "append", cid, str(tmp_path / "missing.csv"))
     assert code == 2
+
+
+async def test_dialerctl_export_to_a_redirected_stdout_writes_the_daemons_bytes(offline_api: Api,
+                                                                             tmp_path: Path) -> None:
+    """``dialerctl export ID > results.csv`` as a shell runs it: stdout is a file, written as bytes."""
+    cid = await create(offline_api, CSV_TEXT)
+    status, expected = await offline_api.call("GET", f"/api/v1/campaigns/{cid}/contacts", params={"format": "csv"})
+    assert status == 200
+    target = tmp_path / "results.csv"
+    env = {**os.environ, "DIALERD_URL": offline_api.base, "DIALERD_API_KEY": offline_api.keys["acme"]}
+    with target.open("wb") as stdout:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "dialerd.ctl", "export", cid, env=env,
+                                                    stdout=stdout, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    assert target.read_bytes() == expected  # CRLF and UTF-8 as the daemon sent them
