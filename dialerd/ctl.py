@@ -4,6 +4,8 @@
     dialerctl campaigns start cmp_...          # also: get, delete, pause, resume, stop
     dialerctl campaigns watch cmp_...          # live view; one line per event when not on a terminal
     dialerctl campaigns contacts cmp_... --status failed --csv --output failed.csv
+    dialerctl export cmp_... > results.csv     # the daemon's results CSV: every contact and its outcome
+    dialerctl append cmp_... more.csv          # add contacts to a draft, scheduled, paused or running campaign
     dialerctl campaigns list
     dialerctl suppressions add +14155550100 --reason "asked by letter"   # or --file dnc.csv; also list, delete
     dialerctl explain cmp_...                  # why isn't it dialling? one line per reason
@@ -15,7 +17,8 @@ or could not be reached (message and error_id on stderr), 2 bad usage, 130 inter
 CSV exports are safe to open in a spreadsheet: a cell starting with ``= + - @``, a tab or a carriage
 return (or their full-width forms) gets a leading ``'`` so it is never evaluated as a formula. A plain
 E.164 number (``+14155550100``: ``+`` and digits only) is left as it is: it cannot hold a formula, and
-the export stays machine-readable (no ``'`` to strip before re-importing it).
+the export stays machine-readable (no ``'`` to strip before re-importing it). The rule is
+``dialerd/domain/cells.safe_cell``, the same one the daemon's ``dialerctl export`` CSV is written with.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
@@ -32,10 +34,8 @@ from typing import Any, TextIO
 from dialerd.client import Dialerd, DialerdApiError, DialerdConnectionError
 from dialerd.client.models import Campaign, Contact
 from dialerd.ctlwatch import counts_of, counts_text, explain_lines, watch
+from dialerd.domain.cells import safe_cell as safe_cell  # re-exported: the rule's home is domain/cells.py
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
-# "+" then at most 15 ASCII digits: a spreadsheet reads it as a number at worst, never as a formula.
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 CONTACT_COLUMNS = (
     "id", "phone_number", "raw_number", "line", "status", "attempts", "last_attempt_at", "next_attempt_at",
     "failure_reason", "reason", "hangup_cause", "sip_code", "updated_at",
@@ -47,15 +47,6 @@ class UsageError(Exception):
 
 
 # ---- formatting ------------------------------------------------------------------------------------
-
-
-def safe_cell(value: object) -> str:
-    """One CSV cell that a spreadsheet will show as text, never run as a formula."""
-    text = "" if value is None else str(value)
-    if text.startswith(FORMULA_START) and _E164.fullmatch(text) is None:
-        return "'" + text
-    return text
-
 
 
 def _print_json(value: Any, out: TextIO) -> None:
@@ -70,6 +61,10 @@ def _report(campaign: Campaign, out: TextIO) -> None:
         f"{report.get('duplicates', 0)} duplicates",
         file=out,
     )
+    _problems(report, out)
+
+
+def _problems(report: dict[str, Any], out: TextIO) -> None:
     problems = report.get("problems") or []
     if problems:
         print("rejected rows:", file=out)
@@ -268,6 +263,48 @@ def contacts(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def export(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    """The daemon's results CSV (every contact, its outcome and custom fields) to stdout or ``--output``."""
+    if not args.output:
+        out.flush()
+        # The bytes as the daemon wrote them (UTF-8, CRLF) when stdout has a binary side.
+        target: Any = getattr(out, "buffer", out)
+        client.campaigns.export_csv(args.id, target, status=args.status)
+        target.flush()
+        return 0
+    # Written aside and renamed at the end: a failure half-way never leaves a truncated export behind.
+    partial = f"{args.output}.partial"
+    try:
+        with open(partial, "wb") as file:
+            size = client.campaigns.export_csv(args.id, file, status=args.status)
+        os.replace(partial, args.output)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    print(f"exported {size} bytes to {args.output}", file=sys.stderr)
+    return 0
+
+
+def append(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    if not os.path.isfile(args.contacts):
+        raise UsageError(f"contacts file {args.contacts!r} does not exist or is not a file")
+    answer = client.campaigns.append(args.id, args.contacts, phone_column=args.phone_column,
+                                     encoding=args.encoding)
+    if args.json:
+        _print_json(answer, out)
+        return 0
+    report: dict[str, Any] = dict(answer["import"])
+    counts: dict[str, Any] = dict(answer["contacts"])
+    print(
+        f"appended {report.get('contacts', 0)} contacts to {answer['campaign_id']} ({answer['status']}) from "
+        f"{report.get('rows_total', 0)} rows; {report.get('rows_rejected', 0)} rejected, "
+        f"{report.get('duplicates', 0)} duplicates; the campaign has {counts.get('total', 0)} contacts",
+        file=out,
+    )
+    _problems(report, out)
+    return 0
+
+
 # ---- suppressions ----------------------------------------------------------------------------------
 
 
@@ -420,6 +457,14 @@ def _campaign_commands(sub: Any, include_group_only: bool) -> None:
     out.add_argument("--csv", action="store_true", help="CSV with formula-safe cells")
     out.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p = add("export", export, "the results CSV of a campaign, from the daemon: every contact with its "
+            "outcome and custom fields", json_flag=False)
+    p.add_argument("--status", help="only contacts in this status (e.g. failed)")
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p = add("append", append, "add the contacts of a CSV to a draft, scheduled, paused or running campaign")
+    p.add_argument("contacts", help="CSV file with a phone_number column")
+    p.add_argument("--phone-column", help="the CSV column holding the number (default: recognised headers)")
+    p.add_argument("--encoding", help="the file's text encoding, e.g. cp1252 (default: BOM or detection)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from dialerd.api import render
 from dialerd.api.context import principal, services
-from dialerd.api.forms import campaign_id, query, read_body, read_create_form, read_edit
+from dialerd.api.forms import campaign_id, query, read_append_form, read_body, read_create_form, read_edit
 from dialerd.api.schemas import MAX_PAGE  # the page bound the document states
 from dialerd.domain.campaign import VISIBLE, CampaignStatus
 from dialerd.domain.contact import ContactStatus
@@ -18,7 +19,9 @@ from dialerd.errors import InvalidInput
 from dialerd.services import idempotency
 from dialerd.services.campaign_spec import parse_int
 from dialerd.services.idempotency import Answer
+from dialerd.services.results import CSV_MEDIA_TYPE
 
+log = logging.getLogger("dialerd.api")
 routes = web.RouteTableDef()
 
 MAX_PAGE_NUMBER = 10**9  # page * limit stays within what offset accepts
@@ -151,9 +154,78 @@ def _include(q: dict[str, str]) -> set[str]:
     return names
 
 
+CONTACT_FORMATS = ("json", "csv")  # format= of the contacts list; csv is the results export
+PAGING = ("limit", "offset", "after_id", "page", "include")  # what the CSV export (every contact) takes none of
+
+
+def _accept_q(accept: str, media_type: str) -> float | None:
+    """The quality an Accept header gives ``media_type`` by name (wildcards aside); None if not named."""
+    for item in accept.split(","):
+        name, *params = (p.strip() for p in item.split(";"))
+        if name.lower() != media_type:
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    return max(0.0, min(1.0, float(value)))
+                except ValueError:
+                    return 0.0
+        return 1.0
+    return None
+
+
+def _wants_csv(request: web.Request, q: dict[str, str]) -> bool:
+    """``format=csv``, or without ``format`` an Accept header naming text/csv above application/json."""
+    fmt = q.get("format", "")
+    if fmt:
+        if fmt not in CONTACT_FORMATS:
+            raise InvalidInput(f"format: unknown format {fmt[:40]!r}; one of {', '.join(CONTACT_FORMATS)}",
+                               error_id="invalid_field", field="format")
+        return fmt == "csv"
+    accept = request.headers.get("Accept", "")
+    csv_q = _accept_q(accept, CSV_MEDIA_TYPE)
+    if not csv_q:
+        return False
+    json_q = _accept_q(accept, "application/json")
+    return json_q is None or csv_q > json_q
+
+
+async def _export(request: web.Request, q: dict[str, str]) -> web.StreamResponse:
+    """The results export: every contact (of ``status``) as CSV, streamed page by page."""
+    given = [p for p in PAGING if q.get(p) not in (None, "")]
+    if given:
+        raise InvalidInput(f"{given[0]}: the CSV export has every contact; it takes no {', '.join(PAGING)}",
+                           error_id="invalid_parameter", parameter=given[0])
+    cid = campaign_id(request)
+    chunks = await services(request).campaigns.results_csv(principal(request), cid, _status(q, ContactStatus))
+    resp = web.StreamResponse(headers={
+        "Content-Type": f"{CSV_MEDIA_TYPE}; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="{cid}.csv"',
+        "Cache-Control": "no-store",
+    })
+    await resp.prepare(request)
+    try:
+        async for chunk in chunks:
+            await resp.write(chunk)
+    except ConnectionError:
+        return resp  # the client went away
+    except Exception:
+        # The status line is sent: no JSON error can follow. Cut the connection, so the client sees a
+        # truncated download (no final chunk) rather than a complete-looking file.
+        log.exception("export failed", extra={"action": "export", "campaign_id": cid})
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+    await resp.write_eof()
+    return resp
+
+
 @routes.get("/api/v1/campaigns/{id}/contacts")
-async def list_contacts(request: web.Request) -> web.Response:
-    q = query(request, {"limit", "offset", "status", "after_id", "page", "include"})
+async def list_contacts(request: web.Request) -> web.StreamResponse:
+    q = query(request, {"limit", "offset", "status", "after_id", "page", "include", "format"})
+    if _wants_csv(request, q):
+        return await _export(request, q)
     limit, offset = _page(q, 100)
     include = _include(q)
     # after_id: keyset paging (the previous page's next_after_id); stays fast deep into big campaigns.
@@ -186,6 +258,20 @@ async def list_contacts(request: web.Request) -> web.Response:
         body["page"] = page
         body["next_page"] = page + 1 if more else None
     return web.json_response(body)
+
+
+@routes.post("/api/v1/campaigns/{id}/contacts")
+async def append_contacts(request: web.Request) -> web.Response:
+    query(request, set())
+    svc = services(request)
+    who = principal(request)
+    cid = campaign_id(request)
+    await svc.campaigns.require(who, cid)  # 404 before the upload is read
+    form = await read_append_form(request, svc.settings)
+    with form.contacts:
+        view = await svc.campaigns.append(who, cid, form.contacts, phone_column=form.phone_column,
+                                          encoding=form.encoding)
+    return web.json_response(render.contacts_appended(view))
 
 
 async def _action(request: web.Request, name: str) -> web.Response:

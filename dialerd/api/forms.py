@@ -69,6 +69,24 @@ async def read_create_form(request: web.Request, settings: Settings) -> CreateRe
             f"(a 'contacts' array plus fields), got {request.content_type!r}",
             error_id="invalid_content_type",
         )
+    spool: IO[bytes] | None = None
+    try:
+        values, given, spool, file_digest = await _read_multipart(request, limit, FIELDS, ALIASES)
+        spec = build_spec(values, settings)
+        # Boundaries and part order differ between two sends of the same form: hash what it says.
+        digest = hashlib.sha256(json.dumps([sorted(given), file_digest]).encode()).hexdigest()
+        return CreateRequest(spec, spool, digest)
+    except BaseException:
+        if spool is not None:
+            spool.close()
+        raise
+
+
+async def _read_multipart(
+    request: web.Request, limit: int, fields: frozenset[str], aliases: Mapping[str, str],
+) -> tuple[dict[str, str], list[tuple[str, str]], IO[bytes], str]:
+    """A multipart form: its text fields (by field name), the fields as sent, the ``contacts`` file part
+    spooled (rewound; the caller closes it) and the sha256 of its bytes. 400/413 naming the problem."""
     values: dict[str, str] = {}
     given: list[tuple[str, str]] = []  # the fields as sent, for the digest
     spool: IO[bytes] | None = None
@@ -89,10 +107,10 @@ async def read_create_form(request: web.Request, settings: Settings) -> CreateRe
                     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
                     await _spool(part, spool, limit, file_hash)
                     continue
-                field = ALIASES.get(name, name)
-                if field not in FIELDS:
+                field = aliases.get(name, name)
+                if field not in fields:
                     raise InvalidInput(
-                        f"unknown form field {name!r}; accepted: contacts, {', '.join(sorted(FIELDS | set(ALIASES)))}",
+                        f"unknown form field {name!r}; accepted: contacts, {', '.join(sorted(fields | set(aliases)))}",
                         error_id="unknown_field", field=name,
                     )
                 if field in values:
@@ -119,15 +137,49 @@ async def read_create_form(request: web.Request, settings: Settings) -> CreateRe
                                error_id="incomplete_body") from None
         if spool is None:
             raise InvalidInput("missing the 'contacts' CSV file part", error_id="missing_contacts", field="contacts")
-        spec = build_spec(values, settings)
         spool.seek(0)
-        # Boundaries and part order differ between two sends of the same form: hash what it says.
-        digest = hashlib.sha256(json.dumps([sorted(given), file_hash.hexdigest()]).encode()).hexdigest()
-        return CreateRequest(spec, spool, digest)
+        return values, given, spool, file_hash.hexdigest()
     except BaseException:
         if spool is not None:
             spool.close()
         raise
+
+
+# The append form's fields beside the file (POST /campaigns/{id}/contacts): how to read this file.
+APPEND_FIELDS = frozenset({"phone_column", "encoding"})
+
+
+@dataclass
+class AppendRequest:
+    """A read append request: the contacts CSV and how to read it (None: the create's defaults)."""
+
+    contacts: IO[bytes]
+    phone_column: str | None
+    encoding: str | None
+
+
+async def read_append_form(request: web.Request, settings: Settings) -> AppendRequest:
+    """Read POST /campaigns/{id}/contacts: multipart with the ``contacts`` CSV and optionally
+    ``phone_column`` and ``encoding`` (the create's fields of those names); 400/413 naming the problem."""
+    limit = settings.upload_limit_bytes
+    if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD:
+        raise PayloadTooLarge(
+            f"request body is {request.content_length} bytes; the contacts file may be at most {limit} bytes",
+            limit_bytes=limit,
+        )
+    if not request.content_type.startswith("multipart/form-data"):
+        raise InvalidInput(
+            "appending contacts takes multipart/form-data (a 'contacts' CSV file, optionally phone_column and "
+            f"encoding), got {request.content_type!r}",
+            error_id="invalid_content_type",
+        )
+    values, _given, spool, _digest = await _read_multipart(request, limit, APPEND_FIELDS, {})
+    try:
+        read = {f: form_of(f).read(f, values[f], None) if f in values else None for f in sorted(APPEND_FIELDS)}
+    except BaseException:
+        spool.close()
+        raise
+    return AppendRequest(spool, read["phone_column"], read["encoding"])
 
 
 async def _spool(part: BodyPartReader, spool: IO[bytes], limit: int, digest: Any) -> None:

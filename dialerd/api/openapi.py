@@ -22,11 +22,11 @@ from pydantic.json_schema import models_json_schema
 from dialerd import __version__
 from dialerd.api import campaigns, dashboard, schemas
 from dialerd.api.context import services
-from dialerd.api.forms import MAX_FIELD_BYTES
+from dialerd.api.forms import APPEND_FIELDS, MAX_FIELD_BYTES
 from dialerd.domain.campaign import VISIBLE, CampaignStatus
 from dialerd.domain.contact import ContactStatus
 from dialerd.domain.suppression import MAX_NUMBERS, MAX_REASON_CHARS
-from dialerd.services import idempotency
+from dialerd.services import idempotency, results
 from dialerd.services.campaign_spec import (
     ALIASES,
     EDITABLE,
@@ -134,6 +134,19 @@ def _create_form(settings: Settings) -> Schema:
         "allOf": [{"not": {"required": [field, alias]}} for alias, field in ALIASES.items()],
         "description": f"Text fields are UTF-8, at most {MAX_FIELD_BYTES} bytes each; an unknown or repeated "
         "field, or a field given together with its alias, is refused (400).",
+    }
+
+
+def _append_form(settings: Settings) -> Schema:
+    """POST /campaigns/{id}/contacts: the contacts file, and the create's two fields on how to read it."""
+    create = _create_form(settings)["properties"]
+    return {
+        "type": "object",
+        "required": ["contacts"],
+        "properties": {name: create[name] for name in ("contacts", *sorted(APPEND_FIELDS))},
+        "additionalProperties": False,
+        "description": f"Text fields are UTF-8, at most {MAX_FIELD_BYTES} bytes each; an unknown or repeated "
+        "field is refused (400). The campaign's default_region, timezone and calling hours apply.",
     }
 
 
@@ -280,6 +293,21 @@ INCLUDE = _param(
     {"type": "string", "pattern": rf"^(?:{'|'.join(campaigns.CONTACT_INCLUDES)})?(?:,(?:{'|'.join(campaigns.CONTACT_INCLUDES)}))*$"},
 )
 TEXT = {"type": "string"}
+FORMAT = _param(
+    "format", "query", "json (default) or csv: the results export, every contact (of status, if given) as one "
+    "CSV download; without format, an Accept header naming text/csv (above application/json) asks for it too. "
+    "The CSV takes no limit, offset, after_id, page or include", {"type": "string", "enum": list(campaigns.CONTACT_FORMATS)},
+)
+RESULTS_CSV = (
+    "The results export (format=csv, or Accept: text/csv): a header line, then one line per contact in CSV "
+    "order: " + ", ".join(results.RESULT_COLUMNS) + ", then each custom field of the campaign as its own column "
+    "(custom.NAME for one named like a result column). reason is the failure reason, or why a skipped contact "
+    "was skipped; last_attempt_at RFC 3339 UTC; hangup_cause the Q.850 cause and sip_code the SIP status of the "
+    "last attempt; talk_seconds of the last answered attempt; answered_by and caller_id those of the last "
+    "attempt (empty where unknown). UTF-8, CRLF, every cell quoted; a cell that starts with = + - @, a tab or "
+    "a carriage return gets a leading ' so no spreadsheet evaluates it (a plain E.164 number is left as it "
+    "is). Streamed: memory stays flat however many contacts."
+)
 EVENTS_DESCRIPTION = (
     "Server-Sent Events: contact transitions (the event is the new contact status: 'event: originated', "
     "'event: failed', ...; 'event: skipped' when a number suppressed since the import is claimed: it is never "
@@ -394,12 +422,29 @@ def _paths(settings: Settings) -> dict[str, Schema]:
         "/api/v1/campaigns/{id}/contacts": {
             "parameters": BY_ID,
             "get": _op(
-                "contacts", "listContacts", "List contacts in a campaign",
-                {"200": _ok("a page of contacts", "ContactList"), **_errors(400, 401, 404, 500)},
+                "contacts", "listContacts", "List contacts in a campaign, or export them all as CSV",
+                {"200": {"description": "a page of contacts (JSON), or with format=csv every contact (CSV)",
+                         "content": {JSON: {"schema": _ref("ContactList")},
+                                     results.CSV_MEDIA_TYPE: {"schema": {**TEXT, "description": RESULTS_CSV}}}},
+                 **_errors(400, 401, 404, 500)},
                 description="In CSV order. include=attempt_history adds each contact's attempts (number, "
-                "times, outcome, failure reason, Q.850 cause, SIP code), oldest first.",
+                "times, outcome, failure reason, Q.850 cause, SIP code), oldest first. " + RESULTS_CSV,
                 parameters=[{"$ref": "#/components/parameters/ContactStatus"}, _limit(100), OFFSET, AFTER_ID, PAGE,
-                            INCLUDE],
+                            INCLUDE, FORMAT],
+            ),
+            "post": _op(
+                "contacts", "appendContacts", "Add contacts to a campaign",
+                {"200": _ok("the appended file's import report and the campaign's contact counts",
+                            "ContactsAppended"), **_errors(400, 401, 404, 409, 413, 500)},
+                description="Multipart form: 'contacts' is a CSV file, imported by the create's rules with the "
+                "create's report (bad rows reported one by one, suppressed numbers stored skipped, zones "
+                "resolved). A number already in the campaign counts as a duplicate. Into a draft, scheduled, "
+                "paused or running campaign (a running one dials the new contacts at once); 409 "
+                "campaign_not_appendable once it is completed or failed (also when it completed because it "
+                "ran out of contacts: create a new campaign). All or nothing: a file refused (400) or a "
+                "campaign completed meanwhile (409) has added nothing.",
+                requestBody={"required": True, "content": {"multipart/form-data": {
+                    "schema": _append_form(settings), "encoding": {"contacts": {"contentType": "text/csv"}}}}},
             ),
         },
         "/api/v1/campaigns/{id}/explain": {

@@ -106,6 +106,17 @@ def campaign_created(view: CampaignView) -> dict[str, Any]:
     return dump(_campaign(view, schemas.CreatedCampaign, report))
 
 
+def contacts_appended(view: CampaignView) -> dict[str, Any]:
+    """POST /campaigns/{id}/contacts: the append's report and the campaign's counts after it."""
+    assert view.report is not None
+    counts = {s.value: view.counts.get(s.value, 0) for s in ContactStatus}
+    return dump(schemas.ContactsAppended(
+        campaign_id=view.campaign.id, status=view.campaign.status,
+        import_=schemas.ImportReport.model_validate(view.report.as_json()),
+        contacts=schemas.ContactCounts.model_validate({"total": sum(counts.values()), **counts}),
+    ))
+
+
 def import_report(campaign: Any, problems: Iterable[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
     """GET /campaigns/{id}/import: the stored report's figures and a page of every rejected row."""
     rows = [schemas.RowProblem.model_validate(p, from_attributes=True) for p in problems]

@@ -89,7 +89,8 @@ class _ImportFigures(Shape):
     rows_total: Count = Field(description="data rows read (the header excluded)")
     rows_valid: Count = Field(description="rows with a dialable number")
     rows_rejected: Count = Field(description="rows refused; see problems")
-    duplicates: Count = Field(description="valid rows whose number was already in the file")
+    duplicates: Count = Field(description="valid rows whose number was already in the file (appending: or "
+                              "in the campaign)")
     contacts: Count = Field(description="contacts stored")
     phone_column: str = Field(description="the header taken as the phone number column")
     delimiter: str = Field(min_length=1, max_length=1)
@@ -244,6 +245,19 @@ class CreatedCampaign(Campaign):
     # Not a subclass of ImportSummary (the problems come before problems_truncated), hence the ignore.
     import_: ImportReport = Field(  # type: ignore[assignment]
         serialization_alias="import", validation_alias=AliasChoices("import", "import_"))
+
+
+class ContactsAppended(Shape):
+    """The answer to POST /campaigns/{id}/contacts: what the append did, and the campaign's counts after it."""
+
+    campaign_id: str
+    status: CampaignStatusName = Field(description="the campaign's status (a running one dials the new "
+                                       "contacts at once)")
+    import_: ImportReport = Field(serialization_alias="import", validation_alias=AliasChoices("import", "import_"),
+                                  description="the appended file's report, by the create's rules: contacts "
+                                  "counts the contacts added, duplicates the valid rows whose number was in the "
+                                  "campaign or earlier in the file; the rejected rows are listed here only")
+    contacts: ContactCounts = Field(description="the campaign's contacts per status, the new ones included")
 
 
 class CampaignList(Shape):
@@ -512,5 +526,5 @@ class StreamEvent(Shape):
 MODELS: tuple[type[BaseModel], ...] = (
     Error, RowProblem, ImportSummary, ImportPage, ImportReport, Campaign, CreatedCampaign, CampaignList,
     AttemptRecord, Contact, ContactList, Explanation, StreamEvent, Health, Suppression, SuppressionList,
-    SuppressionReject, SuppressionsAdded, CallLimits,
+    SuppressionReject, SuppressionsAdded, CallLimits, ContactsAppended,
 )

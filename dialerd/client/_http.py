@@ -7,6 +7,7 @@ except ``read_contacts``, which the async client runs in a thread.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -28,6 +29,7 @@ from dialerd.client.models import (
     Campaign,
     CampaignPage,
     ContactPage,
+    ContactsAppended,
     CreateOptions,
     Explanation,
     ImportPage,
@@ -200,6 +202,39 @@ def list_contacts(
         _as(ContactPage),
         _params(status=status, limit=limit, offset=offset, page=page, include=include),
     )
+
+
+def append_contacts(
+    campaign_id: str, data: bytes, filename: str, phone_column: str | None, encoding: str | None,
+) -> Call[ContactsAppended]:
+    """POST /campaigns/{id}/contacts: a CSV (multipart ``contacts``), and how to read it."""
+    fields = {k: v for k, v in (("phone_column", phone_column), ("encoding", encoding)) if v is not None}
+    body, content_type = encode_multipart(fields, "contacts", filename, data)
+    return Call("POST", campaign_path(campaign_id, "/contacts"), _as(ContactsAppended), body=body,
+                headers={"Content-Type": content_type})
+
+
+CSV_MEDIA_TYPE = "text/csv"
+
+
+def export_url(base: str, campaign_id: str, status: str | None) -> str:
+    """The results export (``format=csv``): every contact of the campaign (of ``status``) as CSV."""
+    query = urlencode(_params(format="csv", status=status))
+    return base + campaign_path(campaign_id, "/contacts") + "?" + query
+
+
+def write_chunk(target: IO[bytes] | IO[str], chunk: bytes, decoder: Any) -> None:
+    """Write a chunk of the export to a binary file, or decoded to a text file (``decoder``: an incremental
+    UTF-8 decoder, so a character split between two chunks is written whole)."""
+    if isinstance(target, io.TextIOBase):
+        cast(IO[str], target).write(decoder.decode(chunk))
+    else:
+        cast(IO[bytes], target).write(chunk)
+
+
+def finish_text(target: IO[bytes] | IO[str], decoder: Any) -> None:
+    if isinstance(target, io.TextIOBase):
+        cast(IO[str], target).write(decoder.decode(b"", final=True))
 
 
 def events_url(base: str, campaign_id: str) -> str:

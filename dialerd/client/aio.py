@@ -12,11 +12,12 @@ Same methods, arguments, answers and errors as the blocking ``Dialerd``.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import IO, Any, TypeVar, Unpack
 
 import aiohttp
 
@@ -30,6 +31,7 @@ from dialerd.client.models import (
     CampaignPage,
     Contact,
     ContactPage,
+    ContactsAppended,
     CreateOptions,
     Explanation,
     ImportPage,
@@ -222,6 +224,36 @@ class AsyncCampaigns:
                     seen.add(contact["id"])
                     yield contact
             offset = page["next_offset"]
+
+    async def append(
+        self, id: str, contacts: CsvSource, *, phone_column: str | None = None, encoding: str | None = None,
+    ) -> ContactsAppended:
+        """Add the contacts of a CSV to a campaign; see ``Campaigns.append``."""
+        data, filename = await asyncio.to_thread(_http.read_contacts, contacts)
+        return await self._client._call(_http.append_contacts(id, data, filename, phone_column, encoding))
+
+    async def export_csv(self, id: str, target: IO[bytes] | IO[str], *, status: str | None = None) -> int:
+        """Stream the results export into ``target`` (a binary or text file object; written as the chunks
+        arrive); returns the bytes received. See ``Campaigns.export_csv``."""
+        client = self._client
+        url = _http.export_url(client.config.url, id, status)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=client.config.timeout,
+                                        sock_read=client.config.timeout)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        size = 0
+        try:
+            async with client._current_session().get(
+                url, headers=client.config.headers({"Accept": _http.CSV_MEDIA_TYPE}), timeout=timeout
+            ) as resp:
+                if resp.status != 200:
+                    raise error_from_response(resp.status, await resp.read())
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    _http.write_chunk(target, chunk, decoder)
+                    size += len(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:  # ClientPayloadError: cut off half-way
+            raise DialerdConnectionError(f"GET {url}: the export failed after {size} bytes: {exc}") from exc
+        _http.finish_text(target, decoder)
+        return size
 
     async def _act(self, id: str, action: str, idempotency_key: str | None) -> Campaign:
         key = idempotency_key or _http.new_idempotency_key()

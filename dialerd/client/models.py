@@ -293,6 +293,18 @@ class CallLimits(TypedDict):
     usage: CallLimitsUsage
 
 
+# The answer to POST /campaigns/{id}/contacts: what the append did, and the campaign's counts after it.
+ContactsAppended = TypedDict(
+    "ContactsAppended",
+    {
+        "campaign_id": str,
+        "status": str,
+        "import": ImportReport,
+        "contacts": ContactCounts,
+    },
+)
+
+
 class CreateOptions(TypedDict, total=False):
     """The create form's fields beside ``name``, as ``create()`` takes them: None or absent leaves the daemon's default."""
 

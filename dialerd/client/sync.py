@@ -12,13 +12,14 @@ ignored, as aiohttp does by default, so both clients reach the same place.
 
 from __future__ import annotations
 
+import codecs
 import http.client
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import IO, Any, TypeVar, Unpack
 
 from dialerd.client import _http
 from dialerd.client._http import DEFAULT_TIMEOUT, Call, ClientConfig, Contacts, CsvSource
@@ -30,6 +31,7 @@ from dialerd.client.models import (
     CampaignPage,
     Contact,
     ContactPage,
+    ContactsAppended,
     CreateOptions,
     Explanation,
     ImportPage,
@@ -215,6 +217,39 @@ class Campaigns:
                     seen.add(contact["id"])
                     yield contact
             offset = page["next_offset"]
+
+    def append(
+        self, id: str, contacts: CsvSource, *, phone_column: str | None = None, encoding: str | None = None,
+    ) -> ContactsAppended:
+        """Add the contacts of a CSV (path, bytes or binary file) to a draft, scheduled, paused or running
+        campaign, by the create's rules. The answer's ``import`` is the file's report (``duplicates``
+        includes numbers already in the campaign; ``contacts`` the contacts added) and ``contacts`` the
+        campaign's counts. ``Conflict`` (409 campaign_not_appendable) once it is completed or failed."""
+        data, filename = _http.read_contacts(contacts)
+        return self._client._call(_http.append_contacts(id, data, filename, phone_column, encoding))
+
+    def export_csv(self, id: str, target: IO[bytes] | IO[str], *, status: str | None = None) -> int:
+        """Stream the results export (every contact, of ``status`` if given, as the daemon's CSV) into
+        ``target``, a binary or text file object; returns the bytes received. Raises
+        ``DialerdConnectionError`` if the download is cut off (the daemon failed half-way): ``target`` then
+        holds a partial file."""
+        client = self._client
+        url = _http.export_url(client.config.url, id, status)
+        headers = client.config.headers({"Accept": _http.CSV_MEDIA_TYPE})
+        resp = client._open("GET", url, None, headers, client.config.timeout)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        size = 0
+        try:
+            with resp:
+                if isinstance(resp, urllib.error.HTTPError) or resp.status != 200:
+                    raise error_from_response(resp.status or 0, resp.read())
+                while chunk := resp.read1(CHUNK):
+                    _http.write_chunk(target, chunk, decoder)
+                    size += len(chunk)
+        except _NETWORK_ERRORS as exc:  # IncompleteRead: the daemon cut the download short
+            raise DialerdConnectionError(f"GET {url}: the export was cut off after {size} bytes: {exc}") from exc
+        _http.finish_text(target, decoder)
+        return size
 
     def _act(self, id: str, action: str, idempotency_key: str | None) -> Campaign:
         key = idempotency_key or _http.new_idempotency_key()

@@ -138,6 +138,21 @@ def initial_status(scheduled: bool) -> CampaignStatus:
     return S.SCHEDULED if scheduled else S.DRAFT
 
 
+# The statuses contacts may be appended in (POST /campaigns/{id}/contacts): before it runs, while it runs,
+# while it is paused. A running campaign's runner dials the new contacts at once.
+ACCEPTS_CONTACTS: tuple[CampaignStatus, ...] = (S.DRAFT, S.SCHEDULED, S.PAUSED, S.RUNNING)
+
+
+def append_refused(status: CampaignStatus) -> str | None:
+    """Why contacts cannot be appended to a campaign in ``status`` (None: they can)."""
+    if status in ACCEPTS_CONTACTS:
+        return None
+    if status.terminal:
+        return (f"campaign is {status}: contacts can no longer be added (a running campaign that ran out of "
+                "contacts completed, and a completed campaign never dials again); create a new campaign for them")
+    return f"campaign is {status}; contacts can be added only while it is draft, scheduled, paused or running"
+
+
 # The kind of the event that marks a campaign over (see ``over``); its stream ends with it.
 END_EVENT = "end"
 

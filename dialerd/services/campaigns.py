@@ -9,21 +9,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Protocol
 
 from dialerd.domain.caller_id import CallerIdPool, CallerIdStat, pool_stats
-from dialerd.domain.campaign import CampaignAction, CampaignStatus, initial_status
+from dialerd.domain.campaign import (
+    ACCEPTS_CONTACTS,
+    CampaignAction,
+    CampaignStatus,
+    append_refused,
+    initial_status,
+)
 from dialerd.domain.hours import CallingHours
 from dialerd.domain.zones import resolve_zones
 from dialerd.errors import Conflict, InvalidInput, NotFound
+from dialerd.services import results
 from dialerd.services.auth import Principal
 from dialerd.services.campaign_spec import CampaignSpec  # the create form's declaration
 from dialerd.services.events import EventHub
 from dialerd.services.idempotency import Idempotency
-from dialerd.services.importer import IMPORT_BATCH_SIZE, ImportReport, ZoneFallbacks, import_contacts
+from dialerd.services.importer import (
+    IMPORT_BATCH_SIZE,
+    ImportReport,
+    ZoneFallbacks,
+    append_contacts,
+    import_contacts,
+)
 from dialerd.services.lifecycle import CampaignLifecycle
 from dialerd.store.repo import Store
 from dialerd.store.tables import Attempt, Campaign, Contact, Event, ImportProblem
@@ -138,6 +151,42 @@ class CampaignService:
                 max_concurrent_calls=max_concurrent_calls, concurrent_max=tenant.concurrent_max,
             )
 
+    # ---- append ---------------------------------------------------------------------------------
+
+    async def append(
+        self, who: Principal, campaign_id: str, contacts: IO[bytes], *, phone_column: str | None = None,
+        encoding: str | None = None,
+    ) -> CampaignView:
+        """Add the contacts of a CSV to a draft, scheduled, paused or running campaign (409 otherwise), by
+        the create's rules; the view's ``report`` is the import report (duplicates include the numbers
+        already in the campaign). A running campaign's runner is woken to dial the new contacts."""
+        campaign = await self._get(who, campaign_id)
+        self._check_append(campaign.status)
+        report, appended = await append_contacts(
+            self.store, campaign.id, contacts, campaign.default_region or None, tenant_id=who.tenant_id,
+            into=ACCEPTS_CONTACTS, batch_size=self.import_batch_size, phone_column=phone_column, encoding=encoding,
+            zones=ZoneFallbacks(campaign=campaign.timezone, default=self.default_timezone),
+            hours=CallingHours.parse(campaign.calling_hours),
+        )
+        if not appended.accepted:  # its status changed while the file was read (a stop, or it finished)
+            if appended.status is None:
+                raise NotFound(f"campaign {campaign_id} not found", error_id="campaign_not_found")
+            self._check_append(appended.status)
+        assert appended.status is not None
+        self.lifecycle.contacts_added(campaign.id, appended.status)
+        log.info("contacts appended", extra={"action": "append", "campaign_id": campaign.id,
+                                             "contacts": report.stored, "duplicates": report.duplicates,
+                                             "rejected": report.rows_rejected, "status": appended.status})
+        view = await self.view(await self._get(who, campaign.id))
+        view.report = report
+        return view
+
+    @staticmethod
+    def _check_append(status: str) -> None:
+        refused = append_refused(CampaignStatus(status))
+        if refused is not None:
+            raise Conflict(refused, error_id="campaign_not_appendable", status=status)
+
     # ---- edit -----------------------------------------------------------------------------------
 
     async def update(self, who: Principal, campaign_id: str, changes: dict[str, Any]) -> CampaignView:
@@ -207,6 +256,13 @@ class CampaignService:
     ) -> tuple[list[Contact], int]:
         await self._get(who, campaign_id)
         return await self.store.list_contacts(campaign_id, status, limit, offset, after_id)
+
+    async def results_csv(self, who: Principal, campaign_id: str, status: str | None) -> AsyncIterator[bytes]:
+        """The results export of the campaign (``services/results.py``): 404 here, before the first byte;
+        then the CSV's chunks, read page by page as they are consumed."""
+        campaign = await self._get(who, campaign_id)
+        custom = list((campaign.import_report or {}).get("custom_fields") or [])
+        return results.export_csv(self.store, campaign.id, status, custom)
 
     async def attempt_history(self, contacts: list[Contact]) -> dict[int, list[Attempt]]:
         """Every attempt of each contact of a page (from ``list_contacts``), oldest first."""

@@ -218,6 +218,11 @@ class Dispatcher:
                                 context=priority_context())
         self._runners[campaign_id] = task
 
+    def wake(self, campaign_id: str) -> None:
+        """New contacts (an append): the campaign's runner, if it has one, looks for due contacts now."""
+        if campaign_id in self._runners:
+            self.slots.poke(campaign_id)
+
     def campaign_halted(self, campaign_id: str) -> None:
         self._halted.add(campaign_id)
         self.slots.poke(campaign_id)
@@ -314,8 +319,7 @@ class Dispatcher:
         and waits for the day's end, re-reading the tenant's limits every TENANT_REFRESH_SECONDS."""
         cid = campaign.id
         if self.slots.calls_in_flight(cid) == 0 and await self.store.unfinished_contacts(cid) == 0:
-            await self.transitions.system_transition(cid, CampaignAction.FINISH)
-            self._halted.add(cid)
+            await self._finish(cid)
             return
         until = min(h.until for h in holds if h.until is not None)
         wait = (until - self.slots.wall()).total_seconds()
@@ -326,14 +330,22 @@ class Dispatcher:
         claimed (a retry, the end of a hold: ``next_retry_time``), at most 5 s, or a freed slot."""
         cid = campaign.id
         if self.slots.calls_in_flight(cid) == 0 and await self.store.unfinished_contacts(cid) == 0:
-            await self.transitions.system_transition(cid, CampaignAction.FINISH)
-            self._halted.add(cid)
+            await self._finish(cid)
             return
         next_retry = await self.store.next_retry_time(cid)
         wait = 5.0
         if next_retry is not None:
             wait = min(wait, max(0.05, (next_retry - utcnow()).total_seconds()))
         await self.slots.sleep(cid, wait)
+
+    async def _finish(self, cid: str) -> None:
+        """Nothing left to dial: complete the campaign and stop its runner. The store checks again in the
+        write; if contacts were appended meanwhile (or the campaign left running), the runner carries on
+        and the next turn claims them (or sees the new status)."""
+        if await self.transitions.system_transition(cid, CampaignAction.FINISH):
+            self._halted.add(cid)
+            return
+        await self.slots.sleep(cid, 0.05)  # bounded: an append's poke wakes it at once
 
     async def _dial_next(self, campaign: Campaign, outcome: _Dial) -> None:
         """Claim one due contact and originate it. ``outcome``: whether a call is now in flight, and

@@ -1,22 +1,27 @@
 """Streams a contacts CSV into a campaign: parse in a worker thread, insert batch by batch.
 
 The CSV parser (``csv_contacts``) is synchronous and CPU-bound, so each batch is parsed in a thread
-and the event loop only awaits it; memory holds one batch at a time however long the file is.
+and the event loop only awaits it; memory holds one batch at a time however long the file is. The
+create imports into its new, still invisible campaign (``import_contacts``); an append adds to an
+existing one (``append_contacts``), by the same rules and with the same report.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import pickle
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
+from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.eligibility import preflight
 from dialerd.domain.hours import CallingHours
 from dialerd.domain.zones import resolve_zones
 from dialerd.errors import InvalidCsv
 from dialerd.services.csv_contacts import MULTI_VALUE, ContactsCsv, ParsedContact, RowProblem
-from dialerd.store.repo import Store
+from dialerd.store.repo import Appended, Store
 from dialerd.timestamps import utcnow
 
 MAX_REPORTED_PROBLEMS = 1000
@@ -87,26 +92,15 @@ def _next_batch(batches: Iterator[list[ParsedContact | RowProblem]]) -> list[Par
     return next(batches, None)
 
 
-async def import_contacts(
-    store: Store,
-    campaign_id: str,
-    stream: IO[bytes],
-    default_region: str | None,
-    *,
-    batch_size: int = IMPORT_BATCH_SIZE,
-    phone_column: str | None = None,
-    encoding: str | None = None,
-    tenant_id: str | None = None,
-    zones: ZoneFallbacks = ZoneFallbacks(),
-    hours: CallingHours | None = None,
-) -> ImportReport:
-    """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file.
+BatchSink = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Awaitable[None]]
 
-    ``phone_column`` and ``encoding`` are the create form's fields of those names (None: not given).
-    ``tenant_id``: whose suppression list applies; its listed numbers are stored as ``skipped``.
-    Each contact's zones are resolved here (``domain/zones.resolve_zones``) and stored with it.
-    ``hours``: the campaign's calling hours, for the report's ``preflight`` (None: no preflight).
-    """
+
+async def _read_csv(
+    stream: IO[bytes], default_region: str | None, sink: BatchSink, *, batch_size: int, phone_column: str | None,
+    encoding: str | None, zones: ZoneFallbacks,
+) -> ImportReport:
+    """Parse every row of ``stream``, handing each batch's contacts and rejected rows to ``sink``; the
+    report's figures but ``stored`` (what the store kept) and what follows from it. Raises InvalidCsv."""
     parser = await asyncio.to_thread(
         ContactsCsv,
         cast(BinaryIO, stream),
@@ -148,20 +142,107 @@ async def import_contacts(
                 rejected.append({"line": item.line, "value": item.value, "reason": item.reason, "code": item.code})
                 if len(report.problems) < MAX_REPORTED_PROBLEMS:
                     report.problems.append(item)
-        await store.insert_contacts(campaign_id, rows)
-        await store.insert_import_problems(campaign_id, rejected)
+        await sink(rows, rejected)
     # Final only now: UTF-8 can turn out to be another encoding part-way through the file.
     report.encoding, report.encoding_source = parser.encoding, parser.encoding_source
+    return report
+
+
+def _no_valid_numbers(report: ImportReport) -> InvalidCsv:
+    return InvalidCsv(
+        "contacts file has no valid phone number"
+        + (f" ({report.rows_rejected} rows rejected; see details)" if report.rows_rejected else " (no data rows)"),
+        error_id="csv_no_valid_numbers",
+        **{k: v for k, v in report.as_json(max_problems=100).items() if k in ("rows_total", "problems", "encoding", "phone_column")},
+    )
+
+
+async def import_contacts(
+    store: Store,
+    campaign_id: str,
+    stream: IO[bytes],
+    default_region: str | None,
+    *,
+    batch_size: int = IMPORT_BATCH_SIZE,
+    phone_column: str | None = None,
+    encoding: str | None = None,
+    tenant_id: str | None = None,
+    zones: ZoneFallbacks = ZoneFallbacks(),
+    hours: CallingHours | None = None,
+) -> ImportReport:
+    """Import every row of ``stream`` into ``campaign_id``; raise InvalidCsv to refuse the whole file.
+
+    ``phone_column`` and ``encoding`` are the create form's fields of those names (None: not given).
+    ``tenant_id``: whose suppression list applies; its listed numbers are stored as ``skipped``.
+    Each contact's zones are resolved here (``domain/zones.resolve_zones``) and stored with it.
+    ``hours``: the campaign's calling hours, for the report's ``preflight`` (None: no preflight).
+    """
+
+    async def insert(rows: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
+        await store.insert_contacts(campaign_id, rows)
+        await store.insert_import_problems(campaign_id, rejected)
+
+    report = await _read_csv(stream, default_region, insert, batch_size=batch_size, phone_column=phone_column,
+                             encoding=encoding, zones=zones)
     report.stored = await store.count_contacts(campaign_id)
     if tenant_id is not None and report.stored:
         report.suppressed = await store.skip_suppressed(campaign_id, tenant_id)
     if hours is not None and report.stored:
         report.preflight = preflight(hours, await store.pending_zone_counts(campaign_id), utcnow())
     if report.stored == 0:
-        raise InvalidCsv(
-            "contacts file has no valid phone number"
-            + (f" ({report.rows_rejected} rows rejected; see details)" if report.rows_rejected else " (no data rows)"),
-            error_id="csv_no_valid_numbers",
-            **{k: v for k, v in report.as_json(max_problems=100).items() if k in ("rows_total", "problems", "encoding", "phone_column")},
-        )
+        raise _no_valid_numbers(report)
     return report
+
+
+def _spooled(spool: IO[bytes]) -> Iterator[list[dict[str, Any]]]:
+    spool.seek(0)
+    while True:
+        try:
+            # Our own rows, written by this request into its private temporary file a moment ago.
+            yield pickle.load(spool)
+        except EOFError:
+            return
+
+
+async def append_contacts(
+    store: Store,
+    campaign_id: str,
+    stream: IO[bytes],
+    default_region: str | None,
+    *,
+    tenant_id: str,
+    into: Sequence[CampaignStatus],
+    batch_size: int = IMPORT_BATCH_SIZE,
+    phone_column: str | None = None,
+    encoding: str | None = None,
+    zones: ZoneFallbacks = ZoneFallbacks(),
+    hours: CallingHours | None = None,
+) -> tuple[ImportReport, Appended]:
+    """Append every row of ``stream`` to an existing campaign whose status is one of ``into``, by the
+    create's rules and with its report (``import_contacts``); all or nothing.
+
+    The file is parsed whole first, its rows spooled to a temporary file (memory holds one batch), so a
+    file refused half-way (InvalidCsv) has written nothing; then one transaction (``Store.append_contacts``)
+    checks the campaign's status under its row lock and inserts every row. A number already in the
+    campaign, or earlier in the file, counts in ``duplicates``; ``contacts`` (``stored``) counts the
+    contacts added. Rejected rows are reported in the answer only (the stored rows of GET .../import are
+    the create's). When the status refuses the append, ``Appended.accepted`` is False and nothing is written.
+    """
+    with tempfile.TemporaryFile() as spool:
+
+        async def keep(rows: list[dict[str, Any]], _rejected: list[dict[str, Any]]) -> None:
+            if rows:
+                await asyncio.to_thread(pickle.dump, rows, spool, pickle.HIGHEST_PROTOCOL)
+
+        report = await _read_csv(stream, default_region, keep, batch_size=batch_size, phone_column=phone_column,
+                                 encoding=encoding, zones=zones)
+        if report.rows_valid == 0:
+            raise _no_valid_numbers(report)
+        appended = await store.append_contacts(campaign_id, tenant_id, _spooled(spool), into=into,
+                                               custom_fields=report.custom_fields)
+    if appended.accepted:
+        report.stored, report.suppressed = appended.added, appended.suppressed
+        if hours is not None and appended.added:
+            zones_of_new = await store.pending_zone_counts(campaign_id, appended.after_id)
+            report.preflight = preflight(hours, zones_of_new, utcnow())
+    return report, appended

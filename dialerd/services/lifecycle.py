@@ -37,6 +37,10 @@ class DispatchControl(Protocol):
 
     def campaign_running(self, campaign_id: str) -> None: ...
 
+    def wake(self, campaign_id: str) -> None:
+        """Wake the campaign's runner if it has one now (never starts one, nor undoes a halt)."""
+        ...
+
     async def halt(self, campaign_id: str) -> None:
         """Stop originating for the campaign; return once no originate request is in progress."""
         ...
@@ -126,6 +130,9 @@ class CampaignTransitions:
             campaign_id, status, decision.status, event_payload={"action": action.value,
                                                                  "previous": status.value, **payload},
             started=decision.status is CampaignStatus.RUNNING,
+            # Every contact final, checked again in the write: contacts appended since the runner looked
+            # keep the campaign running (Store.append_contacts).
+            only_if_done=action is CampaignAction.FINISH,
         )
         if not changed:
             return None
@@ -189,6 +196,15 @@ class CampaignLifecycle:
             if fresh is not None and fresh.status == CampaignStatus.RUNNING:
                 self.dispatch.campaign_running(campaign.id)
             raise
+
+    def contacts_added(self, campaign_id: str, status: str) -> None:
+        """Contacts were appended to the campaign, in ``status`` as the append found it: a running one's
+        runner is woken to dial them now (one that had found nothing due sleeps up to 5 s otherwise).
+
+        Only woken, never started: a pause may have halted it since the append's commit, and a running
+        campaign without a runner gets one from its start or the daemon's restart, not from here."""
+        if status == CampaignStatus.RUNNING:
+            self.dispatch.wake(campaign_id)
 
     async def system_transition(self, campaign_id: str, action: CampaignAction, **payload: Any) -> bool:
         """A transition not asked for by a user; a campaign it makes running gets a runner."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,7 +45,7 @@ from dialerd.store.base import (
     priority_context,
 )
 from dialerd.store.db import UNICODE_LOWER
-from dialerd.store.sql_calls import SqlCalls
+from dialerd.store.sql_calls import UNFINISHED, SqlCalls, insert_contact_rows
 from dialerd.store.sqlite_calls import SqliteCalls, sqlite_file
 from dialerd.store.tables import (
     ApiKey,
@@ -79,6 +80,44 @@ LIKE_ESCAPE = "\\"
 def escape_like(text: str) -> str:
     """``text`` as a LIKE pattern that matches it literally (with ``ESCAPE '\\'``)."""
     return text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What ``Store.append_contacts`` did. ``accepted`` False: the campaign's ``status`` (None: gone) refused
+    it and nothing was written. ``after_id``: the campaign's last contact id before the append (the new
+    contacts are those above it)."""
+
+    status: str | None
+    accepted: bool
+    added: int = 0
+    suppressed: int = 0
+    after_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ContactResult:
+    """One contact's line of the results export (``Store.results_page``): the contact's outcome and, from
+    its attempts, the last one's ``answered_by`` and ``caller_id`` and the last answered one's talk time."""
+
+    id: int
+    phone_e164: str
+    status: str
+    reason: str | None  # failure_reason, or for a skipped contact why it was skipped
+    attempts: int
+    last_attempt_at: datetime | None
+    hangup_cause: int | None
+    sip_code: int | None
+    fields: dict[str, str]
+    answered_by: str | None = None
+    talk_seconds: float | None = None
+    caller_id: str | None = None
+
+
+# Attempt columns the results export shows when the attempt table has them: answered_by (answering-machine
+# detection) and caller_id (caller-id pools) are added by migrations of their own features; until those
+# are applied, or on a database that predates them, the export's two columns stay empty.
+RESULT_ATTEMPT_COLUMNS = ("answered_by", "caller_id")
 
 
 class Store:
@@ -309,15 +348,16 @@ class Store:
             rows = (await conn.execute(select(T_CAMPAIGN.c.id).where(T_CAMPAIGN.c.status == CampaignStatus.IMPORTING.value))).all()
         return [r[0] for r in rows]
 
-    async def pending_zone_counts(self, campaign_id: str) -> list[tuple[tuple[str, ...], int]]:
+    async def pending_zone_counts(self, campaign_id: str, after_id: int = 0) -> list[tuple[tuple[str, ...], int]]:
         """The campaign's pending contacts grouped by their zones (``contact.timezone``): one grouped read,
-        a few hundred groups at most whatever the list's size (the import report's preflight)."""
+        a few hundred groups at most whatever the list's size (the import report's preflight).
+        ``after_id``: only the contacts above that id (those an append added)."""
         c = T_CONTACT.c
         async with self.read() as conn:
             rows = (
                 await conn.execute(
                     select(c.timezone, func.count())
-                    .where(c.campaign_id == campaign_id, c.status == ContactStatus.PENDING.value)
+                    .where(c.campaign_id == campaign_id, c.status == ContactStatus.PENDING.value, c.id > after_id)
                     .group_by(c.timezone)
                 )
             ).all()
@@ -452,8 +492,15 @@ class Store:
         event_payload: dict[str, Any],
         started: bool = False,
         cancel_pending: bool = False,
+        only_if_done: bool = False,
     ) -> tuple[bool, list[Event]]:
-        """Compare-and-set the status; optionally cancel pending contacts. Returns (changed, events)."""
+        """Compare-and-set the status; optionally cancel pending contacts. Returns (changed, events).
+
+        ``only_if_done`` (a running campaign's finish): unchanged while any contact is unfinished, read in
+        this transaction under the campaign's row lock, so a finish and an append (``append_contacts``)
+        racing each other are serialised: the append is refused after the finish, or the finish after
+        the append (its runner then dials the new contacts).
+        """
         now = utcnow()
         values: dict[str, Any] = {"status": new.value, "updated_at": now}
         if started:
@@ -464,6 +511,14 @@ class Store:
             values["start_deferred"] = None  # a deferred start is over once the campaign leaves scheduled
         events: list[Event] = []
         async with self.write() as conn:
+            if only_if_done:
+                # The lock first: on PostgreSQL an append holding it has committed once we have it, and
+                # the next statement (a new snapshot in READ COMMITTED) sees its contacts.
+                await self.tx.lock_campaign(conn, campaign_id=campaign_id)
+                left = (await conn.execute(select(exists().where(
+                    T_CONTACT.c.campaign_id == campaign_id, T_CONTACT.c.status.in_(list(UNFINISHED)))))).scalar_one()
+                if left:
+                    return False, []
             result = await conn.execute(
                 update(T_CAMPAIGN)
                 .where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.status == expected.value)
@@ -531,6 +586,89 @@ class Store:
                 )
             ).all()
         return [_row(Contact, r) for r in rows], int(total)
+
+    async def append_contacts(
+        self, campaign_id: str, tenant_id: str, batches: Iterable[Sequence[dict[str, Any]]], *,
+        into: Sequence[CampaignStatus], custom_fields: Sequence[str] = (),
+    ) -> Appended:
+        """Add contacts to an existing campaign, all in one transaction, if its status is one of ``into``.
+
+        The campaign's row is locked first (``lock_campaign``) and its status read under the lock, so an
+        append never lands in a campaign that a stop or its runner's finish (``set_campaign_status``
+        with ``only_if_done``) completed meanwhile. A number already in the campaign is skipped, so
+        ``added`` counts the new contacts only; those on the tenant's suppression list are stored
+        ``skipped`` (``suppressed``). ``custom_fields`` new to the campaign are appended to its import
+        report's, so the results export has a column for each.
+        """
+        c = T_CONTACT.c
+        now = utcnow()
+        async with self.write() as conn:
+            status = await self.tx.lock_campaign(conn, campaign_id=campaign_id)
+            if status is None or status not in {s.value for s in into}:
+                return Appended(status, accepted=False)
+            last = int((await conn.execute(
+                select(func.coalesce(func.max(c.id), 0)).where(c.campaign_id == campaign_id))).scalar_one())
+            for rows in batches:
+                await insert_contact_rows(conn, campaign_id, rows)
+            new = and_(c.campaign_id == campaign_id, c.id > last)
+            added = int((await conn.execute(select(func.count()).select_from(T_CONTACT).where(new))).scalar_one())
+            suppressed = 0
+            if added:
+                listed = select(T_SUPPRESSION.c.number).where(T_SUPPRESSION.c.tenant_id == tenant_id)
+                result = await conn.execute(
+                    update(T_CONTACT)
+                    .where(new, c.status == ContactStatus.PENDING.value, c.phone_e164.in_(listed))
+                    .values(status=ContactStatus.SKIPPED.value, reason=SkipReason.SUPPRESSED.value, updated_at=now)
+                )
+                suppressed = int(result.rowcount or 0)
+            report = (await conn.execute(
+                select(T_CAMPAIGN.c.import_report).where(T_CAMPAIGN.c.id == campaign_id))).scalar_one() or {}
+            known = list(report.get("custom_fields") or [])
+            merged = known + [f for f in dict.fromkeys(custom_fields) if f not in known]
+            values: dict[str, Any] = {"updated_at": now}
+            if merged != known:
+                values["import_report"] = {**report, "custom_fields": merged}
+            await conn.execute(update(T_CAMPAIGN).where(T_CAMPAIGN.c.id == campaign_id).values(**values))
+        return Appended(status, accepted=True, added=added, suppressed=suppressed, after_id=last)
+
+    async def results_page(self, campaign_id: str, status: str | None, after_id: int, limit: int) -> list[ContactResult]:
+        """The next ``limit`` contacts after ``after_id`` (keyset, in id order), each with what the results
+        export shows of its attempts: two indexed reads per page, whatever the campaign's size."""
+        c, a = T_CONTACT.c, T_ATTEMPT.c
+        cond = [c.campaign_id == campaign_id, c.id > after_id]
+        if status is not None:
+            cond.append(c.status == status)
+        optional = [a[name] for name in RESULT_ATTEMPT_COLUMNS if name in a]
+        async with self.read() as conn:
+            contacts = (await conn.execute(
+                select(c.id, c.phone_e164, c.status, c.failure_reason, c.reason, c.attempts, c.last_attempt_at,
+                       c.hangup_cause, c.sip_code, c.fields)
+                .where(*cond).order_by(c.id).limit(limit)
+            )).all()
+            if not contacts:
+                return []
+            # The page's id range (a status filter leaves gaps: their attempts are read and dropped).
+            attempts = (await conn.execute(
+                select(a.contact_id, a.answered_at, a.talk_seconds, *optional)
+                .where(a.campaign_id == campaign_id, a.contact_id >= contacts[0].id, a.contact_id <= contacts[-1].id)
+                .order_by(a.contact_id, a.number, a.id)
+            )).all()
+        last: dict[int, Any] = {}
+        talk: dict[int, float | None] = {}
+        for row in attempts:  # ordered: the last one of each contact wins
+            last[row.contact_id] = row
+            if row.answered_at is not None:
+                talk[row.contact_id] = row.talk_seconds
+        out = []
+        for r in contacts:
+            final = last.get(r.id)
+            extra = {name: getattr(final, name) for name in RESULT_ATTEMPT_COLUMNS if name in a} if final else {}
+            out.append(ContactResult(
+                id=r.id, phone_e164=r.phone_e164, status=r.status, reason=r.failure_reason or r.reason,
+                attempts=r.attempts, last_attempt_at=r.last_attempt_at, hangup_cause=r.hangup_cause,
+                sip_code=r.sip_code, fields=r.fields or {}, talk_seconds=talk.get(r.id), **extra,
+            ))
+        return out
 
     async def get_contact(self, contact_id: int) -> Contact | None:
         async with self.read() as conn:

@@ -44,6 +44,45 @@ _WAKE = case((T_CONTACT.c.blocked_reason.is_(None), T_CONTACT.c.next_attempt_at)
 UNFINISHED = (ContactStatus.PENDING.value, ContactStatus.ORIGINATED.value, ContactStatus.CONNECTED.value)
 
 
+async def insert_contact_rows(conn: AsyncConnection, campaign_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert pending contacts in ``conn``'s write transaction; a number already in the campaign is skipped.
+
+    The one bulk insert of both backends: ``SqlCalls.insert_contacts`` (an import's batch, its own
+    transaction) and ``Store.append_contacts`` (every batch of an append, in one transaction).
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name == "sqlite":
+        # The statement SqliteCalls runs on the driver (its values already converted, see there), here
+        # through the pool's connection.
+        await conn.exec_driver_sql(INSERT_CONTACTS, contact_tuples(dialect, campaign_id, rows)())
+        return
+    stmt = postgresql.insert(T_CONTACT).on_conflict_do_nothing(index_elements=["campaign_id", "phone_e164"])
+    now = utcnow()
+    contacts = [
+        {
+            "campaign_id": campaign_id,
+            "line": r["line"],
+            "phone_e164": r["phone_e164"],
+            "raw_number": r["raw_number"][:100],
+            "fields": r["fields"],
+            "status": ContactStatus.PENDING.value,
+            "attempts": 0,
+            "updated_at": now,
+            "last_attempt_at": None,
+            "next_attempt_at": None,
+            "failure_reason": None,
+            "hangup_cause": None,
+            "sip_code": None,
+            "timezone": r.get("timezone"),
+            "timezone_source": r.get("timezone_source"),
+        }
+        for r in rows
+    ]
+    await conn.execute(stmt, contacts)
+
+
 class SqlCalls:
     """The dispatcher's and the follower's reads and writes, for every call, through SQLAlchemy."""
 
@@ -104,37 +143,8 @@ class SqlCalls:
         """Bulk-insert contacts; a number already in the campaign is skipped (duplicates collapse)."""
         if not rows:
             return
-        if self.tx.dialect == "sqlite":
-            # The statement SqliteCalls runs on the driver (its values already converted, see there),
-            # here through the pool's connection.
-            values = contact_tuples(self.tx.engine.dialect, campaign_id, rows)
-            async with self.tx.write() as conn:
-                await conn.exec_driver_sql(INSERT_CONTACTS, values())
-            return
-        stmt = postgresql.insert(T_CONTACT).on_conflict_do_nothing(index_elements=["campaign_id", "phone_e164"])
-        now = utcnow()
-        contacts = [
-            {
-                "campaign_id": campaign_id,
-                "line": r["line"],
-                "phone_e164": r["phone_e164"],
-                "raw_number": r["raw_number"][:100],
-                "fields": r["fields"],
-                "status": ContactStatus.PENDING.value,
-                "attempts": 0,
-                "updated_at": now,
-                "last_attempt_at": None,
-                "next_attempt_at": None,
-                "failure_reason": None,
-                "hangup_cause": None,
-                "sip_code": None,
-                "timezone": r.get("timezone"),
-                "timezone_source": r.get("timezone_source"),
-            }
-            for r in rows
-        ]
         async with self.tx.write() as conn:
-            await conn.execute(stmt, contacts)
+            await insert_contact_rows(conn, campaign_id, rows)
 
     # ---- attempts (the dispatcher's writes) -----------------------------------------------------
 

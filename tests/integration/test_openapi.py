@@ -97,6 +97,7 @@ async def test_security_and_status_codes_per_operation(offline_api: Api) -> None
         ("/api/v1/campaigns/{id}", "GET"): {"200", "400", "401", "404", "500"},
         ("/api/v1/campaigns/{id}", "DELETE"): {"204", "400", "401", "404", "409", "500"},
         ("/api/v1/campaigns/{id}/contacts", "GET"): {"200", "400", "401", "404", "500"},
+        ("/api/v1/campaigns/{id}/contacts", "POST"): {"200", "400", "401", "404", "409", "413", "500"},
         ("/api/v1/campaigns/{id}/events", "GET"): {"200", "400", "401", "404", "500"},
         ("/api/v1/campaigns/{id}/explain", "GET"): {"200", "400", "401", "404", "500"},
         ("/health", "GET"): {"200", "503"},
@@ -107,6 +108,8 @@ async def test_security_and_status_codes_per_operation(offline_api: Api) -> None
         assert set(ops[key]["responses"]) == codes, key
     events = ops[("/api/v1/campaigns/{id}/events", "GET")]["responses"]["200"]["content"]
     assert set(events) == {"text/event-stream"}
+    contacts = ops[("/api/v1/campaigns/{id}/contacts", "GET")]["responses"]["200"]["content"]
+    assert set(contacts) == {"application/json", "text/csv"}  # the page, or the results export
     assert "content" not in ops[("/api/v1/campaigns/{id}", "DELETE")]["responses"]["204"]
 
 
@@ -129,7 +132,8 @@ async def test_query_parameters_match_the_handlers(offline_api: Api) -> None:
     assert set(campaigns_q) == {"query:limit", "query:offset", "query:status", "query:name"}
     assert campaigns_q["query:name"] == {"type": "string", "maxLength": campaigns.NAME_SEARCH_MAX}
     assert set(contacts_q) == {"path:id", "query:limit", "query:offset", "query:status", "query:after_id",
-                               "query:page", "query:include"}
+                               "query:page", "query:include", "query:format"}
+    assert contacts_q["query:format"]["enum"] == list(campaigns.CONTACT_FORMATS)
     include = re.compile(contacts_q["query:include"]["pattern"])
     assert all(include.fullmatch(v) for v in ("", "attempt_history", "attempt_history,attempt_history"))
     assert not any(include.fullmatch(v) for v in ("attempts", "attempt_history,x", "ATTEMPT_HISTORY"))
