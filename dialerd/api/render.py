@@ -87,6 +87,8 @@ def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) ->
         import_=report,
         # A scheduled start held back by the tenant's concurrency cap: {"reason", "since", "detail"}, else null.
         start_deferred=schemas.StartDeferred.model_validate(c.start_deferred) if c.start_deferred else None,
+        amd=c.amd,
+        on_machine=c.on_machine,
     )
 
 
@@ -140,6 +142,7 @@ def attempt(row: Any) -> schemas.AttemptRecord:
         attempt=row.number, channel_id=row.channel_id, state=row.state, started_at=_not_null(row.created_at),
         answered_at=row.answered_at, ended_at=row.ended_at, outcome=outcome, failure_reason=row.reason,
         cause=row.cause, sip_code=row.sip_code, talk_seconds=row.talk_seconds,
+        answered_by=row.answered_by, amd_cause=row.amd_cause,
     )
 
 

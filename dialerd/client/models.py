@@ -102,6 +102,8 @@ Campaign = TypedDict(
         "progress": float,
         "import": ImportReport,
         "start_deferred": StartDeferred | None,
+        "amd": str,
+        "on_machine": str,
     },
 )
 
@@ -129,6 +131,8 @@ class AttemptRecord(TypedDict):
     cause: int | None
     sip_code: int | None
     talk_seconds: float | None
+    answered_by: str | None
+    amd_cause: str | None
 
 
 class Contact(TypedDict):
@@ -153,6 +157,8 @@ class Contact(TypedDict):
     timezone_source: str | None
     next_eligible_at: str | None
     blocked_reason: str | None
+    answered_by: str | None
+    amd_cause: str | None
     attempt_history: NotRequired[list[AttemptRecord]]
 
 
@@ -296,6 +302,8 @@ class CreateOptions(TypedDict, total=False):
     ring_timeout_seconds: int | None
     calling_hours: str | None
     timezone: str | None
+    amd: str | None
+    on_machine: str | None
 
 
 # The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON
@@ -315,6 +323,8 @@ CREATE_FIELDS = (
     "ring_timeout_seconds",
     "calling_hours",
     "timezone",
+    "amd",
+    "on_machine",
 )
 INT_FIELDS = (
     "max_concurrent_calls",
@@ -333,6 +343,8 @@ EDITABLE = (
     "retry_rules",
     "calling_hours",
     "timezone",
+    "amd",
+    "on_machine",
 )
 
 JsonObject = dict[str, Any]

@@ -95,6 +95,8 @@ class CampaignService:
             scheduled_at=spec.scheduled_at,
             calling_hours=spec.calling_hours,
             timezone=spec.timezone,
+            amd=str(spec.amd),
+            on_machine=str(spec.on_machine),
             created_at=now,
             updated_at=now,
         )

@@ -27,6 +27,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (7, "0007_tenant_limits"),
     (8, "0008_calling_hours"),
     (9, "0009_attempt_day_index"),  # the daily caps' count of a tenant's day
+    (11, "0011_amd"),  # answering-machine detection (issue 12); 10 is the caller-id branch's
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

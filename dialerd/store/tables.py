@@ -104,6 +104,10 @@ class Campaign(SQLModel, table=True):
     # migration 0008: the calling hours (canonical text, '' = any time) and the fallback zone (IANA, or None)
     calling_hours: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     timezone: str | None = Field(default=None, sa_column=Column(String(64)))
+    # migration 0011: answering-machine detection ('off' or 'on') and what a machine gets (domain/amd.py)
+    amd: str = Field(default="off", sa_column=Column(String(8), nullable=False, server_default="off"))
+    on_machine: str = Field(default="hangup", sa_column=Column(String(140), nullable=False,
+                                                               server_default="hangup"))
 
 
 class Contact(SQLModel, table=True):
@@ -142,6 +146,9 @@ class Contact(SQLModel, table=True):
     timezone_source: str | None = Field(default=None, sa_column=Column(String(10)))
     next_eligible_at: datetime | None = _ts()
     blocked_reason: str | None = Field(default=None, sa_column=Column(String(40)))
+    # migration 0011: the last answered attempt's answered_by (human, machine, unknown) and raw AMDCAUSE
+    answered_by: str | None = Field(default=None, sa_column=Column(String(10)))
+    amd_cause: str | None = Field(default=None, sa_column=Column(String(80)))
 
 
 class Attempt(SQLModel, table=True):
@@ -176,6 +183,9 @@ class Attempt(SQLModel, table=True):
     cause: int | None = Field(default=None, sa_column=Column(Integer))
     sip_code: int | None = Field(default=None, sa_column=Column(Integer))
     reason: str | None = Field(default=None, sa_column=Column(String(40)))
+    # migration 0011: who answered (human, machine, unknown; None: not answered) and the raw AMDCAUSE
+    answered_by: str | None = Field(default=None, sa_column=Column(String(10)))
+    amd_cause: str | None = Field(default=None, sa_column=Column(String(80)))
 
 
 class Event(SQLModel, table=True):
