@@ -242,7 +242,6 @@ class FakePbx:
         status, cause, after = outcome.amd or ("HUMAN", "HUMAN-800-800", 1.96)  # other numbers say hello
         answered_at = utcnow()
         await self._sleep(min(after, outcome.talk))
-        verdict = {"amd_status": status, "amd_cause": cause}
         talk = outcome.talk
         if not call.request.amd.connects(status):
             if call.request.amd.on_machine.action is MachineAction.HANGUP:
@@ -250,9 +249,11 @@ class FakePbx:
             else:  # voicemail: the sound after the greeting's end
                 talk = min(outcome.talk, max(after, outcome.voicemail_end) + VOICEMAIL_SOUND_S)
         elif self._connected:
-            self._emit(CallEvent(call.request.channel_id, CallEventKind.ANSWERED, answered_at, **verdict))
+            self._emit(CallEvent(call.request.channel_id, CallEventKind.ANSWERED, answered_at, amd_status=status,
+                                 amd_cause=cause))
         await self._sleep(max(0.0, talk - min(after, outcome.talk)))
-        self._end(call, cause=16, tech_cause=None, opt_out=outcome.opt_out, answered_at=answered_at, **verdict)
+        self._end(call, cause=16, tech_cause=None, opt_out=outcome.opt_out, answered_at=answered_at,
+                  amd_status=status, amd_cause=cause)
 
     def _end(self, call: _Live, *, cause: int, tech_cause: int | None, opt_out: bool = False,
              answered_at: datetime | None = None, amd_status: str | None = None,

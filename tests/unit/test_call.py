@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from dialerd.domain.amd import AnsweredBy
 from dialerd.domain.call import (
     IN_FLIGHT,
     MOVES,
@@ -22,7 +23,6 @@ from dialerd.domain.call import (
     sources,
     steps,
 )
-from dialerd.domain.amd import AnsweredBy
 from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.domain.retry_rules import RetryRules
 
