@@ -13,6 +13,7 @@ import json
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +21,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
+from dialerd.domain.amd import OnMachine
 from dialerd.domain.call import Destination
 from dialerd.domain.retry_rules import RetryRules
 from dialerd.errors import InvalidInput, NotFound, PayloadTooLarge
@@ -301,7 +303,7 @@ def check_edit(field: str, raw: str, settings: Settings) -> Any:
     if field in INT_FIELDS and not raw.strip():
         raise bad(field, "must be an integer, got ''")
     value = form_of(field).read(field, raw, default_of(field, settings))
-    return str(value) if isinstance(value, Destination | RetryRules) else value  # stored as canonical text
+    return str(value) if isinstance(value, Destination | RetryRules | OnMachine | StrEnum) else value  # canonical text
 
 
 def build_spec(values: Mapping[str, str], settings: Settings) -> CampaignSpec:

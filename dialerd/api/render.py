@@ -91,6 +91,8 @@ def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) ->
         caller_id_stats=[schemas.CallerIdStats(caller_id=s.caller_id, attempts=s.attempts, answered=s.answered,
                                                answer_rate=s.answer_rate, rejected=s.rejected)
                          for s in view.caller_id_stats],
+        amd=c.amd,
+        on_machine=c.on_machine,
     )
 
 
@@ -155,6 +157,7 @@ def attempt(row: Any) -> schemas.AttemptRecord:
         attempt=row.number, channel_id=row.channel_id, state=row.state, started_at=_not_null(row.created_at),
         answered_at=row.answered_at, ended_at=row.ended_at, outcome=outcome, failure_reason=row.reason,
         cause=row.cause, sip_code=row.sip_code, talk_seconds=row.talk_seconds, caller_id=row.caller_id,
+        answered_by=row.answered_by, amd_cause=row.amd_cause,
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, create_model
 
+from dialerd.domain.amd import AmdMode, AnsweredBy
 from dialerd.domain.caller_id import STRATEGIES
 from dialerd.domain.campaign import VISIBLE
 from dialerd.domain.contact import ContactStatus, FailureReason, SkipReason
@@ -237,6 +238,10 @@ class Campaign(Shape):
     caller_id_stats: list[CallerIdStats] = Field(
         description="per caller id: every number of the caller_id pool in its order, then any other caller id "
         "the campaign's attempts used (before a PATCH changed the pool); one grouped read of its attempts")
+    amd: str = Field(json_schema_extra={"enum": [m.value for m in AmdMode]},
+                     description="answering-machine detection: off or on")
+    on_machine: str = Field(pattern=spec.ON_MACHINE_PATTERN, description="with amd on, what a machine's answer "
+                            "gets: hangup, voicemail:SOUND or connect")
 
 
 class CreatedCampaign(Campaign):
@@ -278,6 +283,12 @@ AttemptOutcome = Annotated[str, WithJsonSchema({
     "PBX); null while the call is in flight"})]
 
 
+AnsweredByName = Annotated[str, WithJsonSchema({"type": "string", "enum": [a.value for a in AnsweredBy]})]
+ANSWERED_BY_DESCRIPTION = ("who answered: human or machine (answering-machine detection's verdict), unknown when "
+                           "AMD was unsure or off; null when nobody answered")
+AMD_CAUSE_DESCRIPTION = "Asterisk's raw AMDCAUSE (e.g. HUMAN-800-800, LONGGREETING-1500-1500); null without AMD"
+
+
 class AttemptRecord(Shape):
     """One attempt of a contact (one channel), as the store recorded it."""
 
@@ -298,6 +309,8 @@ class AttemptRecord(Shape):
     talk_seconds: float | None
     caller_id: str | None = Field(description="the caller id the attempt went out with (one "
                                   "number of the campaign's caller_id pool); null: none (the PBX decided)")
+    answered_by: AnsweredByName | None = Field(description=ANSWERED_BY_DESCRIPTION)
+    amd_cause: str | None = Field(description=AMD_CAUSE_DESCRIPTION)
 
 
 class Contact(Shape):
@@ -333,6 +346,8 @@ class Contact(Shape):
                                                "next (null: not held, or no time known); null otherwise")
     blocked_reason: str | None = Field(description="while pending and held back: why, one of "
                                        f"{', '.join(sorted(r.value for r in PER_CONTACT))}; null otherwise")
+    answered_by: AnsweredByName | None = Field(description=ANSWERED_BY_DESCRIPTION + " (its last attempt)")
+    amd_cause: str | None = Field(description=AMD_CAUSE_DESCRIPTION + " (its last attempt)")
     attempt_history: list[AttemptRecord] = Field(ABSENT, description="every attempt, oldest first (only with "
                                                  "include=attempt_history)")
 

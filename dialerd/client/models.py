@@ -114,6 +114,8 @@ Campaign = TypedDict(
         "start_deferred": StartDeferred | None,
         "caller_id_strategy": str,
         "caller_id_stats": list[CallerIdStats],
+        "amd": str,
+        "on_machine": str,
     },
 )
 
@@ -142,6 +144,8 @@ class AttemptRecord(TypedDict):
     sip_code: int | None
     talk_seconds: float | None
     caller_id: str | None
+    answered_by: str | None
+    amd_cause: str | None
 
 
 class Contact(TypedDict):
@@ -166,6 +170,8 @@ class Contact(TypedDict):
     timezone_source: str | None
     next_eligible_at: str | None
     blocked_reason: str | None
+    answered_by: str | None
+    amd_cause: str | None
     attempt_history: NotRequired[list[AttemptRecord]]
 
 
@@ -322,6 +328,8 @@ class CreateOptions(TypedDict, total=False):
     calling_hours: str | None
     timezone: str | None
     caller_id_strategy: str | None
+    amd: str | None
+    on_machine: str | None
 
 
 # The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON
@@ -342,6 +350,8 @@ CREATE_FIELDS = (
     "calling_hours",
     "timezone",
     "caller_id_strategy",
+    "amd",
+    "on_machine",
 )
 INT_FIELDS = (
     "max_concurrent_calls",
@@ -361,6 +371,8 @@ EDITABLE = (
     "calling_hours",
     "timezone",
     "caller_id_strategy",
+    "amd",
+    "on_machine",
 )
 
 JsonObject = dict[str, Any]

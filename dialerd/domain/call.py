@@ -7,10 +7,11 @@ Pure: no I/O, no asyncio, no logging, and no import from ``pbx/``, ``services/``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from dialerd.domain.amd import AmdPlan, AnsweredBy, OnMachine, amd_cause, answered_by, machine_fails
 from dialerd.domain.contact import ContactStatus, FailureReason, SkipReason
 from dialerd.domain.retry_rules import RetryRules, decide_retry
 
@@ -87,6 +88,7 @@ class OriginateRequest:
     destination: Destination
     ring_timeout: int  # seconds the far end may ring before we give up
     variables: Mapping[str, str] = field(default_factory=dict)  # correlation ids + custom fields
+    amd: AmdPlan | None = None  # AMD on: originate into [dialerd-amd] (domain/amd.py), which then routes
 
 
 class CallEventKind(StrEnum):
@@ -109,6 +111,8 @@ class CallEvent:
     alerted: bool = False  # ENDED: ringing or progress had been seen
     answered_at: datetime | None = None  # ENDED: when it was answered, if only the PBX's record knows
     opt_out: bool = False  # ENDED: the channel carried DIALERD_OPT_OUT=1 at hangup (the callee opted out)
+    amd_status: str | None = None  # ANSWERED/ENDED: AMDSTATUS (HUMAN, MACHINE, NOTSURE, HANGUP), if AMD ran
+    amd_cause: str | None = None  # ANSWERED/ENDED: AMDCAUSE, Asterisk's raw text (e.g. HUMAN-800-800)
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,7 @@ class RetryPolicy:
     retry_delay_seconds: int
     stopped: bool  # the campaign is terminal: a retry it would have made is cancelled instead
     rules: RetryRules = field(default_factory=RetryRules)
+    on_machine: OnMachine | None = None  # AMD on: what a machine's answer means (None: AMD off)
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,8 @@ class Transition:
     retry_at: datetime | None = None  # the contact is pending again, due at this time
     answer_at: datetime | None = None
     opt_out: bool = False  # the number joins the tenant's suppression list (source opt_out), in the same write
+    answered_by: AnsweredBy | None = None  # answered: human, machine or unknown (AMD unsure or off); else None
+    amd_cause: str | None = None  # AMDCAUSE as Asterisk gave it, when AMD ran
 
     @property
     def answered(self) -> bool:
@@ -262,11 +269,13 @@ class Transition:
 def ended_answered(state: AttemptState, event: CallEvent) -> bool:
     """Whether the ENDED ``event`` of an attempt in ``state`` ends an answered (completed) call.
 
-    A failure needs the campaign's retry policy to decide on (``decide_end``); an answered call does not.
+    A failure needs the campaign's retry policy to decide on (``decide_end``); an answered call does not,
+    unless AMD said a machine answered: the campaign's ``on_machine`` then decides (False here).
     """
     from dialerd.domain.causes import classify  # causes needs this module's CallEvent: import late
 
-    return classify(event, answer_seen=state is A.ANSWERED).answered
+    return (classify(event, answer_seen=state is A.ANSWERED).answered
+            and answered_by(event.amd_status) is not AnsweredBy.MACHINE)
 
 
 def decide_end(
@@ -284,14 +293,22 @@ def decide_end(
     # An answer dialerd never recorded, ended by Asterisk with no cause: dropped at once because our
     # Stasis app had no live client (taken over, or dialerd away), never a completed call.
     outcome = classify(event, answer_seen=state is A.ANSWERED)
+    verdict, cause_text = answered_by(event.amd_status), amd_cause(event.amd_cause)
+    if outcome.answered and policy is not None and machine_fails(event.amd_status, policy.on_machine):
+        # AMD on with on_machine hangup: [dialerd-amd] hung up on the machine; a retryable failure.
+        failed = decide_failure(FailureReason.MACHINE, event.cause, event.tech_cause,
+                                attempt_number=attempt_number, policy=policy, ended_at=event.at, now=now)
+        return replace(failed, answered_by=verdict, amd_cause=cause_text)
     if outcome.answered:
         # Answered unseen (while disconnected or down): the PBX's record may still know when.
         started = answered_at or event.answered_at or event.at
         answer_at = None if state is A.ANSWERED else started
         talk = max(0.0, (event.at - started).total_seconds())
         # Only an answered call can carry the callee's opt-out (the variable is set after the answer).
+        # answered_by: voicemail and connect complete like a person; AMD off or unsure is unknown.
         return Transition(A.ENDED, ContactStatus.COMPLETED, event.at, event.cause, event.tech_cause,
-                          talk_seconds=round(talk, 3), answer_at=answer_at, opt_out=event.opt_out)
+                          talk_seconds=round(talk, 3), answer_at=answer_at, opt_out=event.opt_out,
+                          answered_by=verdict, amd_cause=cause_text)
     assert outcome.reason is not None
     if policy is None:
         raise ValueError("a failed call needs the campaign's retry policy")

@@ -43,10 +43,12 @@ class FailureReason(StrEnum):
     # Answered, then hung up by Asterisk at once: our Stasis app had no live client (taken over by
     # another client, or dialerd away). The callee heard nothing: an abandoned call, not a completed one.
     APP_UNAVAILABLE = "app_unavailable"
+    # Answered by an answering machine (AMD on, on_machine hangup): hung up at once; worth another try.
+    MACHINE = "machine"
 
     @property
     def retryable(self) -> bool:
-        """Busy, no answer, congestion and unreachable may succeed later; the rest never will.
+        """Busy, no answer, congestion, unreachable and machine may succeed later; the rest never will.
 
         ``app_unavailable`` is an abandoned call (the callee answered and heard nothing): not redialled
         automatically, as rules on abandoned calls commonly require; the operator decides.
@@ -55,7 +57,8 @@ class FailureReason(StrEnum):
 
 
 _RETRYABLE = frozenset(
-    {FailureReason.BUSY, FailureReason.NO_ANSWER, FailureReason.CONGESTION, FailureReason.UNREACHABLE}
+    {FailureReason.BUSY, FailureReason.NO_ANSWER, FailureReason.CONGESTION, FailureReason.UNREACHABLE,
+     FailureReason.MACHINE}
 )
 
 def will_retry(reason: FailureReason, attempts: int, retries_per_contact: int) -> bool:

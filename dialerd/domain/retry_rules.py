@@ -2,7 +2,7 @@
 
 Text form (form field ``retry_rules``): ``REASON=RETRIES@DELAY`` entries separated by ``;``, e.g.
 ``busy=3@120; no_answer=2@3600; congestion=5@60``. REASON is a retryable failure reason (``busy``,
-``no_answer``, ``congestion``, ``unreachable``), each at most once; RETRIES 0-10; DELAY seconds
+``no_answer``, ``congestion``, ``unreachable``, ``machine``), each at most once; RETRIES 0-10; DELAY seconds
 60-604800 (a week). Naming ``invalid_number``, ``rejected`` or any other reason is refused. Spaces
 around the parts are ignored, the reason is read in any case; the empty text means no rules.
 

@@ -16,6 +16,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from dialerd.domain.amd import (
+    AMD_CAUSE_VARIABLE,
+    AMD_CONTEXT,
+    AMD_STATUS_VARIABLE,
+    APP_VARIABLE,
+    NEXT_VARIABLE,
+    USER_EVENT,
+    dialplan_variables,
+)
 from dialerd.domain.call import (
     OPT_OUT_VARIABLE,
     CallEvent,
@@ -36,7 +45,8 @@ from dialerd.timestamps import utcnow
 
 log = logging.getLogger("dialerd.pbx.ami")
 
-EVENTS = ("Newchannel", "Newstate", "DialState", "Hangup", "OriginateResponse")
+# UserEvent: [dialerd-amd]'s verdict (UserEvent: DialerdAmd, AmdStatus, AmdCause), for calls with AMD on.
+EVENTS = ("Newchannel", "Newstate", "DialState", "Hangup", "OriginateResponse", "UserEvent")
 # Server-side filter (AMI ``Filter`` action): VarSet, Newexten and the like never cross the wire.
 EVENT_FILTER = "Event: (" + "|".join(EVENTS) + ")"
 _NO_CHANNEL_GRACE_S = 0.25  # Newchannel (via stasis) can trail a fast OriginateResponse (sent directly)
@@ -129,7 +139,7 @@ class AmiPbx:
         action = self.client.action(self._originate_fields(request))
         aid = str(action.action_id)
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        call = self._track.follow(cid, _Call(action_id=aid, waiter=waiter, pending=True))
+        call = self._track.follow(cid, _Call(action_id=aid, waiter=waiter, pending=True, amd=request.amd))
         self._by_action[aid] = cid  # registered first: the OriginateResponse can beat the action's reply
         extra = {"action": "originate", "channel_id": cid}
         try:
@@ -175,7 +185,18 @@ class AmiPbx:
         if request.caller_id:
             fields["CallerID"] = _header(request.caller_id)
         dest = request.destination
-        if dest.kind is DestinationKind.STASIS:
+        if request.amd is not None:
+            # [dialerd-amd] runs AMD(), deals with a machine as on_machine says, then goes on to the
+            # destination: a dialplan one by Goto(DIALERD_AMD_NEXT); a Stasis app by Stasis(APP,amd,STATUS,
+            # CAUSE), so that app gets the verdict as its arguments instead of the destination's own.
+            amd_vars = dialplan_variables(request.amd)
+            if dest.kind is DestinationKind.STASIS:
+                amd_vars[APP_VARIABLE] = dest.app
+            else:
+                amd_vars[NEXT_VARIABLE] = str(dest)
+            fields["Variable"] += [f"{_header(k)}={_escape(v)}" for k, v in amd_vars.items()]
+            fields.update(Context=AMD_CONTEXT, Exten="s", Priority="1")
+        elif dest.kind is DestinationKind.STASIS:
             fields["Application"] = "Stasis"
             fields["Data"] = _header(",".join((dest.app, *dest.app_args)))
         else:
@@ -269,7 +290,14 @@ class AmiPbx:
         call = self._track.calls.get(uid)
         if call is None:
             return
-        if name == "Newchannel":
+        if name == "UserEvent":
+            if event.get("UserEvent") == USER_EVENT and call.amd is not None:
+                # The verdict: a call going on to the destination is answered now (a machine that
+                # [dialerd-amd] hangs up on or leaves a message to never is; its Hangup carries the verdict).
+                status = str(event.get("AmdStatus") or "")
+                if call.amd.connects(status):
+                    self._track.answer(uid, call, amd_status=status, amd_cause=str(event.get("AmdCause") or ""))
+        elif name == "Newchannel":
             call.channel_seen = True
             if call.waiter is not None and not call.waiter.done():
                 call.waiter.set_result(str(event.get("Channel", "")))
@@ -281,7 +309,7 @@ class AmiPbx:
             state = event.get("ChannelStateDesc")
             if state in ("Ringing", "Ring"):
                 self._track.progress(uid, call)
-            elif state == "Up":
+            elif state == "Up" and not self._track.answered_awaiting_amd(call):
                 self._track.answer(uid, call)
 
     def _originate_response(self, event: Any) -> None:
@@ -290,7 +318,8 @@ class AmiPbx:
         if cid is None or call is None:
             return
         if event.get("Response") == "Success":
-            self._track.answer(cid, call)
+            if not self._track.answered_awaiting_amd(call):
+                self._track.answer(cid, call)
         elif not call.channel_seen:
             reason = str(event.get("Reason", ""))
             self._tasks.call_later(f"ami-no-channel-{cid}", _NO_CHANNEL_GRACE_S,
@@ -314,6 +343,7 @@ class AmiPbx:
     def _hangup(self, cid: str, call: _Call, event: Any) -> None:
         self._drop(cid)
         state = str(event.get("ChannelStateDesc") or "") or None
+        variables = chan_variables(event)
         self._track.end(
             CallEvent(
                 cid,
@@ -324,7 +354,10 @@ class AmiPbx:
                 state=state,
                 answered=call.answered or state == "Up",
                 alerted=call.alerted,
-                opt_out=opted_out(chan_variables(event).get(OPT_OUT_VARIABLE)),
+                opt_out=opted_out(variables.get(OPT_OUT_VARIABLE)),
+                answered_at=None if call.answered else call.answered_at,
+                amd_status=variables.get(AMD_STATUS_VARIABLE) or None,
+                amd_cause=variables.get(AMD_CAUSE_VARIABLE) or None,
             )
         )
 

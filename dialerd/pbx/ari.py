@@ -25,6 +25,13 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from dialerd.domain.amd import (
+    AMD_CAUSE_VARIABLE,
+    AMD_CONTEXT,
+    AMD_STATUS_VARIABLE,
+    APP_VARIABLE,
+    dialplan_variables,
+)
 from dialerd.domain.call import (
     OPT_OUT_VARIABLE,
     CallEvent,
@@ -247,6 +254,11 @@ class AriPbx:
             DEST_VAR: str(request.destination),
             HANGUP_HANDLER_VAR: HANGUP_HANDLER,
         }
+        if request.amd is not None:
+            # [dialerd-amd] deals with a machine as on_machine says, else returns the call to this app with
+            # the verdict (a second StasisStart, args ["amd", AMDSTATUS, AMDCAUSE]), which routes it on.
+            variables.update(dialplan_variables(request.amd))
+            variables[APP_VARIABLE] = self.app
         params: dict[str, str | int] = {
             "endpoint": self.endpoint_template.format(number=request.number),
             "app": self.app,
@@ -255,7 +267,7 @@ class AriPbx:
         if request.caller_id:
             params["callerId"] = request.caller_id
         # Registered before the POST: Dial events can arrive before the HTTP reply.
-        call = self._track.follow(cid, _Call(destination=request.destination, pending=True))
+        call = self._track.follow(cid, _Call(destination=request.destination, pending=True, amd=request.amd))
         extra = {"action": "originate", "channel_id": cid}
         try:
             channel = await self.client.request(
@@ -434,10 +446,32 @@ class AriPbx:
 
     def _answered(self, event: JsonObject) -> None:
         found = self._call_for(event.get("channel"))
+        if found is None:
+            return
+        cid, call = found
+        args = event.get("args")
+        if isinstance(args, list) and args and args[0] == "amd":
+            # Back from [dialerd-amd]: the answer is reported now, with the verdict, at the answer's time.
+            status, cause = ([*map(str, args[1:3]), "", ""])[:2]
+            if self._track.answer(cid, call, amd_status=status, amd_cause=cause):
+                self._tasks.spawn(f"ari-route-{cid}", self._route(cid, call.destination), critical=False)
+            return
+        if call.amd is not None and call.answered_at is None and not call.answered:
+            self._track.answered_awaiting_amd(call, _at(event))
+            self._tasks.spawn(f"ari-amd-{cid}", self._to_amd(cid), critical=False)
+            return
         # A second StasisStart (the destination re-entered our app) is not a new answer.
-        if found is not None and self._track.answer(*found, at=_at(event)):
-            cid, call = found
+        if self._track.answer(cid, call, at=_at(event)):
             self._tasks.spawn(f"ari-route-{cid}", self._route(cid, call.destination), critical=False)
+
+    async def _to_amd(self, cid: str) -> None:
+        params: dict[str, str | int] = {"context": AMD_CONTEXT, "extension": "s", "priority": 1}
+        try:
+            await self.client.request("POST", f"/channels/{_q(cid)}/continue", params=params)
+        except PbxError as exc:
+            if isinstance(exc, PbxRequestError) and exc.pbx_status == 404:
+                return  # the callee hung up first
+            await self._hangup(cid, f"cannot start AMD: {exc}")
 
     def _destroyed(self, event: JsonObject) -> None:
         channel = event.get("channel")
@@ -457,6 +491,9 @@ class AriPbx:
                 answered=call.answered or state == "Up",
                 alerted=call.alerted,
                 opt_out=opted_out(_get(channel, "channelvars", OPT_OUT_VARIABLE)),
+                answered_at=None if call.answered else call.answered_at,
+                amd_status=_text(_get(channel, "channelvars", AMD_STATUS_VARIABLE)),
+                amd_cause=_text(_get(channel, "channelvars", AMD_CAUSE_VARIABLE)),
             )
         )
 
@@ -511,6 +548,10 @@ class AriPbx:
             # No record and no channel although the originate was accepted (Asterisk restarted, or the
             # record was forgotten): report an end without cause so nobody waits for an event.
             self._track.end(found.ended or CallEvent(cid, CallEventKind.ENDED, utcnow()))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _q(part: str) -> str:

@@ -17,7 +17,9 @@ import asyncio
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from dialerd.domain.amd import MachineAction
 from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, OriginateRequest
 from dialerd.ports import OriginateError, PbxSink
 from dialerd.tasks import TaskOwner, child_of
@@ -35,6 +37,10 @@ class FakeOutcome:
     cause: int = 16  # unanswered: Q.850 cause at the end
     tech_cause: int | None = None  # unanswered: SIP code at the end
     opt_out: bool = False  # answered: the callee presses 9, so the channel ends with DIALERD_OPT_OUT=1
+    # answered, with AMD on: AMD()'s verdict (AMDSTATUS, AMDCAUSE) and the seconds after the answer it came
+    # (asterisk/README.md's measurements); voicemail_end: when a greeting ends (a voicemail message)
+    amd: tuple[str, str, float] | None = None
+    voicemail_end: float = 0.0
 
 
 ANSWER_SHORT = FakeOutcome(talk=2.0)
@@ -46,6 +52,11 @@ NOT_FOUND = FakeOutcome(answer=False, cause=1, tech_cause=404)
 DECLINE = FakeOutcome(answer=False, cause=21, tech_cause=603)
 RING_THEN_ANSWER = FakeOutcome(ring=3.0, talk=5.0)
 OPT_OUT = FakeOutcome(talk=3.0, opt_out=True)  # 555-0200..0209: answers, DTMF 9 after 1 s, hangs up at 3 s
+# 555-02XX with AMD on: a person (10-49), a voicemail (50-89, greeting 9 s), silence without RTP (90-99).
+AMD_PERSON = FakeOutcome(talk=8.3, amd=("HUMAN", "HUMAN-800-800", 1.96))
+AMD_VOICEMAIL = FakeOutcome(talk=20.4, amd=("MACHINE", "LONGGREETING-1500-1500", 2.16), voicemail_end=9.4)
+AMD_SILENCE = FakeOutcome(talk=8.5, amd=("NOTSURE", "TOOLONG-4900", 5.02))
+VOICEMAIL_SOUND_S = 2.5  # the silence WaitForSilence waits for, then the sound (beep: 0.44 s)
 
 _BY_DECADE = {
     3: ANSWER_LONG,
@@ -61,10 +72,15 @@ _BY_DECADE = {
 def carrier_outcome(number: str) -> FakeOutcome:
     """The local carrier's table: 00-29 answer 2 s, 30-39 answer 20 s, 40 busy, 50 ring forever,
     60 congestion, 70 not found, 80 decline, 90-99 ring 3 s then answer 5 s (by the last two digits);
-    and of the 555-02XX ranges, 555-0200..0209: answers, opts out (DTMF 9) and hangs up after 3 s."""
+    and of the 555-02XX ranges, 555-0200..0209: answers, opts out (DTMF 9) and hangs up after 3 s; 10-49 a
+    person, 50-89 a voicemail, 90-99 silence, each with the AMD verdict the local Asterisk gives it (used when
+    the request has AMD on: a machine is hung up on, or left a message, as its ``on_machine`` says)."""
     digits = "".join(ch for ch in number if ch.isdigit())
-    if len(digits) >= 7 and digits[-7:-2] == "55502" and digits[-2] == "0":
-        return OPT_OUT
+    if len(digits) >= 7 and digits[-7:-2] == "55502":
+        last = int(digits[-2:])
+        if last < 10:
+            return OPT_OUT
+        return AMD_PERSON if last < 50 else AMD_VOICEMAIL if last < 90 else AMD_SILENCE
     tens = int(digits[-2]) if len(digits) >= 2 else 0
     return _BY_DECADE.get(tens, ANSWER_SHORT)
 
@@ -213,11 +229,35 @@ class FakePbx:
         if not self._connected:
             self._end(call, cause=0, tech_cause=None)  # "Stasis app not active": hung up at once
             return
+        if call.request.amd is not None:
+            await self._amd(call, outcome)
+            return
         self._event(call, CallEventKind.ANSWERED)
         await self._sleep(outcome.talk)
         self._end(call, cause=16, tech_cause=None, opt_out=outcome.opt_out)
 
-    def _end(self, call: _Live, *, cause: int, tech_cause: int | None, opt_out: bool = False) -> None:
+    async def _amd(self, call: _Live, outcome: FakeOutcome) -> None:
+        """[dialerd-amd]: the verdict after its delay; then a machine as on_machine says, or the answer."""
+        assert call.request.amd is not None
+        status, cause, after = outcome.amd or ("HUMAN", "HUMAN-800-800", 1.96)  # other numbers say hello
+        answered_at = utcnow()
+        await self._sleep(min(after, outcome.talk))
+        talk = outcome.talk
+        if not call.request.amd.connects(status):
+            if call.request.amd.on_machine.action is MachineAction.HANGUP:
+                talk = after
+            else:  # voicemail: the sound after the greeting's end
+                talk = min(outcome.talk, max(after, outcome.voicemail_end) + VOICEMAIL_SOUND_S)
+        elif self._connected:
+            self._emit(CallEvent(call.request.channel_id, CallEventKind.ANSWERED, answered_at, amd_status=status,
+                                 amd_cause=cause))
+        await self._sleep(max(0.0, talk - min(after, outcome.talk)))
+        self._end(call, cause=16, tech_cause=None, opt_out=outcome.opt_out, answered_at=answered_at,
+                  amd_status=status, amd_cause=cause)
+
+    def _end(self, call: _Live, *, cause: int, tech_cause: int | None, opt_out: bool = False,
+             answered_at: datetime | None = None, amd_status: str | None = None,
+             amd_cause: str | None = None) -> None:
         cid = call.request.channel_id
         del self._live[cid]
         ended = CallEvent(
@@ -230,6 +270,9 @@ class FakePbx:
             answered=call.answered,
             alerted=call.alerted,
             opt_out=opt_out,
+            answered_at=answered_at,
+            amd_status=amd_status,
+            amd_cause=amd_cause,
         )
         self._records[cid] = ended
         if self._connected:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from dialerd.domain.amd import AmdPlan
 from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.ports import PbxSink
 from dialerd.timestamps import utcnow
@@ -27,6 +28,10 @@ class TrackedCall:
     # originate raised OriginateError(maybe_dialled=True): the caller reconciles it with lookup(); the
     # adapter reports it only if the channel shows up.
     uncertain: bool = False
+    # AMD on (the request's plan): the answer is reported once AMD's verdict is in, at the time the far end
+    # answered (``answered_at``), or never when [dialerd-amd] deals with a machine itself.
+    amd: AmdPlan | None = None
+    answered_at: datetime | None = None
 
 
 CallT = TypeVar("CallT", bound=TrackedCall)
@@ -54,12 +59,21 @@ class CallTracker(Generic[CallT]):
             call.alerted = True
             self.emit(CallEvent(cid, CallEventKind.PROGRESS, at or utcnow()))
 
-    def answer(self, cid: str, call: CallT, at: datetime | None = None) -> bool:
-        """Report the answer; False if it had been reported already."""
+    def answer(self, cid: str, call: CallT, at: datetime | None = None, *, amd_status: str | None = None,
+               amd_cause: str | None = None) -> bool:
+        """Report the answer (with AMD's verdict, if any); False if it had been reported already."""
         if call.answered:
             return False
         call.answered = True
-        self.emit(CallEvent(cid, CallEventKind.ANSWERED, at or utcnow()))
+        self.emit(CallEvent(cid, CallEventKind.ANSWERED, at or call.answered_at or utcnow(),
+                            amd_status=amd_status or None, amd_cause=amd_cause or None))
+        return True
+
+    def answered_awaiting_amd(self, call: CallT, at: datetime | None = None) -> bool:
+        """The far end answered a call with AMD on: remember when, report nothing yet. False without AMD."""
+        if call.amd is None or call.answered:
+            return False
+        call.answered_at = call.answered_at or at or utcnow()
         return True
 
     def end(self, event: CallEvent) -> None:

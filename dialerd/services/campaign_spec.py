@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from dialerd.domain.amd import SOUND_MAX, AmdMode, OnMachine, parse_mode
 from dialerd.domain.call import Destination
 from dialerd.domain.caller_id import STRATEGIES as CALLER_ID_STRATEGIES
 from dialerd.domain.caller_id import CallerIdPool
@@ -50,7 +51,7 @@ MAX_INT_CHARS = 12  # parse_int refuses longer digit strings (and so the OpenAPI
 NAME_MAX = 200  # the stored columns' widths
 CALLER_ID_MAX = 1000  # the whole pool (migration 0010 widened the column); each entry at most 80
 DESTINATION_MAX = 200
-RETRY_RULES_MAX = 400  # four reasons at most, each at most 'congestion=10@604800'
+RETRY_RULES_MAX = 400  # five reasons at most, each at most 'congestion=10@604800'
 
 
 def bad(field: str, message: str) -> InvalidInput:
@@ -184,6 +185,20 @@ def read_timezone(field: str, raw: str, default: Any) -> str | None:
         raise bad(exc.field, exc.problem) from None
 
 
+def read_amd(field: str, raw: str, default: Any) -> AmdMode:
+    try:
+        return parse_mode(raw)
+    except ValueError as exc:
+        raise bad(field, str(exc)) from None
+
+
+def read_on_machine(field: str, raw: str, default: Any) -> OnMachine:
+    try:
+        return OnMachine.parse(raw)
+    except ValueError as exc:
+        raise bad(field, str(exc)) from None
+
+
 def read_int(field: str, raw: str, default: Any) -> int:
     lo, hi = int_bounds(CampaignSpec.model_fields[field])
     return parse_int(field, raw, int(default), lo, hi)
@@ -218,7 +233,11 @@ DESTINATION_SCHEMA = {"type": "string", "maxLength": DESTINATION_MAX, "pattern":
 # refuses a reason given twice, which a pattern cannot say).
 _RULE = (rf"(?:{'|'.join(RULE_REASONS)}) *= *(?:[0-9]|10) *@ *"
          r"(?:[6-9][0-9]|[1-9][0-9]{2,4}|[1-5][0-9]{5}|60[0-3][0-9]{3}|604[0-7][0-9]{2}|604800)")
-RETRY_RULES_PATTERN = rf"^(?: *{_RULE} *(?:; *{_RULE} *){{0,3}})?$"
+RETRY_RULES_PATTERN = rf"^(?: *{_RULE} *(?:; *{_RULE} *){{0,{len(RULE_REASONS) - 1}}})?$"
+ON_MACHINE_PATTERN = (r"^(?:[Hh][Aa][Nn][Gg][Uu][Pp]|[Cc][Oo][Nn][Nn][Ee][Cc][Tt]|"
+                      r"[Vv][Oo][Ii][Cc][Ee][Mm][Aa][Ii][Ll]:[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*)?$")
+ON_MACHINE_SCHEMA = {"type": "string", "maxLength": SOUND_MAX + len("voicemail:"), "pattern": ON_MACHINE_PATTERN,
+                     "example": "voicemail:beep"}
 TIME_IN_SCHEMA = {"type": "string", "format": "date-time", "example": "2030-01-31T09:00:00Z"}
 
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN,
@@ -327,6 +346,24 @@ class CampaignSpec(BaseModel):
                         "description": CALLER_ID_STRATEGY_DESCRIPTION}),
         Form(read_caller_id_strategy),
     ] = "round_robin"
+    amd: Annotated[
+        AmdMode,
+        PlainSerializer(str),
+        WithJsonSchema({"type": "string", "enum": [m.value for m in AmdMode], "default": "off",
+                        "description": "answering-machine detection: on runs Asterisk's AMD() on every answered "
+                        "call (through the [dialerd-amd] context) before it goes to the destination"}),
+        Form(read_amd),
+    ] = AmdMode.OFF
+    on_machine: Annotated[
+        OnMachine,
+        PlainSerializer(str),
+        WithJsonSchema({**ON_MACHINE_SCHEMA, "default": "hangup",
+                        "description": "with amd on, what a machine's answer gets: hangup (the attempt fails "
+                        "with the retryable reason machine), voicemail:SOUND (wait for the greeting to end, play "
+                        "the Asterisk sound SOUND, hang up; completed) or connect (routed to the destination "
+                        "like a person; completed)"}),
+        Form(read_on_machine),
+    ] = OnMachine()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -376,7 +413,8 @@ def int_bounds(info: FieldInfo) -> tuple[int, int | None]:
 # What PATCH /campaigns/{id} may change, in the order its messages list them (test_campaign_spec checks
 # that each is a field).
 EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
-            "caller_id", "destination", "retry_rules", "calling_hours", "timezone", "caller_id_strategy")
+            "caller_id", "destination", "retry_rules", "calling_hours", "timezone", "caller_id_strategy", "amd",
+            "on_machine")
 FIELDS: tuple[str, ...] = tuple(CampaignSpec.model_fields)
 INT_FIELDS: tuple[str, ...] = tuple(f for f, info in CampaignSpec.model_fields.items() if info.annotation is int)
 ALIASES: dict[str, str] = {form_of(f).alias or "": f for f in FIELDS if form_of(f).alias}  # alias -> field

@@ -111,6 +111,8 @@ class CampaignService:
             calling_hours=spec.calling_hours,
             timezone=spec.timezone,
             caller_id_strategy=spec.caller_id_strategy,
+            amd=str(spec.amd),
+            on_machine=str(spec.on_machine),
             created_at=now,
             updated_at=now,
         )

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 
+from dialerd.domain.amd import AmdMode, AmdPlan, OnMachine
 from dialerd.domain.call import CallEvent, Destination, OriginateRequest, Skipped
 from dialerd.domain.caller_id import CallerIdPool
 from dialerd.domain.caller_id import choose as choose_caller_id
@@ -449,6 +450,7 @@ class Dispatcher:
             destination=Destination.parse(campaign.destination),
             ring_timeout=campaign.ring_timeout_seconds,
             variables=variables,
+            amd=AmdPlan(OnMachine.parse(campaign.on_machine)) if campaign.amd == AmdMode.ON else None,
         )
 
     async def _originate_failed(self, campaign: Campaign, attempt: Attempt, exc: OriginateError) -> bool:

@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from dialerd.domain.amd import AmdMode, AnsweredBy, OnMachine, amd_cause, answered_by
 from dialerd.domain.call import (
     AttemptState,
     CallEvent,
@@ -148,8 +149,12 @@ class CallFollower:
                                   {"originated_at": event.at}, {}, {})
             elif target is AttemptState.ANSWERED:
                 self.faults.hit("before_answer_write")
-                await self._apply(event.channel_id, ContactStatus.CONNECTED, target, {"answered_at": event.at},
-                                  {}, {})
+                # With AMD on, the adapters report the answer once the verdict is in (domain/amd.py).
+                verdict = answered_by(event.amd_status).value
+                cause = amd_cause(event.amd_cause)
+                await self._apply(event.channel_id, ContactStatus.CONNECTED, target,
+                                  {"answered_at": event.at, "answered_by": verdict, "amd_cause": cause},
+                                  {"answered_by": verdict, "amd_cause": cause}, {"answered_by": verdict})
         if event.kind is CallEventKind.ANSWERED:
             return
         self.faults.hit("before_end_write")
@@ -179,8 +184,9 @@ class CallFollower:
                          policy=policy, now=utcnow())
         if end.answer_at is not None:
             # The answer was never recorded: record it, then end from the answer time as stored.
+            verdict = (end.answered_by or AnsweredBy.UNKNOWN).value
             await self._apply(event.channel_id, ContactStatus.CONNECTED, AttemptState.ANSWERED,
-                              {"answered_at": end.answer_at}, {}, {})
+                              {"answered_at": end.answer_at}, {}, {"answered_by": verdict})
             attempt = await self.store.get_attempt(event.channel_id) or attempt
             end = decide_end(AttemptState.ANSWERED, event, attempt_number=attempt.number,
                              answered_at=attempt.answered_at or end.answer_at, policy=policy, now=utcnow())
@@ -236,6 +242,10 @@ class CallFollower:
             elif end.cancelled:
                 payload["reason"] = "campaign_stopped"
                 payload["last_failure"] = reason
+        if end.answered_by is not None:
+            attempt_values.update(answered_by=end.answered_by.value, amd_cause=end.amd_cause)
+            contact_values.update(answered_by=end.answered_by.value, amd_cause=end.amd_cause)
+            payload["answered_by"] = end.answered_by.value
         if end.opt_out:
             payload["opt_out"] = True
         if await self._apply(channel_id, end.contact_status, end.state, attempt_values, contact_values,
@@ -317,4 +327,5 @@ def _policy(campaign: Campaign) -> RetryPolicy:
     # The stored text is the canonical form the create/PATCH rules accepted: it parses again.
     return RetryPolicy(campaign.retries_per_contact, campaign.retry_delay_seconds,
                        stopped=CampaignStatus(campaign.status).terminal,
-                       rules=RetryRules.parse(campaign.retry_rules or ""))
+                       rules=RetryRules.parse(campaign.retry_rules or ""),
+                       on_machine=OnMachine.parse(campaign.on_machine) if campaign.amd == AmdMode.ON else None)

@@ -107,6 +107,10 @@ class Campaign(SQLModel, table=True):
     # migration 0010: how each call's caller id is taken from the caller_id pool (domain/caller_id.py)
     caller_id_strategy: str = Field(default="round_robin",
                                     sa_column=Column(String(20), nullable=False, server_default="round_robin"))
+    # migration 0011: answering-machine detection ('off' or 'on') and what a machine gets (domain/amd.py)
+    amd: str = Field(default="off", sa_column=Column(String(8), nullable=False, server_default="off"))
+    on_machine: str = Field(default="hangup", sa_column=Column(String(140), nullable=False,
+                                                               server_default="hangup"))
 
 
 class Contact(SQLModel, table=True):
@@ -145,6 +149,9 @@ class Contact(SQLModel, table=True):
     timezone_source: str | None = Field(default=None, sa_column=Column(String(10)))
     next_eligible_at: datetime | None = _ts()
     blocked_reason: str | None = Field(default=None, sa_column=Column(String(40)))
+    # migration 0011: the last answered attempt's answered_by (human, machine, unknown) and raw AMDCAUSE
+    answered_by: str | None = Field(default=None, sa_column=Column(String(10)))
+    amd_cause: str | None = Field(default=None, sa_column=Column(String(80)))
 
 
 class Attempt(SQLModel, table=True):
@@ -180,6 +187,9 @@ class Attempt(SQLModel, table=True):
     sip_code: int | None = Field(default=None, sa_column=Column(Integer))
     reason: str | None = Field(default=None, sa_column=Column(String(40)))
     caller_id: str | None = Field(default=None, sa_column=Column(String(80)))  # migration 0010: the one used
+    # migration 0011: who answered (human, machine, unknown; None: not answered) and the raw AMDCAUSE
+    answered_by: str | None = Field(default=None, sa_column=Column(String(10)))
+    amd_cause: str | None = Field(default=None, sa_column=Column(String(80)))
 
 
 class Event(SQLModel, table=True):

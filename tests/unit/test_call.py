@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from dialerd.domain.amd import AnsweredBy
 from dialerd.domain.call import (
     IN_FLIGHT,
     MOVES,
@@ -148,7 +149,8 @@ def test_invalid_number_is_never_retried() -> None:
 def test_answered_then_hung_up_completes_with_the_talk_time() -> None:
     answered_at = T0 + timedelta(seconds=4, milliseconds=250)
     t = end(S.ANSWERED, ended(cause=16, answered=True, state="Up"), answered_at=answered_at, policy=None)
-    assert t == Transition(S.ENDED, C.COMPLETED, END, 16, None, talk_seconds=25.75)
+    assert t == Transition(S.ENDED, C.COMPLETED, END, 16, None, talk_seconds=25.75,
+                          answered_by=AnsweredBy.UNKNOWN)  # AMD off
     assert t.answered and t.outcome == "completed" and t.answer_at is None
 
 

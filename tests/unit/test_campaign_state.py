@@ -146,7 +146,7 @@ def test_importing_is_a_status_the_api_never_shows() -> None:
 # ---- contacts ---------------------------------------------------------------------------------------
 
 C = ContactStatus
-RETRYABLE = {"busy", "no_answer", "congestion", "unreachable"}
+RETRYABLE = {"busy", "no_answer", "congestion", "unreachable", "machine"}
 NEVER_RETRIED = {"invalid_number", "rejected", "originate_error", "app_unavailable"}
 
 

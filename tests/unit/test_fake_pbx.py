@@ -10,7 +10,7 @@ import pytest
 from dialerd.domain.call import CallEvent, CallEventKind, ChannelLookup, Destination, OriginateRequest
 from dialerd.domain.causes import classify
 from dialerd.domain.contact import FailureReason as R
-from dialerd.pbx.fake import BUSY, FakeOutcome, FakePbx, carrier_outcome
+from dialerd.pbx.fake import AMD_PERSON, AMD_SILENCE, AMD_VOICEMAIL, BUSY, FakeOutcome, FakePbx, carrier_outcome
 from dialerd.ports import OriginateError
 
 pytestmark = pytest.mark.timeout(10)
@@ -168,7 +168,10 @@ async def test_variables_are_recorded_with_the_request(pbx: FakePbx) -> None:
     ("number", "outcome"),
     [
         ("+14155550100", FakeOutcome(talk=2.0)),
-        ("+14155550299", FakeOutcome(ring=3.0, talk=5.0)),
+        ("+14155550199", FakeOutcome(ring=3.0, talk=5.0)),
+        ("+14155550217", AMD_PERSON),  # 555-02XX: the AMD ranges
+        ("+14155550263", AMD_VOICEMAIL),
+        ("+14155550294", AMD_SILENCE),
         ("7", FakeOutcome()),
     ],
 )

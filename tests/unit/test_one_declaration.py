@@ -63,7 +63,8 @@ def test_the_parser_and_the_client_take_each_field(field: str) -> None:
     # The client sends it under the name the parser reads (a value the parser accepts for every field).
     value = {"scheduled_at": "2099-01-01T00:00:00Z", "default_region": "US", "encoding": "cp1252",
              "destination": "stasis:app", "retry_rules": "busy=3@120", "calling_hours": "mon-fri 09:00-20:00",
-             "timezone": "Europe/Berlin", "caller_id_strategy": "local_presence"}.get(field, "x")
+             "timezone": "Europe/Berlin", "caller_id_strategy": "local_presence", "amd": "on",
+             "on_machine": "voicemail:beep"}.get(field, "x")
     if field in INT_FIELDS:
         value = str(CampaignSpec.read_form({"name": "x"}, SETTINGS).model_dump()[field])
     sent = _http.create_fields(name="x", **{field: value}) if field != "name" else _http.create_fields(name=value)
