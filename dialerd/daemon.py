@@ -45,10 +45,12 @@ from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
 from dialerd.services.slots import Slots
 from dialerd.services.suppressions import SuppressionService
+from dialerd.services.webhooks import WebhookDelivery
 from dialerd.settings import Settings
 from dialerd.shutdown import Stage, StageResult, run_stages
 from dialerd.store.db import create_engine, migrate
 from dialerd.store.repo import Store
+from dialerd.store.tables import Event
 from dialerd.systemd import SystemdNotifier
 from dialerd.tasks import TaskOwner
 
@@ -60,6 +62,7 @@ log = logging.getLogger("dialerd.daemon")
 SHUTDOWN_MARGIN_SECONDS = 20.0
 STOP_ORIGINATING_SECONDS = 10.0  # in-progress originate requests (each bounded by the PBX request timeout)
 CLOSE_SSE_SECONDS = 2.0
+STOP_WEBHOOKS_SECONDS = 3.0  # the workers are cancelled (1 s at most), then the cursors written
 STOP_HTTP_SECONDS = 5.0  # aiohttp's own shutdown_timeout is 1 s
 CLOSE_PBX_SECONDS = 15.0  # also lets the call events already received land (APPLY_GRACE_SECONDS = 10)
 CLOSE_DATABASE_SECONDS = 8.0  # cancel what tasks are left (3 s), then close the pool
@@ -100,6 +103,7 @@ class Daemon:
     tasks: TaskOwner  # every background task and timer; a critical one crashing sets ``stopping``
     systemd: SystemdNotifier  # no-op outside systemd
     faults: Failpoints = field(default_factory=Failpoints)
+    webhooks: WebhookDelivery | None = None  # the campaigns' webhook workers (services/webhooks.py)
     runner: web.AppRunner | None = None
     port: int = 0
     stop_requested: bool = False  # by a signal; otherwise a crashed task set ``stopping``
@@ -112,13 +116,20 @@ class Daemon:
         engine = create_engine(settings.database_url)
         version = await migrate(engine)
         hub = EventHub(settings.sse_queue_size)
-        store = Store(engine, publish=hub.publish)  # each transaction's events, announced after its commit
+        def publish(events: list[Event]) -> None:  # each transaction's events, announced after its commit
+            hub.publish(events)
+            webhooks.notify(events)  # built below, before any transaction publishes
+
+        store = Store(engine, publish=publish)
         for stale in await store.stale_imports():
             log.warning("removing a half-imported campaign", extra={"action": "purge_import", "campaign_id": stale})
             await store.purge_campaign(stale)  # appends no event: nothing is published
         stopping = asyncio.Event()
         tasks = TaskOwner(on_crash=lambda _name, _exc: stopping.set())
         pbx = pbx or build_pbx(settings, tasks)
+        webhooks = WebhookDelivery(store.webhooks, tasks, allow_private=settings.webhooks_allow_private,
+                                   timeout=settings.webhooks_timeout, retry_for=settings.webhooks_retry_for,
+                                   user_agent=f"dialerd/{__version__} (webhooks)")
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
         slots = Slots(store)
         transitions = CampaignTransitions(store)
@@ -126,7 +137,8 @@ class Daemon:
         lifecycle = CampaignLifecycle(transitions, dispatcher)
         scheduler = Scheduler(store, lifecycle)
         campaigns = CampaignService(store, hub, lifecycle, in_flight=slots.calls_in_flight, scheduler=scheduler,
-                                    default_timezone=check_timezone(settings.compliance_default_timezone))
+                                    default_timezone=check_timezone(settings.compliance_default_timezone),
+                                    webhooks=webhooks)
         metrics = Metrics(store, in_flight=slots.calls_in_flight, pbx_connected=lambda: pbx.connected,
                           dialling_held=lambda: dispatcher.dialling_held)
         telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx,  # this daemon's own
@@ -146,7 +158,7 @@ class Daemon:
                        metrics=metrics, limits=CallLimits(store, in_flight=slots.tenant_in_flight), health=health,
                        suppressions=SuppressionService(store))
         return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
-                   stopping, tasks, SystemdNotifier(tasks=tasks), faults)
+                   stopping, tasks, SystemdNotifier(tasks=tasks), faults, webhooks)
 
     async def start(self) -> None:
         await self._refuse_taken_app()
@@ -168,6 +180,8 @@ class Daemon:
         addresses = self.runner.addresses
         self.port = addresses[0][1] if addresses else self.settings.server_port
         await self.dispatcher.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()  # what a previous run left undelivered goes out first
         self.scheduler.start()
         await self.scheduler.load()
         self._recovering = self.tasks.spawn("recover", self._recover(), critical=True)
@@ -219,6 +233,7 @@ class Daemon:
             Stage("stop_originating", self._stop_originating, STOP_ORIGINATING_SECONDS),
             Stage("follow_calls", lambda: self._follow_calls(grace), grace + 2.0),
             Stage("close_sse", self._close_sse, CLOSE_SSE_SECONDS),
+            Stage("stop_webhooks", self._stop_webhooks, STOP_WEBHOOKS_SECONDS),
             Stage("stop_http", self._stop_http, STOP_HTTP_SECONDS),
             Stage("close_pbx", self.dispatcher.close, CLOSE_PBX_SECONDS),
             Stage("close_database", self._close_database, CLOSE_DATABASE_SECONDS),
@@ -237,6 +252,10 @@ class Daemon:
         if left:
             log.warning("calls still up at the end of the grace period; they are reconciled at next start",
                         extra={"action": "shutdown", "calls_in_flight": left})
+
+    async def _stop_webhooks(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.stop()
 
     async def _close_sse(self) -> None:
         self.hub.close_all()

@@ -154,6 +154,20 @@ class Settings:
     shutdown_grace_period: float = field(
         default=60.0, metadata=_meta("seconds live calls are followed after SIGTERM", check=_range(0))
     )
+    webhooks_allow_private: bool = field(
+        default=False,
+        metadata=_meta("deliver webhooks to loopback, link-local and private addresses too (refused by default: "
+                       "a campaign's URL must not reach into the PBX host's own network)"),
+    )
+    webhooks_timeout: float = field(
+        default=10.0, metadata=_meta("seconds a webhook receiver has to answer before the try counts as failed",
+                                     check=_range(0.1, 60)),
+    )
+    webhooks_retry_for: float = field(
+        default=86400.0,
+        metadata=_meta("seconds an event is retried (1 s doubling to 10 min, with jitter) before it is dead",
+                       check=_range(1)),
+    )
     log_level: str = field(
         default="info",
         metadata=_meta("debug, info, warning or error", check=_one_of("debug", "info", "warning", "error")),
@@ -183,6 +197,14 @@ def _sections() -> dict[str, set[str]]:
 
 def _coerce(name: str, raw: Any, typ: str) -> Any:
     try:
+        if typ == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(raw, str) and raw.strip().lower() in ("false", "0", "no", "off", ""):
+                return False
+            raise ValueError
         if typ == "int":
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError

@@ -134,6 +134,13 @@ async def explain_campaign(request: web.Request) -> web.Response:
     return web.json_response(render.explanation(answer))
 
 
+@routes.get("/api/v1/campaigns/{id}/webhook")
+async def webhook_state(request: web.Request) -> web.Response:
+    query(request, set())
+    url, state = await services(request).campaigns.webhook_state(principal(request), campaign_id(request))
+    return web.json_response(render.webhook_state(url, state))
+
+
 @routes.delete("/api/v1/campaigns/{id}")
 async def delete_campaign(request: web.Request) -> web.Response:
     query(request, set())

@@ -27,7 +27,8 @@ TARGET = Path(__file__).resolve().parents[1] / "client" / "models.py"
 REF = "#/components/schemas/{model}"
 # What the client exposes, and under which names.
 ROOTS = ("Campaign", "CampaignList", "Contact", "ContactList", "Explanation", "ImportPage", "SuppressionList",
-         "SuppressionsAdded", "CallLimits", "ContactsAppended")
+         "SuppressionsAdded", "CallLimits", "ContactsAppended",
+         "WebhookState")
 RENAMED = {"RowProblem": "ImportProblem", "CampaignList": "CampaignPage", "ContactList": "ContactPage",
            "SuppressionList": "SuppressionPage",
            "ImportSummary": "ImportReport", "CreatedCampaign": "Campaign"}

@@ -460,6 +460,20 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                 "status says it); nothing pending is no_pending_contacts.",
             ),
         },
+        "/api/v1/campaigns/{id}/webhook": {
+            "parameters": BY_ID,
+            "get": _op(
+                "campaigns", "getWebhookState", "How far the campaign's webhook got",
+                {"200": _ok("the webhook's URL, the last event delivered, what is pending or dead, and the last "
+                            "try", "WebhookState"), **_errors(400, 401, 404, 500)},
+                description="Every event the SSE stream carries for a campaign with a webhook_url is POSTed there "
+                "as JSON (the SSE data), one per request, with Dialerd-Event-Id, Dialerd-Event-Type and "
+                "Dialerd-Signature: t=UNIX,v1=HEX (HMAC-SHA256 of '<t>.<body>' keyed by webhook_secret). At least "
+                "once, in event-id order per campaign; any 2xx delivers; a timeout (10 s), a connection error or "
+                "another status is retried (1 s doubling to 10 min, with jitter) for 24 h, then the event is "
+                "dead and the next goes on. docs/webhooks.md.",
+            ),
+        },
         "/api/v1/campaigns/{id}/events": {
             "parameters": BY_ID,
             "get": _op(

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from dialerd.api import schemas
 from dialerd.domain.contact import ContactStatus
 from dialerd.domain.explain import Explanation
+from dialerd.domain.webhooks import DeliveryState
 from dialerd.services.campaigns import CampaignView
 from dialerd.services.importer import ImportReport
 from dialerd.services.suppressions import AddResult, reject_json
@@ -93,6 +94,7 @@ def _campaign(view: CampaignView, model: type[schemas.Campaign], report: Any) ->
                          for s in view.caller_id_stats],
         amd=c.amd,
         on_machine=c.on_machine,
+        webhook_url=c.webhook_url,  # never the secret
     )
 
 
@@ -169,6 +171,16 @@ def call_limits(body: Mapping[str, Any]) -> dict[str, Any]:
 def explanation(answer: Explanation) -> dict[str, Any]:
     """GET /campaigns/{id}/explain (``domain/explain.Explanation``)."""
     return dump(schemas.Explanation.model_validate(answer.as_json()))
+
+
+def webhook_state(url: str | None, state: DeliveryState) -> dict[str, Any]:
+    """GET /campaigns/{id}/webhook: the delivery state; without a webhook, its URL is null and nothing pends."""
+    hooked = url is not None
+    return dump(schemas.WebhookState(
+        url=url, delivered_through=state.delivered_through,
+        pending=state.pending if hooked else 0, dead=state.dead, last_error=state.last_error,
+        last_attempt_at=state.last_attempt_at, next_attempt_at=state.next_attempt_at if hooked else None,
+    ))
 
 
 def error(message: str, error_id: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

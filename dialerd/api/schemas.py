@@ -242,6 +242,25 @@ class Campaign(Shape):
                      description="answering-machine detection: off or on")
     on_machine: str = Field(pattern=spec.ON_MACHINE_PATTERN, description="with amd on, what a machine's answer "
                             "gets: hangup, voicemail:SOUND or connect")
+    webhook_url: str | None = Field(description="where the campaign's events are POSTed, or null; its "
+                                    "webhook_secret is write-only and never shown (GET .../webhook: the "
+                                    "delivery state)")
+
+
+class WebhookState(Shape):
+    """GET /campaigns/{id}/webhook: how far the campaign's webhook got through its events."""
+
+    url: str | None = Field(description="the campaign's webhook_url, or null when it has none")
+    delivered_through: int = Field(ge=0, description="every event id up to this one was delivered (or given "
+                                   "up as dead); 0: none yet")
+    pending: int = Field(ge=0, description="events after delivered_through, waiting to be delivered")
+    dead: int = Field(ge=0, description="events given up after failing for the whole retry period "
+                      "([webhooks] retry_for, 24 h by default)")
+    last_error: str | None = Field(description="why the last failed try failed (an HTTP status, a timeout, a "
+                                   "refused address ...), or null; kept after a success")
+    last_attempt_at: datetime | None = Field(description="when the last delivery was tried, or null")
+    next_attempt_at: datetime | None = Field(description="when the event at the head is tried again after a "
+                                             "failure, or null (nothing is waiting on a retry)")
 
 
 class CreatedCampaign(Campaign):
@@ -541,5 +560,5 @@ class StreamEvent(Shape):
 MODELS: tuple[type[BaseModel], ...] = (
     Error, RowProblem, ImportSummary, ImportPage, ImportReport, Campaign, CreatedCampaign, CampaignList,
     AttemptRecord, Contact, ContactList, Explanation, StreamEvent, Health, Suppression, SuppressionList,
-    SuppressionReject, SuppressionsAdded, CallLimits, ContactsAppended,
+    SuppressionReject, SuppressionsAdded, CallLimits, ContactsAppended, WebhookState,
 )

@@ -116,6 +116,7 @@ Campaign = TypedDict(
         "caller_id_stats": list[CallerIdStats],
         "amd": str,
         "on_machine": str,
+        "webhook_url": str | None,
     },
 )
 
@@ -311,6 +312,18 @@ ContactsAppended = TypedDict(
 )
 
 
+class WebhookState(TypedDict):
+    """GET /campaigns/{id}/webhook: how far the campaign's webhook got through its events."""
+
+    url: str | None
+    delivered_through: int
+    pending: int
+    dead: int
+    last_error: str | None
+    last_attempt_at: str | None
+    next_attempt_at: str | None
+
+
 class CreateOptions(TypedDict, total=False):
     """The create form's fields beside ``name``, as ``create()`` takes them: None or absent leaves the daemon's default."""
 
@@ -330,6 +343,8 @@ class CreateOptions(TypedDict, total=False):
     caller_id_strategy: str | None
     amd: str | None
     on_machine: str | None
+    webhook_url: str | None
+    webhook_secret: str | None
 
 
 # The create form's fields (an absent one takes the daemon's default), the integer ones (sent as JSON
@@ -352,6 +367,8 @@ CREATE_FIELDS = (
     "caller_id_strategy",
     "amd",
     "on_machine",
+    "webhook_url",
+    "webhook_secret",
 )
 INT_FIELDS = (
     "max_concurrent_calls",
@@ -373,6 +390,8 @@ EDITABLE = (
     "caller_id_strategy",
     "amd",
     "on_machine",
+    "webhook_url",
+    "webhook_secret",
 )
 
 JsonObject = dict[str, Any]

@@ -31,6 +31,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -41,6 +42,7 @@ from dialerd.domain.caller_id import CallerIdPool
 from dialerd.domain.hours import CallingHours
 from dialerd.domain.retry_rules import MAX_DELAY, MAX_RETRIES, MIN_DELAY, RULE_REASONS, RetryRules
 from dialerd.domain.rules import FieldError
+from dialerd.domain.webhooks import SECRET_MAX, SECRET_MIN, URL_MAX, WebhookUrl, check_secret
 from dialerd.domain.zones import check_timezone
 from dialerd.errors import InvalidInput
 from dialerd.services.csv_text import text_codec
@@ -195,6 +197,27 @@ def read_amd(field: str, raw: str, default: Any) -> AmdMode:
 def read_on_machine(field: str, raw: str, default: Any) -> OnMachine:
     try:
         return OnMachine.parse(raw)
+    except ValueError as exc:
+        raise bad(field, str(exc)) from None
+
+
+def read_webhook_url(field: str, raw: str, default: Any) -> str | None:
+    """An http(s) URL (domain/webhooks.py); empty: no webhook. Whether its addresses are acceptable is
+    decided when it is resolved (services/webhooks.py: at create and PATCH, and before each delivery)."""
+    if not raw.strip():
+        return None
+    try:
+        return WebhookUrl.parse(raw).text
+    except ValueError as exc:
+        raise bad(field, str(exc)) from None
+
+
+def read_webhook_secret(field: str, raw: str, default: Any) -> str | None:
+    """The key that signs each delivery; empty: none (refused beside a webhook_url, see CampaignSpec)."""
+    if raw == "":
+        return None
+    try:
+        return check_secret(raw)
     except ValueError as exc:
         raise bad(field, str(exc)) from None
 
@@ -364,6 +387,23 @@ class CampaignSpec(BaseModel):
                         "like a person; completed)"}),
         Form(read_on_machine),
     ] = OnMachine()
+    webhook_url: Annotated[
+        str | None,
+        WithJsonSchema({"type": "string", "maxLength": URL_MAX, "format": "uri",
+                        "example": "https://hooks.example.com/dialerd",
+                        "description": "http(s) URL every event of the campaign is POSTed to (the SSE data as "
+                        "JSON, signed with webhook_secret; docs/webhooks.md); loopback, link-local and private "
+                        "addresses are refused unless the daemon's [webhooks] allow_private is set; empty: "
+                        "none. Requires webhook_secret"}),
+        Form(read_webhook_url),
+    ] = None
+    webhook_secret: Annotated[
+        str | None,
+        WithJsonSchema({"type": "string", "minLength": SECRET_MIN, "maxLength": SECRET_MAX, "writeOnly": True,
+                        "description": "the key of each delivery's Dialerd-Signature (HMAC-SHA256); "
+                        "write-only: never returned or logged"}),
+        Form(read_webhook_secret),
+    ] = None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -375,6 +415,13 @@ class CampaignSpec(BaseModel):
         assert info.field_name is not None and isinstance(settings, Settings)
         return form_of(info.field_name).read(info.field_name, raw, default_of(info.field_name, settings))
 
+    @model_validator(mode="after")
+    def _webhook_pair(self) -> CampaignSpec:
+        problem = webhook_pair_problem(self.webhook_url, self.webhook_secret)
+        if problem is not None:
+            raise bad(*problem)
+        return self
+
     @classmethod
     def read_form(cls, values: Mapping[str, str], settings: Settings) -> CampaignSpec:
         """Validate the text fields of a create request; an absent field is read as ''."""
@@ -385,6 +432,15 @@ class CampaignSpec(BaseModel):
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else "form"
             raise bad(field, first["msg"]) from None
+
+
+def webhook_pair_problem(url: str | None, secret: str | None) -> tuple[str, str] | None:
+    """A webhook needs both its URL and its secret: (field, problem) when one comes without the other."""
+    if url is not None and secret is None:
+        return "webhook_secret", "required with webhook_url (each delivery is signed with it)"
+    if secret is not None and url is None:
+        return "webhook_url", "required with webhook_secret (a secret alone delivers nothing)"
+    return None
 
 
 # ---- what the parser and the document ask of the declaration ---------------------------------------------
@@ -414,7 +470,7 @@ def int_bounds(info: FieldInfo) -> tuple[int, int | None]:
 # that each is a field).
 EDITABLE = ("name", "max_concurrent_calls", "retries_per_contact", "retry_delay_seconds", "ring_timeout_seconds",
             "caller_id", "destination", "retry_rules", "calling_hours", "timezone", "caller_id_strategy", "amd",
-            "on_machine")
+            "on_machine", "webhook_url", "webhook_secret")
 FIELDS: tuple[str, ...] = tuple(CampaignSpec.model_fields)
 INT_FIELDS: tuple[str, ...] = tuple(f for f, info in CampaignSpec.model_fields.items() if info.annotation is int)
 ALIASES: dict[str, str] = {form_of(f).alias or "": f for f in FIELDS if form_of(f).alias}  # alias -> field

@@ -23,11 +23,12 @@ from dialerd.domain.campaign import (
     initial_status,
 )
 from dialerd.domain.hours import CallingHours
+from dialerd.domain.webhooks import DeliveryState
 from dialerd.domain.zones import resolve_zones
 from dialerd.errors import Conflict, InvalidInput, NotFound
 from dialerd.services import results
 from dialerd.services.auth import Principal
-from dialerd.services.campaign_spec import CampaignSpec  # the create form's declaration
+from dialerd.services.campaign_spec import CampaignSpec, bad, webhook_pair_problem  # the create form's declaration
 from dialerd.services.events import EventHub
 from dialerd.services.idempotency import Idempotency
 from dialerd.services.importer import (
@@ -38,6 +39,7 @@ from dialerd.services.importer import (
     import_contacts,
 )
 from dialerd.services.lifecycle import CampaignLifecycle
+from dialerd.services.webhooks import WebhookDelivery, check_target
 from dialerd.store.repo import Store
 from dialerd.store.tables import Attempt, Campaign, Contact, Event, ImportProblem
 from dialerd.timestamps import utcnow
@@ -76,6 +78,7 @@ class CampaignService:
         scheduler: ScheduleControl | None = None,
         import_batch_size: int = IMPORT_BATCH_SIZE,
         default_timezone: str | None = None,
+        webhooks: WebhookDelivery | None = None,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -85,12 +88,18 @@ class CampaignService:
         self.import_batch_size = import_batch_size
         self.default_timezone = default_timezone  # config [compliance] default_timezone, checked
         self.idempotency = Idempotency(store)
+        self.webhooks = webhooks  # None: no delivery (tests of the service alone); targets still checked
+
+    async def _check_webhook(self, url: str | None) -> None:
+        if url is not None:
+            await check_target(url, allow_private=self.webhooks is not None and self.webhooks.allow_private)
 
     # ---- create ---------------------------------------------------------------------------------
 
     async def create(self, who: Principal, spec: CampaignSpec, contacts: IO[bytes]) -> CampaignView:
         """Create the campaign and import its contacts, all or nothing."""
         await self._check_tenant_max(who, spec.max_concurrent_calls)
+        await self._check_webhook(spec.webhook_url)
         now = utcnow()
         campaign = Campaign(
             id="cmp_" + secrets.token_hex(10),
@@ -113,6 +122,8 @@ class CampaignService:
             caller_id_strategy=spec.caller_id_strategy,
             amd=str(spec.amd),
             on_machine=str(spec.on_machine),
+            webhook_url=spec.webhook_url,
+            webhook_secret=spec.webhook_secret,
             created_at=now,
             updated_at=now,
         )
@@ -138,6 +149,8 @@ class CampaignService:
         )
         if spec.scheduled_at is not None and self.scheduler is not None:
             self.scheduler.schedule(campaign.id, spec.scheduled_at)
+        if spec.webhook_url is not None and self.webhooks is not None:
+            await self.webhooks.reload(campaign.id)  # the events the import committed go out now
         view = await self.view(await self._get(who, campaign.id))
         view.report = report
         return view
@@ -196,6 +209,10 @@ class CampaignService:
         campaign = await self._get(who, campaign_id)
         if "max_concurrent_calls" in changes:
             await self._check_tenant_max(who, int(changes["max_concurrent_calls"]))
+        webhook = "webhook_url" in changes or "webhook_secret" in changes
+        if webhook:
+            changes = self._webhook_changes(campaign, changes)
+            await self._check_webhook(changes.get("webhook_url"))
         if not await self.store.update_campaign(campaign_id, who.tenant_id, changes, EDITABLE_STATUSES):
             fresh = await self._get(who, campaign_id)
             raise Conflict(
@@ -208,9 +225,28 @@ class CampaignService:
             if "timezone" in changes:  # the number's zones stay; a fallback zone follows the campaign's
                 fallback = resolve_zones("", campaign=changes["timezone"], default=self.default_timezone)
             await self.store.rezone_contacts(campaign_id, fallback)
+        if webhook and self.webhooks is not None:
+            await self.webhooks.reload(campaign_id)
         log.info("campaign updated", extra={"action": "update", "campaign_id": campaign.id,
                                             "fields": sorted(changes)})
         return await self.view(await self._get(who, campaign_id))
+
+    @staticmethod
+    def _webhook_changes(campaign: Campaign, changes: dict[str, Any]) -> dict[str, Any]:
+        """A PATCH of the webhook: an empty webhook_url removes it (and its secret); a new URL keeps the
+        secret the campaign has unless one is given; a secret alone replaces the secret of the URL it has."""
+        changes = dict(changes)
+        if "webhook_url" in changes and changes["webhook_url"] is None:
+            if changes.get("webhook_secret") is not None:
+                raise bad("webhook_secret", "given with an empty webhook_url, which removes the webhook")
+            changes["webhook_secret"] = None
+            return changes
+        url = changes.get("webhook_url", campaign.webhook_url)
+        secret = changes.get("webhook_secret", campaign.webhook_secret)
+        problem = webhook_pair_problem(url, secret)
+        if problem is not None:
+            raise bad(*problem)
+        return changes
 
     async def import_report(
         self, who: Principal, campaign_id: str, limit: int, offset: int
@@ -270,6 +306,11 @@ class CampaignService:
         """Every attempt of each contact of a page (from ``list_contacts``), oldest first."""
         return await self.store.attempts_of([c.id for c in contacts if c.id is not None])
 
+    async def webhook_state(self, who: Principal, campaign_id: str) -> tuple[str | None, DeliveryState]:
+        """The campaign's webhook URL (None: it has none) and its delivery state."""
+        campaign = await self._get(who, campaign_id)
+        return campaign.webhook_url, await self.store.webhooks.state(campaign.id)
+
     async def require(self, who: Principal, campaign_id: str) -> Campaign:
         """The campaign if ``who`` may see it (404 otherwise)."""
         return await self._get(who, campaign_id)
@@ -325,5 +366,7 @@ class CampaignService:
             )
         if self.scheduler is not None:
             self.scheduler.cancel(campaign.id)
+        if self.webhooks is not None:
+            self.webhooks.forget(campaign.id)
         await self.store.purge_campaign(campaign.id)
         log.info("campaign deleted", extra={"action": "delete", "campaign_id": campaign.id})

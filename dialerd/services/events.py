@@ -41,6 +41,16 @@ def flush_delay(subscribers: int) -> float:
     return min(FLUSH_DELAY_MAX, subscribers * FLUSH_DELAY_PER_SUBSCRIBER)
 
 
+def event_data(ev: Event) -> dict[str, Any]:
+    """An event's JSON as the SSE ``data`` line and each webhook delivery carry it."""
+    return {"id": ev.id, "campaign_id": ev.campaign_id, **ev.payload}
+
+
+def event_body(ev: Event) -> bytes:
+    """``event_data`` as the compact JSON bytes the SSE ``data`` line holds (and a webhook's body is)."""
+    return json.dumps(event_data(ev), separators=(",", ":")).encode("utf-8")
+
+
 def sse_frame(event: str | None, data: Mapping[str, Any], event_id: int | None) -> bytes:
     """One Server-Sent Events message: optional ``id:`` and ``event:`` lines, then compact JSON data."""
     lines = []
@@ -67,7 +77,7 @@ class Frame:
         # did. A terminal status event no longer ends the stream: a stop leaves calls up whose outcomes
         # come after it.
         assert ev.id is not None
-        data = sse_frame(ev.kind, {"id": ev.id, "campaign_id": ev.campaign_id, **ev.payload}, ev.id)
+        data = sse_frame(ev.kind, event_data(ev), ev.id)
         return cls(ev.id, data, ev.kind == END_EVENT)
 
 

@@ -29,6 +29,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (9, "0009_attempt_day_index"),  # the daily caps' count of a tenant's day
     (10, "0010_caller_id_pools"),  # caller-id pools: the strategy, each attempt's caller id
     (11, "0011_amd"),  # answering-machine detection (issue 12)
+    (12, "0012_webhooks"),  # webhooks: the target and secret, each campaign's delivery cursor (issue 12)
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -58,6 +58,7 @@ from dialerd.store.tables import (
     Suppression,
     Tenant,
 )
+from dialerd.store.webhooks import T_DEAD, T_DELIVERY, WebhookStore
 from dialerd.timestamps import rfc3339, utcnow
 
 __all__ = [
@@ -136,6 +137,7 @@ class Store:
     ) -> None:
         self.tx = Transactions(engine, publish)
         self.calls: Calls = (calls or default_calls(engine))(self.tx)
+        self.webhooks = WebhookStore(self.tx)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -331,7 +333,7 @@ class Store:
 
     async def purge_campaign(self, campaign_id: str) -> None:
         """Delete a campaign and everything it owns (in bounded chunks on big campaigns)."""
-        for table in (T_EVENT, T_ATTEMPT, T_PROBLEM):
+        for table in (T_DEAD, T_DELIVERY, T_EVENT, T_ATTEMPT, T_PROBLEM):
             async with self.write() as conn:
                 await conn.execute(delete(table).where(table.c.campaign_id == campaign_id))
         while True:
@@ -768,12 +770,21 @@ class Store:
     ) -> bool:
         """Apply ``changes`` if the campaign is (still) in an ``editable`` status; False if it is not."""
         async with self.write() as conn:
+            had_webhook = None
+            if changes.get("webhook_url"):
+                had_webhook = (await conn.execute(
+                    select(T_CAMPAIGN.c.webhook_url).where(T_CAMPAIGN.c.id == campaign_id)
+                )).scalar_one_or_none()
             result = await conn.execute(
                 update(T_CAMPAIGN)
                 .where(T_CAMPAIGN.c.id == campaign_id, T_CAMPAIGN.c.tenant_id == tenant_id,
                        T_CAMPAIGN.c.status.in_([s.value for s in editable]))
                 .values(**changes, updated_at=utcnow())
             )
+            if result.rowcount and changes.get("webhook_url") and had_webhook is None:
+                # A first webhook gets the events from here on; a changed URL keeps the backlog (the events a
+                # wrong URL could not take go to the corrected one).
+                await self.webhooks.start_from_now(conn, campaign_id)
             return bool(result.rowcount)
 
     async def rezone_contacts(self, campaign_id: str, fallback: ContactZones | None) -> None:

@@ -111,6 +111,10 @@ class Campaign(SQLModel, table=True):
     amd: str = Field(default="off", sa_column=Column(String(8), nullable=False, server_default="off"))
     on_machine: str = Field(default="hangup", sa_column=Column(String(140), nullable=False,
                                                                server_default="hangup"))
+    # migration 0012: where the campaign's events are POSTed (domain/webhooks.py), and the key that signs them
+    # (write-only: never rendered, never logged); both None without a webhook
+    webhook_url: str | None = Field(default=None, sa_column=Column(String(2000)))
+    webhook_secret: str | None = Field(default=None, sa_column=Column(String(200)))
 
 
 class Contact(SQLModel, table=True):
@@ -256,6 +260,37 @@ class Suppression(SQLModel, table=True):
     reason: str = Field(default="", sa_column=Column(Text, nullable=False))
     source: str = Field(sa_column=Column(String(20), nullable=False))  # api | import | opt_out
     created_at: datetime | None = _ts(nullable=False)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """How far a campaign's webhook got through its events (migration 0012): the outbox is the event table,
+    written in the same transaction as every state change; this row is the consumer's cursor and the state
+    of the event at its head (the first one not delivered yet)."""
+
+    __tablename__ = "webhook_delivery"
+    campaign_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
+    )
+    delivered_through: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    dead: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    head_failures: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    head_failed_since: datetime | None = _ts()  # when the head event first failed (its 24 h start here)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_attempt_at: datetime | None = _ts()
+    next_attempt_at: datetime | None = _ts()
+
+
+class WebhookDeadEvent(SQLModel, table=True):
+    """An event its campaign's webhook gave up on after failing for the whole retry period (migration 0012)."""
+
+    __tablename__ = "webhook_dead_event"
+    campaign_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
+    )
+    event_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    failures: int = Field(sa_column=Column(Integer, nullable=False))
+    last_error: str = Field(sa_column=Column(Text, nullable=False))
+    died_at: datetime | None = _ts(nullable=False)
 
 
 class SchemaVersion(SQLModel, table=True):

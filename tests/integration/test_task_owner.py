@@ -24,7 +24,7 @@ from dialerd.daemon import Daemon
 from tests.conftest import test_settings
 from tests.daemon_proc import DaemonProc, daemon_env
 
-STAGES = ["stop_originating", "follow_calls", "close_sse", "stop_http", "close_pbx", "close_database"]
+STAGES = ["stop_originating", "follow_calls", "close_sse", "stop_webhooks", "stop_http", "close_pbx", "close_database"]
 
 
 def _records(log_path: Path) -> list[dict[str, Any]]:

@@ -22,6 +22,10 @@ SETTINGS = Settings()
 BOUNDS = ("type", "minimum", "maximum", "minLength", "maxLength", "pattern", "enum", "format")
 # Create fields the import consumes; the campaign answer shows them inside its import report.
 SHOWN_IN_THE_IMPORT_REPORT = ("phone_column", "encoding")
+WRITE_ONLY = ("webhook_secret",)  # taken, stored and used; never answered
+# Fields that come in pairs: the other one of the pair, as the parser needs it beside the field
+PAIRED = {"webhook_url": {"webhook_secret": "s" * 32},
+          "webhook_secret": {"webhook_url": "https://hooks.example.com/x"}}
 
 
 def _declared(field: str) -> dict[str, Any]:
@@ -64,12 +68,13 @@ def test_the_parser_and_the_client_take_each_field(field: str) -> None:
     value = {"scheduled_at": "2099-01-01T00:00:00Z", "default_region": "US", "encoding": "cp1252",
              "destination": "stasis:app", "retry_rules": "busy=3@120", "calling_hours": "mon-fri 09:00-20:00",
              "timezone": "Europe/Berlin", "caller_id_strategy": "local_presence", "amd": "on",
-             "on_machine": "voicemail:beep"}.get(field, "x")
+             "on_machine": "voicemail:beep", "webhook_url": "https://hooks.example.com/x",
+             "webhook_secret": "s" * 32}.get(field, "x")
     if field in INT_FIELDS:
         value = str(CampaignSpec.read_form({"name": "x"}, SETTINGS).model_dump()[field])
     sent = _http.create_fields(name="x", **{field: value}) if field != "name" else _http.create_fields(name=value)
     assert sent[field] == value
-    CampaignSpec.read_form(sent, SETTINGS)
+    CampaignSpec.read_form({**sent, **PAIRED.get(field, {})}, SETTINGS)
 
 
 def test_the_client_takes_nothing_but_the_fields() -> None:
@@ -87,6 +92,9 @@ def test_the_client_takes_nothing_but_the_fields() -> None:
 @pytest.mark.parametrize("field", [f for f in FIELDS if f not in SHOWN_IN_THE_IMPORT_REPORT])
 def test_the_campaign_answer_shows_each_stored_field(field: str) -> None:
     shown = schemas.Campaign.model_json_schema(mode="serialization")["properties"]
+    if field in WRITE_ONLY:
+        assert field not in shown, f"{field} is write-only: the campaign answer must never carry it"
+        return
     assert field in shown, f"{field} is declared but not in the campaign answer (api/schemas.py Campaign)"
     if field in INT_FIELDS:
         assert {k: v for k, v in shown[field].items() if k in BOUNDS} == _declared(field)

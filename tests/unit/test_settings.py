@@ -31,7 +31,7 @@ CHANNEL_VARIABLES = frozenset({
 })
 CHANNEL_VARIABLE_PREFIXES = ("DIALERD_FIELD_", "DIALERD_RES_")
 TEST_EXAMPLES = frozenset({"DIALERD_NO_SUCH_THING", "DIALERD_SERVER_PROT", "DIALERD_FOO", "DIALERD_DATABSE_URL"})
-SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "compliance", "sse", "shutdown", "log")
+SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "compliance", "sse", "webhooks", "shutdown", "log")
 # In config/dialerd.toml every non-secret key is documented as a commented-out line `# key = <default>`
 # (a TOML value), directly under at least one line of prose comment, inside its `[section]`.
 KEY_LINE = re.compile(r"^# ([a-z][a-z0-9_]*) = (.+)$")
@@ -419,3 +419,16 @@ def test_bad_compliance_settings_name_the_key(tmp_path: Path, key: str, value: s
         load_settings(path, env={})
     assert e.value.details["key"] == f"compliance_{key}"
     assert problem in str(e.value) or value in str(e.value)
+
+
+def test_webhooks_allow_private_reads_toml_and_environment_booleans(tmp_path: Path) -> None:
+    assert Settings().webhooks_allow_private is False
+    assert load_settings(_toml(tmp_path, "[webhooks]\nallow_private = true\n"), env={}).webhooks_allow_private
+    for raw, want in (("true", True), ("1", True), ("yes", True), ("false", False), ("0", False)):
+        env = {"DIALERD_WEBHOOKS_ALLOW_PRIVATE": raw}
+        assert load_settings(env=env).webhooks_allow_private is want
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"DIALERD_WEBHOOKS_ALLOW_PRIVATE": "maybe"})
+    assert "DIALERD_WEBHOOKS_ALLOW_PRIVATE" in caught.value.message and "bool" in caught.value.message
+    with pytest.raises(ConfigError):
+        load_settings(_toml(tmp_path, '[webhooks]\nallow_private = "yes please"\n'), env={})

@@ -30,7 +30,7 @@ class Recorder:
 async def test_every_stage_runs_in_order_and_is_logged_with_its_duration(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     rec = Recorder()
-    names = ["stop_originating", "follow_calls", "close_sse", "stop_http", "close_pbx", "close_database"]
+    names = ["stop_originating", "follow_calls", "close_sse", "stop_webhooks", "stop_http", "close_pbx", "close_database"]
 
     results = await run_stages([rec.ok(n) for n in names], budget=5.0)
 
