@@ -45,3 +45,7 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # The database drivers log every statement with its parameters at DEBUG: webhook secrets and other
+    # values dialerd never logs would reach the journal with `level = "debug"`.
+    for driver in ("aiosqlite", "asyncpg", "sqlalchemy"):
+        logging.getLogger(driver).setLevel(logging.INFO)
