@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import json
 import os
 import sys
@@ -125,7 +126,10 @@ def webhook_secret(args: argparse.Namespace, stdin: TextIO | None = None) -> str
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read the webhook secret from {path!r}: {exc}") from None
     if value == "-":
-        return (stdin or sys.stdin).readline().rstrip("\r\n")
+        source = stdin or sys.stdin
+        if stdin is None and source.isatty():
+            return getpass.getpass("webhook secret: ")  # typed without echo
+        return source.readline().rstrip("\r\n")
     return value
 
 
@@ -499,8 +503,8 @@ def _settings_options(p: argparse.ArgumentParser, update: bool = False) -> None:
                    "webhook secret (docs/webhooks.md)" + ("; '' removes the webhook" if update else ""))
     secret = p.add_mutually_exclusive_group()
     secret.add_argument("--webhook-secret", metavar="SECRET", help="the key that signs each delivery (16-200 "
-                        "characters); '-' reads it from the first line of stdin, keeping it out of the shell's "
-                        "history. Never shown by any answer")
+                        "characters); '-' reads it from stdin (a prompt without echo on a terminal), keeping "
+                        "it out of the shell's history. Never shown by any answer")
     secret.add_argument("--webhook-secret-file", metavar="PATH", help="read the webhook secret from the first "
                         "line of this file")
 
