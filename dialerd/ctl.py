@@ -9,6 +9,8 @@
     dialerctl campaigns list
     dialerctl suppressions add +14155550100 --reason "asked by letter"   # or --file dnc.csv; also list, delete
     dialerctl explain cmp_...                  # why isn't it dialling? one line per reason
+    dialerctl update cmp_... --webhook-url https://hooks.example.com/dialerd --webhook-secret-file secret.txt
+    dialerctl webhook cmp_...                  # the webhook's delivery state: delivered, pending, dead, last error
 
 Every ``campaigns`` subcommand is also a top-level command (``dialerctl watch ID``). ``--url`` and
 ``--api-key`` override ``DIALERD_URL`` and ``DIALERD_API_KEY``. Exit status: 0 done, 1 the daemon refused
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import json
 import os
 import sys
@@ -92,6 +95,12 @@ def create(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
         default_region=args.default_region,
         phone_column=args.phone_column,
         encoding=args.encoding,
+        calling_hours=args.calling_hours,
+        timezone=args.timezone,
+        amd=args.amd,
+        on_machine=args.on_machine,
+        webhook_url=args.webhook_url,
+        webhook_secret=webhook_secret(args),
         idempotency_key=args.idempotency_key,
     )
     if args.json:
@@ -99,6 +108,71 @@ def create(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     print(campaign["id"], file=out)  # first line alone: ID=$(dialerctl campaigns create ... | head -n1)
     _report(campaign, out)
+    return 0
+
+
+def webhook_secret(args: argparse.Namespace, stdin: TextIO | None = None) -> str | None:
+    """The secret of ``--webhook-secret VALUE``, ``--webhook-secret -`` (the first line of stdin) or
+    ``--webhook-secret-file PATH`` (its first line), so it need not be in the shell's history; None: not given.
+    The line's end is dropped (an empty value removes the webhook in an update)."""
+    value: str | None = getattr(args, "webhook_secret", None)
+    path: str | None = getattr(args, "webhook_secret_file", None)
+    if value is not None and path is not None:
+        raise UsageError("give --webhook-secret or --webhook-secret-file, not both")
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as file:
+                return file.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the webhook secret from {path!r}: {exc}") from None
+    if value == "-":
+        source = stdin or sys.stdin
+        if stdin is None and source.isatty():
+            return getpass.getpass("webhook secret: ")  # typed without echo
+        return source.readline().rstrip("\r\n")
+    return value
+
+
+def update(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    """PATCH the settings given (draft, scheduled or paused); prints the campaign as ``get`` does."""
+    changes = {
+        "name": args.name, "max_concurrent_calls": args.max_concurrent_calls, "retries_per_contact": args.retries,
+        "retry_delay_seconds": args.retry_delay, "ring_timeout_seconds": args.ring_timeout,
+        "caller_id": args.caller_id, "destination": args.destination, "retry_rules": args.retry_rules,
+        "calling_hours": args.calling_hours, "timezone": args.timezone,
+        "caller_id_strategy": args.caller_id_strategy, "amd": args.amd, "on_machine": args.on_machine,
+        "webhook_url": args.webhook_url, "webhook_secret": webhook_secret(args),
+    }
+    if all(value is None for value in changes.values()):
+        raise UsageError("nothing to change: give at least one option (dialerctl update --help)")
+    campaign = client.campaigns.update(args.id, **changes)
+    if args.json:
+        _print_json(campaign, out)
+    else:
+        show(campaign, out)
+    return 0
+
+
+def webhook(client: Dialerd, args: argparse.Namespace, out: TextIO) -> int:
+    """The webhook's delivery state: one ``name value`` line each (``-``: none), or the JSON."""
+    state = client.campaigns.webhook(args.id)
+    if args.json:
+        _print_json(state, out)
+        return 0
+    if state["url"] is None:
+        print(f"{args.id} has no webhook (set one: dialerctl update {args.id} --webhook-url URL "
+              "--webhook-secret-file PATH)", file=out)
+    fields = [
+        ("url", state["url"] or "-"),
+        ("delivered through", f"event {state['delivered_through']}" if state["delivered_through"] else "-"),
+        ("pending", state["pending"]),
+        ("dead", state["dead"]),
+        ("last error", state["last_error"] or "-"),
+        ("last attempt at", state["last_attempt_at"] or "-"),
+        ("next attempt at", state["next_attempt_at"] or "-"),
+    ]
+    for key, value in fields:
+        print(f"{key:<22}{value}", file=out)
     return 0
 
 
@@ -150,6 +224,9 @@ def show(campaign: Campaign, out: TextIO) -> None:
         ("retry rules", campaign.get("retry_rules") or "-"),
         ("ring timeout", f"{campaign['ring_timeout_seconds']} s"),
         ("scheduled at", campaign["scheduled_at"] or "-"),
+        ("amd", campaign.get("amd") or "off"),
+        ("on machine", campaign.get("on_machine") or "-"),
+        ("webhook url", campaign.get("webhook_url") or "-"),
         ("created at", campaign["created_at"] or "-"),
         ("started at", campaign["started_at"] or "-"),
         ("completed at", campaign["completed_at"] or "-"),
@@ -400,6 +477,38 @@ IDEMPOTENCY_HELP = ("key that makes the request safe to repeat (default: a new o
                     "retried with it)")
 
 
+def _settings_options(p: argparse.ArgumentParser, update: bool = False) -> None:
+    """The campaign settings create and update share (update: only those given are changed)."""
+    if update:
+        p.add_argument("--name", help="the campaign's new name")
+    p.add_argument("--caller-id", help="caller id, or a pool of them separated by ',' (e.g. "
+                   "'+12125550100,+13125550100')")
+    p.add_argument("--caller-id-strategy", choices=("round_robin", "local_presence"),
+                   help="how each call takes its caller id from the pool (default round_robin)")
+    p.add_argument("--destination", help="context,extension or stasis:app (default: daemon config)")
+    p.add_argument("--max-concurrent-calls", type=int)
+    p.add_argument("--retries", type=int, help="retries per contact (0-5)")
+    p.add_argument("--retry-delay", type=int, help="seconds between attempts (>= 60)")
+    p.add_argument("--retry-rules", metavar="RULES",
+                   help="outcome rules for retries, e.g. 'busy=3@120; no_answer=0@3600' (REASON=RETRIES@DELAY "
+                   "entries; busy, no_answer, congestion, unreachable; one budget per contact)"
+                   + ("; '' removes them" if update else ""))
+    p.add_argument("--ring-timeout", type=int, help="seconds to let a call ring")
+    p.add_argument("--calling-hours", metavar="HOURS", help="when calls may be placed, e.g. 'mon-fri 09:00-20:00'")
+    p.add_argument("--timezone", help="IANA zone of --calling-hours, e.g. Europe/Berlin")
+    p.add_argument("--amd", choices=("off", "on"), help="answering-machine detection (default off)")
+    p.add_argument("--on-machine", metavar="ACTION",
+                   help="with --amd on, what a machine's answer gets: hangup, voicemail:SOUND or connect")
+    p.add_argument("--webhook-url", metavar="URL", help="POST every event of the campaign here, signed with the "
+                   "webhook secret (docs/webhooks.md)" + ("; '' removes the webhook" if update else ""))
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--webhook-secret", metavar="SECRET", help="the key that signs each delivery (16-200 "
+                        "characters); '-' reads it from stdin (a prompt without echo on a terminal), keeping "
+                        "it out of the shell's history. Never shown by any answer")
+    secret.add_argument("--webhook-secret-file", metavar="PATH", help="read the webhook secret from the first "
+                        "line of this file")
+
+
 def _campaign_commands(sub: Any, include_group_only: bool) -> None:
     def add(
         name: str, run: Command, help_text: str, *, takes_id: bool = True, json_flag: bool = True
@@ -422,24 +531,16 @@ def _campaign_commands(sub: Any, include_group_only: bool) -> None:
         p = add("create", create, "create a draft campaign from a contacts CSV", takes_id=False)
         p.add_argument("contacts", help="CSV file with a phone_number column")
         p.add_argument("--name", required=True)
-        p.add_argument("--caller-id", help="caller id, or a pool of them separated by ',' (e.g. "
-                       "'+12125550100,+13125550100')")
-        p.add_argument("--caller-id-strategy", choices=("round_robin", "local_presence"),
-                       help="how each call takes its caller id from the pool (default round_robin)")
-        p.add_argument("--destination", help="context,extension or stasis:app (default: daemon config)")
-        p.add_argument("--max-concurrent-calls", type=int)
-        p.add_argument("--retries", type=int, help="retries per contact (0-5)")
-        p.add_argument("--retry-delay", type=int, help="seconds between attempts (>= 60)")
-        p.add_argument("--retry-rules", metavar="RULES",
-                       help="outcome rules for retries, e.g. 'busy=3@120; no_answer=0@3600' (REASON=RETRIES@DELAY "
-                       "entries; busy, no_answer, congestion, unreachable; one budget per contact)")
-        p.add_argument("--ring-timeout", type=int, help="seconds to let a call ring")
+        _settings_options(p)
         p.add_argument("--scheduled-at", help="RFC 3339 time to start, e.g. 2030-01-31T09:00:00Z")
         p.add_argument("--default-region", help="ISO country for national numbers, e.g. US")
         p.add_argument("--phone-column", help="the CSV column holding the number (default: recognised headers)")
         p.add_argument("--encoding", help="the file's text encoding, e.g. cp1252 (default: BOM or detection)")
         p.add_argument("--idempotency-key", help=IDEMPOTENCY_HELP)
     add("get", get, "show a campaign")
+    p = add("update", update, "change a draft, scheduled or paused campaign's settings (only those given)")
+    _settings_options(p, update=True)
+    add("webhook", webhook, "the webhook's delivery state: the last event delivered, pending, dead, the last error")
     add("explain", explain, "why a campaign is (not) dialling: each reason, the contacts it holds, when it lifts")
     add("delete", delete, "delete a campaign (not while running)", json_flag=False)
     for name, text in (("start", "start"), ("pause", "pause"), ("resume", "resume"), ("stop", "stop for good")):

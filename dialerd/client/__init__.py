@@ -46,6 +46,7 @@ from dialerd.client.models import (
     ImportProblem,
     ImportReport,
     StartDeferred,
+    WebhookState,
 )
 from dialerd.client.sync import Campaigns, Dialerd
 
@@ -93,4 +94,5 @@ __all__ = [
     "StartDeferred",
     "Unauthorized",
     "UnknownEvent",
+    "WebhookState",
 ]

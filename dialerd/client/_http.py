@@ -35,6 +35,7 @@ from dialerd.client.models import (
     ImportPage,
     SuppressionPage,
     SuppressionsAdded,
+    WebhookState,
 )
 
 T = TypeVar("T")
@@ -186,6 +187,10 @@ def update_campaign(campaign_id: str, changes: Mapping[str, object]) -> Call[Cam
 
 def get_import(campaign_id: str, limit: int | None, offset: int | None) -> Call[ImportPage]:
     return Call("GET", campaign_path(campaign_id, "/import"), _as(ImportPage), _params(limit=limit, offset=offset))
+
+
+def webhook_state(campaign_id: str) -> Call[WebhookState]:
+    return Call("GET", campaign_path(campaign_id, "/webhook"), _as(WebhookState))
 
 
 def explain(campaign_id: str) -> Call[Explanation]:

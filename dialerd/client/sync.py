@@ -37,6 +37,7 @@ from dialerd.client.models import (
     ImportPage,
     SuppressionPage,
     SuppressionsAdded,
+    WebhookState,
 )
 from dialerd.client.sse import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECONNECTS, EventStream
 
@@ -280,16 +281,30 @@ class Campaigns:
         caller_id: str | None = None,
         destination: str | None = None,
         retry_rules: str | None = None,
+        calling_hours: str | None = None,
+        timezone: str | None = None,
         caller_id_strategy: str | None = None,
+        amd: str | None = None,
+        on_machine: str | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> Campaign:
         """``PATCH``: change the settings given while the campaign is draft, scheduled or paused
-        (``retry_rules=""`` removes the rules)."""
+        (``retry_rules=""`` removes the rules; ``webhook_url=""`` with ``webhook_secret=""`` removes the
+        webhook). ``webhook_secret`` is write-only: no answer ever carries it."""
         return self._client._call(_http.update_campaign(id, {
             "name": name, "max_concurrent_calls": max_concurrent_calls, "retries_per_contact": retries_per_contact,
             "retry_delay_seconds": retry_delay_seconds, "ring_timeout_seconds": ring_timeout_seconds,
             "caller_id": caller_id, "destination": destination, "retry_rules": retry_rules,
-            "caller_id_strategy": caller_id_strategy,
+            "calling_hours": calling_hours, "timezone": timezone, "caller_id_strategy": caller_id_strategy,
+            "amd": amd, "on_machine": on_machine, "webhook_url": webhook_url, "webhook_secret": webhook_secret,
         }))
+
+    def webhook(self, id: str) -> WebhookState:
+        """``GET .../webhook``: how far the campaign's webhook got: ``url`` (null without one),
+        ``delivered_through`` (the last event id delivered or given up), ``pending``, ``dead``, ``last_error``,
+        ``last_attempt_at`` and ``next_attempt_at`` (docs/webhooks.md)."""
+        return self._client._call(_http.webhook_state(id))
 
     def explain(self, id: str) -> Explanation:
         """Why the campaign is (not) dialling now: ``pending``, ``eligible_now``, ``dialling`` and ``blocked_by``."""
