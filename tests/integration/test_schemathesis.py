@@ -45,7 +45,7 @@ MULTIPART_POSITIVE_ONLY = ("POST /api/v1/campaigns", "POST /api/v1/campaigns/{id
 ORDER = ["GET /api/v1/openapi.json", "GET /health", "GET /metrics", "GET /dashboard", "GET /dashboard/",
          "GET /dashboard/{name}", "GET /api/v1/call-limits", "GET /api/v1/campaigns",
          "GET /api/v1/campaigns/{id}", "GET /api/v1/campaigns/{id}/contacts", "GET /api/v1/campaigns/{id}/events",
-         "GET /api/v1/campaigns/{id}/explain", "GET /api/v1/campaigns/{id}/import", "GET /api/v1/suppressions", "POST /api/v1/suppressions",
+         "GET /api/v1/campaigns/{id}/explain", "GET /api/v1/campaigns/{id}/import", "GET /api/v1/campaigns/{id}/webhook", "GET /api/v1/suppressions", "POST /api/v1/suppressions",
          "DELETE /api/v1/suppressions/{number}", "POST /api/v1/campaigns", "POST /api/v1/campaigns/{id}/contacts", "PATCH /api/v1/campaigns/{id}", "POST /api/v1/campaigns/{id}/start", "POST /api/v1/campaigns/{id}/pause",
          "POST /api/v1/campaigns/{id}/resume", "POST /api/v1/campaigns/{id}/stop",
          "DELETE /api/v1/campaigns/{id}"]
