@@ -1,7 +1,7 @@
 # The two commands of the README. Both set up what they need first (idempotent; needs root on Debian/Ubuntu):
 # `make demo` only the venv with dialerd and the local Asterisk, `make test` everything (dev tools,
 # PostgreSQL, systemd tools, Chromium).
-.PHONY: demo test lint setup setup-demo load bench
+.PHONY: demo test lint setup setup-demo load bench bench-webhooks
 
 setup:
 	bash .ci/setup
@@ -26,6 +26,11 @@ lint:
 # table and writes docs/benchmarks.md. See bench/.
 bench: setup
 	.venv/bin/python -m bench
+
+# Webhooks under load (~1 min): the dispatcher's rate with no webhook, a fast and a 2 s receiver, and the
+# events/s one campaign's webhook drains (bench/webhook_load.py).
+bench-webhooks: setup
+	.venv/bin/python -m bench.webhook_load
 
 # The load test (tests/load); -s shows its figures (latency, loop lag, GC pauses, RSS), also written to
 # bench/out/load.json. Latency is reported there, not asserted.
