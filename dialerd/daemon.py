@@ -142,7 +142,7 @@ class Daemon:
         metrics = Metrics(store, in_flight=slots.calls_in_flight, pbx_connected=lambda: pbx.connected,
                           dialling_held=lambda: dispatcher.dialling_held)
         telemetry = Telemetry(CollectorRegistry(), dispatcher=dispatcher, hub=hub, pbx=pbx,  # this daemon's own
-                              caller_ids=metrics.caller_id_counts)
+                              caller_ids=metrics.caller_id_counts, webhooks=webhooks)
 
         async def health() -> dict[str, Any]:
             db_ok = await store.ping()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -34,13 +35,22 @@ UNMATCHED_ROUTE = "unmatched"  # 404/405: one label value, whatever the URL (no 
 CLIENT_GONE = "499"  # handler cancelled before it answered (nginx's code for it)
 
 
+class WebhookCounts(Protocol):
+    """This daemon's webhook tries so far (services/webhooks.WebhookDelivery)."""
+
+    delivered: int
+    failed: int
+    dead: int
+
+
 class DaemonCollector(Collector):
     """Reads the dispatcher, the PBX connection and the SSE hub at scrape time."""
 
-    def __init__(self, dispatcher: Dispatcher, hub: EventHub, pbx: Pbx) -> None:
+    def __init__(self, dispatcher: Dispatcher, hub: EventHub, pbx: Pbx, webhooks: WebhookCounts | None = None) -> None:
         self.dispatcher = dispatcher
         self.hub = hub
         self.pbx = pbx
+        self.webhooks = webhooks
         self.caller_ids: dict[str, list[CallerIdStat]] = {}  # set by the handler before each scrape
 
     def collect(self) -> Iterable[Metric]:
@@ -98,6 +108,13 @@ class DaemonCollector(Collector):
             "dialerd_sse_subscribers", "Open Server-Sent Events streams", value=self.hub.subscriber_count()
         )
         yield from self._caller_id_metrics()
+        if self.webhooks is not None:
+            tries = CounterMetricFamily("dialerd_webhook_deliveries", "Webhook delivery tries by result: "
+                                        "delivered (2xx), failed (retried later), dead (given up)", labels=["result"])
+            tries.add_metric(["delivered"], self.webhooks.delivered)
+            tries.add_metric(["failed"], self.webhooks.failed)
+            tries.add_metric(["dead"], self.webhooks.dead)
+            yield tries
 
 
     def _caller_id_metrics(self) -> Iterable[Metric]:
@@ -129,6 +146,7 @@ class Telemetry:
     def __init__(
         self, registry: CollectorRegistry, *, dispatcher: Dispatcher, hub: EventHub, pbx: Pbx,
         caller_ids: Callable[[], Awaitable[dict[str, list[CallerIdStat]]]] | None = None,
+        webhooks: WebhookCounts | None = None,
     ) -> None:
         self.registry = registry
         self.http_latency = Histogram(
@@ -137,7 +155,7 @@ class Telemetry:
             labelnames=["method", "route", "status"],
             registry=registry,
         )
-        collector = DaemonCollector(dispatcher, hub, pbx)
+        collector = DaemonCollector(dispatcher, hub, pbx, webhooks)
         registry.register(collector)
         render = make_aiohttp_handler(registry)
 

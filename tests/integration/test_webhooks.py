@@ -172,6 +172,10 @@ async def test_a_receiver_answering_500_then_recovering_gets_everything_in_order
     assert [g["id"] for g in receiver.got[:3]] == [ids[0]] * 3  # the head retried; nothing overtook it
     s = await state(api, cid)
     assert s["last_error"] == "HTTP 500" and s["dead"] == 0
+    status, text = await api.call("GET", "/metrics", tenant=None)
+    lines = text.decode().splitlines()
+    assert f'dialerd_webhook_deliveries_total{{result="delivered"}} {float(len(ids))}' in lines
+    assert 'dialerd_webhook_deliveries_total{result="failed"} 3.0' in lines
 
 
 async def test_refused_connections_then_a_hang_past_the_timeout_are_retried(api: Api, receiver: Receiver) -> None:
