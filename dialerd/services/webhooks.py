@@ -54,6 +54,7 @@ log = logging.getLogger("dialerd.webhooks")
 
 BATCH = 200  # events read per turn of a campaign's worker
 PERSIST_EVERY = 0.5  # seconds between two cursor writes while deliveries succeed
+RESTART_AFTER = 5.0  # seconds before a worker that failed (not a delivery: the store) starts again
 RESPONSE_READ_MAX = 64 * 1024  # bytes of a receiver's answer read (and dropped) before the connection is reused
 
 
@@ -213,13 +214,22 @@ class WebhookDelivery:
     # ---- one campaign's worker -------------------------------------------------------------------
 
     async def _run(self, campaign_id: str) -> None:
+        again = False
         try:
             await self._deliver_all(campaign_id)
+        except Exception:  # the store failing (a locked or lost database): the events wait in it
+            log.exception("webhook worker failed; it starts again in %s s", RESTART_AFTER,
+                          extra={"action": "webhook_worker", "campaign_id": campaign_id})
+            again = True
         finally:
             self._workers.pop(campaign_id, None)
             self._interrupt.pop(campaign_id, None)
             if campaign_id in self._dirty and campaign_id in self._targets and not self._stopping:
                 self._ensure(campaign_id)  # an event came after its last read: a new worker takes it
+        if again and not self._stopping:
+            self.tasks.call_later(f"webhook-restart:{campaign_id}", RESTART_AFTER,
+                                  lambda: self._ensure(campaign_id) if campaign_id in self._targets else None,
+                                  critical=False)
 
     async def _deliver_all(self, campaign_id: str) -> None:
         state = await self.store.state(campaign_id)

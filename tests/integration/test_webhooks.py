@@ -373,3 +373,28 @@ def test_debug_logging_keeps_the_database_drivers_statements_out() -> None:
         root.handlers[:] = saved[1]
         for name, level in saved[2].items():
             logging.getLogger(name).setLevel(level)
+
+
+async def test_a_worker_the_store_fails_starts_again_and_delivers(api: Api, receiver: Receiver,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store error in a worker (not a delivery failure) is logged and the worker starts again: the
+    events wait in the outbox meanwhile, none is skipped."""
+    from dialerd.errors import StoreError
+    from dialerd.services import webhooks as service
+
+    monkeypatch.setattr(service, "RESTART_AFTER", 0.2)
+    store = api.daemon.store.webhooks
+    real = store.events_after
+    failures = [2]
+
+    async def flaky(campaign_id: str, after_id: int, limit: int) -> Any:
+        if failures[0]:
+            failures[0] -= 1
+            raise StoreError("database error: OperationalError")
+        return await real(campaign_id, after_id, limit)
+
+    monkeypatch.setattr(store, "events_after", flaky)
+    cid = await run_campaign(api, receiver)
+    await wait_for(lambda: finished_and_drained(api, cid), "delivery after the store failed twice")
+    assert failures == [0]
+    assert [g["id"] for g in receiver.got] == await event_ids(api, cid)
