@@ -150,7 +150,10 @@ class CallStore(Protocol):
 
     async def get_attempt(self, channel_id: str) -> Attempt | None: ...
 
-    async def attempts_in_flight(self) -> list[Attempt]: ...
+    async def attempts_in_flight(self, node_id: str | None = None) -> list[Attempt]:
+        """Attempts in flight, oldest first; with ``node_id``, only those that daemon placed (and those
+        placed before several daemons existed, which have none)."""
+        ...
 
     async def record_transition(
         self,

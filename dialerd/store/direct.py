@@ -187,7 +187,7 @@ class HotPath:
 
     def skip(self, conn: sqlite3.Connection, contact_id: int, pending: str, attempts: int, skipped: str,
              reason: str, now: Any) -> bool:
-        """``SqlCalls._skip``'s update: the pending contact becomes skipped; False if it moved on meanwhile."""
+        """``SqlCalls.skip_in``'s update: the pending contact becomes skipped; False if it moved on meanwhile."""
         at = self.contact.bind("updated_at", now)
         moved = conn.execute(
             "UPDATE contact SET status = ?, reason = ?, next_attempt_at = NULL, updated_at = ?"
@@ -234,7 +234,7 @@ class HotPath:
         return self._insert(conn, "attempt", self.attempt, values)
 
     def _held(self, conn: sqlite3.Connection, contact_id: int, now: datetime, pending: str) -> bool:
-        """``SqlCalls._held``: the claim gate (store/gate.py); if held, write why and until when."""
+        """``SqlCalls.held_in``: the claim gate (store/gate.py); if held, write why and until when."""
         row = conn.execute(
             "SELECT campaign.calling_hours, contact.timezone, contact.next_attempt_at, contact.phone_e164,"
             " campaign.tenant_id, tenant.max_attempts_per_number, tenant.frequency_window_hours FROM contact"

@@ -44,6 +44,7 @@ from dialerd.store.base import (
     _row,
     priority_context,
 )
+from dialerd.store.cluster import ClusterStore
 from dialerd.store.db import UNICODE_LOWER
 from dialerd.store.sql_calls import UNFINISHED, SqlCalls, insert_contact_rows
 from dialerd.store.sqlite_calls import SqliteCalls, sqlite_file
@@ -138,6 +139,11 @@ class Store:
         self.tx = Transactions(engine, publish)
         self.calls: Calls = (calls or default_calls(engine))(self.tx)
         self.webhooks = WebhookStore(self.tx)
+        # Several daemons on one PostgreSQL database (issue 13): their rows and the shared claim.
+        self.cluster: ClusterStore | None = (
+            ClusterStore(self.tx, self.calls) if self.tx.dialect == "postgresql" and isinstance(self.calls, SqlCalls)
+            else None
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -192,8 +198,8 @@ class Store:
     async def get_attempt(self, channel_id: str) -> Attempt | None:
         return await self.calls.get_attempt(channel_id)
 
-    async def attempts_in_flight(self) -> list[Attempt]:
-        return await self.calls.attempts_in_flight()
+    async def attempts_in_flight(self, node_id: str | None = None) -> list[Attempt]:
+        return await self.calls.attempts_in_flight(node_id)
 
     async def record_transition(
         self,

@@ -162,9 +162,9 @@ class SqlCalls:
             # The list is checked in the claim's transaction: a number suppressed while the campaign
             # runs (or opted out on another campaign's call) is skipped, never dialled.
             if (await conn.execute(select(suppressed(contact.campaign_id, contact.phone_e164)))).scalar_one():
-                return await self._skip(conn, contact, now)
+                return await self.skip_in(conn, contact, now)
             # The claim gate (store/gate.py), in this transaction: held back, it writes why and until when.
-            if await self._held(conn, contact.id, now):
+            if await self.held_in(conn, contact.id, now):
                 return None
             result = await conn.execute(
                 update(T_CONTACT)
@@ -193,7 +193,7 @@ class SqlCalls:
         attempt: Attempt = _row(Attempt, _Merged({"id": int(attempt_id), **values}))
         return attempt
 
-    async def _skip(self, conn: AsyncConnection, contact: Contact, now: datetime) -> Skipped | None:
+    async def skip_in(self, conn: AsyncConnection, contact: Contact, now: datetime) -> Skipped | None:
         reason = SkipReason.SUPPRESSED
         moved = await conn.execute(
             update(T_CONTACT)
@@ -208,7 +208,7 @@ class SqlCalls:
         await self.tx.event(conn, contact.campaign_id, ContactStatus.SKIPPED.value, payload, now)
         return Skipped(int(contact.id or 0), reason)
 
-    async def _held(self, conn: Any, contact_id: int | None, now: datetime) -> bool:
+    async def held_in(self, conn: Any, contact_id: int | None, now: datetime) -> bool:
         """Ask the claim gate about the pending contact; if held, write its blocked_reason and
         next_eligible_at (so the candidate query skips it until then) and answer True."""
         row = (
@@ -285,12 +285,14 @@ class SqlCalls:
             row = (await conn.execute(select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id))).first()
         return None if row is None else _row(Attempt, row)
 
-    async def attempts_in_flight(self) -> list[Attempt]:
+    async def attempts_in_flight(self, node_id: str | None = None) -> list[Attempt]:
+        mine = (or_(T_ATTEMPT.c.node_id == node_id, T_ATTEMPT.c.node_id.is_(None)) if node_id is not None
+                else literal(True))
         async with self.tx.read() as conn:
             rows = (
                 await conn.execute(
                     select(T_ATTEMPT)
-                    .where(T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
+                    .where(T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES), mine)
                     .order_by(T_ATTEMPT.c.id)
                 )
             ).all()

@@ -157,9 +157,9 @@ class SqliteCalls:
         found = await self._read(lambda conn: stmts.get_attempt(conn, channel_id))
         return None if found is None else Attempt(**found)
 
-    async def attempts_in_flight(self) -> list[Attempt]:
+    async def attempts_in_flight(self, node_id: str | None = None) -> list[Attempt]:
         """SqlCalls' statement: read once after a restart, so it has no driver-level version."""
-        return await self._sql.attempts_in_flight()
+        return await self._sql.attempts_in_flight(node_id)
 
     async def record_transition(
         self,

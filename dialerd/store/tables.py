@@ -60,6 +60,9 @@ class Tenant(SQLModel, table=True):
     max_attempts_per_number: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     frequency_window_hours: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     timezone: str = Field(default="", sa_column=Column(String(64), nullable=False, server_default=""))
+    # Migration 0013: the global pacing of several daemons (GCRA: when its next call may start at the
+    # earliest), written under the tenant's row lock by each claim on PostgreSQL.
+    pace_at: datetime | None = _ts()
 
 
 class ApiKey(SQLModel, table=True):
@@ -194,6 +197,26 @@ class Attempt(SQLModel, table=True):
     # migration 0011: who answered (human, machine, unknown; None: not answered) and the raw AMDCAUSE
     answered_by: str | None = Field(default=None, sa_column=Column(String(10)))
     amd_cause: str | None = Field(default=None, sa_column=Column(String(80)))
+    # migration 0013: the daemon that placed it and that daemon's epoch then (None: before several daemons)
+    node_id: str | None = Field(default=None, sa_column=Column(String(120)))
+    node_epoch: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class DialerNode(SQLModel, table=True):
+    """One daemon of the cluster (migration 0013): its epoch, its PBX and its heartbeat.
+
+    The epoch is raised each time the daemon starts; a daemon that finds its epoch moved on (another
+    process started under its id, or took it over) is fenced: its claims are refused in the database."""
+
+    __tablename__ = "dialer_node"
+    id: str = Field(sa_column=Column(String(120), primary_key=True))
+    epoch: int = Field(sa_column=Column(BigInteger, nullable=False))
+    pbx: str = Field(sa_column=Column(String(300), nullable=False))  # the PBX it drives (a URL, no secret)
+    state: str = Field(sa_column=Column(String(20), nullable=False))  # up, stopped
+    held_reason: str | None = Field(default=None, sa_column=Column(String(40)))  # why it is not claiming
+    calls_in_flight: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    started_at: datetime | None = _ts(nullable=False)
+    heartbeat_at: datetime | None = _ts(nullable=False)
 
 
 class Event(SQLModel, table=True):
