@@ -16,6 +16,7 @@ follower) -> lifecycle -> scheduler -> campaign service -> app. Nothing is wired
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -30,12 +31,13 @@ from dialerd.api.app import build_app
 from dialerd.api.context import Services
 from dialerd.api.prometheus import Telemetry
 from dialerd.domain.zones import check_timezone
-from dialerd.errors import ConfigError
+from dialerd.errors import ConfigError, StoreError
 from dialerd.faults import Failpoints
 from dialerd.pbx.errors import AppInUse
 from dialerd.ports import Pbx
 from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
+from dialerd.services.cluster import ClusterMember, default_node_id
 from dialerd.services.dispatcher import Dispatcher
 from dialerd.services.events import EventHub
 from dialerd.services.explain import ExplainService
@@ -104,6 +106,7 @@ class Daemon:
     systemd: SystemdNotifier  # no-op outside systemd
     faults: Failpoints = field(default_factory=Failpoints)
     webhooks: WebhookDelivery | None = None  # the campaigns' webhook workers (services/webhooks.py)
+    cluster: ClusterMember | None = None  # PostgreSQL: this daemon's seat among several (services/cluster.py)
     runner: web.AppRunner | None = None
     port: int = 0
     stop_requested: bool = False  # by a signal; otherwise a crashed task set ``stopping``
@@ -133,7 +136,14 @@ class Daemon:
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
         slots = Slots(store)
         transitions = CampaignTransitions(store)
-        dispatcher = Dispatcher(store, pbx, slots, transitions, tasks=tasks, failpoints=faults)
+        cluster = None if store.cluster is None else ClusterMember(
+            store.cluster, tasks, node_id=settings.cluster_node_id or default_node_id(settings.pbx_driver,
+                                                                                       settings.ari_app),
+            pbx=_pbx_address(settings), heartbeat_interval=settings.cluster_heartbeat_interval,
+            lapse=settings.cluster_lapse, status=lambda: (dispatcher.dialling_held, slots.total()),
+        )
+        dispatcher = Dispatcher(store, pbx, slots, transitions, tasks=tasks, failpoints=faults, cluster=cluster,
+                                max_channels=settings.pbx_max_channels)
         lifecycle = CampaignLifecycle(transitions, dispatcher)
         scheduler = Scheduler(store, lifecycle)
         campaigns = CampaignService(store, hub, lifecycle, in_flight=slots.calls_in_flight, scheduler=scheduler,
@@ -147,7 +157,11 @@ class Daemon:
         async def health() -> dict[str, Any]:
             db_ok = await store.ping()
             status = "ok" if db_ok and pbx.connected else ("degraded" if db_ok else "error")
-            return {"status": status, "version": __version__, "database": {"ok": db_ok, "schema_version": version},
+            shared: dict[str, Any] = {}
+            if cluster is not None and db_ok:
+                with contextlib.suppress(StoreError):
+                    shared["cluster"] = await cluster.view()
+            return {**shared, "status": status, "version": __version__, "database": {"ok": db_ok, "schema_version": version},
                     "pbx": {"driver": settings.pbx_driver, "connected": pbx.connected,
                             "dialling_held": dispatcher.dialling_held, "last_error": dispatcher.pbx_last_error},
                     "calls_in_flight": sum(slots.calls_in_flight(c) for c in dispatcher.running_campaigns()),
@@ -158,10 +172,12 @@ class Daemon:
                        metrics=metrics, limits=CallLimits(store, in_flight=slots.tenant_in_flight), health=health,
                        suppressions=SuppressionService(store))
         return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
-                   stopping, tasks, SystemdNotifier(tasks=tasks), faults, webhooks)
+                   stopping, tasks, SystemdNotifier(tasks=tasks), faults, webhooks, cluster)
 
     async def start(self) -> None:
         await self._refuse_taken_app()
+        if self.cluster is not None:
+            await self.cluster.join()  # before the API: a campaign started through it claims under the seat
         self.runner = web.AppRunner(
             # keepalive_timeout: an idle keep-alive connection is closed after 75 s (aiohttp keeps it an hour).
             self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0, keepalive_timeout=75.0
@@ -207,6 +223,8 @@ class Daemon:
         if found:
             log.info("reconciling calls left in flight", extra={"action": "recover", "attempts": found})
         await self.dispatcher.resume_running()
+        if self.cluster is not None:
+            self.cluster.adopt(self.dispatcher.resume_running)  # campaigns started on other daemons
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -266,8 +284,19 @@ class Daemon:
 
     async def _close_database(self) -> None:
         await self.systemd.close()  # the watchdog pings on the database: stop it first
+        if self.cluster is not None:
+            await self.cluster.leave()  # its row says stopped: the others know at once
         await self.tasks.cancel_all(CANCEL_TASKS_SECONDS)  # nothing left may touch the database
         await self.store.close()
+
+
+def _pbx_address(settings: Settings) -> str:
+    """The PBX this daemon drives, as its cluster row names it (no credentials)."""
+    if settings.pbx_driver == "ari":
+        return settings.ari_url
+    if settings.pbx_driver == "ami":
+        return f"ami://{settings.ami_host}:{settings.ami_port}"
+    return settings.pbx_driver
 
 
 async def serve(settings: Settings) -> int:

@@ -101,6 +101,10 @@ class Settings:
     pbx_endpoint: str = field(
         default="PJSIP/{number}@carrier", metadata=_meta("dial string; {number} is the E.164 number")
     )
+    pbx_max_channels: int = field(
+        default=0, metadata=_meta("calls this daemon has up at once on its PBX, all campaigns; 0 = no limit",
+                                  check=_range(0, 100000)),
+    )
     ari_url: str = field(default="http://127.0.0.1:8088", metadata=_meta("Asterisk HTTP base URL"))
     ari_user: str = field(default="dialerd", metadata=_meta("ARI user (ari.conf)"))
     ari_password: str = field(default="", metadata=_meta("ARI password: environment only"))
@@ -167,6 +171,19 @@ class Settings:
         default=86400.0,
         metadata=_meta("seconds an event is retried (1 s doubling to 10 min, with jitter) before it is dead",
                        check=_range(1)),
+    )
+    cluster_node_id: str = field(
+        default="",
+        metadata=_meta("this daemon's name among the daemons on one PostgreSQL database; empty = HOST/APP "
+                       "(the host name and the ARI app, or 'ami')"),
+    )
+    cluster_heartbeat_interval: float = field(
+        default=1.0, metadata=_meta("seconds between this daemon's heartbeats (PostgreSQL)", check=_range(0.05, 60)),
+    )
+    cluster_lapse: float = field(
+        default=5.0,
+        metadata=_meta("seconds without a heartbeat after which a daemon counts as gone (PostgreSQL)",
+                       check=_range(0.2, 3600)),
     )
     log_level: str = field(
         default="info",

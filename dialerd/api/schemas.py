@@ -536,6 +536,27 @@ class HealthPbx(_Open):
                                    "DIALERD_ARI_PASSWORD and ari.conf' (null while all is well)")
 
 
+class HealthNode(_Open):
+    """One daemon of the cluster, as its row in the database says."""
+
+    node_id: str
+    pbx: str = Field(description="the PBX it drives (its ARI URL; no credentials)")
+    state: Literal["up", "stopped"]
+    alive: bool = Field(description="its heartbeat is recent (within [cluster] lapse)")
+    epoch: int = Field(ge=1, description="raised at each start; claims under an older one are refused")
+    held_reason: str | None = Field(description="why it is not dialling (e.g. pbx_down); null: it can dial")
+    calls_in_flight: Count
+    heartbeat_at: str = Field(description="RFC 3339 time of its last heartbeat")
+
+
+class HealthCluster(_Open):
+    """Several daemons on one PostgreSQL database: this one and all of them."""
+
+    node_id: str = Field(description="this daemon's id ([cluster] node_id)")
+    epoch: int | None = Field(description="this daemon's epoch (null before it has joined)")
+    nodes: list[HealthNode]
+
+
 class Health(_Open):
     """GET /health. Open: a newer daemon may add keys."""
 
@@ -545,6 +566,7 @@ class Health(_Open):
     pbx: HealthPbx
     calls_in_flight: Count
     sse_subscribers: Count
+    cluster: HealthCluster = Field(ABSENT, description="on PostgreSQL: the daemons sharing the database")
 
 
 class StreamEvent(Shape):

@@ -42,8 +42,10 @@ def pace_interval(calls_per_minute: int) -> timedelta:
     return RATE_WINDOW / max(1, calls_per_minute)
 
 
-def cluster_hold(f: ClusterFigures, now: datetime) -> Hold | None:
+def cluster_hold(f: ClusterFigures, now: datetime, today: datetime | None = None) -> Hold | None:
     """Whether a claim at ``now`` must wait, and until when (``Hold.until``); None: it may start.
+    ``today``: the instant whose calendar day the daily caps count (default ``now``; the ledger's wall
+    clock, which tests move past midnight).
 
     Checked in the order a user reads them in ``explain``: the campaign's cap, the tenant's, the day's,
     then the pace (even spacing, GCRA on ``pace_at``) and the hard 60 s window (``calls_per_minute``
@@ -55,7 +57,8 @@ def cluster_hold(f: ClusterFigures, now: datetime) -> Hold | None:
     if f.tenant_in_flight >= f.concurrent_max:
         return Hold(BlockReason.TENANT_CONCURRENCY, now + FULL_RECHECK,
                     {"concurrent_max": f.concurrent_max, "in_flight": f.tenant_in_flight})
-    daily = daily_holds(f.daily, calls_today=f.calls_today, minutes_today=f.minutes_today, now=now)
+    daily = daily_holds(f.daily, calls_today=f.calls_today, minutes_today=f.minutes_today,
+                        now=now if today is None else today)
     if daily:
         return daily[0]
     until: datetime | None = None

@@ -37,10 +37,12 @@ from dialerd.domain.call import CallEvent, Destination, OriginateRequest, Skippe
 from dialerd.domain.caller_id import CallerIdPool
 from dialerd.domain.caller_id import choose as choose_caller_id
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
+from dialerd.domain.cluster import Fenced
 from dialerd.domain.contact import FailureReason
 from dialerd.domain.rules import BlockReason, Hold
 from dialerd.faults import Failpoints
 from dialerd.ports import DispatchStore, OriginateError, Pbx
+from dialerd.services.cluster import ClusterMember
 from dialerd.services.following import CallFollower
 from dialerd.services.lifecycle import CampaignTransitions
 from dialerd.services.slots import TENANT_REFRESH_SECONDS, Slots
@@ -69,8 +71,13 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         tasks: TaskOwner | None = None,
         failpoints: Failpoints | None = None,
+        cluster: ClusterMember | None = None,
+        max_channels: int = 0,
     ) -> None:
         self.store = store
+        # PostgreSQL: this daemon's seat among several; its claims are counted across all of them.
+        self.cluster = cluster
+        self.max_channels = max_channels  # [pbx] max_channels: this daemon's calls at once (0: no limit)
         self.pbx = pbx
         self.slots = slots
         self.transitions = transitions
@@ -79,7 +86,8 @@ class Dispatcher:
         self.faults = failpoints or Failpoints()
         self.pbx_up = asyncio.Event()
         self.follower = CallFollower(store, pbx, slots, pbx_up=self.pbx_up, tasks=self.tasks,
-                                     failpoints=self.faults)
+                                     failpoints=self.faults,
+                                     node_id=None if cluster is None else cluster.node_id)
         self.accepting = True  # False once shutdown began: no new originations
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._dial_locks: dict[str, asyncio.Lock] = {}
@@ -90,6 +98,8 @@ class Dispatcher:
         # Calls placed per campaign from its caller-id pool: the round robin's position. In memory only, so
         # a restart starts each rotation again from the pool's first number (documented in the README).
         self._caller_id_turns: Counter[str] = Counter()
+        # With several daemons: the last cap counted across them that held each campaign (for explain).
+        self.held_shared: dict[str, Hold] = {}
 
     @property
     def outcomes(self) -> Counter[str]:
@@ -107,9 +117,11 @@ class Dispatcher:
         return await self.follower.recover()
 
     async def resume_running(self) -> None:
-        """Start runners for campaigns the database says are running (after a restart)."""
+        """Start runners for campaigns the database says are running and that have none here (after a
+        restart; and with several daemons, at each heartbeat: campaigns started on another one)."""
         for campaign in await self.store.campaigns_with_status(CampaignStatus.RUNNING):
-            self.campaign_running(campaign.id)
+            if campaign.id not in self._runners:
+                self.campaign_running(campaign.id)
 
     async def stop_originating(self) -> None:
         """Shutdown stage 1: no new originations; wait for in-progress originate requests."""
@@ -282,6 +294,9 @@ class Dispatcher:
         slots = self.slots
         slots.watch(cid, campaign.tenant_id)
         tenant = await slots.tenant(campaign.tenant_id)
+        if self.max_channels and slots.reserved() >= self.max_channels:
+            await slots.sleep(cid, 0.5)  # woken by the end of one of its tenant's calls, else looks again
+            return
         if slots.calls_in_flight(cid) >= campaign.max_concurrent_calls:
             await slots.sleep(cid, 5.0)
             return
@@ -312,7 +327,9 @@ class Dispatcher:
                 # of sleeping until the time next_retry_time names; two idle runners of a tenant would
                 # wake each other. A runner that found the tenant full meanwhile looks again within 0.5 s.
                 slots.release(cid, tenant.tenant_id, wake=False)
-        if not outcome.dialled:
+        if outcome.wait is not None:
+            await slots.sleep(cid, outcome.wait)  # a cap counted across the daemons holds (cluster_hold)
+        elif not outcome.dialled:
             await self._idle(campaign)
 
     async def _held_today(self, campaign: Campaign, holds: tuple[Hold, ...]) -> None:
@@ -354,7 +371,7 @@ class Dispatcher:
         async with self._dial_lock(campaign.id):
             if not self._active(campaign.id) or not self.pbx_up.is_set():
                 return
-            claimed = await self._claim(campaign)
+            claimed = await (self._claim(campaign) if self.cluster is None else self._claim_shared(campaign, outcome))
             if claimed is None:
                 return
             contact, attempt = claimed
@@ -398,8 +415,7 @@ class Dispatcher:
                 return None
             contact = due[0]
             self.faults.hit("before_attempt")
-            # Unique per attempt row (an attempt given back after a crash is redialled under a new id).
-            channel_id = f"dlr-{campaign.id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
+            channel_id = _channel_id(campaign.id, contact)
             # The caller id is chosen before the attempt is written, which records it; the rotation moves
             # on only for an attempt written.
             turn = self._caller_id_turns[campaign.id]
@@ -415,6 +431,45 @@ class Dispatcher:
             if claimed is not None:
                 self._caller_id_turns[campaign.id] = turn + 1
                 return contact, claimed
+        return None
+
+    async def _claim_shared(self, campaign: Campaign, outcome: _Dial) -> tuple[Contact, Attempt] | None:
+        """``_claim`` with several daemons on PostgreSQL: the contact, the caps counted across every daemon
+        and the attempt in one transaction (``store/cluster.py``); a cap that holds sets ``outcome.wait``.
+        Raises ``Fenced`` (the runner's task crashes: the daemon stops) if this daemon's epoch moved on."""
+        assert self.cluster is not None
+        pool = CallerIdPool.stored(campaign.caller_id)
+        while self._active(campaign.id) and self.pbx_up.is_set():
+            self.faults.hit("before_attempt")
+            turn = self._caller_id_turns[campaign.id]
+
+            def caller_id_for(contact: Contact, turn: int = turn) -> str | None:
+                return choose_caller_id(pool, campaign.caller_id_strategy, contact.phone_e164, turn)
+
+            try:
+                result = await self.cluster.store.claim(
+                    self.cluster.seat, campaign, utcnow(),
+                    name_channel=lambda contact: _channel_id(campaign.id, contact), caller_id_for=caller_id_for,
+                    today=self.slots.wall(),
+                )
+            except Fenced:
+                log.critical("fenced: this daemon's epoch moved on; no more claims",
+                             extra={"action": "fenced", "campaign_id": campaign.id})
+                self.accepting = False
+                raise
+            if isinstance(result, Hold):
+                self.held_shared[campaign.id] = result
+                wait = 1.0 if result.until is None else (result.until - utcnow()).total_seconds()
+                outcome.wait = min(5.0, max(0.01, wait))
+                return None
+            self.held_shared.pop(campaign.id, None)
+            if isinstance(result, Skipped):
+                log.info("suppressed number skipped", extra={"action": "skipped", "campaign_id": campaign.id,
+                                                             "contact_id": result.contact_id})
+                continue
+            if result is not None:
+                self._caller_id_turns[campaign.id] = turn + 1
+            return result
         return None
 
     async def _pace_send(self, tenant_id: str, campaign_id: str) -> bool:
@@ -483,13 +538,21 @@ class Dispatcher:
 
 
 class _Dial:
-    """What one claim did: a call is in flight (``dialled``); an attempt row was kept (``kept``)."""
+    """What one claim did: a call is in flight (``dialled``); an attempt row was kept (``kept``); a cap
+    counted across the daemons holds for ``wait`` seconds (None: none said so)."""
 
-    __slots__ = ("dialled", "kept")
+    __slots__ = ("dialled", "kept", "wait")
 
     def __init__(self) -> None:
         self.dialled = False
         self.kept = False
+        self.wait: float | None = None
+
+
+def _channel_id(campaign_id: str, contact: Contact) -> str:
+    """The channel id of the contact's next attempt: unique per attempt row (an attempt given back after a
+    crash is redialled under a new id)."""
+    return f"dlr-{campaign_id[4:16]}-{contact.id}-{contact.attempts + 1}-{secrets.token_hex(3)}"
 
 
 def _var_name(key: str) -> str:

@@ -60,6 +60,7 @@ class CallFollower:
         pbx_up: asyncio.Event,
         tasks: TaskOwner,
         failpoints: Failpoints,
+        node_id: str | None = None,
     ) -> None:
         self.store = store
         self.pbx = pbx
@@ -67,6 +68,7 @@ class CallFollower:
         self.pbx_up = pbx_up  # set while the PBX connection is up (reconcile waits for it)
         self.tasks = tasks
         self.faults = failpoints
+        self.node_id = node_id  # several daemons: recover only what this one placed (None: everything)
         self.outcomes: Counter[str] = Counter()  # ended attempts by 'completed' or failure reason
         self._events: asyncio.Queue[CallEvent] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
@@ -306,7 +308,7 @@ class CallFollower:
     async def recover(self) -> int:
         """After a restart: count every attempt the database has in flight against the caps, then
         reconcile each with the PBX. Returns how many attempts were found."""
-        attempts = await self.store.attempts_in_flight()
+        attempts = await self.store.attempts_in_flight(self.node_id)
         for attempt in attempts:
             campaign = await self.store.get_campaign(attempt.campaign_id)
             if campaign is not None and not self.slots.holds(attempt.channel_id):

@@ -230,6 +230,11 @@ class Slots:
         """Calls known to be in flight (attempt committed, end not yet recorded), all campaigns."""
         return len(self._calls)
 
+    def reserved(self) -> int:
+        """Slots taken in this process, all campaigns: calls up and reservations not yet dialled (what
+        ``[pbx] max_channels`` bounds)."""
+        return sum(self._campaign.values())
+
     def holds(self, channel_id: str) -> bool:
         return channel_id in self._calls
 

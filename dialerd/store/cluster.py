@@ -112,11 +112,13 @@ class ClusterStore:
         now: datetime,
         name_channel: Callable[[Contact], str],
         caller_id_for: Callable[[Contact], str | None],
+        today: datetime | None = None,
     ) -> tuple[Contact, Attempt] | Skipped | Hold | None:
         """Claim the campaign's first due contact for this daemon and commit its attempt (see the module
         docstring); a ``Hold`` when a cap counted across the daemons says wait (``until`` when to look
         again); ``Skipped`` for a suppressed number (skipped in this transaction); None if none is due.
-        Raises ``Fenced`` if this daemon's epoch moved on."""
+        Raises ``Fenced`` if this daemon's epoch moved on. ``today``: the instant whose calendar day the
+        daily caps count (default ``now``)."""
         async with self.tx.write() as conn:
             current = (await conn.execute(
                 select(T_NODE.c.epoch).where(T_NODE.c.id == seat.node_id).with_for_update(read=True)
@@ -128,8 +130,8 @@ class ClusterStore:
             )).first()
             if tenant is None:
                 return None
-            figures = await self._figures(conn, campaign, tenant, now)
-            hold = cluster_hold(figures, now)
+            figures = await self._figures(conn, campaign, tenant, now, now if today is None else today)
+            hold = cluster_hold(figures, now, today)
             if hold is not None:
                 return hold
             for _ in range(GATE_PASSES):
@@ -183,7 +185,8 @@ class ClusterStore:
         return None
 
     @staticmethod
-    async def _figures(conn: AsyncConnection, campaign: Campaign, t: Any, now: datetime) -> ClusterFigures:
+    async def _figures(conn: AsyncConnection, campaign: Campaign, t: Any, now: datetime,
+                       today: datetime) -> ClusterFigures:
         """The claim's figures, read under the tenant's row lock (``t``: the tenant's row)."""
         tenant_of = T_ATTEMPT.join(T_CAMPAIGN, T_CAMPAIGN.c.id == T_ATTEMPT.c.campaign_id)
         in_flight = T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES)
@@ -202,7 +205,7 @@ class ClusterStore:
         daily = DailyCaps(limit(t.daily_calls_max), limit(t.daily_minutes_max), t.timezone or None)
         calls_today, minutes_today = 0, 0.0
         if daily.calls_max is not None or daily.minutes_max is not None:
-            start, end = tenant_day(now, daily.timezone)
+            start, end = tenant_day(today, daily.timezone)
             talk = and_(T_ATTEMPT.c.answered_at.is_not(None), T_ATTEMPT.c.ended_at.is_not(None))
             calls, seconds = (await conn.execute(
                 select(func.count(), func.coalesce(func.sum(T_ATTEMPT.c.talk_seconds).filter(talk), 0.0))

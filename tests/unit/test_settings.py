@@ -31,7 +31,7 @@ CHANNEL_VARIABLES = frozenset({
 })
 CHANNEL_VARIABLE_PREFIXES = ("DIALERD_FIELD_", "DIALERD_RES_")
 TEST_EXAMPLES = frozenset({"DIALERD_NO_SUCH_THING", "DIALERD_SERVER_PROT", "DIALERD_FOO", "DIALERD_DATABSE_URL"})
-SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "compliance", "sse", "webhooks", "shutdown", "log")
+SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "compliance", "sse", "webhooks", "cluster", "shutdown", "log")
 # In config/dialerd.toml every non-secret key is documented as a commented-out line `# key = <default>`
 # (a TOML value), directly under at least one line of prose comment, inside its `[section]`.
 KEY_LINE = re.compile(r"^# ([a-z][a-z0-9_]*) = (.+)$")

@@ -1,0 +1,128 @@
+"""This daemon as one of several on one PostgreSQL database (issue 13): its seat, its heartbeat, its peers.
+
+At start the daemon registers under its node id (``[cluster] node_id``) and gets a new epoch; every claim
+it makes is checked against that epoch in the claim's transaction (``store/cluster.py``), so once
+another process has registered under the same id (or, later, taken its work over) nothing more is
+claimed under the old one. The heartbeat writes the row every ``heartbeat_interval`` seconds with why
+the daemon is not dialling (``held_reason``, e.g. ``pbx_down``) and its calls up; a heartbeat that finds
+the epoch moved on raises ``Fenced`` in a critical task: the daemon stops and exits non-zero, and
+systemd starts it again under a new epoch (a fenced process never dials again; the HBase region server's
+"you are dead" abort is the same rule).
+
+Every beat also starts a runner for each campaign running in the database that has none here (started,
+resumed or appended on another daemon), after recovery has run (``adopt``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from dialerd.domain.cluster import Fenced, Seat, alive
+from dialerd.errors import StoreError
+from dialerd.store.cluster import ClusterStore
+from dialerd.tasks import TaskOwner
+from dialerd.timestamps import rfc3339, utcnow
+
+log = logging.getLogger("dialerd.cluster")
+
+
+def default_node_id(pbx_driver: str, ari_app: str) -> str:
+    """HOST/APP: the host name and the ARI app (or the driver's name for AMI and the fake PBX)."""
+    return f"{socket.gethostname()}/{ari_app if pbx_driver == 'ari' else pbx_driver}"
+
+
+class ClusterMember:
+    """This daemon's seat among the daemons of one PostgreSQL database (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: ClusterStore,
+        tasks: TaskOwner,
+        *,
+        node_id: str,
+        pbx: str,
+        heartbeat_interval: float = 1.0,
+        lapse: float = 5.0,
+        status: Callable[[], tuple[str | None, int]] = lambda: (None, 0),
+    ) -> None:
+        self.store = store
+        self.tasks = tasks
+        self.node_id = node_id
+        self.pbx = pbx
+        self.interval = heartbeat_interval
+        self.lapse = timedelta(seconds=lapse)
+        self.status = status  # (why not dialling, calls up) for the heartbeat
+        self._seat: Seat | None = None
+        self._adopt: Callable[[], Awaitable[None]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def seat(self) -> Seat:
+        if self._seat is None:
+            raise RuntimeError("the daemon has not joined its cluster yet")
+        return self._seat
+
+    @property
+    def joined(self) -> bool:
+        return self._seat is not None
+
+    async def join(self) -> Seat:
+        self._seat = await self.store.register(self.node_id, self.pbx, utcnow())
+        log.info("joined the cluster", extra={"action": "cluster_join", "node_id": self.node_id,
+                                              "epoch": self._seat.epoch})
+        self._task = self.tasks.spawn("cluster-heartbeat", self._beat(), critical=True)
+        return self._seat
+
+    def adopt(self, runners: Callable[[], Awaitable[None]]) -> None:
+        """From now on, each beat calls ``runners`` (start one for each running campaign without one)."""
+        self._adopt = runners
+
+    async def leave(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._seat is not None:
+            try:
+                await self.store.leave(self._seat, utcnow())
+            except StoreError as exc:
+                log.warning("could not mark this daemon stopped: %s", exc, extra={"action": "cluster_leave"})
+
+    async def _beat(self) -> None:
+        seat = self.seat
+        while True:
+            await asyncio.sleep(self.interval)
+            held, calls = self.status()
+            try:
+                current = await self.store.heartbeat(seat, utcnow(), held_reason=held, calls_in_flight=calls)
+            except StoreError as exc:
+                log.warning("heartbeat failed: %s", exc, extra={"action": "cluster_heartbeat"})
+                continue
+            if not current:
+                log.critical("fenced: another process holds this daemon's id under a newer epoch; stopping",
+                             extra={"action": "fenced", "node_id": seat.node_id, "epoch": seat.epoch})
+                raise Fenced(seat.node_id, seat.epoch, None)
+            if self._adopt is not None:
+                try:
+                    await self._adopt()
+                except StoreError as exc:
+                    log.warning("could not read the running campaigns: %s", exc, extra={"action": "cluster_adopt"})
+
+    async def view(self) -> dict[str, Any]:
+        """This daemon's seat and every daemon's row, for ``/health``."""
+        now = utcnow()
+        nodes = await self.store.nodes()
+        return {
+            "node_id": self.node_id,
+            "epoch": None if self._seat is None else self._seat.epoch,
+            "nodes": [
+                {"node_id": n.node_id, "pbx": n.pbx, "state": n.state, "alive": alive(n, now, self.lapse),
+                 "epoch": n.epoch, "held_reason": n.held_reason, "calls_in_flight": n.calls_in_flight,
+                 "heartbeat_at": rfc3339(n.heartbeat_at)}
+                for n in nodes
+            ],
+        }

@@ -1,0 +1,221 @@
+"""Several daemons, each beside its own real Asterisk, on one PostgreSQL database (issue 13).
+
+Two named local PBXs (``asterisk/local-pbx up --name``), one dialerd subprocess beside each, one campaign:
+it is created on one daemon and started on the other; both daemons dial it, each through its own PBX.
+Asterisk's own records are the witnesses: both PBXs' channel lists, polled throughout, never hold more of
+the campaign's calls together than its cap; both PBXs' CDRs together hold each attempt's channel exactly
+once; every contact ends final with one attempt each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import csv
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from dialerd.store.base import T_ATTEMPT, T_CONTACT
+from dialerd.store.db import create_engine
+from tests.conftest import _pg_create, _pg_drop
+from tests.daemon_proc import DaemonProc, create_key, daemon_env, multipart
+from tests.integration.test_local_pbx_named import _lp, _session_lock
+from tests.live import numbers
+from tests.pbx_env import parse_exports
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
+
+NAMES = ("cluster-a", "cluster-b")
+CDR_UNIQUEID = 16
+CONTACTS = 40
+CAP = 6
+
+
+@pytest.fixture(scope="module")
+def pbxs() -> Iterator[dict[str, dict[str, str]]]:
+    with _session_lock():
+        envs: dict[str, dict[str, str]] = {}
+        try:
+            for name in NAMES:
+                proc = _lp("up", "--name", name)
+                assert proc.returncode == 0, proc.stderr
+                envs[name] = parse_exports(proc.stdout)
+            yield envs
+        finally:
+            for name in envs:
+                _lp("down", "--name", name, timeout=60)
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    url = await _pg_create()
+    try:
+        yield url
+    finally:
+        await _pg_drop(url)
+
+
+def node_env(db_url: str, pbx: dict[str, str], node: str) -> dict[str, str]:
+    env = daemon_env(db_url, app=f"dialerd-{node}", DIALERD_CLUSTER_NODE_ID=node,
+                     DIALERD_CLUSTER_HEARTBEAT_INTERVAL="0.5")
+    env.update({k: pbx[k] for k in ("DIALERD_ARI_URL", "DIALERD_ARI_USER", "DIALERD_ARI_PASSWORD",
+                                    "DIALERD_PBX_ENDPOINT")})
+    return env
+
+
+def _auth(pbx: dict[str, str]) -> dict[str, str]:
+    token = base64.b64encode(f"{pbx['DIALERD_ARI_USER']}:{pbx['DIALERD_ARI_PASSWORD']}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@dataclass
+class ClusterWatch:
+    """Polls every PBX's channel list together; the campaign's dialer channels on all of them at once.
+
+    As ``tests/live.AsteriskWatch``: a channel counts at a poll only if the next poll still lists it (a
+    channel list can hold a channel a moment after its end reached dialerd, which may have dialled the next
+    one: a one-poll ghost; a real breach lasts a whole call)."""
+
+    pbxs: list[dict[str, str]]
+    campaign_id: str = ""
+    peak: int = 0
+    peak_raw: int = 0
+    per_pbx_seen: list[set[str]] = field(default_factory=list)
+    polls: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        self.per_pbx_seen = [set() for _ in self.pbxs]
+        prev: set[str] = set()
+        async with aiohttp.ClientSession() as session:
+            while True:
+                lists = await asyncio.gather(*(self._channels(session, p) for p in self.pbxs))
+                now: set[str] = set()
+                for i, ids in enumerate(lists):
+                    self.per_pbx_seen[i] |= ids
+                    now |= ids
+                self.polls += 1
+                self.peak_raw = max(self.peak_raw, len(now))
+                self.peak = max(self.peak, len(prev & now))
+                prev = now
+                await asyncio.sleep(0.05)
+
+    async def _channels(self, session: aiohttp.ClientSession, pbx: dict[str, str]) -> set[str]:
+        async with session.get(f"{pbx['DIALERD_ARI_URL']}/ari/channels", headers=_auth(pbx)) as resp:
+            assert resp.status == 200, f"GET /ari/channels answered {resp.status}"
+            channels = await resp.json()
+        return {ch["id"] for ch in channels
+                if (ch.get("channelvars") or {}).get("DIALERD_CAMPAIGN") == self.campaign_id}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def cdr_ids(pbx: dict[str, str], prefix: str) -> list[str]:
+    path = Path(pbx["DIALERD_PBX_CDR"])
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        return [row[CDR_UNIQUEID] for row in csv.reader(fh)
+                if len(row) > CDR_UNIQUEID and row[CDR_UNIQUEID].startswith(prefix)]
+
+
+async def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+async def test_two_daemons_on_two_pbxs_share_one_campaign_within_its_cap(
+    pbxs: dict[str, dict[str, str]], pg_url: str, tmp_path: Path
+) -> None:
+    a_env = node_env(pg_url, pbxs["cluster-a"], "node-a")
+    b_env = node_env(pg_url, pbxs["cluster-b"], "node-b")
+    key = create_key(a_env, "acme", concurrent_max=CAP + 2, cpm=600)
+    a = DaemonProc(a_env, tmp_path / "a.log")
+    b = DaemonProc(b_env, tmp_path / "b.log")
+    watch = ClusterWatch([pbxs["cluster-a"], pbxs["cluster-b"]])
+    try:
+        await asyncio.to_thread(a.start)
+        await asyncio.to_thread(b.start)
+        body, ctype = multipart({"name": "two pbxs", "max_concurrent_calls": str(CAP), "retries_per_contact": "0"},
+                                numbers([i % 30 for i in range(CONTACTS)]))
+        status, created = await asyncio.to_thread(a.request, "POST", "/api/v1/campaigns", key, body,
+                                                  {"Content-Type": ctype})
+        assert status == 201, created
+        cid = created["id"]
+        watch.campaign_id = cid
+        watch.start()
+        # Started on the other daemon: the API answers on every daemon with the same data.
+        status, started = await asyncio.to_thread(b.request, "POST", f"/api/v1/campaigns/{cid}/start", key)
+        assert status == 200, started
+
+        def health_both() -> dict[str, Any] | None:
+            health = b.wait_health()
+            nodes = {n["node_id"]: n for n in health.get("cluster", {}).get("nodes", [])}
+            return health if {"node-a", "node-b"} <= {k for k, n in nodes.items() if n["alive"]} else None
+
+        health = await wait_for(health_both, 10, "both daemons alive in /health")
+        assert health["cluster"]["node_id"] == "node-b"
+
+        def done() -> dict[str, Any] | None:
+            status, view = a.request("GET", f"/api/v1/campaigns/{cid}", key)
+            assert status == 200, view
+            return view if view["status"] == "completed" else None
+
+        view = await wait_for(done, 180, "the campaign completes")
+        await watch.stop()
+        assert view["progress"] == 1.0, view
+
+        engine = create_engine(pg_url)
+        try:
+            async with engine.connect() as conn:
+                attempts = (await conn.execute(
+                    select(T_ATTEMPT.c.contact_id, T_ATTEMPT.c.channel_id, T_ATTEMPT.c.node_id, T_ATTEMPT.c.state)
+                    .where(T_ATTEMPT.c.campaign_id == cid)
+                )).all()
+                statuses = (await conn.execute(
+                    select(T_CONTACT.c.status).where(T_CONTACT.c.campaign_id == cid)
+                )).scalars().all()
+        finally:
+            await engine.dispose()
+        assert len(statuses) == CONTACTS and set(statuses) <= {"completed", "failed"}, statuses
+        assert len(attempts) == CONTACTS and len({r.contact_id for r in attempts}) == CONTACTS, \
+            "each contact was attempted exactly once"
+        by_node = {n: sum(1 for r in attempts if r.node_id == n) for n in ("node-a", "node-b")}
+        assert all(by_node.values()), f"both daemons dialled: {by_node}"
+        # Asterisk's witnesses: each attempt's channel in exactly one PBX's CDR, once; and on the PBX of the
+        # daemon that placed it.
+        prefix = f"dlr-{cid[4:16]}-"
+        cdr_a, cdr_b = cdr_ids(pbxs["cluster-a"], prefix), cdr_ids(pbxs["cluster-b"], prefix)
+        union = cdr_a + cdr_b
+        assert sorted(union) == sorted(r.channel_id for r in attempts), "every attempt placed once, no other call"
+        assert {r.channel_id for r in attempts if r.node_id == "node-a"} == set(cdr_a)
+        assert {r.channel_id for r in attempts if r.node_id == "node-b"} == set(cdr_b)
+        assert watch.polls > 50 and watch.peak > 1, (watch.polls, watch.peak)
+        assert watch.peak <= CAP, f"the campaign's cap held on the sum of both PBXs: peak {watch.peak} (raw {watch.peak_raw})"
+        print(f"\nattempts by daemon {by_node}; peak calls on both PBXs {watch.peak} (raw {watch.peak_raw}) "
+              f"of cap {CAP}; {watch.polls} polls")
+    finally:
+        await watch.stop()
+        for d in (a, b):
+            if d.alive():
+                await asyncio.to_thread(d.terminate, 30)
