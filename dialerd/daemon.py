@@ -34,6 +34,7 @@ from dialerd.domain.zones import check_timezone
 from dialerd.errors import ConfigError, StoreError
 from dialerd.faults import Failpoints
 from dialerd.pbx.errors import AppInUse
+from dialerd.pbx.peer import AriPeer
 from dialerd.ports import Pbx
 from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
@@ -47,6 +48,7 @@ from dialerd.services.metrics import Metrics
 from dialerd.services.scheduler import Scheduler
 from dialerd.services.slots import Slots
 from dialerd.services.suppressions import SuppressionService
+from dialerd.services.takeover import Takeover
 from dialerd.services.webhooks import WebhookDelivery
 from dialerd.settings import Settings
 from dialerd.shutdown import Stage, StageResult, run_stages
@@ -107,6 +109,7 @@ class Daemon:
     faults: Failpoints = field(default_factory=Failpoints)
     webhooks: WebhookDelivery | None = None  # the campaigns' webhook workers (services/webhooks.py)
     cluster: ClusterMember | None = None  # PostgreSQL: this daemon's seat among several (services/cluster.py)
+    takeover: Takeover | None = None  # PostgreSQL and ARI: takes lapsed daemons' calls over (services/takeover.py)
     runner: web.AppRunner | None = None
     port: int = 0
     stop_requested: bool = False  # by a signal; otherwise a crashed task set ``stopping``
@@ -144,6 +147,11 @@ class Daemon:
         )
         dispatcher = Dispatcher(store, pbx, slots, transitions, tasks=tasks, failpoints=faults, cluster=cluster,
                                 max_channels=settings.pbx_max_channels)
+        # A lapsed daemon's calls are reconciled on its PBX over ARI (an AMI daemon's wait for its restart).
+        takeover = None if cluster is None or store.cluster is None or settings.pbx_driver != "ari" else Takeover(
+            store.cluster, dispatcher.follower, tasks, node_id=cluster.node_id, lapse=settings.cluster_lapse,
+            peer=lambda url: AriPeer(url, settings.ari_user, settings.ari_password),
+        )
         lifecycle = CampaignLifecycle(transitions, dispatcher)
         scheduler = Scheduler(store, lifecycle)
         campaigns = CampaignService(store, hub, lifecycle, in_flight=slots.calls_in_flight, scheduler=scheduler,
@@ -172,7 +180,7 @@ class Daemon:
                        metrics=metrics, limits=CallLimits(store, in_flight=slots.tenant_in_flight), health=health,
                        suppressions=SuppressionService(store))
         return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
-                   stopping, tasks, SystemdNotifier(tasks=tasks), faults, webhooks, cluster)
+                   stopping, tasks, SystemdNotifier(tasks=tasks), faults, webhooks, cluster, takeover)
 
     async def start(self) -> None:
         await self._refuse_taken_app()
@@ -224,7 +232,8 @@ class Daemon:
             log.info("reconciling calls left in flight", extra={"action": "recover", "attempts": found})
         await self.dispatcher.resume_running()
         if self.cluster is not None:
-            self.cluster.adopt(self.dispatcher.resume_running)  # campaigns started on other daemons
+            # Campaigns started on other daemons; lapsed daemons' calls.
+            self.cluster.adopt(self.dispatcher.resume_running, None if self.takeover is None else self.takeover.sweep)
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -284,6 +293,8 @@ class Daemon:
 
     async def _close_database(self) -> None:
         await self.systemd.close()  # the watchdog pings on the database: stop it first
+        if self.takeover is not None:
+            await self.takeover.close()
         if self.cluster is not None:
             await self.cluster.leave()  # its row says stopped: the others know at once
         await self.tasks.cancel_all(CANCEL_TASKS_SECONDS)  # nothing left may touch the database

@@ -42,6 +42,18 @@ class PbxSink(Protocol):
     def connection_changed(self, connected: bool) -> None: ...
 
 
+class PeerPbx(Protocol):
+    """Another daemon's PBX, as a takeover reaches it (``pbx/peer.py``): what it knows of a channel."""
+
+    async def lookup(self, channel_id: str) -> ChannelLookup: ...
+
+    async def forget(self, channel_id: str) -> None:
+        """Delete the channel's hangup record once its end is recorded."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class Pbx(Protocol):
     """A PBX that can originate calls and report their progress."""
 

@@ -541,7 +541,8 @@ class HealthNode(_Open):
 
     node_id: str
     pbx: str = Field(description="the PBX it drives (its ARI URL; no credentials)")
-    state: Literal["up", "stopped"]
+    state: Literal["up", "stopped", "taken"] = Field(
+        description="up; stopped (a clean stop); taken (its heartbeat lapsed and another daemon took its calls over)")
     alive: bool = Field(description="its heartbeat is recent (within [cluster] lapse)")
     epoch: int = Field(ge=1, description="raised at each start; claims under an older one are refused")
     held_reason: str | None = Field(description="why it is not dialling (e.g. pbx_down); null: it can dial")

@@ -59,6 +59,7 @@ class ClusterMember:
         self.status = status  # (why not dialling, calls up) for the heartbeat
         self._seat: Seat | None = None
         self._adopt: Callable[[], Awaitable[None]] | None = None
+        self._sweep: Callable[[], Awaitable[object]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -78,9 +79,12 @@ class ClusterMember:
         self._task = self.tasks.spawn("cluster-heartbeat", self._beat(), critical=True)
         return self._seat
 
-    def adopt(self, runners: Callable[[], Awaitable[None]]) -> None:
-        """From now on, each beat calls ``runners`` (start one for each running campaign without one)."""
+    def adopt(self, runners: Callable[[], Awaitable[None]],
+              sweep: Callable[[], Awaitable[object]] | None = None) -> None:
+        """From now on, each beat calls ``runners`` (start one for each running campaign without one) and
+        ``sweep`` (take over the daemons whose heartbeat lapsed: ``services/takeover.py``)."""
         self._adopt = runners
+        self._sweep = sweep
 
     async def leave(self) -> None:
         if self._task is not None:
@@ -106,11 +110,13 @@ class ClusterMember:
                 log.critical("fenced: another process holds this daemon's id under a newer epoch; stopping",
                              extra={"action": "fenced", "node_id": seat.node_id, "epoch": seat.epoch})
                 raise Fenced(seat.node_id, seat.epoch, None)
-            if self._adopt is not None:
+            for step in (self._adopt, self._sweep):
+                if step is None:
+                    continue
                 try:
-                    await self._adopt()
+                    await step()
                 except StoreError as exc:
-                    log.warning("could not read the running campaigns: %s", exc, extra={"action": "cluster_adopt"})
+                    log.warning("cluster step failed: %s", exc, extra={"action": "cluster_step"})
 
     async def view(self) -> dict[str, Any]:
         """This daemon's seat and every daemon's row, for ``/health``."""

@@ -33,7 +33,7 @@ from dialerd.domain.contact import ContactStatus, FailureReason
 from dialerd.domain.retry_rules import RetryRules
 from dialerd.domain.rules import BlockReason
 from dialerd.faults import Failpoints
-from dialerd.ports import DispatchStore, Pbx
+from dialerd.ports import DispatchStore, Pbx, PeerPbx
 from dialerd.services.slots import Slots
 from dialerd.store.repo import priority_context
 from dialerd.store.tables import Attempt, Campaign, Event
@@ -274,16 +274,23 @@ class CallFollower:
 
     # ---- reconciliation ---------------------------------------------------------------------------
 
-    async def reconcile(self, channel_id: str) -> None:
-        """Find out what happened to a channel we lost track of, and apply it."""
+    async def reconcile(self, channel_id: str, on: PeerPbx | None = None, *, fenced: bool = True) -> bool:
+        """Find out what happened to a channel we lost track of, and apply it; True if it is still up.
+
+        ``on``: another daemon's PBX, whose calls a takeover reconciles (``services/takeover.py``); they
+        hold no slot of this daemon's ledger (the caps count them in the database). ``fenced`` False: a
+        dialling attempt the PBX does not know is left as it is (its sender may only be stalled, and
+        nothing at the PBX stops it yet), not given back for another dial.
+        """
         attempt = await self.store.get_attempt(channel_id)
         if attempt is None or AttemptState(attempt.state).final:
-            return
-        await self.pbx_up.wait()
-        found = await self.pbx.lookup(channel_id)
+            return False
+        if on is None:
+            await self.pbx_up.wait()
+        found = await (self.pbx if on is None else on).lookup(channel_id)
         if found.live:
             campaign = await self.store.get_campaign(attempt.campaign_id)
-            if campaign is not None and not self.slots.holds(channel_id):
+            if on is None and campaign is not None and not self.slots.holds(channel_id):
                 await self.slots.track(channel_id, campaign.id, campaign.tenant_id)
             if attempt.state == AttemptState.DIALING:
                 await self._apply(channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
@@ -291,19 +298,24 @@ class CallFollower:
             if found.answered:
                 await self._apply(channel_id, ContactStatus.CONNECTED, AttemptState.ANSWERED,
                                   {"answered_at": utcnow()}, {}, {})
-            return
+            return True
         if found.ended is not None:
             await self.ended(found.ended)
-            return
+            if on is not None:
+                await on.forget(channel_id)
+            return False
         if attempt.state == AttemptState.DIALING:
+            if not fenced:
+                return True  # left in flight: looked at again later (see the docstring)
             # Unknown to the PBX and never confirmed: the request never created a channel. Give the
             # attempt back so the contact is dialled once, not zero times.
             await self._not_dialled(attempt)
-            return
+            return False
         # The PBX accepted it but no longer knows it and left no record (it restarted meanwhile): the
         # call happened, its outcome is lost. Record that honestly rather than dialling again blindly.
         log.warning("call outcome lost", extra={"action": "reconcile_lost", "channel_id": channel_id})
         await self.ended(CallEvent(channel_id, CallEventKind.ENDED, utcnow(), answered=attempt.state == AttemptState.ANSWERED))
+        return False
 
     async def recover(self) -> int:
         """After a restart: count every attempt the database has in flight against the caps, then

@@ -24,7 +24,7 @@ step 3 are never below the channels up on all PBXs together: the caps hold on th
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -96,6 +96,30 @@ class ClusterStore:
                 update(T_NODE).where(T_NODE.c.id == seat.node_id, T_NODE.c.epoch == seat.epoch)
                 .values(state="stopped", heartbeat_at=now, calls_in_flight=0)
             )
+
+    async def take_over(self, node: NodeView, taker: str, now: datetime, lapse: timedelta) -> bool:
+        """Take the lapsed daemon ``node`` over: raise its epoch (so nothing more is claimed under the one it
+        had: the claim's fence) and mark it ``taken``, if its row is still as read (up, that epoch, the
+        heartbeat older than ``lapse``). True for exactly one taker; False if it came back or another
+        daemon took it first."""
+        async with self.tx.write() as conn:
+            moved = await conn.execute(
+                update(T_NODE)
+                .where(T_NODE.c.id == node.node_id, T_NODE.c.epoch == node.epoch, T_NODE.c.state == "up",
+                       T_NODE.c.heartbeat_at < now - lapse)
+                .values(epoch=T_NODE.c.epoch + 1, state="taken", held_reason=f"taken over by {taker}"[:40])
+            )
+        return bool(moved.rowcount)
+
+    async def attempts_of(self, node_id: str) -> list[Attempt]:
+        """The attempts ``node_id`` placed that are still in flight, oldest first."""
+        async with self.tx.read() as conn:
+            rows = (await conn.execute(
+                select(T_ATTEMPT).where(T_ATTEMPT.c.node_id == node_id,
+                                        T_ATTEMPT.c.state.in_(IN_FLIGHT_ATTEMPT_STATES))
+                .order_by(T_ATTEMPT.c.id)
+            )).all()
+        return [_row(Attempt, r) for r in rows]
 
     async def nodes(self) -> list[NodeView]:
         async with self.tx.read() as conn:
