@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import csv
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -253,6 +254,93 @@ async def test_two_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_take
               f"of cap {CAP}; {watch.polls} polls")
     finally:
         await watch.stop()
+        for d in (a, b):
+            if d.alive():
+                await asyncio.to_thread(d.terminate, 30)
+
+
+STALL_CONTACTS = 30
+
+
+async def test_a_daemon_stalled_between_commit_and_originate_is_taken_over_and_dials_nothing_twice(
+    pbxs: dict[str, dict[str, str]], pg_url: str, tmp_path: Path
+) -> None:
+    """b stops itself (SIGSTOP) at its 4th attempt, committed but not yet sent; a takes it over while it is
+    frozen; then b is resumed and sends that originate late. The attempt was never given back (a taker does
+    not decide "never placed" for a sender that may be alive), so the contact is placed once: by b's late
+    send, which a follows to its end on b's PBX. b's next heartbeat or claim finds its epoch moved on and it
+    exits (fenced); a finishes the campaign."""
+    a_env = node_env(pg_url, pbxs["cluster-a"], "node-a")
+    b_env = node_env(pg_url, pbxs["cluster-b"], "node-b")
+    b_env["DIALERD_FAILPOINTS"] = "after_attempt:4:stop"
+    key = create_key(a_env, "acme", concurrent_max=CAP + 2, cpm=600)
+    a = DaemonProc(a_env, tmp_path / "a.log")
+    b = DaemonProc(b_env, tmp_path / "b.log")
+    watch = ClusterWatch([pbxs["cluster-a"], pbxs["cluster-b"]])
+    try:
+        await asyncio.to_thread(a.start)
+        await asyncio.to_thread(b.start)
+        body, ctype = multipart({"name": "stall", "max_concurrent_calls": str(CAP), "retries_per_contact": "0"},
+                                numbers([i % 30 for i in range(STALL_CONTACTS)]))
+        status, created = await asyncio.to_thread(b.request, "POST", "/api/v1/campaigns", key, body,
+                                                  {"Content-Type": ctype})
+        assert status == 201, created
+        cid = created["id"]
+        watch.campaign_id = cid
+        watch.start()
+        status, _ = await asyncio.to_thread(b.request, "POST", f"/api/v1/campaigns/{cid}/start", key)
+        assert status == 200
+
+        def stalled() -> bool:
+            assert b.proc is not None
+            state = Path(f"/proc/{b.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            return state == "T"
+
+        await wait_for(stalled, 60, "b stops at its 4th committed attempt")
+        frozen = await in_flight_of(pg_url, "node-b")
+        assert "dialing" in frozen, frozen
+
+        def taken() -> bool:
+            nodes = {n["node_id"]: n for n in a.wait_health()["cluster"]["nodes"]}
+            return nodes["node-b"]["state"] == "taken"
+
+        await wait_for(taken, 20, "a takes the frozen b over")
+        # a reconciles b's calls; the committed, unsent attempt stays in flight (its sender may be alive).
+        await wait_for(lambda: asyncio.run(in_flight_of(pg_url, "node-b")) == ["dialing"], 30,
+                       "only b's unsent attempt is left in flight")
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGCONT)  # b wakes holding its committed attempt, and sends it
+        code = await asyncio.to_thread(b.proc.wait, 30)
+        assert code == 1, f"b, fenced, exits non-zero: {code}"
+        assert '"action": "fenced"' in (tmp_path / "b.log").read_text()
+
+        def done() -> dict[str, Any] | None:
+            status, view = a.request("GET", f"/api/v1/campaigns/{cid}", key)
+            assert status == 200, view
+            return view if view["status"] == "completed" else None
+
+        await wait_for(done, 240, "the campaign completes")
+        await watch.stop()
+        engine = create_engine(pg_url)
+        try:
+            async with engine.connect() as conn:
+                attempts = [r for r in (await conn.execute(
+                    select(T_ATTEMPT.c.contact_id, T_ATTEMPT.c.channel_id, T_ATTEMPT.c.node_id, T_ATTEMPT.c.state)
+                    .where(T_ATTEMPT.c.campaign_id == cid)
+                )).all() if r.state != "not_dialled"]
+        finally:
+            await engine.dispose()
+        assert len(attempts) == STALL_CONTACTS and len({r.contact_id for r in attempts}) == STALL_CONTACTS, \
+            "each contact placed exactly once"
+        prefix = f"dlr-{cid[4:16]}-"
+        cdr_a, cdr_b = cdr_ids(pbxs["cluster-a"], prefix), cdr_ids(pbxs["cluster-b"], prefix)
+        assert sorted(cdr_a + cdr_b) == sorted(r.channel_id for r in attempts), "no call placed twice or unrecorded"
+        assert watch.peak <= CAP, f"peak {watch.peak} (raw {watch.peak_raw}) of cap {CAP}"
+        print(f"\nstalled with {sorted(frozen)}; b placed {len(cdr_b)}, a {len(cdr_a)}; peak {watch.peak} of {CAP}")
+    finally:
+        await watch.stop()
+        if b.proc is not None and b.alive():
+            b.proc.send_signal(signal.SIGCONT)
         for d in (a, b):
             if d.alive():
                 await asyncio.to_thread(d.terminate, 30)
