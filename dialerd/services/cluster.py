@@ -16,7 +16,9 @@ resumed or appended on another daemon), after recovery has run (``adopt``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -61,6 +63,7 @@ class ClusterMember:
         self._adopt: Callable[[], Awaitable[None]] | None = None
         self._sweep: Callable[[], Awaitable[object]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self.dialling_nodes = 1  # daemons alive and able to dial, as the last beat read them (this one too)
 
     @property
     def seat(self) -> Seat:
@@ -106,6 +109,11 @@ class ClusterMember:
             except StoreError as exc:
                 log.warning("heartbeat failed: %s", exc, extra={"action": "cluster_heartbeat"})
                 continue
+            if current:
+                with contextlib.suppress(StoreError):
+                    now = utcnow()
+                    self.dialling_nodes = max(1, sum(1 for n in await self.store.nodes()
+                                                     if alive(n, now, self.lapse) and n.held_reason is None))
             if not current:
                 log.critical("fenced: another process holds this daemon's id under a newer epoch; stopping",
                              extra={"action": "fenced", "node_id": seat.node_id, "epoch": seat.epoch})
@@ -117,6 +125,15 @@ class ClusterMember:
                     await step()
                 except StoreError as exc:
                     log.warning("cluster step failed: %s", exc, extra={"action": "cluster_step"})
+
+    def fair_share(self, cap: int) -> int:
+        """This daemon's even share of a campaign's ``cap`` among the daemons able to dial (at least 1).
+
+        A freed slot wakes the daemon whose call ended at once, and the others only when they look again;
+        left alone, the first daemon to dial a campaign would keep every slot of it. Past its share a
+        daemon lets one recheck interval pass before claiming again (``Dispatcher._step``), so the others
+        take their share and the campaign spreads over every PBX; what they leave, it still takes."""
+        return max(1, math.ceil(cap / self.dialling_nodes))
 
     async def view(self) -> dict[str, Any]:
         """This daemon's seat and every daemon's row, for ``/health``."""

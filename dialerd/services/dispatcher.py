@@ -37,7 +37,7 @@ from dialerd.domain.call import CallEvent, Destination, OriginateRequest, Skippe
 from dialerd.domain.caller_id import CallerIdPool
 from dialerd.domain.caller_id import choose as choose_caller_id
 from dialerd.domain.campaign import CampaignAction, CampaignStatus
-from dialerd.domain.cluster import Fenced
+from dialerd.domain.cluster import FULL_RECHECK, Fenced
 from dialerd.domain.contact import FailureReason
 from dialerd.domain.rules import BlockReason, Hold
 from dialerd.faults import Failpoints
@@ -100,6 +100,7 @@ class Dispatcher:
         self._caller_id_turns: Counter[str] = Counter()
         # With several daemons: the last cap counted across them that held each campaign (for explain).
         self.held_shared: dict[str, Hold] = {}
+        self._yielded: set[str] = set()  # campaigns past this daemon's share that waited once (fair_share)
 
     @property
     def outcomes(self) -> Counter[str]:
@@ -300,6 +301,13 @@ class Dispatcher:
         if slots.calls_in_flight(cid) >= campaign.max_concurrent_calls:
             await slots.sleep(cid, 5.0)
             return
+        if (self.cluster is not None and cid not in self._yielded
+                and slots.calls_in_flight(cid) >= self.cluster.fair_share(campaign.max_concurrent_calls)):
+            # Past its share of the campaign: the other daemons get one look at the freed slot first.
+            self._yielded.add(cid)
+            await asyncio.sleep(FULL_RECHECK.total_seconds())
+            return
+        self._yielded.discard(cid)
         if slots.tenant_in_flight(tenant.tenant_id) >= tenant.concurrent_max:
             await slots.sleep(cid, 0.5)
             return

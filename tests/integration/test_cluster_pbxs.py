@@ -344,3 +344,81 @@ async def test_a_daemon_stalled_between_commit_and_originate_is_taken_over_and_d
         for d in (a, b):
             if d.alive():
                 await asyncio.to_thread(d.terminate, 30)
+
+
+async def test_a_pbx_dies_its_daemon_stops_claiming_and_says_why_the_other_carries_on(
+    pbxs: dict[str, dict[str, str]], pg_url: str, tmp_path: Path
+) -> None:
+    """PBX b stops mid-run: daemon b claims nothing more and its /health (and its row, seen from a) says
+    pbx_down; a goes on dialling alone; PBX b comes back on the same ports, b reconnects and reconciles the
+    calls it had there (lost with the PBX: recorded, never redialled); the campaign completes."""
+    a_env = node_env(pg_url, pbxs["cluster-a"], "node-a")
+    b_env = node_env(pg_url, pbxs["cluster-b"], "node-b")
+    key = create_key(a_env, "acme", concurrent_max=CAP + 2, cpm=600)
+    a = DaemonProc(a_env, tmp_path / "a.log")
+    b = DaemonProc(b_env, tmp_path / "b.log")
+    try:
+        await asyncio.to_thread(a.start)
+        await asyncio.to_thread(b.start)
+        body, ctype = multipart({"name": "pbx dies", "max_concurrent_calls": str(CAP), "retries_per_contact": "0"},
+                                numbers([i % 30 for i in range(STALL_CONTACTS)]))
+        status, created = await asyncio.to_thread(a.request, "POST", "/api/v1/campaigns", key, body,
+                                                  {"Content-Type": ctype})
+        assert status == 201, created
+        cid = created["id"]
+        status, _ = await asyncio.to_thread(a.request, "POST", f"/api/v1/campaigns/{cid}/start", key)
+        assert status == 200
+        await wait_for(lambda: len(asyncio.run(in_flight_of(pg_url, "node-b"))) >= 1, 60, "b has calls up")
+        down = await asyncio.to_thread(_lp, "down", "--name", "cluster-b", timeout=60)
+        assert down.returncode == 0, down.stderr
+
+        def b_says_why() -> bool:
+            health = b.wait_health(pbx=False)
+            nodes = {n["node_id"]: n for n in a.wait_health()["cluster"]["nodes"]}
+            return (health["pbx"]["dialling_held"] == "pbx_down" and health["status"] == "degraded"
+                    and nodes["node-b"]["held_reason"] == "pbx_down" and nodes["node-b"]["alive"])
+
+        await wait_for(b_says_why, 30, "b's /health and its row say pbx_down")
+        placed_by_b = await _placed(pg_url, cid, "node-b")
+
+        # a keeps dialling while b claims nothing.
+        a_before = await _placed(pg_url, cid, "node-a")
+        await wait_for(lambda: asyncio.run(_placed(pg_url, cid, "node-a")) >= a_before + 3, 60, "a dials on")
+        assert await _placed(pg_url, cid, "node-b") == placed_by_b, "b claimed nothing without its PBX"
+        up = await asyncio.to_thread(_lp, "up", "--name", "cluster-b", "--credentials-of", NAMES[0])
+        assert up.returncode == 0, up.stderr
+
+        def done() -> dict[str, Any] | None:
+            status, view = a.request("GET", f"/api/v1/campaigns/{cid}", key)
+            assert status == 200, view
+            return view if view["status"] == "completed" else None
+
+        await wait_for(done, 240, "the campaign completes")
+        assert await in_flight_of(pg_url, "node-b") == [], "b reconciled its calls once its PBX was back"
+        engine = create_engine(pg_url)
+        try:
+            async with engine.connect() as conn:
+                placed = [r for r in (await conn.execute(
+                    select(T_ATTEMPT.c.contact_id, T_ATTEMPT.c.state).where(T_ATTEMPT.c.campaign_id == cid)
+                )).all() if r.state != "not_dialled"]
+        finally:
+            await engine.dispose()
+        assert len(placed) == len({r.contact_id for r in placed}) == STALL_CONTACTS, "each contact placed once"
+        print(f"\nb placed {placed_by_b} before its PBX died; a carried the rest")
+    finally:
+        for d in (a, b):
+            if d.alive():
+                await asyncio.to_thread(d.terminate, 30)
+        await asyncio.to_thread(_lp, "up", "--name", "cluster-b", "--credentials-of", NAMES[0])
+
+
+async def _placed(pg_url: str, cid: str, node: str) -> int:
+    engine = create_engine(pg_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(
+                select(T_ATTEMPT.c.state).where(T_ATTEMPT.c.campaign_id == cid, T_ATTEMPT.c.node_id == node)
+            )).scalars().all()
+    finally:
+        await engine.dispose()
+    return sum(1 for s in rows if s != "not_dialled")
