@@ -30,6 +30,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (10, "0010_caller_id_pools"),  # caller-id pools: the strategy, each attempt's caller id
     (11, "0011_amd"),  # answering-machine detection (issue 12)
     (12, "0012_webhooks"),  # webhooks: the target and secret, each campaign's delivery cursor (issue 12)
+    (14, "0014_webhook_lease"),  # the daemon delivering a campaign's webhook, and until when (issue 13)
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
