@@ -221,6 +221,25 @@ def in_order_per_campaign(got: list[int], events: dict[str, list[int]]) -> bool:
     return True
 
 
+async def test_on_sqlite_a_previous_runs_lease_is_freed_at_start(sqlite_url: str, receiver: Receiver) -> None:
+    """One daemon per SQLite database: a lease found at start is a killed run's; delivery goes on at once
+    rather than after the lapse (today's behaviour after a kill -9)."""
+    engine = create_engine(sqlite_url)
+    await migrate(engine)
+    await engine.dispose()
+    a = await start_daemon(sqlite_url, "A", lease=60.0)
+    try:
+        cid = await hooked_campaign(a.store, receiver.url)
+        assert await a.store.webhooks.take(cid, "killed run", 60.0)
+        ids = await add_events(a.store, cid, 3)
+        await stop(a)
+        a = await start_daemon(sqlite_url, "A again", lease=60.0)
+        await wait_for(lambda: _at(a.store, cid, ids[-1]), "the restarted daemon to deliver", timeout=5)
+        assert receiver.ids() == ids
+    finally:
+        await stop(a)
+
+
 pg = pytest.mark.postgres
 
 
