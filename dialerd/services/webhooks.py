@@ -227,13 +227,14 @@ class WebhookDelivery:
                 except Exception:  # the next start repeats these deliveries: at least once
                     log.warning("webhook cursor not saved", extra={"action": "webhook",
                                                                   "campaign_id": campaign_id})
-        if self._renewed:
-            try:
-                await self.store.release(self.owner)  # another daemon takes over now, not at the lapse
-            except Exception:
-                log.warning("webhook leases not freed; they lapse in %s s", self.lease_seconds,
-                            extra={"action": "webhook_lease_release"})
-            self._renewed.clear()
+        # Every lease of this owner, also one a worker cancelled mid-take got without knowing: another daemon
+        # takes over now rather than at the lapse.
+        try:
+            await self.store.release(self.owner)
+        except Exception:
+            log.warning("webhook leases not freed; they lapse in %s s", self.lease_seconds,
+                        extra={"action": "webhook_lease_release"})
+        self._renewed.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -356,7 +357,9 @@ class WebhookDelivery:
         raises LeaseLost if another daemon has it now."""
         renewed = self._renewed.get(campaign_id)
         sent = time.monotonic()
-        if renewed is not None and lease_fresh(renewed, sent, self.lease_seconds):
+        if renewed is None:  # found lost meanwhile
+            raise LeaseLost(campaign_id)
+        if lease_fresh(renewed, sent, self.lease_seconds):
             return
         if campaign_id not in await self.store.renew(self.owner, [campaign_id], self.lease_seconds):
             raise LeaseLost(campaign_id)
