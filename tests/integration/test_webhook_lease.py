@@ -3,9 +3,10 @@
 The store's lease on both backends (take, renew, fenced writes, release, the scan for work no daemon
 delivers); then, on PostgreSQL, two ``WebhookDelivery`` instances, each with its own Store and engine as two
 daemons have, and one real aiohttp receiver on loopback: with events written by both, every event arrives
-exactly once; one that dies without freeing its leases is taken over once they lapse, repeating only what
-it delivered after its last cursor write; a slow receiver is no lapse; a stalled holder whose renewal finds
-the lease taken stops delivering at once.
+exactly once; one that stops hands over at once; one that dies without freeing its leases is taken over
+once they lapse, repeating only what it delivered after its last cursor write; a slow receiver is no
+lapse; a stalled holder whose renewal finds the lease taken stops delivering at once. On SQLite a killed
+run's lease is freed at start.
 """
 
 from __future__ import annotations
@@ -311,6 +312,32 @@ async def test_a_dead_holders_campaign_is_taken_over_once_its_lease_lapses(pg_ur
         await a.store.close()
         if b is not None:
             await stop(b)
+
+
+@pg
+async def test_a_holder_that_stops_hands_over_at_once_without_repeating(pg_url: str, receiver: Receiver) -> None:
+    """The stop writes the cursor and frees the lease: the other daemon goes on within a keeper's tick (not
+    after the lapse) from where the first stopped (repeating at most the POST the stop cut short)."""
+    lease = 6.0
+    receiver.delay = 0.01
+    a, b = await start_daemon(pg_url, "A", lease), await start_daemon(pg_url, "B", lease)
+    try:
+        cid = await hooked_campaign(a.store, receiver.url)
+        await a.delivery.reload(cid)
+        ids = await add_events(a.store, cid, 100)
+        await wait_for(lambda: len(receiver.ids("A")) >= 20, "A to deliver a part")
+        await a.delivery.stop()
+        stopped = time.monotonic()
+        await wait_for(lambda: set(receiver.ids()) == set(ids), "B to deliver the rest")
+        first_b = next(t for _, agent, t in receiver.got if agent == "B")
+        assert first_b - stopped < lease / 3 + 1.0
+        twice = [i for i, n in Counter(receiver.ids()).items() if n > 1]
+        assert twice in ([], [receiver.ids("A")[-1]])  # only the POST in flight when A stopped, if any
+        assert receiver.ids("B") == [i for i in ids if i >= receiver.ids("B")[0]]
+        assert sorted(set(receiver.ids())) == ids
+    finally:
+        await stop(a)
+        await stop(b)
 
 
 @pg
