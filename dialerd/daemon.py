@@ -135,6 +135,7 @@ class Daemon:
         pbx = pbx or build_pbx(settings, tasks)
         webhooks = WebhookDelivery(store.webhooks, tasks, allow_private=settings.webhooks_allow_private,
                                    timeout=settings.webhooks_timeout, retry_for=settings.webhooks_retry_for,
+                                   lease_seconds=settings.webhooks_lease_seconds,
                                    user_agent=f"dialerd/{__version__} (webhooks)")
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
         slots = Slots(store)

@@ -172,6 +172,12 @@ class Settings:
         metadata=_meta("seconds an event is retried (1 s doubling to 10 min, with jitter) before it is dead",
                        check=_range(1)),
     )
+    webhooks_lease_seconds: float = field(
+        default=10.0,
+        metadata=_meta("seconds a daemon's lease on a campaign's webhook delivery holds unrenewed (several "
+                       "daemons on one database: after its holder dies or stalls, another takes over then)",
+                       check=_range(1, 3600)),
+    )
     cluster_node_id: str = field(
         default="",
         metadata=_meta("this daemon's name among the daemons on one PostgreSQL database; empty = HOST/APP "

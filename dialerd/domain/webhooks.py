@@ -5,6 +5,9 @@ The effects (resolving names, POSTing, the outbox cursor) are in ``services/webh
 ``store/webhooks.py``. The outbox is the ``event`` table itself: every state change already appends its
 event there in the same transaction (store/base.py), so an event that exists is an event to deliver; each
 campaign's delivery state keeps how far its webhook got (``delivered_through``).
+
+Several daemons on one database: one of them at a time holds a campaign's lease (``lease_*`` below) and
+only the holder delivers; the others leave the campaign alone until the lease lapses.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ MAX_DELAY = 600.0  # ... up to 10 min
 JITTER = 0.2  # each delay is drawn from [1 - JITTER, 1 + JITTER] times its base (then capped)
 RETRY_FOR_SECONDS = 24 * 3600  # an event failing for this long is dead
 ERROR_MAX = 300  # the length of last_error kept
+LEASE_SECONDS = 10.0  # how long a lease holds without being renewed ([webhooks] lease_seconds)
 
 EVENT_ID_HEADER = "Dialerd-Event-Id"
 EVENT_TYPE_HEADER = "Dialerd-Event-Type"
@@ -156,3 +160,26 @@ def is_dead(first_failed_at: datetime, now: datetime, retry_for: float = RETRY_F
 def delivered(status: int) -> bool:
     """Any 2xx answer delivers the event; every other status is retried (redirects are not followed)."""
     return 200 <= status < 300
+
+
+# ---- the lease on a campaign's delivery ----------------------------------------------------------------
+# ``renewed`` is the daemon's own monotonic time at which it *sent* its last successful take or renewal: the
+# database moved the lease's end to at least ``renewed + lease``, so judging from ``renewed`` errs on the
+# early side, whatever the database's clock says.
+
+
+def lease_tick(lease: float) -> float:
+    """Seconds between two turns of the lease keeper: renew the leases held, look for work left elsewhere."""
+    return lease / 3
+
+
+def lease_renewal_due(renewed: float, now: float, lease: float) -> bool:
+    """The keeper renews a held lease last renewed a sixth of the lease ago or more (at its tick of a third,
+    a lease is then never older than half its length, however the ticks fall)."""
+    return now - renewed >= lease / 6
+
+
+def lease_fresh(renewed: float, now: float, lease: float) -> bool:
+    """Whether a POST may go out on this lease without renewing it first: renewed within two thirds of its
+    length. Older means the daemon (or its keeper) stalled; the lease may have lapsed and been taken."""
+    return now - renewed < 2 * lease / 3

@@ -39,7 +39,8 @@ from dialerd.services.importer import (
     import_contacts,
 )
 from dialerd.services.lifecycle import CampaignLifecycle
-from dialerd.services.webhooks import WebhookDelivery, check_target
+from dialerd.services.webhook_targets import check_target
+from dialerd.services.webhooks import WebhookDelivery
 from dialerd.store.repo import Store
 from dialerd.store.tables import Attempt, Campaign, Contact, Event, ImportProblem
 from dialerd.timestamps import utcnow

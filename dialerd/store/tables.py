@@ -301,6 +301,10 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     last_attempt_at: datetime | None = _ts()
     next_attempt_at: datetime | None = _ts()
+    # migration 0014 (issue 13): the daemon that delivers this campaign's events, and the end of its lease
+    # (renewed while it delivers); both None when no daemon holds it
+    lease_owner: str | None = Field(default=None, sa_column=Column(String(200)))
+    lease_until: datetime | None = _ts()
 
 
 class WebhookDeadEvent(SQLModel, table=True):

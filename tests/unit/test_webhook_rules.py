@@ -1,5 +1,5 @@
 """domain/webhooks.py: the pure rules of webhook delivery (targets, refused addresses, signatures, backoff,
-dead events)."""
+dead events, the lease's timing)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from dialerd.domain.webhooks import (
     check_secret,
     delivered,
     is_dead,
+    lease_fresh,
+    lease_renewal_due,
+    lease_tick,
     retry_delay,
     signature,
     verify,
@@ -95,3 +98,20 @@ def test_secrets_need_sixteen_printable_characters() -> None:
     for bad, words in (("s" * 15, "at least 16"), ("s" * 201, "at most 200"), ("s" * 16 + "\n", "control")):
         with pytest.raises(ValueError, match=words):
             check_secret(bad)
+
+
+def test_a_held_lease_is_never_older_than_half_its_length_at_a_keepers_tick() -> None:
+    lease = 9.0
+    assert lease_tick(lease) == 3.0
+    assert not lease_renewal_due(100.0, 101.4, lease) and lease_renewal_due(100.0, 101.5, lease)
+    # Whatever the phase of the keeper's ticks, a renewal not due at one tick is due at the next, so the
+    # lease's age when renewed is below a sixth plus a tick: half its length.
+    for renewed in (0.0, 0.1, 1.49, 2.9):
+        ticks = [t * lease_tick(lease) for t in range(1, 4)]
+        first_due = next(t for t in ticks if t >= renewed and lease_renewal_due(renewed, t, lease))
+        assert first_due - renewed < lease / 2
+
+
+def test_a_post_needs_a_lease_renewed_within_two_thirds_of_its_length() -> None:
+    assert lease_fresh(100.0, 105.9, 9.0) and not lease_fresh(100.0, 106.0, 9.0)
+    assert lease_fresh(100.0, 100.0, 9.0)
