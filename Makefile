@@ -1,7 +1,7 @@
 # The two commands of the README. Both set up what they need first (idempotent; needs root on Debian/Ubuntu):
 # `make demo` only the venv with dialerd and the local Asterisk, `make test` everything (dev tools,
 # PostgreSQL, systemd tools, Chromium).
-.PHONY: demo test lint setup setup-demo load bench bench-webhooks stall-test
+.PHONY: demo test lint setup setup-demo load bench bench-webhooks stall-test cluster-demo
 
 setup:
 	bash .ci/setup
@@ -31,6 +31,11 @@ bench: setup
 # events/s one campaign's webhook drains (bench/webhook_load.py).
 bench-webhooks: setup
 	.venv/bin/python -m bench.webhook_load
+
+# Three daemons on two local PBXs and PostgreSQL dial one campaign; one is killed midway and taken over
+# (~1 min; examples/cluster_demo.py, docs/scale-out.md).
+cluster-demo: setup
+	.venv/bin/python examples/cluster_demo.py
 
 # A daemon stalled (SIGSTOP) between committing an attempt and sending it, taken over meanwhile, then
 # resumed (issue 13), 20 times in a row on two real PBXs and PostgreSQL (~12 min): no contact placed twice.
