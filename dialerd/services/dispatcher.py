@@ -55,6 +55,7 @@ log = logging.getLogger("dialerd.dispatcher")
 
 CAMPAIGN_RECHECK_SECONDS = 1.0  # a running campaign's row is re-read at most this often by its runner
 MAX_CONSECUTIVE_ORIGINATE_ERRORS = 5
+SHARED_HOLD_FRESH = 2.0  # seconds a hold the shared claim gave is reported by explain
 
 
 class Dispatcher:
@@ -98,8 +99,9 @@ class Dispatcher:
         # Calls placed per campaign from its caller-id pool: the round robin's position. In memory only, so
         # a restart starts each rotation again from the pool's first number (documented in the README).
         self._caller_id_turns: Counter[str] = Counter()
-        # With several daemons: the last cap counted across them that held each campaign (for explain).
-        self.held_shared: dict[str, Hold] = {}
+        # With several daemons: the last cap counted across them that held each campaign's claim, and when
+        # (the clock's time); explain reports it while fresh (SHARED_HOLD_FRESH).
+        self.held_shared: dict[str, tuple[Hold, float]] = {}
         self._yielded: set[str] = set()  # campaigns past this daemon's share that waited once (fair_share)
 
     @property
@@ -191,7 +193,9 @@ class Dispatcher:
         ends: no time known), else None."""
         in_flight = self.slots.calls_in_flight(campaign.id)
         if in_flight < campaign.max_concurrent_calls:
-            return None
+            # Several daemons: the cap may be full with the others' calls (the last shared claim said so).
+            shared = self._shared_holds(lambda cid: cid == campaign.id)
+            return next((h for h in shared if h.reason is BlockReason.CAMPAIGN_CONCURRENCY), None)
         return Hold(BlockReason.CAMPAIGN_CONCURRENCY,
                     detail={"max_concurrent_calls": campaign.max_concurrent_calls, "in_flight": in_flight})
 
@@ -214,7 +218,20 @@ class Dispatcher:
         Reads the tenant's limits and today's usage if the ledger has not yet: explain learns of every
         tenant limit from this one method."""
         await self.slots.tenant(tenant_id)
-        return self.slots.tenant_holds(tenant_id, now)
+        holds = list(self.slots.tenant_holds(tenant_id, now))
+        # Several daemons: what the shared claim last said of the tenant's caps (its calls on every PBX).
+        seen = {h.reason for h in holds}
+        for hold in self._shared_holds(lambda cid: self.slots.watched_tenant(cid) == tenant_id):
+            if hold.reason is not BlockReason.CAMPAIGN_CONCURRENCY and hold.reason not in seen:
+                holds.append(hold)
+                seen.add(hold.reason)
+        return tuple(holds)
+
+    def _shared_holds(self, which: Callable[[str], bool]) -> list[Hold]:
+        """The shared claim's holds of the campaigns ``which`` selects, recorded within SHARED_HOLD_FRESH."""
+        now = self.clock()
+        return [hold for cid, (hold, at) in self.held_shared.items()
+                if which(cid) and now - at <= SHARED_HOLD_FRESH]
 
     def running_campaigns(self) -> list[str]:
         """The campaigns that have a runner now."""
@@ -466,7 +483,7 @@ class Dispatcher:
                 self.accepting = False
                 raise
             if isinstance(result, Hold):
-                self.held_shared[campaign.id] = result
+                self.held_shared[campaign.id] = (result, self.clock())
                 wait = 1.0 if result.until is None else (result.until - utcnow()).total_seconds()
                 outcome.wait = min(5.0, max(0.01, wait))
                 return None

@@ -296,6 +296,10 @@ class Slots:
         """Wake the campaign's runner whenever a slot of ``tenant_id`` frees."""
         self._watched[campaign_id] = tenant_id
 
+    def watched_tenant(self, campaign_id: str) -> str | None:
+        """The tenant of a campaign whose runner is watching (None: no runner here)."""
+        return self._watched.get(campaign_id)
+
     def unwatch(self, campaign_id: str) -> None:
         self._watched.pop(campaign_id, None)
 

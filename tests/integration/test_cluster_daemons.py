@@ -160,3 +160,35 @@ def test_a_second_process_under_a_daemons_id_fences_the_first(pg_url: str, tmp_p
         for d in (first, second):
             if d.alive():
                 d.terminate(30)
+
+
+@pytest.mark.postgres
+async def test_explain_on_any_daemon_names_the_cap_the_others_calls_fill(
+    pg_url: str, session: aiohttp.ClientSession
+) -> None:
+    pa, pb = FakePbx(time_scale=1.0), FakePbx(time_scale=1.0)
+    for pbx in (pa, pb):
+        for i in range(6):
+            pbx.program(f"+1415555{1000 + i:04d}", answered(30.0))  # up for the whole test
+    a = await start_daemon(test_settings(pg_url, cluster_node_id="a", cluster_heartbeat_interval=0.2,
+                                         shutdown_grace_period=0.2), pa)
+    b = await start_daemon(test_settings(pg_url, cluster_node_id="b", cluster_heartbeat_interval=0.2,
+                                         shutdown_grace_period=0.2), pb)
+    try:
+        key = await make_key(a, "acme", concurrent_max=8, calls_per_minute=6000)
+        apis = [Api(f"http://127.0.0.1:{d.port}", session, {"acme": key}, d) for d in (a, b)]
+        cid = await _create(apis[0], 6, cap=2)
+        status, _ = await apis[0].call("POST", f"/api/v1/campaigns/{cid}/start")
+        assert status == 200
+        await eventually("both slots taken", lambda: len(pa.requests) + len(pb.requests) == 2, timeout=20)
+        for api in apis:
+            async def full(api: Api = api) -> bool:
+                status, body = await api.call("GET", f"/api/v1/campaigns/{cid}/explain")
+                hold = next((h for h in body.get("blocked_by", []) if h["reason"] == "campaign_concurrency"), None)
+                return status == 200 and hold is not None and hold["detail"]["in_flight"] == 2
+
+            await eventually("explain names the campaign's cap on this daemon", full, timeout=10)
+        assert len(pa.requests) + len(pb.requests) == 2, "the cap held across the daemons"
+    finally:
+        await b.stop()
+        await a.stop()
