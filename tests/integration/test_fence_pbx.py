@@ -6,7 +6,8 @@
   PJSIP one (cause, state, hangup record, StasisStart); one with another epoch, or while the global is unset,
   is refused before any carrier leg exists (cause 52, ``DIALERD_FENCED``, no far-end CDR row).
 - The ordering: after :func:`fence_out` returns, an attempt that is neither in ``GET /channels/{id}`` nor
-  has a hangup record never reaches the carrier, with originates racing the fence.
+  has a hangup record never reaches the carrier, with originates racing the fence; and a process
+  SIGSTOPped between its commit and its POST is refused when it is continued after the fence.
 
 The far end's CDR row (``dcontext`` ``carrier-in``) is the witness of an INVITE; each call has its own
 caller number, which the far end records as ``src``.
@@ -19,8 +20,11 @@ import base64
 import csv
 import itertools
 import json
+import os
 import random
 import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,7 @@ from dialerd.pbx.fence import (
     record_is_fenced,
 )
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name
-from tests.pbx_env import local_pbx_env
+from tests.pbx_env import REPO, local_pbx_env
 
 pytestmark = [pytest.mark.pbx, pytest.mark.timeout(180)]
 
@@ -266,3 +270,66 @@ async def test_after_fence_out_an_attempt_found_absent_is_never_dialled(lab: Lab
             assert not (verdict in ("absent", "later") and outcome == "dialled"), (cid, verdict, outcomes)
     assert outcomes.get(("live", "dialled"), 0) + outcomes.get(("record", "dialled"), 0) > 0, outcomes
     assert outcomes.get(("later", "refused"), 0) > 0, outcomes
+
+
+# A daemon in miniature: "commits" the attempt (prints its id), stops itself (SIGSTOP) before the POST, and
+# sends the POST once continued; prints the HTTP status.
+_STALLED = """
+import asyncio, json, os, signal, sys
+from dialerd.pbx.ari_client import AriClient
+from dialerd.pbx.fence import fenced_target
+url, user, password, app, cid, caller, number, key, epoch = sys.argv[1:]
+async def main():
+    client = AriClient(url, user, password, app)
+    await client.open()
+    target = fenced_target(f"PJSIP/{number}@carrier", number, key, int(epoch))
+    variables = {"DIALERD_ID": cid, "CHANNEL(hangup_handler_push)": "dialerd-hh,s,1", **target.variables}
+    params = {"endpoint": target.endpoint, "formats": target.formats, "app": app, "callerId": caller}
+    print(cid, flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)  # stalled between the commit and the originate
+    try:
+        await client.request("POST", f"/channels/{cid}", params=params, body={"variables": variables})
+        print("sent", flush=True)
+    finally:
+        await client.close()
+asyncio.run(main())
+"""
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+async def test_a_daemon_stopped_between_commit_and_originate_is_refused_when_it_wakes(lab: Lab) -> None:
+    key = f"t{lab.tag}s"
+    await arm(lab.client, key, 11)
+    cid, caller = lab.new_call()
+    env = lab.env
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _STALLED, env["DIALERD_ARI_URL"], env["DIALERD_ARI_USER"], env["DIALERD_ARI_PASSWORD"],
+        lab.app, cid, caller, BUSY, key, "11", stdout=asyncio.subprocess.PIPE, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None
+    try:
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip() == cid  # committed
+        async with asyncio.timeout(10):
+            while not _stopped(proc.pid):  # noqa: ASYNC110 - a process state, no event
+                await asyncio.sleep(0.02)
+        # The taker: bump (here: just a new epoch), fence, reconcile.
+        await fence_out(lab.client, key, 12)
+        assert await lab.lookup(cid) == "absent"  # so the taker gives the attempt back
+        os.kill(proc.pid, signal.SIGCONT)
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip() == "sent"  # HTTP 200
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    end = await lab.ended(cid)
+    assert (end["cause"], fenced_epoch(end["channel"])) == (FENCED_CAUSE, "11")
+    assert record_is_fenced(await lab.record(cid))
+    await arm(lab.client, key, 13)  # the node's next incarnation dials again
+    _, barrier = await lab.originate(BUSY, key=key, epoch=13)
+    assert await lab.wait_far_end(barrier) == 1  # written after the late originate's would have been
+    assert lab.far_end_rows(caller) == 0  # the late originate sent no INVITE
