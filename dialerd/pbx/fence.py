@@ -19,7 +19,9 @@ Measured facts this module relies on:
 
 - a refused originate ends ``;1`` with cause 52 (:data:`FENCED_CAUSE`), state Down, channel variable
   ``DIALERD_FENCED`` (:data:`FENCED_VAR`) = the refused epoch (``none`` if it carried none), and the
-  hangup record ``52|FENCED|Down|<epoch>|``; no PJSIP channel, no INVITE (no far-end CDR row);
+  hangup record ``52|FENCED|Down|<epoch>|``; no PJSIP channel, no INVITE (no far-end CDR row). The
+  markers are best effort: if ``;1`` ends first (its originate timeout on a saturated box) it records
+  what it saw (e.g. ``19||Down``), still with no carrier leg;
 - an allowed one ends with the same Q.850 cause, state and hangup record as a direct PJSIP originate
   (busy, congestion, 404, 603, no answer, answered); ChannelDestroyed's ``tech_cause`` is empty (the
   carrier leg's last SIP response is in ``channelvars.DIALERD_LEG_TECH`` after a failed dial);
