@@ -124,8 +124,9 @@ async def read_fence(client: AriRequester, key: str) -> str | None:
 async def arm(client: AriRequester, key: str, epoch: int) -> None:
     """Let originates carrying ``epoch`` through: the owner calls it for a *fresh* epoch it holds in the DB.
 
-    The caller must then re-read its epoch from the database before it sends any originate with it
-    (docs/fencing.md, "arming"): a takeover that bumped the epoch before this set is caught by that read.
+    Call it once per epoch: when it raises, take a new epoch (compare-and-set) and arm that one, never
+    this one again. After it returns, re-read the epoch from the database before any originate carries
+    it (docs/fencing.md, "arming"): a takeover that bumped the epoch before this set is caught there.
     """
     await _set_and_confirm(client, key, str(epoch))
 
