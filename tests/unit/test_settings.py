@@ -28,8 +28,11 @@ CHANNEL_VARIABLES = frozenset({
     "DIALERD_AMD_BETWEEN_WORDS_SILENCE", "DIALERD_AMD_MAX_WORDS", "DIALERD_AMD_SILENCE_THRESHOLD",
     "DIALERD_AMD_MAX_WORD_LENGTH", "DIALERD_AMD_ON_MACHINE", "DIALERD_AMD_SOUND", "DIALERD_AMD_VM_SILENCE",
     "DIALERD_AMD_VM_TIMEOUT",
+    # [dialerd-fence] and what it leaves on the channel (docs/fencing.md); DIALERD_TECH: [dialerd-hh]'s
+    "DIALERD_FENCE_KEY", "DIALERD_EPOCH", "DIALERD_DIAL", "DIALERD_FENCED", "DIALERD_LEG_TECH", "DIALERD_TECH",
 })
-CHANNEL_VARIABLE_PREFIXES = ("DIALERD_FIELD_", "DIALERD_RES_")
+# DIALERD_FENCE_<key>: the fence globals (dialerd/pbx/fence.py)
+CHANNEL_VARIABLE_PREFIXES = ("DIALERD_FIELD_", "DIALERD_RES_", "DIALERD_FENCE_")
 TEST_EXAMPLES = frozenset({"DIALERD_NO_SUCH_THING", "DIALERD_SERVER_PROT", "DIALERD_FOO", "DIALERD_DATABSE_URL"})
 SECTIONS = ("server", "database", "pbx", "ari", "ami", "dialer", "compliance", "sse", "webhooks", "cluster", "shutdown", "log")
 # In config/dialerd.toml every non-secret key is documented as a commented-out line `# key = <default>`
