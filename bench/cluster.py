@@ -110,6 +110,12 @@ async def running_campaign(store: Store, tenant_id: str, contacts: int, name: st
     return cid
 
 
+async def analyze(engine: AsyncEngine) -> None:
+    """What autovacuum does within a minute of an import: the planner's statistics (see ``history_run``)."""
+    async with engine.connect() as conn:
+        await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(text("ANALYZE"))
+
+
 async def backend_pids(conn: Any, db: str) -> list[int]:
     rows = await conn.execute(text(
         "SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": db})
@@ -253,11 +259,11 @@ class ClaimRun:
 
     @property
     def claims(self) -> int:
-        return sum(w["claims"] for w in self.workers)
+        return sum(int(w["claims"]) for w in self.workers)
 
     @property
     def total_per_s(self) -> float:
-        return self.claims / max(max(w["wall"] for w in self.workers), 1e-9)
+        return self.claims / max(max(float(w["wall"]) for w in self.workers), 1e-9)
 
     @property
     def per_daemon(self) -> list[float]:
@@ -269,10 +275,10 @@ class ClaimRun:
 
     @property
     def client_ms_per_claim(self) -> float:
-        return 1000 * sum(w["cpu"] for w in self.workers) / max(self.claims, 1)
+        return 1000 * sum(float(w["cpu"]) for w in self.workers) / max(self.claims, 1)
 
     def latency(self, key: str) -> float:
-        return 1000 * max(w[key] for w in self.workers)
+        return 1000 * max(float(w[key]) for w in self.workers)
 
 
 async def claim_run(url: str, layout: str, daemons: int, seconds: float, contacts: int) -> ClaimRun:
@@ -292,6 +298,7 @@ async def claim_run(url: str, layout: str, daemons: int, seconds: float, contact
                 tid = f"ten_{tag}_{i}"
                 await store.ensure_tenant(tid, tid, UNLIMITED, UNLIMITED, None)
                 cids.append(await running_campaign(store, tid, contacts, f"claims {daemons}x own tenant {i}"))
+        await analyze(engine)
         ctx = mp.get_context("spawn")
         ready = [ctx.Event() for _ in range(daemons)]
         go, release = ctx.Event(), ctx.Event()
@@ -324,6 +331,63 @@ async def claim_run(url: str, layout: str, daemons: int, seconds: float, contact
                 "SELECT count(*) FROM (SELECT contact_id FROM attempt WHERE campaign_id = ANY(:c)"
                 " GROUP BY contact_id HAVING count(*) > 1) AS d"), {"c": unique})).scalar_one())
         return run
+    finally:
+        await store.close()
+
+
+# ---- the claim on a table holding other campaigns -------------------------------------------------
+
+HISTORY_CAMPAIGNS = 5
+HISTORY_CLAIMS = 200
+
+
+async def history_run(url: str, contacts: int) -> dict[str, Any]:
+    """One daemon (in this process) claiming from the oldest and from the newest of HISTORY_CAMPAIGNS
+    campaigns after ANALYZE: whether the candidate query walks the other campaigns' contacts (the plan's
+    rows removed by its filter, from EXPLAIN ANALYZE of the claim's own statement)."""
+    engine = create_engine(url)
+    store = Store(engine)
+    captured: dict[str, Any] = {}
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _capture(_conn: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith("SELECT contact.id"):
+            captured["sql"], captured["params"] = statement, params
+
+    try:
+        await store.ensure_tenant("ten_history", "history", UNLIMITED, UNLIMITED, None)
+        cids = [await running_campaign(store, "ten_history", contacts, f"history {i}") for i in range(HISTORY_CAMPAIGNS)]
+        await analyze(engine)
+        assert store.cluster is not None
+        seat = await store.cluster.register("bench-history", "bench", utcnow())
+        out: dict[str, Any] = {}
+        for label, cid in (("oldest", cids[0]), ("newest", cids[-1])):
+            campaign = await store.get_campaign(cid)
+            assert campaign is not None
+            dialling: list[tuple[int, int]] = []
+            started = time.perf_counter()
+            for _ in range(HISTORY_CLAIMS):
+                got = await store.cluster.claim(seat, campaign, utcnow(), name_channel=lambda c: f"h-{c.id}",
+                                                caller_id_for=lambda c: None)
+                if isinstance(got, tuple):
+                    dialling.append((int(got[0].id or 0), int(got[1].id or 0)))
+                    if len(dialling) >= ORIGINATE_BATCH:
+                        await _originated(store, dialling)
+                        dialling.clear()
+            out[label] = HISTORY_CLAIMS / (time.perf_counter() - started)
+        raw = await engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.transaction():
+                plan = [r[0] for r in await driver.fetch("EXPLAIN (ANALYZE) " + captured["sql"], *captured["params"])]
+        finally:
+            raw.close()
+        scan = next((line.strip() for line in plan if "Scan" in line and "contact" in line), "?")
+        removed = next((line.strip() for line in plan if "Rows Removed by Filter" in line), "no rows removed")
+        took = next((line.strip() for line in plan if line.startswith("Execution Time")), "")
+        out["plan"] = f"{scan.split('(')[0].strip(' ->')}; {removed}; {took}"
+        return out
     finally:
         await store.close()
 
@@ -462,19 +526,21 @@ def daemon_table(runs: list[DaemonRun]) -> str:
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[ClaimRun], list[DaemonRun]]:
+async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[ClaimRun], dict[str, Any], list[DaemonRun]]:
     deadline = time.monotonic() + args.limit_s
     claims: list[ClaimRun] = []
-    async with pg_database(args.pg, "claims") as url:
-        for layout in ("one tenant", "own tenants"):
-            for n in (1, 2, 4):
-                if time.monotonic() + args.seconds + 60 > deadline:
-                    print(f"skipped {layout} x{n}: --limit-s", file=sys.stderr)
-                    continue
+    for layout in ("one tenant", "own tenants"):
+        for n in (1, 2, 4):
+            if time.monotonic() + args.seconds + 60 > deadline:
+                print(f"skipped {layout} x{n}: --limit-s", file=sys.stderr)
+                continue
+            async with pg_database(args.pg, "claims") as url:  # its own: no other campaign's rows
                 r = await claim_run(url, layout, n, args.seconds, args.contacts)
-                claims.append(r)
-                print(f"claims {layout} x{n}: {r.total_per_s:,.0f}/s, PG {r.pg_ms_per_claim:.2f} ms/claim, "
-                      f"per second {[w['per_second'] for w in r.workers]}", file=sys.stderr)
+            claims.append(r)
+            print(f"claims {layout} x{n}: {r.total_per_s:,.0f}/s, PG {r.pg_ms_per_claim:.2f} ms/claim, "
+                  f"per second {[w['per_second'] for w in r.workers]}", file=sys.stderr)
+    async with pg_database(args.pg, "history") as url:
+        history = await history_run(url, args.contacts)
     daemons: list[DaemonRun] = []
     load = os.getloadavg()
     print(f"load average before the daemon runs: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", file=sys.stderr)
@@ -482,7 +548,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[ClaimRun], 
                                     deadline))
     async with pg_database(args.pg, "daemon") as url:
         daemons.append(await daemon_run("postgresql", url, workdir, args.rate, args.calls, deadline))
-    return claims, daemons
+    return claims, history, daemons
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dialerd-bench-cluster-") as tmp:
-        claims, daemons = asyncio.run(run(args, Path(tmp)))
+        claims, history, daemons = asyncio.run(run(args, Path(tmp)))
     print(f"machine: {os.cpu_count()} CPUs; load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f};"
           f" {time.monotonic() - started:.0f} s")
     print(f"\nclaims on PostgreSQL, {args.seconds:g} s per run, caps unlimited "
@@ -506,6 +572,11 @@ def main(argv: list[str] | None = None) -> int:
     shared = sum(r.pg_shared_cpu for r in claims)
     print(f"\nPostgreSQL's background processes (every database's, so partly other sessions'): {shared:.2f} s CPU "
           f"over the claim runs ({1000 * shared / max(sum(r.claims for r in claims), 1):.3f} ms per claim)")
+    print(f"\nhistory: one daemon, {HISTORY_CAMPAIGNS} campaigns of {args.contacts:,} contacts in the table, "
+          f"{HISTORY_CLAIMS} claims each from the oldest and the newest (after ANALYZE):\n"
+          f"  oldest campaign {history['oldest']:6.1f} claims/s\n"
+          f"  newest campaign {history['newest']:6.1f} claims/s  x{history['newest'] / history['oldest']:.2f}; "
+          f"its candidate query: {history['plan']}")
     print(f"\ndaemon CPU per call ({args.calls} calls at {args.rate}/s, fake PBX, calls ~0.2 s):\n")
     print(daemon_table(daemons))
     bad = sum(r.doubled for r in claims) + sum(r.doubled for r in daemons)
