@@ -9,12 +9,13 @@ PostgreSQL server's CPU per claim, and a daemon's CPU per call on PostgreSQL aga
 ``--seconds`` (a ``Hold`` is slept until ``hold.until`` as a runner does). The tenant's caps are unlimited
 (concurrent_max and max_concurrent_calls 10,000,000, calls_per_minute 10,000,000: the pace holds are 6 us)
 so the figure is the claim path's own. Two layouts: (a) every daemon on ONE campaign of one tenant (their
-claims serialise on the tenant's row lock), (b) each daemon on its own tenant's campaign. A daemon keeps at
+claims serialise on the tenant's row lock), (b) each daemon on its own tenant's campaign (the campaigns'
+contacts interleaved in id order; see the history run for why). A daemon keeps at
 most 300 attempts in flight (its PBX's calls up) by ending the oldest 50 in one UPDATE when it passes 350,
 so the in-flight counts stay what a PBX at capacity gives. Every run starts on fresh campaigns; at the end
 no contact may hold two attempts, and the attempts must be the claims counted. The PostgreSQL CPU is
 utime+stime (/proc/PID/stat) of the backends serving the run's database (``pg_stat_activity``, this
-process's own backend excluded) before and after; the shared background processes (WAL writer,
+process's own backend and autovacuum excluded) before and after; the shared background processes (WAL writer,
 checkpointer, background writer) serve every database on the server, and are reported beside it only.
 
 **Daemon CPU per call.** The real daemon as a subprocess (``bench.serve`` with the in-package fake PBX,
@@ -98,16 +99,25 @@ async def pg_database(admin: str, label: str) -> AsyncIterator[str]:
         await eng.dispose()
 
 
-async def running_campaign(store: Store, tenant_id: str, contacts: int, name: str) -> str:
-    """A running campaign with ``contacts`` pending contacts, written in one INSERT ... SELECT."""
-    cid = await add_campaign(store, tenant_id, [], name=name, max_concurrent_calls=UNLIMITED)
+async def running_campaigns(store: Store, tenant_ids: list[str], contacts: int, name: str) -> list[str]:
+    """One running campaign per tenant, each with ``contacts`` pending contacts, written in one
+    INSERT ... SELECT with the campaigns' contacts interleaved in id order (so that no campaign's due
+    contacts sit behind all of another's: that case is ``history_run``'s)."""
+    cids = [await add_campaign(store, tid, [], name=f"{name} {i}", max_concurrent_calls=UNLIMITED)
+            for i, tid in enumerate(tenant_ids)]
     async with store.write() as conn:
         await conn.execute(text(
             "INSERT INTO contact (campaign_id, line, phone_e164, raw_number, fields, status, attempts)"
-            " SELECT :cid, g + 1, '+1' || (2000000000 + g)::text, '+1' || (2000000000 + g)::text, '{}',"
-            " 'pending', 0 FROM generate_series(1, :n) AS g"), {"cid": cid, "n": contacts})
-        await conn.execute(update(T_CAMPAIGN).where(T_CAMPAIGN.c.id == cid).values(status="running"))
-    return cid
+            " SELECT (CAST(:cids AS text[]))[1 + g % :k], g / :k + 2, '+1' || (2000000000 + g)::text,"
+            " '+1' || (2000000000 + g)::text, '{}', 'pending', 0 FROM generate_series(0, :n - 1) AS g"),
+            {"cids": cids, "k": len(cids), "n": contacts * len(cids)})
+        await conn.execute(update(T_CAMPAIGN).where(T_CAMPAIGN.c.id.in_(cids)).values(status="running"))
+    return cids
+
+
+async def running_campaign(store: Store, tenant_id: str, contacts: int, name: str) -> str:
+    """A running campaign with ``contacts`` pending contacts (after any other campaign's in id order)."""
+    return (await running_campaigns(store, [tenant_id], contacts, name))[0]
 
 
 async def analyze(engine: AsyncEngine) -> None:
@@ -118,7 +128,8 @@ async def analyze(engine: AsyncEngine) -> None:
 
 async def backend_pids(conn: Any, db: str) -> list[int]:
     rows = await conn.execute(text(
-        "SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": db})
+        "SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend'"), {"db": db})
     return [int(r[0]) for r in rows]
 
 
@@ -294,10 +305,10 @@ async def claim_run(url: str, layout: str, daemons: int, seconds: float, contact
             cid = await running_campaign(store, tid, contacts, f"claims {daemons}x one tenant")
             cids = [cid] * daemons
         else:
-            for i in range(daemons):
-                tid = f"ten_{tag}_{i}"
+            tids = [f"ten_{tag}_{i}" for i in range(daemons)]
+            for tid in tids:
                 await store.ensure_tenant(tid, tid, UNLIMITED, UNLIMITED, None)
-                cids.append(await running_campaign(store, tid, contacts, f"claims {daemons}x own tenant {i}"))
+            cids = await running_campaigns(store, tids, contacts, f"claims {daemons}x own tenant")
         await analyze(engine)
         ctx = mp.get_context("spawn")
         ready = [ctx.Event() for _ in range(daemons)]
