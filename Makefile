@@ -32,9 +32,10 @@ bench: setup
 bench-webhooks: setup
 	.venv/bin/python -m bench.webhook_load
 
-# Several daemons on one PostgreSQL (~2 min, loopback, 127.0.0.1:5432; makes and drops clbench_* databases):
+# Several daemons on one PostgreSQL (~2.5 min, loopback, 127.0.0.1:5432; makes and drops clbench_* databases):
 # claims/s for 1, 2 and 4 daemon processes on one tenant and on their own tenants, PostgreSQL CPU per
-# claim, and a daemon's CPU per call on PostgreSQL against SQLite (bench/cluster.py).
+# claim, the claim on a table with older campaigns, and a daemon's CPU per call on PostgreSQL against
+# SQLite (bench/cluster.py).
 bench-cluster: setup
 	.venv/bin/python -m bench.cluster
 
