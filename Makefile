@@ -1,7 +1,7 @@
 # The two commands of the README. Both set up what they need first (idempotent; needs root on Debian/Ubuntu):
 # `make demo` only the venv with dialerd and the local Asterisk, `make test` everything (dev tools,
 # PostgreSQL, systemd tools, Chromium).
-.PHONY: demo test lint setup setup-demo load bench bench-webhooks stall-test cluster-demo
+.PHONY: demo test lint setup setup-demo load bench bench-webhooks bench-cluster stall-test cluster-demo
 
 setup:
 	bash .ci/setup
@@ -31,6 +31,13 @@ bench: setup
 # events/s one campaign's webhook drains (bench/webhook_load.py).
 bench-webhooks: setup
 	.venv/bin/python -m bench.webhook_load
+
+# Several daemons on one PostgreSQL (~2.5 min, loopback, 127.0.0.1:5432; makes and drops clbench_* databases):
+# claims/s for 1, 2 and 4 daemon processes on one tenant and on their own tenants, PostgreSQL CPU per
+# claim, the claim on a table with older campaigns, and a daemon's CPU per call on PostgreSQL against
+# SQLite (bench/cluster.py).
+bench-cluster: setup
+	.venv/bin/python -m bench.cluster
 
 # Three daemons on two local PBXs and PostgreSQL dial one campaign; one is killed midway and taken over
 # (~1 min; examples/cluster_demo.py, docs/scale-out.md).
