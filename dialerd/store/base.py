@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import exists, func, insert, select
+from sqlalchemy import and_, exists, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -64,6 +64,18 @@ T_SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
 
 IN_FLIGHT_ATTEMPT_STATES = tuple(s.value for s in IN_FLIGHT)  # the domain's, as stored values
 _T = TypeVar("_T")
+
+
+def of_campaign(campaign_id: str) -> Any:
+    """``contact.campaign_id = campaign_id`` written as a range, for the due-contact queries that read the
+    campaign's first contacts in id order (with ``ORDER BY campaign_id, id``).
+
+    With the equality, PostgreSQL drops the constant column from the ordering and walks the primary key from
+    the table's first id, filtering out every other campaign's contacts: 11 ms per claim with 80,000 older
+    contacts, growing with them (bench/cluster.py), under the tenant's row lock. As a range it reads
+    ``ix_contact_campaign_id`` in order from the campaign's first contact: 0.05 ms, whatever else is stored.
+    """
+    return and_(T_CONTACT.c.campaign_id >= campaign_id, T_CONTACT.c.campaign_id <= campaign_id)
 
 
 def _row(model: Any, row: Any) -> Any:

@@ -46,6 +46,7 @@ from dialerd.store.base import (
     _attempt_in_flight,
     _Merged,
     _row,
+    of_campaign,
 )
 from dialerd.store.gate import UNCOUNTED_ATTEMPT_STATE
 from dialerd.store.sql_calls import SqlCalls, suppressed
@@ -162,13 +163,13 @@ class ClusterStore:
                 row = (await conn.execute(
                     select(T_CONTACT)
                     .where(
-                        T_CONTACT.c.campaign_id == campaign.id,
+                        of_campaign(campaign.id),
                         T_CONTACT.c.status == ContactStatus.PENDING.value,
                         or_(T_CONTACT.c.next_attempt_at.is_(None), T_CONTACT.c.next_attempt_at <= now),
                         or_(T_CONTACT.c.blocked_reason.is_(None), T_CONTACT.c.next_eligible_at <= now),
                         ~_attempt_in_flight(T_CONTACT.c.id),
                     )
-                    .order_by(T_CONTACT.c.id)
+                    .order_by(T_CONTACT.c.campaign_id, T_CONTACT.c.id)
                     .limit(1)
                     .with_for_update(skip_locked=True, of=T_CONTACT)
                 )).first()

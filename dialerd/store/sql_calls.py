@@ -31,6 +31,7 @@ from dialerd.store.base import (
     _Merged,
     _row,
     call_event_payload,
+    of_campaign,
     skipped_event_payload,
 )
 from dialerd.store.direct import INSERT_CONTACTS, contact_tuples
@@ -99,14 +100,14 @@ class SqlCalls:
                 await conn.execute(
                     select(T_CONTACT)
                     .where(
-                        T_CONTACT.c.campaign_id == campaign_id,
+                        of_campaign(campaign_id),
                         T_CONTACT.c.status == ContactStatus.PENDING.value,
                         or_(T_CONTACT.c.next_attempt_at.is_(None), T_CONTACT.c.next_attempt_at <= now),
                         # Held back by the claim gate: skipped until its next_eligible_at (never, if none).
                         or_(T_CONTACT.c.blocked_reason.is_(None), T_CONTACT.c.next_eligible_at <= now),
                         ~_attempt_in_flight(T_CONTACT.c.id),
                     )
-                    .order_by(T_CONTACT.c.id)
+                    .order_by(T_CONTACT.c.campaign_id, T_CONTACT.c.id)
                     .limit(limit)
                 )
             ).all()
