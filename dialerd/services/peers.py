@@ -60,6 +60,10 @@ class PeerEvents:
         self.halted = halted  # another daemon paused or stopped the campaign: stop dialling it now
         self._marks: dict[str, tuple[int, int]] = {}  # campaign -> (hub epoch, last id published)
         self._due: dict[str, None] = {}  # campaigns to read, oldest first
+        # campaign -> the last id of a transaction that set its status, from either side: a notice older
+        # than a status this daemon has seen since (its own resume, committed after another's pause whose
+        # notice was still on its way) must not halt the runner that resume started.
+        self._status_at: dict[str, int] = {}
         self._drain: asyncio.Task[None] | None = None
         self.reads = 0  # table reads made, for tests and measurements
 
@@ -69,7 +73,8 @@ class PeerEvents:
         """A committed transaction's events of a campaign (``EventListener``, in commit order)."""
         if notice.writer != self.writer:
             self.wake_webhooks(notice.campaign_id)
-            if notice.status is not None and not CampaignStatus(notice.status).dispatching:
+            if notice.status is not None and self._newer_status(notice.campaign_id, notice.last) \
+                    and notice.status != CampaignStatus.RUNNING.value:  # paused, stopped, finished...
                 self.halted(notice.campaign_id)
         self._want(notice.campaign_id, notice.first, notice.last, starts=True)
 
@@ -79,8 +84,16 @@ class PeerEvents:
         for ev in events:
             assert ev.id is not None
             last[ev.campaign_id] = ev.id
+            if ev.kind == "campaign" and "status" in ev.payload:
+                self._newer_status(ev.campaign_id, ev.id)
         for campaign_id, last_id in last.items():
             self._want(campaign_id, last_id, last_id, starts=False)
+
+    def _newer_status(self, campaign_id: str, event_id: int) -> bool:
+        if event_id <= self._status_at.get(campaign_id, 0):
+            return False
+        self._status_at[campaign_id] = event_id
+        return True
 
     def reconnected(self) -> None:
         """LISTEN is back after a loss (or up for the first time): what was notified meanwhile is unknown."""

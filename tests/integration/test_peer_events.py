@@ -325,3 +325,31 @@ async def test_without_the_event_lock_a_reader_skips_ids(pg_url: str, monkeypatc
     monkeypatch.setattr(Transactions, "event_lock", no_lock)
     seen, behind = await _race(pg_url)
     assert behind != []
+
+
+async def test_both_daemons_writing_one_campaign_give_both_streams_the_same_ids_in_order(
+    pair: tuple[DaemonProc, DaemonProc, str], pg_url: str,
+) -> None:
+    """Pauses and resumes on B and on A in turn: each resume's daemon dials (the other's runner halted at
+    the pause's notice), so both write the campaign's events, and each stream has every one, in order."""
+    a, b, key = pair
+    campaign_id = await asyncio.to_thread(create_campaign, a, key, 60)
+    on_a, on_b = Stream(), Stream()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        tasks = [asyncio.create_task(follow(session, d, key, campaign_id, s)) for d, s in ((a, on_a), (b, on_b))]
+        await asyncio.wait_for(asyncio.gather(on_a.opened.wait(), on_b.opened.wait()), 10)
+        status, _ = await asyncio.to_thread(a.request, "POST", f"/api/v1/campaigns/{campaign_id}/start", key)
+        assert status == 200
+        for turn, d in enumerate((b, a, b, a)):
+            await until(lambda n=turn: _true(len(on_b.events) >= 20 * (n + 1) or tasks[1].done()))
+            if tasks[1].done():
+                break
+            status, body = await asyncio.to_thread(d.request, "POST", f"/api/v1/campaigns/{campaign_id}/pause", key)
+            assert status == 200, body
+            status, body = await asyncio.to_thread(d.request, "POST", f"/api/v1/campaigns/{campaign_id}/resume",
+                                                   key)
+            assert status == 200, body
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    ids = await table_ids(pg_url, campaign_id)
+    got_b = [e[0] for e in on_b.events]
+    assert on_b.ended and [e[0] for e in on_a.events] == got_b == ids[len(ids) - len(got_b):]
