@@ -189,7 +189,8 @@ class Transactions:
                     yield conn
                     if self._txn_events and self._notify:
                         # Inside the transaction: PostgreSQL delivers it at the commit, in commit order,
-                        # and never for a transaction that rolls back.
+                        # and never for a transaction that rolls back. Its price: the commits of notifying
+                        # transactions take turns on one database-wide lock (bench/peer_events.py).
                         notices = notice_payload(self.writer, self._txn_events)
                         await conn.execute(select(*(func.pg_notify(EVENT_CHANNEL, n) for n in notices)))
                 events, self._txn_events = self._txn_events, []
