@@ -164,7 +164,10 @@ class Daemon:
         async def health() -> dict[str, Any]:
             db_ok = await store.ping()
             status = "ok" if db_ok and pbx.connected else ("degraded" if db_ok else "error")
-            return {"status": status, "version": __version__, "database": {"ok": db_ok, "schema_version": version},
+            database: dict[str, Any] = {"ok": db_ok, "schema_version": version}
+            if listener is not None:  # the other daemons' events reach this one's streams while it listens
+                database["listening"] = listener.connected.is_set()
+            return {"status": status, "version": __version__, "database": database,
                     "pbx": {"driver": settings.pbx_driver, "connected": pbx.connected,
                             "dialling_held": dispatcher.dialling_held, "last_error": dispatcher.pbx_last_error},
                     "calls_in_flight": sum(slots.calls_in_flight(c) for c in dispatcher.running_campaigns()),

@@ -260,6 +260,7 @@ async def test_a_listen_connection_cut_loses_no_event_on_b(
     got = [e[0] for e in live_b.events]
     assert live_b.ended and got == ids[len(ids) - len(got):] and len(got) >= 160
     assert b.log_path.read_text().count("event listener connected") >= 1 + cuts
+    assert (await asyncio.to_thread(b.wait_health))["database"]["listening"] is True
 
 
 # ---- the event lock, with two engines (two processes' worth of connections and write locks) -----------
