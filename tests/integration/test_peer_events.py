@@ -354,3 +354,48 @@ async def test_both_daemons_writing_one_campaign_give_both_streams_the_same_ids_
     ids = await table_ids(pg_url, campaign_id)
     got_b = [e[0] for e in on_b.events]
     assert on_b.ended and [e[0] for e in on_a.events] == got_b == ids[len(ids) - len(got_b):]
+
+
+async def _stopper(store: Store, campaign_id: str, count: int, rng: random.Random) -> None:
+    """As a stop or a call's last transition: the campaign row first, then (a little later) the event."""
+    for i in range(count):
+        async with store.write() as conn:
+            await store.tx.lock_campaign(conn, campaign_id=campaign_id)
+            await asyncio.sleep(rng.random() * 0.003)
+            await store.tx.event(conn, campaign_id, "probe", {"i": i}, datetime.now(UTC))
+
+
+async def _lock_race(pg_url: str) -> None:
+    stores = []
+    for _ in range(2):
+        engine = create_engine(pg_url)
+        await migrate(engine)
+        stores.append(Store(engine))
+    try:
+        campaign_id = await make_campaign(stores[0], await make_tenant(stores[0]))
+        await asyncio.wait_for(asyncio.gather(_stopper(stores[0], campaign_id, 80, random.Random(1)),
+                                              _writer(stores[1], campaign_id, 80, random.Random(2))), 40)
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_the_event_lock_and_the_campaign_row_lock_do_not_deadlock(pg_url: str) -> None:
+    await _lock_race(pg_url)
+
+
+async def test_with_the_row_lock_for_update_they_would(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why lock_campaign is FOR NO KEY UPDATE: with FOR UPDATE, a writer holding the event lock waits at its
+    insert (the foreign key's FOR KEY SHARE) for a lock_campaign holder that waits for the event lock."""
+    from dialerd.errors import StoreError
+    from dialerd.store.base import T_CAMPAIGN
+
+    async def for_update(self: Transactions, conn: Any, *, campaign_id: Any) -> str | None:
+        row = (await conn.execute(select(T_CAMPAIGN.c.status).where(T_CAMPAIGN.c.id == campaign_id)
+                                  .with_for_update())).first()
+        return None if row is None else str(row.status)
+
+    monkeypatch.setattr(Transactions, "lock_campaign", for_update)
+    with pytest.raises(StoreError) as raised:  # PostgreSQL's deadlock detector aborts one of them
+        await _lock_race(pg_url)
+    assert "deadlock" in repr(raised.value.__cause__).lower()
