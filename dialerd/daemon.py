@@ -45,6 +45,7 @@ from dialerd.services.explain import ExplainService
 from dialerd.services.lifecycle import CampaignLifecycle, CampaignTransitions
 from dialerd.services.limits import CallLimits
 from dialerd.services.metrics import Metrics
+from dialerd.services.peers import PeerEvents
 from dialerd.services.scheduler import Scheduler
 from dialerd.services.slots import Slots
 from dialerd.services.suppressions import SuppressionService
@@ -53,6 +54,7 @@ from dialerd.services.webhooks import WebhookDelivery
 from dialerd.settings import Settings
 from dialerd.shutdown import Stage, StageResult, run_stages
 from dialerd.store.db import create_engine, migrate
+from dialerd.store.listen import EventListener, asyncpg_dsn
 from dialerd.store.repo import Store
 from dialerd.store.tables import Event
 from dialerd.systemd import SystemdNotifier
@@ -71,6 +73,7 @@ STOP_HTTP_SECONDS = 5.0  # aiohttp's own shutdown_timeout is 1 s
 CLOSE_PBX_SECONDS = 15.0  # also lets the call events already received land (APPLY_GRACE_SECONDS = 10)
 CLOSE_DATABASE_SECONDS = 8.0  # cancel what tasks are left (3 s), then close the pool
 CANCEL_TASKS_SECONDS = 3.0
+LISTEN_FIRST_SECONDS = 10.0  # start waits this long at most for the event listener's first connection
 
 
 def build_pbx(settings: Settings, tasks: TaskOwner | None = None) -> Pbx:
@@ -110,6 +113,7 @@ class Daemon:
     webhooks: WebhookDelivery | None = None  # the campaigns' webhook workers (services/webhooks.py)
     cluster: ClusterMember | None = None  # PostgreSQL: this daemon's seat among several (services/cluster.py)
     takeover: Takeover | None = None  # PostgreSQL and ARI: takes lapsed daemons' calls over (services/takeover.py)
+    listener: EventListener | None = None  # PostgreSQL: the other daemons' commits (store/listen.py)
     runner: web.AppRunner | None = None
     port: int = 0
     stop_requested: bool = False  # by a signal; otherwise a crashed task set ``stopping``
@@ -122,8 +126,13 @@ class Daemon:
         engine = create_engine(settings.database_url)
         version = await migrate(engine)
         hub = EventHub(settings.sse_queue_size)
+        shared = engine.dialect.name == "postgresql"  # several daemons may write to it (issue 13)
+
         def publish(events: list[Event]) -> None:  # each transaction's events, announced after its commit
-            hub.publish(events)
+            if shared:
+                peers.committed(events)  # the hub is fed from the table there, in id order for all daemons
+            else:
+                hub.publish(events)  # one process: its commit order is the id order
             webhooks.notify(events)  # built below, before any transaction publishes
 
         store = Store(engine, publish=publish)
@@ -154,6 +163,14 @@ class Daemon:
             peer=lambda url: AriPeer(url, settings.ari_user, settings.ari_password),
         )
         lifecycle = CampaignLifecycle(transitions, dispatcher)
+
+        def halted_elsewhere(campaign_id: str) -> None:  # the runner would see it at its next re-read (<= 1 s)
+            if campaign_id in dispatcher.running_campaigns():
+                dispatcher.campaign_halted(campaign_id)
+
+        peers = PeerEvents(hub, store.events_after, tasks, writer=store.tx.writer, wake_webhooks=webhooks.wake,
+                           halted=halted_elsewhere)
+        listener = EventListener(asyncpg_dsn(engine.url), peers.notice, peers.reconnected) if shared else None
         scheduler = Scheduler(store, lifecycle)
         campaigns = CampaignService(store, hub, lifecycle, in_flight=slots.calls_in_flight, scheduler=scheduler,
                                     default_timezone=check_timezone(settings.compliance_default_timezone),
@@ -170,7 +187,10 @@ class Daemon:
             if cluster is not None and db_ok:
                 with contextlib.suppress(StoreError):
                     shared["cluster"] = await cluster.view()
-            return {**shared, "status": status, "version": __version__, "database": {"ok": db_ok, "schema_version": version},
+            database: dict[str, Any] = {"ok": db_ok, "schema_version": version}
+            if listener is not None:  # the other daemons' events reach this one's streams while it listens
+                database["listening"] = listener.connected.is_set()
+            return {**shared, "status": status, "version": __version__, "database": database,
                     "pbx": {"driver": settings.pbx_driver, "connected": pbx.connected,
                             "dialling_held": dispatcher.dialling_held, "last_error": dispatcher.pbx_last_error},
                     "calls_in_flight": sum(slots.calls_in_flight(c) for c in dispatcher.running_campaigns()),
@@ -181,7 +201,7 @@ class Daemon:
                        metrics=metrics, limits=CallLimits(store, in_flight=slots.tenant_in_flight), health=health,
                        suppressions=SuppressionService(store))
         return cls(settings, store, hub, pbx, dispatcher, slots, scheduler, campaigns, build_app(svc, telemetry),
-                   stopping, tasks, SystemdNotifier(tasks=tasks), faults, webhooks, cluster, takeover)
+                   stopping, tasks, SystemdNotifier(tasks=tasks), faults, webhooks, cluster, takeover, listener)
 
     async def start(self) -> None:
         await self._refuse_taken_app()
@@ -204,6 +224,12 @@ class Daemon:
             ) from None
         addresses = self.runner.addresses
         self.port = addresses[0][1] if addresses else self.settings.server_port
+        if self.listener is not None:  # before anything is dialled, so the streams miss nothing of it
+            self.tasks.spawn("event-listener", self.listener.run(), critical=True)
+            try:
+                await asyncio.wait_for(self.listener.connected.wait(), LISTEN_FIRST_SECONDS)
+            except TimeoutError:  # it goes on trying (logged); the streams here wait for it
+                log.warning("event listener not connected yet", extra={"action": "listen"})
         await self.dispatcher.start()
         if self.webhooks is not None:
             await self.webhooks.start()  # what a previous run left undelivered goes out first

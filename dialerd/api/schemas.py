@@ -525,6 +525,8 @@ class _Open(BaseModel):
 class HealthDatabase(_Open):
     ok: bool
     schema_version: int
+    listening: bool | None = Field(default=None, description="PostgreSQL: whether the daemon LISTENs for the "
+                                   "other daemons' events (its SSE streams wait for them while not); absent on SQLite")
 
 
 class HealthPbx(_Open):

@@ -84,7 +84,8 @@ class Frame:
 class _Channel:
     """One campaign's recent frames and the subscribers reading them."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, epoch: int) -> None:
+        self.epoch = epoch  # tells this channel from an earlier one of the same campaign (services/peers.py)
         self.log: deque[Frame] = deque(maxlen=size)
         self.count = 0  # frames ever appended; the log holds the last len(log) of them
         self.subs: dict[Subscription, None] = {}  # a set that wakes the oldest subscribers first
@@ -114,6 +115,7 @@ class EventHub:
     def __init__(self, queue_size: int = 1000) -> None:
         self.queue_size = queue_size
         self._channels: dict[str, _Channel] = {}
+        self._epochs = 0
 
     def publish(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -142,7 +144,8 @@ class EventHub:
     def subscribe(self, campaign_id: str) -> Subscription:
         channel = self._channels.get(campaign_id)
         if channel is None:
-            channel = self._channels[campaign_id] = _Channel(self.queue_size)
+            self._epochs += 1
+            channel = self._channels[campaign_id] = _Channel(self.queue_size, self._epochs)
         sub = Subscription(campaign_id, channel)
         channel.subs[sub] = None
         return sub
@@ -161,6 +164,20 @@ class EventHub:
             channel = self._channels.get(campaign_id)
             return 0 if channel is None else len(channel.subs)
         return sum(len(c.subs) for c in self._channels.values())
+
+    def epoch(self, campaign_id: str) -> int | None:
+        """None if the campaign has no subscriber; else a number that changes only when it has had none
+        in between (its channel was dropped and made again)."""
+        channel = self._channels.get(campaign_id)
+        return None if channel is None else channel.epoch
+
+    def resync(self) -> None:
+        """Every subscriber catches up from the ``event`` table (its next ``take`` is None), as one that
+        lagged does: what was published may have a hole (services/peers.py, after its LISTEN was lost)."""
+        for channel in self._channels.values():
+            channel.log.clear()
+            channel.count += 1  # one more than the log holds: every subscriber has missed something
+            self._wake(list(channel.subs), 0)
 
     def close_all(self) -> None:
         """Wake every subscriber so streams can end during shutdown."""

@@ -196,6 +196,12 @@ class WebhookDelivery:
                 if not self._held_elsewhere(campaign_id):
                     self._ensure(campaign_id)
 
+    def wake(self, campaign_id: str) -> None:
+        """Another daemon committed events of the campaign (services/peers.py): as ``notify`` does."""
+        if campaign_id in self._targets and not self._stopping:
+            self._dirty.add(campaign_id)
+            self._ensure(campaign_id)
+
     async def reload(self, campaign_id: str) -> None:
         """A campaign's webhook was set, changed or removed: use the new one from its next try (at once)."""
         target = await self.store.target(campaign_id)

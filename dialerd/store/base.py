@@ -5,6 +5,13 @@ so the SSE stream replayed from the database always agrees with the contacts' st
 time in-process (see ``Transactions.__init__``); its events are published right after its commit.
 ``Transactions`` is composed into the ``Store`` and into each CallStore implementation (``SqlCalls``,
 ``SqliteCalls``), so all of them write under one lock and publish in one order.
+
+Several processes on one PostgreSQL database (issue 13): the in-process lock orders nothing between them,
+so each transaction that appends an event of a campaign first takes that campaign's *event lock* (an
+advisory transaction lock, ``event_lock``), held until it commits: per campaign, id order is then commit
+order in every process, and a reader that has seen id N of a campaign has seen every lower one. Each such
+transaction also announces itself with ``pg_notify`` on ``EVENT_CHANNEL`` (delivered at its commit, in
+commit order) for the other daemons' SSE streams and webhooks (``services/peers.py``, ``store/listen.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
+import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -38,6 +48,13 @@ from dialerd.store.tables import (
     Tenant,
 )
 from dialerd.timestamps import rfc3339
+
+# PostgreSQL: the channel each event-writing transaction notifies; its payload is ``notice_payload``'s.
+EVENT_CHANNEL = "dialerd_events"
+# The first key of the campaigns' event locks: pg_advisory_xact_lock(EVENT_LOCK_CLASS, hashtext(campaign id)).
+# The two-key space does not overlap the one-key one migrate() locks (store/db.py); two campaigns whose ids
+# hash alike only share a lock (their appends are serialised, nothing more).
+EVENT_LOCK_CLASS = 0x64E7
 
 # Reads made in a priority context (the dispatcher's tasks) skip the queue the other reads (API requests,
 # SSE replays and snapshots) take turns in, at most SHARED_READS at once; see Transactions.read.
@@ -115,6 +132,22 @@ def skipped_event_payload(*, contact_id: int, phone_number: str, reason: str, no
             "at": rfc3339(now)}
 
 
+def notice_payload(writer: str, events: Sequence[Event]) -> list[str]:
+    """The ``pg_notify`` payloads announcing a transaction's events: one per campaign, in the order of its
+    first event, each the campaign (``c``), its first and last id in the transaction (``f``, ``l``), the
+    writer (``w``: ``Transactions.writer``) and, if the transaction changed the campaign's status (a
+    ``campaign`` event), the last status it wrote (``s``). A few dozen bytes (NOTIFY allows 8,000)."""
+    spans: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        span = spans.get(ev.campaign_id)
+        if span is None:
+            span = spans[ev.campaign_id] = {"c": ev.campaign_id, "f": ev.id, "l": ev.id, "w": writer}
+        span["l"] = ev.id
+        if ev.kind == "campaign" and "status" in ev.payload:
+            span["s"] = ev.payload["status"]
+    return [json.dumps(span, separators=(",", ":")) for span in spans.values()]
+
+
 def end_event_payload(status: str, now: datetime) -> dict[str, Any]:
     """The payload of a campaign's ``end`` event: the terminal status it ended in, and when."""
     return {"status": status, "at": rfc3339(now)}
@@ -150,8 +183,12 @@ class Transactions:
         # event 6, and a reader of the event table never sees 7 committed while 6 is still pending.
         self._write_lock = asyncio.Lock()
         self._txn_events: list[Event] = []
+        self._txn_locked: set[str] = set()  # the campaigns whose event lock this transaction holds
         self.publish = publish  # called with each transaction's events right after its commit
         self._shared_reads = asyncio.Semaphore(SHARED_READS)
+        # Names this process in its notices, so a daemon tells its own commits from the others'.
+        self.writer = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._notify = self.dialect == "postgresql"
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -159,8 +196,15 @@ class Transactions:
         try:
             async with self._write_lock:
                 self._txn_events = []
+                self._txn_locked = set()
                 async with self.engine.begin() as conn:
                     yield conn
+                    if self._txn_events and self._notify:
+                        # Inside the transaction: PostgreSQL delivers it at the commit, in commit order,
+                        # and never for a transaction that rolls back. Its price: the commits of notifying
+                        # transactions take turns on one database-wide lock (bench/peer_events.py).
+                        notices = notice_payload(self.writer, self._txn_events)
+                        await conn.execute(select(*(func.pg_notify(EVENT_CHANNEL, n) for n in notices)))
                 events, self._txn_events = self._txn_events, []
                 if events and self.publish is not None:
                     self.publish(events)  # still under the lock: publish order == id order
@@ -198,10 +242,36 @@ class Transactions:
         except StoreError:
             return False
 
+    async def event_lock(self, conn: AsyncConnection, campaign_id: str) -> None:
+        """Take the campaign's event lock for the rest of ``conn``'s transaction (PostgreSQL; once per
+        transaction and campaign). ``event`` and ``events`` take it before they draw an id.
+
+        Why: ids come from one sequence, drawn at insert. Without the lock, daemon A draws 7, B draws 8
+        and commits first, and a reader that saw 8 (an SSE client, its Last-Event-ID, a webhook cursor)
+        skips 7 for ever. Under it, a campaign's appends in all processes commit one after the other, and
+        the next one draws its ids only once the previous one is committed (and visible).
+
+        Why it cannot deadlock: it is the last lock a transaction waits for. Writers append their events
+        after their other changes, and once a transaction holds it, it only inserts event rows (new rows;
+        their foreign key takes FOR KEY SHARE on the campaign row, which no writer blocks: ``lock_campaign``
+        is FOR NO KEY UPDATE, status changes are plain UPDATEs), reads, and may add an opt-out with ON
+        CONFLICT DO NOTHING (which waits only for a transaction inserting the same number, itself past its
+        own event lock). A holder thus never waits for a transaction that waits for the lock, so no cycle
+        can pass through it. Keep it so: append events last, and one campaign's events per transaction
+        (two campaigns' locks taken in opposite orders by two transactions would deadlock).
+
+        SQLite has one writing process and an exclusive write transaction: nothing to take.
+        """
+        if self.dialect != "postgresql" or campaign_id in self._txn_locked:
+            return
+        await conn.execute(select(func.pg_advisory_xact_lock(EVENT_LOCK_CLASS, func.hashtext(campaign_id))))
+        self._txn_locked.add(campaign_id)
+
     async def event(
         self, conn: AsyncConnection, campaign_id: str, kind: str, payload: dict[str, Any], now: datetime
     ) -> Event:
         """Append an event row in ``conn``'s write transaction; ``write`` publishes it after the commit."""
+        await self.event_lock(conn, campaign_id)
         result = await conn.execute(
             insert(T_EVENT)
             .values(campaign_id=campaign_id, kind=kind, payload=payload, created_at=now)
@@ -217,13 +287,20 @@ class Transactions:
         """The campaign's status, its row locked until the transaction ends (PostgreSQL; an SQLite write
         transaction is exclusive anyway). ``campaign_id`` may be a scalar subquery.
 
+        FOR NO KEY UPDATE, not FOR UPDATE: it conflicts with itself and with every UPDATE of the row (a
+        status change), which is what the serialisation below needs, but not with the FOR KEY SHARE that
+        inserting a row referencing the campaign takes (an attempt, an event). FOR UPDATE blocked those:
+        a transaction holding a campaign's event lock (``event_lock``) could then wait, at its event's
+        insert, for a ``lock_campaign`` holder that waits for the event lock: a deadlock.
+
         Every write that can make a campaign over (``end_if_over``) takes this lock before any other, so
         that a stop and the end of its last call, or the ends of its last two calls, in two processes on
         one database, are serialised: each sees the other's commit, one of them writes the end, and
         the lock order (campaign first) cannot deadlock with a stop cancelling contacts.
         """
         row = (
-            await conn.execute(select(T_CAMPAIGN.c.status).where(T_CAMPAIGN.c.id == campaign_id).with_for_update())
+            await conn.execute(select(T_CAMPAIGN.c.status).where(T_CAMPAIGN.c.id == campaign_id)
+                               .with_for_update(key_share=True))
         ).first()
         return None if row is None else str(row.status)
 
@@ -266,6 +343,8 @@ class Transactions:
     ) -> list[Event]:
         """``event`` for many payloads of one kind, in batches (the contacts a stop cancels)."""
         out: list[Event] = []
+        if payloads:
+            await self.event_lock(conn, campaign_id)
         for chunk_start in range(0, len(payloads), 1000):
             chunk = payloads[chunk_start : chunk_start + 1000]
             rows = [{"campaign_id": campaign_id, "kind": kind, "payload": p, "created_at": now} for p in chunk]

@@ -1,7 +1,8 @@
 """Several daemons, each beside its own real Asterisk, on one PostgreSQL database (issue 13).
 
-Two named local PBXs (``asterisk/local-pbx up --name``), one dialerd subprocess beside each, one campaign:
-it is created on one daemon and started on the other; both daemons dial it, each through its own PBX.
+Two named local PBXs (``asterisk/local-pbx up --name``), three dialerd subprocesses (two share the first PBX
+with distinct ARI apps), one campaign: it is created on one daemon and started on another; all dial it.
+An SSE client on the third daemon receives every event of the campaign, whichever daemon wrote it.
 Midway one daemon is SIGKILLed: the other takes it over (its heartbeat lapsed) and reconciles the calls it
 left up on its PBX, which end there and free their capacity, while it carries the campaign on alone; then
 the killed daemon restarts and rejoins. Asterisk's own records are the witnesses: both PBXs' channel lists,
@@ -26,12 +27,12 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from dialerd.store.base import T_ATTEMPT, T_CONTACT
+from dialerd.store.base import T_ATTEMPT, T_CONTACT, T_EVENT
 from dialerd.store.db import create_engine
-from tests.conftest import _pg_create, _pg_drop
+from tests.conftest import Api, _pg_create, _pg_drop
 from tests.daemon_proc import DaemonProc, create_key, daemon_env, multipart
 from tests.integration.test_local_pbx_named import _lp, _session_lock
-from tests.live import numbers
+from tests.live import SseEvent, numbers, read_sse
 from tests.pbx_env import parse_exports
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -160,18 +161,22 @@ async def in_flight_of(pg_url: str, node: str) -> list[str]:
         await engine.dispose()
 
 
-async def test_two_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_taken_over(
+async def test_three_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_taken_over(
     pbxs: dict[str, dict[str, str]], pg_url: str, tmp_path: Path
 ) -> None:
     a_env = node_env(pg_url, pbxs["cluster-a"], "node-a")
     b_env = node_env(pg_url, pbxs["cluster-b"], "node-b")
+    c_env = node_env(pg_url, pbxs["cluster-a"], "node-c")  # beside a, on the same PBX
     key = create_key(a_env, "acme", concurrent_max=CAP + 2, cpm=600)
     a = DaemonProc(a_env, tmp_path / "a.log")
     b = DaemonProc(b_env, tmp_path / "b.log")
+    c = DaemonProc(c_env, tmp_path / "c.log")
     watch = ClusterWatch([pbxs["cluster-a"], pbxs["cluster-b"]])
+    stream: asyncio.Task[list[SseEvent]] | None = None
     try:
         await asyncio.to_thread(a.start)
         await asyncio.to_thread(b.start)
+        await asyncio.to_thread(c.start)
         body, ctype = multipart({"name": "two pbxs", "max_concurrent_calls": str(CAP), "retries_per_contact": "0"},
                                 numbers([i % 30 for i in range(CONTACTS)]))
         status, created = await asyncio.to_thread(a.request, "POST", "/api/v1/campaigns", key, body,
@@ -180,6 +185,8 @@ async def test_two_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_take
         cid = created["id"]
         watch.campaign_id = cid
         watch.start()
+        session = aiohttp.ClientSession()
+        stream = asyncio.create_task(read_sse(Api(c.base, session, {"acme": key}), cid, max_seconds=240))
         # Started on the other daemon: the API answers on every daemon with the same data.
         status, started = await asyncio.to_thread(b.request, "POST", f"/api/v1/campaigns/{cid}/start", key)
         assert status == 200, started
@@ -220,6 +227,8 @@ async def test_two_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_take
         view = await wait_for(done, 240, "the campaign completes")
         await watch.stop()
         assert view["progress"] == 1.0, view
+        frames = await asyncio.wait_for(stream, 30)
+        await session.close()
 
         engine = create_engine(pg_url)
         try:
@@ -231,6 +240,9 @@ async def test_two_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_take
                 statuses = (await conn.execute(
                     select(T_CONTACT.c.status).where(T_CONTACT.c.campaign_id == cid)
                 )).scalars().all()
+                event_ids = (await conn.execute(
+                    select(T_EVENT.c.id).where(T_EVENT.c.campaign_id == cid).order_by(T_EVENT.c.id)
+                )).scalars().all()
         finally:
             await engine.dispose()
         assert len(statuses) == CONTACTS and set(statuses) <= {"completed", "failed"}, statuses
@@ -238,23 +250,32 @@ async def test_two_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_take
         attempts = [r for r in attempts if r.state != "not_dialled"]
         assert len(attempts) == CONTACTS and len({r.contact_id for r in attempts}) == CONTACTS, \
             "each contact was placed exactly once"
-        by_node = {n: sum(1 for r in attempts if r.node_id == n) for n in ("node-a", "node-b")}
-        assert all(by_node.values()), f"both daemons dialled: {by_node}"
+        by_node = {n: sum(1 for r in attempts if r.node_id == n) for n in ("node-a", "node-b", "node-c")}
+        assert all(by_node.values()), f"every daemon dialled: {by_node}"
+        # The third daemon's stream: every event of the campaign, whoever wrote it, in id order, ending with end.
+        sse_ids: list[int] = []
+        for f in frames:  # events (a snapshot, event-less, repeats the last id; so may the closing end)
+            if f.id is not None and f.event is not None and (not sse_ids or int(f.id) != sse_ids[-1]):
+                sse_ids.append(int(f.id))
+        assert sse_ids == list(event_ids), (len(sse_ids), len(event_ids))
+        assert frames[-1].event == "end"
         # Asterisk's witnesses: each attempt's channel in exactly one PBX's CDR, once; and on the PBX of the
         # daemon that placed it.
         prefix = f"dlr-{cid[4:16]}-"
         cdr_a, cdr_b = cdr_ids(pbxs["cluster-a"], prefix), cdr_ids(pbxs["cluster-b"], prefix)
         union = cdr_a + cdr_b
         assert sorted(union) == sorted(r.channel_id for r in attempts), "every attempt placed once, no other call"
-        assert {r.channel_id for r in attempts if r.node_id == "node-a"} == set(cdr_a)
+        assert {r.channel_id for r in attempts if r.node_id in ("node-a", "node-c")} == set(cdr_a)
         assert {r.channel_id for r in attempts if r.node_id == "node-b"} == set(cdr_b)
         assert watch.polls > 50 and watch.peak > 1, (watch.polls, watch.peak)
         assert watch.peak <= CAP, f"the campaign's cap held on the sum of both PBXs: peak {watch.peak} (raw {watch.peak_raw})"
         print(f"\nattempts by daemon {by_node}; peak calls on both PBXs {watch.peak} (raw {watch.peak_raw}) "
-              f"of cap {CAP}; {watch.polls} polls")
+              f"of cap {CAP}; {watch.polls} polls; {len(sse_ids)} events on c's stream")
     finally:
         await watch.stop()
-        for d in (a, b):
+        if stream is not None and not stream.done():
+            stream.cancel()
+        for d in (a, b, c):
             if d.alive():
                 await asyncio.to_thread(d.terminate, 30)
 
