@@ -150,8 +150,8 @@ class Daemon:
         slots = Slots(store)
         transitions = CampaignTransitions(store)
         cluster = None if store.cluster is None else ClusterMember(
-            store.cluster, tasks, node_id=settings.cluster_node_id or default_node_id(settings.pbx_driver,
-                                                                                       settings.ari_app),
+            store.cluster, tasks, node_id=settings.cluster_node_id or default_node_id(
+                settings.pbx_driver, settings.ari_app, _pbx_address(settings), settings.server_port),
             pbx=_pbx_address(settings), heartbeat_interval=settings.cluster_heartbeat_interval,
             lapse=settings.cluster_lapse, status=lambda: (dispatcher.dialling_held, slots.total()),
         )

@@ -35,6 +35,7 @@ OTHER_ENV: dict[str, str] = {
     "DIALERD_API_KEY": "dialerctl and the Python client: the API key",
     "DIALERD_FAILPOINTS": "fault injection for the crash tests (dialerd/faults.py); never set it in production",
     "DIALERD_TEST_PG_URL": "the test suite: PostgreSQL admin URL",
+    "DIALERD_BENCH_PG_URL": "bench/cluster.py: PostgreSQL admin URL",
     # asterisk/local-pbx prints these beside the settings (`eval "$(asterisk/local-pbx up)"`) ...
     "DIALERD_PBX_SIP_PORT": "asterisk/local-pbx: the simulated carrier's SIP port",
     "DIALERD_PBX_ASTERISK_VERSION": "asterisk/local-pbx: the Asterisk version",
@@ -181,7 +182,7 @@ class Settings:
     cluster_node_id: str = field(
         default="",
         metadata=_meta("this daemon's name among the daemons on one PostgreSQL database; empty = HOST/APP "
-                       "(the host name and the ARI app, or 'ami')"),
+                       "(the host name and the ARI app; HOST/ami@AMI_HOST:PORT with AMI)"),
     )
     cluster_heartbeat_interval: float = field(
         default=1.0, metadata=_meta("seconds between this daemon's heartbeats (PostgreSQL)", check=_range(0.05, 60)),

@@ -33,9 +33,15 @@ from dialerd.timestamps import rfc3339, utcnow
 log = logging.getLogger("dialerd.cluster")
 
 
-def default_node_id(pbx_driver: str, ari_app: str) -> str:
-    """HOST/APP: the host name and the ARI app (or the driver's name for AMI and the fake PBX)."""
-    return f"{socket.gethostname()}/{ari_app if pbx_driver == 'ari' else pbx_driver}"
+def default_node_id(pbx_driver: str, ari_app: str, pbx: str, server_port: int) -> str:
+    """HOST/APP for ARI (two daemons on one PBX need distinct apps anyway); for AMI, HOST/ami@PBX; for the
+    fake PBX, HOST/fake:PORT (its HTTP port). Two daemons under one id fence each other in turn."""
+    host = socket.gethostname()
+    if pbx_driver == "ari":
+        return f"{host}/{ari_app}"
+    if pbx_driver == "ami":
+        return f"{host}/ami@{pbx.removeprefix('ami://')}"
+    return f"{host}/{pbx_driver}:{server_port}"
 
 
 class ClusterMember:
