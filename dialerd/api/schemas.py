@@ -543,8 +543,9 @@ class HealthNode(_Open):
 
     node_id: str
     pbx: str = Field(description="the PBX it drives (its ARI URL; no credentials)")
-    state: Literal["up", "stopped", "taken"] = Field(
-        description="up; stopped (a clean stop); taken (its heartbeat lapsed and another daemon took its calls over)")
+    state: Literal["up", "stopped", "taken", "gone"] = Field(
+        description="up; stopped (a clean stop); taken (its heartbeat lapsed and another daemon is reconciling "
+                    "its calls); gone (taken, and all its calls reconciled)")
     alive: bool = Field(description="its heartbeat is recent (within [cluster] lapse)")
     epoch: int = Field(ge=1, description="raised at each start; claims under an older one are refused")
     held_reason: str | None = Field(description="why it is not dialling (e.g. pbx_down); null: it can dial")

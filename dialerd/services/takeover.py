@@ -73,7 +73,8 @@ class Takeover:
         now = utcnow()
         won = []
         for node in await self.cluster.nodes():
-            if node.node_id == self.node_id or node.state != "up" or now - node.heartbeat_at <= self.lapse:
+            if (node.node_id == self.node_id or node.state not in ("up", "taken")
+                    or now - node.heartbeat_at <= self.lapse or node.node_id in self._working):
                 continue
             if not await self.cluster.take_over(node, self.node_id, now, self.lapse):
                 continue
@@ -93,19 +94,20 @@ class Takeover:
     async def _reconcile(self, node: NodeView) -> None:
         peer = self.peer(node.pbx)
         fenced = False
+        epoch = node.epoch + 1  # the one take_over wrote
         try:
             while True:
                 try:
                     if not fenced and self.fence is not None:
                         fenced = await self.fence(node)
                     attempts = await self.cluster.attempts_of(node.node_id)
+                    if not await self.cluster.touch_taken(node.node_id, epoch, utcnow(), done=not attempts):
+                        log.info("the taken-over daemon is back (or taken by another); leaving its calls to it",
+                                 extra={"action": "takeover_left", "node_id": node.node_id})
+                        return
                     if not attempts:
                         log.info("a taken-over daemon's calls are all reconciled",
                                  extra={"action": "takeover_done", "node_id": node.node_id})
-                        return
-                    if await self._rejoined(node):
-                        log.info("the taken-over daemon is back; it reconciles its own calls",
-                                 extra={"action": "takeover_rejoined", "node_id": node.node_id})
                         return
                     for attempt in attempts:
                         await self.follower.reconcile(attempt.channel_id, on=peer, fenced=fenced)
@@ -113,14 +115,9 @@ class Takeover:
                 except (PbxUnavailable, StoreError) as exc:
                     log.warning("cannot reconcile a taken-over daemon's calls yet: %s", exc,
                                 extra={"action": "takeover_wait", "node_id": node.node_id})
-                    await asyncio.sleep(UNREACHABLE_SECONDS)
+                    # Within the lapse: its row must be touched again before another daemon would retake it.
+                    await asyncio.sleep(min(UNREACHABLE_SECONDS, self.lapse.total_seconds() / 2))
         finally:
             with contextlib.suppress(Exception):
                 await peer.close()
             self._working.pop(node.node_id, None)
-
-    async def _rejoined(self, node: NodeView) -> bool:
-        for row in await self.cluster.nodes():
-            if row.node_id == node.node_id:
-                return row.state == "up" and row.epoch > node.epoch + 1
-        return False

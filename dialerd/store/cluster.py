@@ -100,15 +100,28 @@ class ClusterStore:
 
     async def take_over(self, node: NodeView, taker: str, now: datetime, lapse: timedelta) -> bool:
         """Take the lapsed daemon ``node`` over: raise its epoch (so nothing more is claimed under the one it
-        had: the claim's fence) and mark it ``taken``, if its row is still as read (up, that epoch, the
-        heartbeat older than ``lapse``). True for exactly one taker; False if it came back or another
-        daemon took it first."""
+        had: the claim's fence) and mark it ``taken``, if its row is still as read (that state and epoch, the
+        heartbeat older than ``lapse``). A ``taken`` row lapses too when its taker stops touching it (the
+        taker died mid-way): it is taken over again. True for exactly one taker; False if the daemon came
+        back or another daemon took it first."""
         async with self.tx.write() as conn:
             moved = await conn.execute(
                 update(T_NODE)
-                .where(T_NODE.c.id == node.node_id, T_NODE.c.epoch == node.epoch, T_NODE.c.state == "up",
-                       T_NODE.c.heartbeat_at < now - lapse)
-                .values(epoch=T_NODE.c.epoch + 1, state="taken", held_reason=f"taken over by {taker}"[:40])
+                .where(T_NODE.c.id == node.node_id, T_NODE.c.epoch == node.epoch, T_NODE.c.state == node.state,
+                       T_NODE.c.state.in_(("up", "taken")), T_NODE.c.heartbeat_at < now - lapse)
+                .values(epoch=T_NODE.c.epoch + 1, state="taken", heartbeat_at=now,
+                        held_reason=f"taken over by {taker}"[:40])
+            )
+        return bool(moved.rowcount)
+
+    async def touch_taken(self, node_id: str, epoch: int, now: datetime, *, done: bool = False) -> bool:
+        """The taker of ``node_id`` (under ``epoch``) is at work: its row's heartbeat moves on (so no other
+        daemon takes it over again); ``done``: its calls are all reconciled, the row says ``gone``. False if
+        the row moved on (the daemon rejoined, or another taker took it)."""
+        async with self.tx.write() as conn:
+            moved = await conn.execute(
+                update(T_NODE).where(T_NODE.c.id == node_id, T_NODE.c.epoch == epoch, T_NODE.c.state == "taken")
+                .values(heartbeat_at=now, **({"state": "gone"} if done else {}))
             )
         return bool(moved.rowcount)
 

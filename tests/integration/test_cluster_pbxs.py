@@ -39,7 +39,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
 NAMES = ("cluster-a", "cluster-b")
 CDR_UNIQUEID = 16
-CONTACTS = 60
+CONTACTS = 240  # the kill-and-stall test's campaign
+BIG_CAP = 12  # its cap
+A_STALLS_AT = 30
 CAP = 6
 
 
@@ -161,13 +163,14 @@ async def in_flight_of(pg_url: str, node: str) -> list[str]:
         await engine.dispose()
 
 
-async def test_three_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_taken_over(
+async def test_three_daemons_on_two_pbxs_one_killed_one_stalled_the_campaign_completes_placed_once(
     pbxs: dict[str, dict[str, str]], pg_url: str, tmp_path: Path
 ) -> None:
     a_env = node_env(pg_url, pbxs["cluster-a"], "node-a")
+    a_env["DIALERD_FAILPOINTS"] = f"after_attempt:{A_STALLS_AT}:stop"  # a freezes with an attempt unsent
     b_env = node_env(pg_url, pbxs["cluster-b"], "node-b")
     c_env = node_env(pg_url, pbxs["cluster-a"], "node-c")  # beside a, on the same PBX
-    key = create_key(a_env, "acme", concurrent_max=CAP + 2, cpm=600)
+    key = create_key(a_env, "acme", concurrent_max=BIG_CAP + 2, cpm=600)
     a = DaemonProc(a_env, tmp_path / "a.log")
     b = DaemonProc(b_env, tmp_path / "b.log")
     c = DaemonProc(c_env, tmp_path / "c.log")
@@ -177,15 +180,15 @@ async def test_three_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_ta
         await asyncio.to_thread(a.start)
         await asyncio.to_thread(b.start)
         await asyncio.to_thread(c.start)
-        body, ctype = multipart({"name": "two pbxs", "max_concurrent_calls": str(CAP), "retries_per_contact": "0"},
-                                numbers([i % 30 for i in range(CONTACTS)]))
+        session = aiohttp.ClientSession()
+        body, ctype = multipart({"name": "two pbxs", "max_concurrent_calls": str(BIG_CAP),
+                                 "retries_per_contact": "0"}, numbers([i % 30 for i in range(CONTACTS)]))
         status, created = await asyncio.to_thread(a.request, "POST", "/api/v1/campaigns", key, body,
                                                   {"Content-Type": ctype})
         assert status == 201, created
         cid = created["id"]
         watch.campaign_id = cid
         watch.start()
-        session = aiohttp.ClientSession()
         stream = asyncio.create_task(read_sse(Api(c.base, session, {"acme": key}), cid, max_seconds=240))
         # Started on the other daemon: the API answers on every daemon with the same data.
         status, started = await asyncio.to_thread(b.request, "POST", f"/api/v1/campaigns/{cid}/start", key)
@@ -194,9 +197,10 @@ async def test_three_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_ta
         def health_both() -> dict[str, Any] | None:
             health = b.wait_health()
             nodes = {n["node_id"]: n for n in health.get("cluster", {}).get("nodes", [])}
-            return health if {"node-a", "node-b"} <= {k for k, n in nodes.items() if n["alive"]} else None
+            # (a may be frozen at its failpoint already: its row then lapses)
+            return health if {"node-b", "node-c"} <= {k for k, n in nodes.items() if n["alive"]} else None
 
-        health = await wait_for(health_both, 10, "both daemons alive in /health")
+        health = await wait_for(health_both, 10, "the daemons alive in /health")
         assert health["cluster"]["node_id"] == "node-b"
 
         # b is killed with calls up on its PBX; a takes it over and follows those calls to their end.
@@ -206,21 +210,41 @@ async def test_three_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_ta
         killed_with = await in_flight_of(pg_url, "node-b")
 
         def taken() -> bool:
-            nodes = {n["node_id"]: n for n in a.wait_health()["cluster"]["nodes"]}
-            return nodes["node-b"]["state"] == "taken" and not nodes["node-b"]["alive"]
+            nodes = {n["node_id"]: n for n in c.wait_health()["cluster"]["nodes"]}
+            return nodes["node-b"]["state"] in ("taken", "gone") and not nodes["node-b"]["alive"]
 
         await wait_for(taken, 20, "a takes the killed b over")
         # Every call b had placed ends on b's PBX and is recorded by a; only an attempt b had committed but
         # perhaps not sent (none, usually) waits for b itself.
         await wait_for(lambda: set(asyncio.run(in_flight_of(pg_url, "node-b"))) <= {"dialing"}, 30,
                        "a reconciled the calls b left up")
-        print(f"\nb killed with {len(killed_with)} attempts in flight ({sorted(killed_with)}); a reconciled them")
+        print(f"\nb killed with {len(killed_with)} attempts in flight ({sorted(killed_with)}); a taker reconciled them")
         await asyncio.to_thread(b.start)  # b rejoins under a new epoch
         rejoined = {n["node_id"]: n for n in b.wait_health()["cluster"]["nodes"]}["node-b"]
-        assert rejoined["state"] == "up" and rejoined["epoch"] == 3, rejoined
+        assert rejoined["state"] == "up" and rejoined["epoch"] >= 3, rejoined
+
+        # a freezes at its attempt A_STALLS_AT, committed, unsent; it is taken over while frozen; resumed,
+        # it sends that attempt late and exits fenced; its calls are followed to their ends by a taker.
+        def a_stalled() -> bool:
+            assert a.proc is not None
+            return Path(f"/proc/{a.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+        await wait_for(a_stalled, 120, f"a stops at its attempt {A_STALLS_AT}")
+        assert "dialing" in await in_flight_of(pg_url, "node-a")
+
+        def a_taken() -> bool:
+            nodes = {n["node_id"]: n for n in c.wait_health()["cluster"]["nodes"]}
+            return nodes["node-a"]["state"] == "taken"
+
+        await wait_for(a_taken, 30, "the frozen a is taken over")
+        await wait_for(lambda: asyncio.run(in_flight_of(pg_url, "node-a")) == ["dialing"], 30,
+                       "only a's unsent attempt is left in flight")
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGCONT)
+        assert await asyncio.to_thread(a.proc.wait, 30) == 1, "a, fenced, exits non-zero"
 
         def done() -> dict[str, Any] | None:
-            status, view = a.request("GET", f"/api/v1/campaigns/{cid}", key)
+            status, view = c.request("GET", f"/api/v1/campaigns/{cid}", key)
             assert status == 200, view
             return view if view["status"] == "completed" else None
 
@@ -228,7 +252,6 @@ async def test_three_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_ta
         await watch.stop()
         assert view["progress"] == 1.0, view
         frames = await asyncio.wait_for(stream, 30)
-        await session.close()
 
         engine = create_engine(pg_url)
         try:
@@ -268,13 +291,17 @@ async def test_three_daemons_on_two_pbxs_share_one_campaign_one_is_killed_and_ta
         assert {r.channel_id for r in attempts if r.node_id in ("node-a", "node-c")} == set(cdr_a)
         assert {r.channel_id for r in attempts if r.node_id == "node-b"} == set(cdr_b)
         assert watch.polls > 50 and watch.peak > 1, (watch.polls, watch.peak)
-        assert watch.peak <= CAP, f"the campaign's cap held on the sum of both PBXs: peak {watch.peak} (raw {watch.peak_raw})"
+        assert watch.peak <= BIG_CAP, \
+            f"the campaign's cap held on the sum of both PBXs: peak {watch.peak} (raw {watch.peak_raw})"
         print(f"\nattempts by daemon {by_node}; peak calls on both PBXs {watch.peak} (raw {watch.peak_raw}) "
-              f"of cap {CAP}; {watch.polls} polls; {len(sse_ids)} events on c's stream")
+              f"of cap {BIG_CAP}; {watch.polls} polls; {len(sse_ids)} events on c's stream")
     finally:
         await watch.stop()
         if stream is not None and not stream.done():
             stream.cancel()
+        await session.close()
+        if a.proc is not None and a.alive():
+            a.proc.send_signal(signal.SIGCONT)
         for d in (a, b, c):
             if d.alive():
                 await asyncio.to_thread(d.terminate, 30)
