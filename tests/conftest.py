@@ -52,6 +52,16 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 @pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database URL (the tests of several daemons on one database)."""
+    url = await _pg_create()
+    try:
+        yield url
+    finally:
+        await _pg_drop(url)
+
+
+@pytest.fixture
 async def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'dialerd.db'}"
 

@@ -31,7 +31,7 @@ from sqlalchemy import and_, exists, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from dialerd.domain.call import IN_FLIGHT
+from dialerd.domain.call import IN_FLIGHT, AttemptState
 from dialerd.domain.campaign import END_EVENT, CampaignStatus, over
 from dialerd.domain.contact import ContactStatus
 from dialerd.errors import StoreError
@@ -93,6 +93,22 @@ def of_campaign(campaign_id: str) -> Any:
     ``ix_contact_campaign_id`` in order from the campaign's first contact: 0.05 ms, whatever else is stored.
     """
     return and_(T_CONTACT.c.campaign_id >= campaign_id, T_CONTACT.c.campaign_id <= campaign_id)
+
+
+def dialing_attempt(contact: Contact, channel_id: str, caller_id: str | None, now: datetime,
+                    **extra: Any) -> dict[str, Any]:
+    """The row of a new attempt of ``contact``, written before its originate leaves (``extra``: the
+    claiming daemon's ``node_id`` and ``node_epoch`` with several daemons)."""
+    return {
+        "contact_id": contact.id,
+        "campaign_id": contact.campaign_id,
+        "number": contact.attempts + 1,
+        "channel_id": channel_id,
+        "state": AttemptState.DIALING.value,
+        "created_at": now,
+        "caller_id": caller_id or None,
+        **extra,
+    }
 
 
 def _row(model: Any, row: Any) -> Any:

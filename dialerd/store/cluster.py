@@ -31,7 +31,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dialerd.domain.call import AttemptState, Skipped
+from dialerd.domain.call import Skipped
 from dialerd.domain.caps import DailyCaps, limit, tenant_day
 from dialerd.domain.cluster import RATE_WINDOW, ClusterFigures, Fenced, NodeView, Seat, cluster_hold, next_pace
 from dialerd.domain.contact import ContactStatus
@@ -46,6 +46,7 @@ from dialerd.store.base import (
     _attempt_in_flight,
     _Merged,
     _row,
+    dialing_attempt,
     of_campaign,
 )
 from dialerd.store.gate import UNCOUNTED_ATTEMPT_STATE
@@ -200,17 +201,8 @@ class ClusterStore:
                     .values(attempts=T_CONTACT.c.attempts + 1, last_attempt_at=now, updated_at=now,
                             blocked_reason=None, next_eligible_at=None)
                 )
-                values = {
-                    "contact_id": contact.id,
-                    "campaign_id": contact.campaign_id,
-                    "number": contact.attempts + 1,
-                    "channel_id": channel_id,
-                    "state": AttemptState.DIALING.value,
-                    "created_at": now,
-                    "caller_id": caller_id,
-                    "node_id": seat.node_id,
-                    "node_epoch": seat.epoch,
-                }
+                values = dialing_attempt(contact, channel_id, caller_id, now, node_id=seat.node_id,
+                                         node_epoch=seat.epoch)
                 attempt_id = (
                     await conn.execute(insert(T_ATTEMPT).values(**values).returning(T_ATTEMPT.c.id))
                 ).scalar_one()

@@ -31,6 +31,7 @@ from dialerd.store.base import (
     _Merged,
     _row,
     call_event_payload,
+    dialing_attempt,
     of_campaign,
     skipped_event_payload,
 )
@@ -179,15 +180,7 @@ class SqlCalls:
             )
             if not result.rowcount:
                 return None
-            values = {
-                "contact_id": contact.id,
-                "campaign_id": contact.campaign_id,
-                "number": contact.attempts + 1,
-                "channel_id": channel_id,
-                "state": AttemptState.DIALING.value,
-                "created_at": now,
-                "caller_id": caller_id or None,
-            }
+            values = dialing_attempt(contact, channel_id, caller_id, now)
             attempt_id = (
                 await conn.execute(insert(T_ATTEMPT).values(**values).returning(T_ATTEMPT.c.id))
             ).scalar_one()

@@ -25,19 +25,9 @@ from dialerd.store.db import create_engine, migrate
 from dialerd.store.repo import Store
 from dialerd.store.tables import Attempt, Campaign, Contact
 from dialerd.timestamps import utcnow
-from tests.conftest import _pg_create, _pg_drop
 from tests.integration.test_store import insert_many, make_campaign
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    url = await _pg_create()
-    try:
-        yield url
-    finally:
-        await _pg_drop(url)
 
 
 @pytest.fixture

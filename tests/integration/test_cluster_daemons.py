@@ -16,17 +16,8 @@ import aiohttp
 import pytest
 
 from dialerd.pbx.fake import FakeOutcome, FakePbx
-from tests.conftest import Api, _pg_create, _pg_drop, make_key, start_daemon, test_settings
+from tests.conftest import Api, make_key, start_daemon, test_settings
 from tests.daemon_proc import DaemonProc, daemon_env
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    url = await _pg_create()
-    try:
-        yield url
-    finally:
-        await _pg_drop(url)
 
 
 @pytest.fixture

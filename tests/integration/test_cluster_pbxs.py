@@ -18,7 +18,7 @@ import contextlib
 import csv
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from dialerd.store.base import T_ATTEMPT, T_CONTACT, T_EVENT
 from dialerd.store.db import create_engine
-from tests.conftest import Api, _pg_create, _pg_drop
+from tests.conftest import Api
 from tests.daemon_proc import DaemonProc, create_key, daemon_env, multipart
 from tests.integration.test_local_pbx_named import _lp, _session_lock
 from tests.live import SseEvent, numbers, read_sse
@@ -59,15 +59,6 @@ def pbxs() -> Iterator[dict[str, dict[str, str]]]:
         finally:
             for name in envs:
                 _lp("down", "--name", name, timeout=60)
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    url = await _pg_create()
-    try:
-        yield url
-    finally:
-        await _pg_drop(url)
 
 
 def node_env(db_url: str, pbx: dict[str, str], node: str) -> dict[str, str]:

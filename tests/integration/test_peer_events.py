@@ -25,20 +25,10 @@ from dialerd.client.sse import SseDecoder
 from dialerd.store.base import T_ATTEMPT, T_EVENT, Transactions
 from dialerd.store.db import create_engine, migrate
 from dialerd.store.repo import Store
-from tests.conftest import _pg_create, _pg_drop
 from tests.daemon_proc import DaemonProc, create_key, multipart
 from tests.integration.test_store import make_campaign, make_tenant
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    url = await _pg_create()
-    try:
-        yield url
-    finally:
-        await _pg_drop(url)
 
 
 def fake_env(db_url: str) -> dict[str, str]:
