@@ -284,6 +284,12 @@ class CallFollower:
         """
         attempt = await self.store.get_attempt(channel_id)
         if attempt is None or AttemptState(attempt.state).final:
+            # Its end was applied meanwhile (after a restart the websocket is up before recover() runs, so
+            # a ChannelDestroyed can land between recover's read and here, freeing nothing as the slot was
+            # not tracked yet): free the slot recover() counted, or the campaign never sees zero in flight
+            # and never completes.
+            if on is None:
+                self.slots.end_call(channel_id)
             return False
         if on is None:
             await self.pbx_up.wait()
@@ -292,6 +298,10 @@ class CallFollower:
             campaign = await self.store.get_campaign(attempt.campaign_id)
             if on is None and campaign is not None and not self.slots.holds(channel_id):
                 await self.slots.track(channel_id, campaign.id, campaign.tenant_id)
+                latest = await self.store.get_attempt(channel_id)
+                if latest is None or AttemptState(latest.state).final:  # it ended while being tracked
+                    self.slots.end_call(channel_id)
+                    return False
             if attempt.state == AttemptState.DIALING:
                 await self._apply(channel_id, ContactStatus.ORIGINATED, AttemptState.ORIGINATED,
                                   {"originated_at": utcnow()}, {}, {})
