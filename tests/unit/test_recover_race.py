@@ -53,7 +53,9 @@ class Store:
 
     async def get_campaign(self, campaign_id: str) -> Campaign:
         self._read("campaign")
-        return Campaign(id="c1", tenant_id="t1", name="c", status="running", max_concurrent_calls=5)
+        return Campaign(id="c1", tenant_id="t1", name="c", status="running", max_concurrent_calls=5, caller_id="",
+                        destination="dialerd-demo", default_region="US", retries_per_contact=0,
+                        retry_delay_seconds=60, ring_timeout_seconds=30, created_by="k1")
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
         return Tenant(id="t1", name="acme", concurrent_max=10, calls_per_minute=600)
