@@ -34,8 +34,9 @@ from dialerd.domain.zones import check_timezone
 from dialerd.errors import ConfigError, StoreError
 from dialerd.faults import Failpoints
 from dialerd.pbx.errors import AppInUse
+from dialerd.pbx.fence import fence_key
 from dialerd.pbx.peer import AriPeer
-from dialerd.ports import Pbx
+from dialerd.ports import FenceSeat, Pbx
 from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.cluster import ClusterMember, default_node_id
@@ -76,13 +77,14 @@ CANCEL_TASKS_SECONDS = 3.0
 LISTEN_FIRST_SECONDS = 10.0  # start waits this long at most for the event listener's first connection
 
 
-def build_pbx(settings: Settings, tasks: TaskOwner | None = None) -> Pbx:
-    """The PBX adapter the settings name (imported lazily: nothing happens at import time)."""
+def build_pbx(settings: Settings, tasks: TaskOwner | None = None, fence: FenceSeat | None = None) -> Pbx:
+    """The PBX adapter the settings name (imported lazily: nothing happens at import time). ``fence``: ARI
+    dials through the PBX fence armed by it (several daemons, ``[cluster] fence``, docs/fencing.md)."""
     if settings.pbx_driver == "ari":
         from dialerd.pbx.ari import AriPbx
 
         return AriPbx(settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app,
-                      settings.pbx_endpoint, tasks=tasks)
+                      settings.pbx_endpoint, tasks=tasks, fence=fence)
     if settings.pbx_driver == "ami":
         from dialerd.pbx.ami import AmiPbx
 
@@ -141,7 +143,6 @@ class Daemon:
             await store.purge_campaign(stale)  # appends no event: nothing is published
         stopping = asyncio.Event()
         tasks = TaskOwner(on_crash=lambda _name, _exc: stopping.set())
-        pbx = pbx or build_pbx(settings, tasks)
         webhooks = WebhookDelivery(store.webhooks, tasks, allow_private=settings.webhooks_allow_private,
                                    timeout=settings.webhooks_timeout, retry_for=settings.webhooks_retry_for,
                                    lease_seconds=settings.webhooks_lease_seconds,
@@ -149,12 +150,17 @@ class Daemon:
         faults = Failpoints(os.environ.get("DIALERD_FAILPOINTS", ""))  # fault-injection tests only
         slots = Slots(store)
         transitions = CampaignTransitions(store)
+        node_id = settings.cluster_node_id or default_node_id(
+            settings.pbx_driver, settings.ari_app, _pbx_address(settings), settings.server_port)
+        # Several daemons with ARI dial through the PBX fence, armed by their seat (docs/fencing.md).
+        fenced = store.cluster is not None and settings.cluster_fence and pbx is None and settings.pbx_driver == "ari"
         cluster = None if store.cluster is None else ClusterMember(
-            store.cluster, tasks, node_id=settings.cluster_node_id or default_node_id(
-                settings.pbx_driver, settings.ari_app, _pbx_address(settings), settings.server_port),
-            pbx=_pbx_address(settings), heartbeat_interval=settings.cluster_heartbeat_interval,
-            lapse=settings.cluster_lapse, status=lambda: (dispatcher.dialling_held, slots.total()),
+            store.cluster, tasks, node_id=node_id, pbx=_pbx_address(settings),
+            heartbeat_interval=settings.cluster_heartbeat_interval, lapse=settings.cluster_lapse,
+            status=lambda: (dispatcher.dialling_held, slots.total()),
+            fence_key=fence_key(node_id) if fenced else None, fence_formats=settings.cluster_fence_formats,
         )
+        pbx = pbx or build_pbx(settings, tasks, fence=None if cluster is None else cluster.fencing())
         dispatcher = Dispatcher(store, pbx, slots, transitions, tasks=tasks, failpoints=faults, cluster=cluster,
                                 max_channels=settings.pbx_max_channels)
         # A lapsed daemon's calls are reconciled on its PBX over ARI (an AMI daemon's wait for its restart).

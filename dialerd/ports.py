@@ -8,7 +8,7 @@ adapter's event reader must never wait on the dispatcher (ARI drops a websocket 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +42,27 @@ class PbxSink(Protocol):
     def connection_changed(self, connected: bool) -> None: ...
 
 
+class FenceSeat(Protocol):
+    """This daemon's epochs for the PBX fence, kept in the database (``services/cluster.py``); the ARI
+    adapter sets the PBX's side (``pbx/fence.py``, docs/fencing.md)."""
+
+    @property
+    def key(self) -> str:
+        """The fence key: names the Asterisk global the dialplan compares each originate's epoch with."""
+        ...
+
+    @property
+    def formats(self) -> str:
+        """The codec the fence's Local channel is pinned to (the trunk's)."""
+        ...
+
+    async def arm(self, set_fence: Callable[[int], Awaitable[None]]) -> int:
+        """Take a new epoch by compare-and-set, ``set_fence`` it on the PBX, read it back from the database;
+        returns the epoch every originate carries from then on. Raises ``Fenced`` (taken over: stop),
+        ``StoreError``, or what ``set_fence`` raised (then the next connect arms a new epoch)."""
+        ...
+
+
 class PeerPbx(Protocol):
     """Another daemon's PBX, as a takeover reaches it (``pbx/peer.py``): what it knows of a channel."""
 
@@ -49,6 +70,11 @@ class PeerPbx(Protocol):
 
     async def forget(self, channel_id: str) -> None:
         """Delete the channel's hangup record once its end is recorded."""
+        ...
+
+    async def fence_out(self, key: str, new_epoch: int) -> None:
+        """Make that PBX refuse every originate its daemon sends from now on (``pbx/fence.py``); raises
+        ``PbxError`` when it could not be set and read back (then nothing may be given back)."""
         ...
 
     async def close(self) -> None: ...

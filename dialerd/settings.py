@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -52,6 +53,11 @@ OTHER_ENV: dict[str, str] = {
 
 def _meta(help: str, *, check: Callable[[Any], str | None] | None = None) -> dict[str, Any]:
     return {"help": help, "check": check}
+
+
+def _formats(v: Any) -> str | None:
+    return None if isinstance(v, str) and re.fullmatch(r"[a-z0-9_]{2,20}(,[a-z0-9_]{2,20})*", v) else \
+        "must be Asterisk format names separated by commas, e.g. ulaw or alaw,ulaw"
 
 
 def _range(lo: float, hi: float | None = None) -> Callable[[Any], str | None]:
@@ -191,6 +197,17 @@ class Settings:
         default=5.0,
         metadata=_meta("seconds without a heartbeat after which a daemon counts as gone (PostgreSQL)",
                        check=_range(0.2, 3600)),
+    )
+    cluster_fence: bool = field(
+        default=True,
+        metadata=_meta("several daemons on PostgreSQL with ARI: originate through the PBX fence ([dialerd-fence] "
+                       "in the dialplan, docs/fencing.md), so a daemon taking over a dead or frozen one may give its "
+                       "committed, unsent attempts back for another dial; false: those wait for it to rejoin"),
+    )
+    cluster_fence_formats: str = field(
+        default="ulaw",
+        metadata=_meta("the codec the fence's Local channel is pinned to: the trunk's (else the Local pair "
+                       "negotiates slin192 at ~6x the Asterisk CPU per call)", check=_formats),
     )
     log_level: str = field(
         default="info",

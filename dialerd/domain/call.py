@@ -113,6 +113,9 @@ class CallEvent:
     opt_out: bool = False  # ENDED: the channel carried DIALERD_OPT_OUT=1 at hangup (the callee opted out)
     amd_status: str | None = None  # ANSWERED/ENDED: AMDSTATUS (HUMAN, MACHINE, NOTSURE, HANGUP), if AMD ran
     amd_cause: str | None = None  # ANSWERED/ENDED: AMDCAUSE, Asterisk's raw text (e.g. HUMAN-800-800)
+    # ENDED: the PBX's fence refused the originate (docs/fencing.md): no carrier leg was created, the
+    # contact was never dialled by it. The epoch it carried ("none" if it carried none), else None.
+    fenced: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,9 @@ MOVES: dict[AttemptState, frozenset[AttemptState]] = {
     # An answer dialerd did not see (its event lost while disconnected) is recorded from dialing too.
     A.ANSWERED: frozenset({A.DIALING, A.ORIGINATED}),
     A.ENDED: frozenset(IN_FLIGHT),
-    A.NOT_DIALLED: frozenset({A.DIALING}),
+    # Given back before the PBX had it (from dialing), or refused by the PBX fence (docs/fencing.md): the
+    # originate was accepted, but no carrier leg was ever created (from originated too).
+    A.NOT_DIALLED: frozenset({A.DIALING, A.ORIGINATED}),
 }
 
 
@@ -197,6 +202,14 @@ def steps(current: AttemptState, kind: CallEventKind) -> tuple[AttemptState, ...
     if can_move(state, target):
         path.append(target)
     return tuple(path)
+
+
+def refused_by_fence(state: AttemptState, event: CallEvent) -> bool:
+    """Whether the ENDED ``event`` is of an originate the PBX fence refused before any carrier leg existed:
+    the contact was not dialled by it, so the attempt is not dialled (and costs no retry), not failed.
+
+    Only before an answer: a call that was answered reached the callee, whatever a variable says."""
+    return event.fenced is not None and state in (A.DIALING, A.ORIGINATED) and not event.answered
 
 
 # ---- a claim that dials nothing ----------------------------------------------------------------------

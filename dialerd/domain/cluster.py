@@ -110,6 +110,7 @@ class NodeView:
     held_reason: str | None
     calls_in_flight: int
     heartbeat_at: datetime
+    fence_key: str | None = None  # its PBX fences its originates under this key (None: no fence)
 
 
 def alive(node: NodeView, now: datetime, lapse: timedelta) -> bool:

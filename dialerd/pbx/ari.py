@@ -43,8 +43,10 @@ from dialerd.domain.call import (
     opted_out,
 )
 from dialerd.domain.causes import parse_cause, parse_tech_cause
+from dialerd.errors import StoreError
 from dialerd.pbx.ari_client import AriClient, AriConnectionError, JsonObject
 from dialerd.pbx.errors import PbxError, PbxRequestError
+from dialerd.pbx.fence import LEG_TECH_VAR, FenceError, arm, fenced_epoch, fenced_target
 from dialerd.pbx.ownership import (
     OWNER_REFRESH_S,
     Owner,
@@ -55,7 +57,7 @@ from dialerd.pbx.ownership import (
 )
 from dialerd.pbx.records import HANGUP_HANDLER, HANGUP_HANDLER_VAR, ID_VAR, global_name, parse_hangup_record
 from dialerd.pbx.tracking import CallTracker, TrackedCall
-from dialerd.ports import OriginateError, PbxSink
+from dialerd.ports import FenceSeat, OriginateError, PbxSink
 from dialerd.tasks import TaskOwner, child_of
 from dialerd.timestamps import utcnow
 
@@ -102,11 +104,15 @@ class AriPbx:
         heartbeat: float = 5.0,
         replaced_delay: float = 1.0,
         tasks: TaskOwner | None = None,
+        fence: FenceSeat | None = None,
     ) -> None:
         """``heartbeat``: websocket ping period; a missing pong (half of it) counts as a dead connection.
 
         ``replaced_delay``: after another client took the app, re-register after 1-2x this many seconds,
         doubling on each takeover in a row (up to 30 s).
+
+        ``fence``: originate through the PBX fence (``pbx/fence.py``, docs/fencing.md): each connect arms it
+        with a new epoch before the adapter counts as connected, and every originate carries that epoch.
         """
         self.app = app
         self.url = url
@@ -132,6 +138,8 @@ class AriPbx:
         self._reported: bool | None = None  # the last connection state told to the sink
         self._token = secrets.token_hex(8)  # this process, in the owner record
         self.takeovers = 0  # times another client took the app (Prometheus counter)
+        self.fence = fence
+        self.fence_epoch: int | None = None  # the epoch the PBX's fence holds for us (None: not armed)
 
     @property
     def connected(self) -> bool:
@@ -264,6 +272,18 @@ class AriPbx:
             "app": self.app,
             "timeout": request.ring_timeout,
         }
+        if self.fence is not None:
+            # Read when the request is built: a POST built under an older epoch is refused by the PBX.
+            epoch = self.fence_epoch
+            if epoch is None:
+                raise OriginateError("the PBX fence is not armed yet; not originating")
+            try:
+                target = fenced_target(str(params["endpoint"]), request.number, self.fence.key, epoch,
+                                       formats=self.fence.formats)
+            except ValueError as exc:
+                raise OriginateError(str(exc)) from exc
+            params["endpoint"], params["formats"] = target.endpoint, target.formats
+            variables.update(target.variables)
         if request.caller_id:
             params["callerId"] = request.caller_id
         # Registered before the POST: Dial events can arrive before the HTTP reply.
@@ -357,6 +377,16 @@ class AriPbx:
         allowed = [{"type": t} for t in EVENT_TYPES]
         await self.client.request("PUT", f"/applications/{_q(self.app)}/eventFilter", body={"allowed": allowed})
         await self._write_owner()
+        if self.fence is not None:
+            # Arm before the adapter counts as connected: no originate leaves without the epoch it holds.
+            # A failure drops this connection; the next one takes a new epoch (never arm one twice).
+            self.fence_epoch = None
+            key = self.fence.key
+            try:
+                self.fence_epoch = await self.fence.arm(lambda epoch: arm(self.client, key, epoch))
+            except StoreError as exc:  # a PbxError drops this connection and retries (with a new epoch)
+                raise FenceError(f"cannot arm the PBX fence: {exc}") from exc
+            log.info("PBX fence armed", extra={"action": "fence_armed", "epoch": self.fence_epoch})
 
     async def _before_connect(self) -> None:
         """After a takeover: never fight another dialerd for the app (its fresh owner record says it is
@@ -480,13 +510,24 @@ class AriPbx:
             return
         cid, call = found
         state = _get(channel, "state")
+        fenced = fenced_epoch(channel)
+        if fenced is not None and self.fence_epoch is not None and fenced == str(self.fence_epoch):
+            # Refused under the epoch we hold: the PBX lost its fence global (a restart the websocket did
+            # not notice, a reload with clearglobalvars): reconnect, which arms a new epoch.
+            self.fence_epoch = None
+            why = "the PBX fence refused an originate under our own epoch (its global was lost); re-arming"
+            log.warning(why, extra={"action": "fence_lost", "channel_id": cid})
+            self.client.reconnect_after(0.2, why)
         self._track.end(
             CallEvent(
                 cid,
                 CallEventKind.ENDED,
                 _at(event),
                 cause=parse_cause(event.get("cause")),
-                tech_cause=parse_tech_cause(event.get("tech_cause")),
+                # Through the fence the channel is a Local ;1 with no SIP cause: the carrier leg's is here.
+                tech_cause=parse_tech_cause(event.get("tech_cause"))
+                or parse_tech_cause(_text(_get(channel, "channelvars", LEG_TECH_VAR))),
+                fenced=fenced,
                 state=state if isinstance(state, str) else None,
                 answered=call.answered or state == "Up",
                 alerted=call.alerted,

@@ -31,12 +31,14 @@ Measured facts this module relies on:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dialerd.pbx.errors import PbxError, PbxRequestError
+from dialerd.pbx.records import FENCED_TECH
 
 FENCE_CONTEXT = "dialerd-fence"
 KEY_VAR = "DIALERD_FENCE_KEY"  # which global the dialplan compares with
@@ -45,7 +47,6 @@ DIAL_VAR = "DIALERD_DIAL"  # the carrier endpoint ;2 dials when the epoch matche
 FENCED_VAR = "DIALERD_FENCED"  # set on ;1 when the dialplan refused: the refused epoch, or "none"
 LEG_TECH_VAR = "DIALERD_LEG_TECH"  # set on ;1: the carrier leg's last SIP response, or "FENCED"
 FENCED_CAUSE = 52  # Q.850 "outgoing call barred": what a refused originate ends with
-FENCED_TECH = "FENCED"  # the hangup record's tech field of a refused originate
 DEFAULT_FORMATS = "ulaw"  # pin the Local pair to the trunk's codec (else slin192 and ~6x the CPU)
 
 _KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -79,6 +80,12 @@ class FencedTarget:
 def fence_variable(key: str) -> str:
     """The Asterisk global the dialplan compares the originate's epoch with."""
     return f"DIALERD_FENCE_{check_key(key)}"
+
+
+def fence_key(node_id: str) -> str:
+    """The key of a daemon's fence, from its node id (any text: ``HOST/APP``): the same on every daemon, so
+    the one taking it over finds the global to set. A digest, as node ids may hold ``/``, ``@``, ``:``."""
+    return "n" + hashlib.sha256(node_id.encode()).hexdigest()[:32]
 
 
 def check_key(key: str) -> str:

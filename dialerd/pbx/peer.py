@@ -9,13 +9,15 @@ The daemons of one database use the same ARI user and password on every PBX (``[
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from dialerd.domain.call import ChannelLookup
-from dialerd.pbx.errors import PbxError
+from dialerd.pbx import fence
+from dialerd.pbx.errors import PbxError, PbxRequestError
 from dialerd.pbx.records import global_name, parse_hangup_record
 
 
@@ -38,9 +40,9 @@ class AriPeer:
             self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
         return self._session
 
-    async def _request(self, method: str, path: str, params: dict[str, str]) -> tuple[int, Any]:
+    async def _request(self, method: str, path: str, params: Mapping[str, str | int]) -> tuple[int, Any]:
         try:
-            async with self._http().request(method, self._base + path, params=params) as resp:
+            async with self._http().request(method, self._base + path, params=dict(params)) as resp:
                 body = await resp.json(content_type=None) if resp.content_length != 0 else None
                 return resp.status, body
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -60,6 +62,19 @@ class AriPeer:
 
     async def forget(self, channel_id: str) -> None:
         await self._request("POST", "/asterisk/variable", {"variable": global_name(channel_id)})
+
+    async def fence_out(self, key: str, new_epoch: int) -> None:
+        await fence.fence_out(self, key, new_epoch)
+
+    async def request(
+        self, method: str, path: str, *, params: Mapping[str, str | int] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        """``fence.AriRequester``: one REST request, its JSON reply; an error status raises PbxRequestError."""
+        status, reply = await self._request(method, path, params or {})
+        if status >= 300:
+            raise PbxRequestError(f"PBX {self.url} answered HTTP {status}", status=status, body=str(reply or ""))
+        return reply
 
     async def close(self) -> None:
         if self._session is not None:

@@ -14,6 +14,7 @@ from dialerd.domain.call import CallEvent, CallEventKind
 from dialerd.domain.causes import ALERTING_STATES, parse_cause, parse_tech_cause
 from dialerd.timestamps import utcnow
 
+FENCED_TECH = "FENCED"  # the tech field of a record of an originate the PBX fence refused (pbx/fence.py)
 HANGUP_HANDLER = "dialerd-hh,s,1"
 HANGUP_HANDLER_VAR = "CHANNEL(hangup_handler_push)"
 ID_VAR = "DIALERD_ID"
@@ -45,6 +46,8 @@ def parse_hangup_record(channel_id: str, text: str) -> CallEvent | None:
         answered=answered,
         alerted=answered or state in ALERTING_STATES,
         answered_at=answered_at,
+        # [dialerd-fence] refused the originate: the tech field says FENCED (the epoch is on the channel only).
+        fenced="record" if parts[1] == FENCED_TECH else None,
     )
 
 

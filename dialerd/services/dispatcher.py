@@ -471,13 +471,17 @@ class Dispatcher:
             def caller_id_for(contact: Contact, turn: int = turn) -> str | None:
                 return choose_caller_id(pool, campaign.caller_id_strategy, contact.phone_e164, turn)
 
+            seat = self.cluster.seat
             try:
                 result = await self.cluster.store.claim(
-                    self.cluster.seat, campaign, utcnow(),
+                    seat, campaign, utcnow(),
                     name_channel=lambda contact: _channel_id(campaign.id, contact), caller_id_for=caller_id_for,
                     today=self.slots.wall(),
                 )
             except Fenced:
+                if self.cluster.seat_moved(seat):  # this daemon armed its PBX fence with a new epoch meanwhile
+                    await asyncio.sleep(0.05)
+                    continue
                 log.critical("fenced: this daemon's epoch moved on; no more claims",
                              extra={"action": "fenced", "campaign_id": campaign.id})
                 self.accepting = False

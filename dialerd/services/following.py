@@ -25,6 +25,7 @@ from dialerd.domain.call import (
     decide_end,
     decide_failure,
     ended_answered,
+    refused_by_fence,
     sources,
     steps,
 )
@@ -174,6 +175,9 @@ class CallFollower:
             self.slots.end_call(event.channel_id)
             return
         state = AttemptState(attempt.state)
+        if refused_by_fence(state, event):
+            await self._refused(event, attempt)
+            return
         policy = None
         if not ended_answered(state, event):
             # Perf: read only on this path (its retry policy and status); an answered call needs neither.
@@ -194,6 +198,21 @@ class CallFollower:
                              answered_at=attempt.answered_at or end.answer_at, policy=policy, now=utcnow())
         await self._record_end(event.channel_id, end)
         self.slots.end_call(event.channel_id)
+        await self._forget(event.channel_id)
+
+    async def _refused(self, event: CallEvent, attempt: Attempt) -> None:
+        """The PBX fence refused the originate (no carrier leg): the attempt is not dialled and its contact
+        is due again at once, its attempt not counted (a stopped campaign cancels it instead)."""
+        log.warning("the PBX fence refused an originate; the contact stays to be dialled", extra={
+            "action": "fence_refused", "channel_id": event.channel_id, "epoch": event.fenced})
+        await self._apply(
+            event.channel_id, ContactStatus.PENDING, AttemptState.NOT_DIALLED,
+            {"ended_at": event.at, "cause": event.cause, "reason": AttemptState.NOT_DIALLED.value},
+            {"attempts": max(0, attempt.number - 1), "next_attempt_at": None},
+            {"not_dialled": "fenced", "cause": event.cause},
+        )
+        self.slots.end_call(event.channel_id)
+        self.slots.poke(attempt.campaign_id)
         await self._forget(event.channel_id)
 
     async def _forget(self, channel_id: str) -> None:

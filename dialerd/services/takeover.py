@@ -11,10 +11,13 @@ leaves flight, so the capacity it held in the shared counts is free again.
 
 A *dialling* attempt the PBX does not know is the one case that needs more than timing: its sender may be
 stalled between the commit and the originate (SIGSTOP, a long GC pause) and send it later. It is given back
-for another dial only when ``fence`` says the other daemon's PBX now refuses that daemon's originates (see
-docs/scale-out.md, "Fencing"); without such a fence it stays in flight, its contact is not redialled, and
-it is looked at again at each pass, until the daemon rejoins (its own restart reconciles it: a restarted
-process has no stalled sender left) or the fence is in place.
+for another dial only once the other daemon's PBX refuses that daemon's originates: when its row names a
+fence key (it dials through ``[dialerd-fence]``, ``pbx/fence.py``), the winner first sets that PBX's fence
+to the epoch ``take_over`` raised (``fence_out``, read back), and only then reads the attempts to
+reconcile (docs/fencing.md has the argument). Without a fence (the daemon runs with ``[cluster] fence =
+false``, or setting it failed: retried each pass) such an attempt stays in flight, its contact is not
+redialled, and it is looked at again at each pass, until the daemon rejoins (its own restart reconciles
+it: a restarted process has no stalled sender left) or the fence is in place.
 
 If the other PBX does not answer, its calls wait for a later pass: nothing is decided blind. A daemon that
 restarts under the same id rejoins with a new epoch and reconciles what is still in flight itself; both may
@@ -26,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
 from dialerd.domain.cluster import NodeView
@@ -56,7 +59,6 @@ class Takeover:
         node_id: str,
         lapse: float,
         peer: Callable[[str], PeerPbx],
-        fence: Callable[[NodeView], Awaitable[bool]] | None = None,
     ) -> None:
         self.cluster = cluster
         self.follower = follower
@@ -64,7 +66,6 @@ class Takeover:
         self.node_id = node_id
         self.lapse = timedelta(seconds=lapse)
         self.peer = peer
-        self.fence = fence
         self._working: dict[str, asyncio.Task[None]] = {}
         self.taken: list[str] = []  # the daemons this one took over, in order (for tests and metrics)
 
@@ -98,8 +99,8 @@ class Takeover:
         try:
             while True:
                 try:
-                    if not fenced and self.fence is not None:
-                        fenced = await self.fence(node)
+                    if not fenced and node.fence_key is not None:
+                        fenced = await self._fence_out(peer, node, epoch)
                     attempts = await self.cluster.attempts_of(node.node_id)
                     if not await self.cluster.touch_taken(node.node_id, epoch, utcnow(), done=not attempts):
                         log.info("the taken-over daemon is back (or taken by another); leaving its calls to it",
@@ -121,3 +122,17 @@ class Takeover:
             with contextlib.suppress(Exception):
                 await peer.close()
             self._working.pop(node.node_id, None)
+
+    @staticmethod
+    async def _fence_out(peer: PeerPbx, node: NodeView, epoch: int) -> bool:
+        """Set the lapsed daemon's PBX fence past its epoch; False (retried next pass) if that failed."""
+        assert node.fence_key is not None
+        try:
+            await peer.fence_out(node.fence_key, epoch)
+        except PbxUnavailable as exc:
+            log.warning("cannot fence a taken-over daemon's PBX yet: %s", exc,
+                        extra={"action": "fence_out_failed", "node_id": node.node_id})
+            return False
+        log.info("fenced a taken-over daemon's PBX", extra={"action": "fence_out", "node_id": node.node_id,
+                                                             "epoch": epoch})
+        return True

@@ -69,18 +69,40 @@ class ClusterStore:
 
     # ---- the daemons ------------------------------------------------------------------------------
 
-    async def register(self, node_id: str, pbx: str, now: datetime) -> Seat:
-        """Join (or rejoin) under ``node_id``: a new epoch, one above any before it under this id."""
+    async def register(self, node_id: str, pbx: str, now: datetime, *, fence_key: str | None = None) -> Seat:
+        """Join (or rejoin) under ``node_id``: a new epoch, one above any before it under this id.
+
+        ``fence_key``: the Asterisk global its PBX checks each originate's epoch against (``pbx/fence.py``);
+        None when it dials without the fence, so a taker never gives its unsent attempts back."""
         async with self.tx.write() as conn:
             stmt = pg_insert(T_NODE).values(id=node_id, epoch=1, pbx=pbx, state="up", held_reason=None,
-                                            calls_in_flight=0, started_at=now, heartbeat_at=now)
+                                            calls_in_flight=0, started_at=now, heartbeat_at=now,
+                                            fence_key=fence_key)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[T_NODE.c.id],
                 set_={"epoch": T_NODE.c.epoch + 1, "pbx": pbx, "state": "up", "held_reason": None,
-                      "calls_in_flight": 0, "started_at": now, "heartbeat_at": now},
+                      "calls_in_flight": 0, "started_at": now, "heartbeat_at": now, "fence_key": fence_key},
             )
             epoch = (await conn.execute(stmt.returning(T_NODE.c.epoch))).scalar_one()
         return Seat(node_id, int(epoch))
+
+    async def rearm(self, seat: Seat) -> Seat | None:
+        """A new epoch for this daemon before it arms its PBX's fence (docs/fencing.md, "arming" step 2):
+        compare-and-set from the epoch it holds, so it fails (None) once a taker (or a newer process under
+        the same id) has raised it: this daemon is fenced then and must never arm again."""
+        async with self.tx.write() as conn:
+            epoch = (await conn.execute(
+                update(T_NODE).where(T_NODE.c.id == seat.node_id, T_NODE.c.epoch == seat.epoch,
+                                     T_NODE.c.state == "up")
+                .values(epoch=T_NODE.c.epoch + 1).returning(T_NODE.c.epoch)
+            )).scalar_one_or_none()
+        return None if epoch is None else Seat(seat.node_id, int(epoch))
+
+    async def epoch_of(self, node_id: str) -> int | None:
+        """The epoch the row holds now (arming step 4 reads it again after the PBX took the new one)."""
+        async with self.tx.read() as conn:
+            epoch = (await conn.execute(select(T_NODE.c.epoch).where(T_NODE.c.id == node_id))).scalar_one_or_none()
+        return None if epoch is None else int(epoch)
 
     async def heartbeat(self, seat: Seat, now: datetime, *, held_reason: str | None, calls_in_flight: int) -> bool:
         """Note that the daemon lives; False if its epoch moved on (it is fenced)."""
@@ -139,8 +161,8 @@ class ClusterStore:
     async def nodes(self) -> list[NodeView]:
         async with self.tx.read() as conn:
             rows = (await conn.execute(select(T_NODE).order_by(T_NODE.c.id))).all()
-        return [NodeView(r.id, int(r.epoch), r.pbx, r.state, r.held_reason, int(r.calls_in_flight), r.heartbeat_at)
-                for r in rows]
+        return [NodeView(r.id, int(r.epoch), r.pbx, r.state, r.held_reason, int(r.calls_in_flight), r.heartbeat_at,
+                         r.fence_key) for r in rows]
 
     # ---- the claim --------------------------------------------------------------------------------
 

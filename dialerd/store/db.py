@@ -32,6 +32,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (12, "0012_webhooks"),  # webhooks: the target and secret, each campaign's delivery cursor (issue 12)
     (13, "0013_cluster"),  # several daemons: their rows and epochs, each attempt's daemon (issue 13)
     (14, "0014_webhook_lease"),  # the daemon delivering a campaign's webhook, and until when (issue 13)
+    (15, "0015_node_fence"),  # the PBX fence key of each daemon (issue 13 item 4)
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

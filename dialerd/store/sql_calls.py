@@ -15,7 +15,7 @@ from sqlalchemy import case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dialerd.domain.call import AttemptState, Skipped, can_move, retry_after_stop, sources
+from dialerd.domain.call import AttemptState, Skipped, retry_after_stop
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.contact import ContactStatus, SkipReason
 from dialerd.domain.suppression import OPT_OUT_REASON, SuppressionSource
@@ -251,11 +251,13 @@ class SqlCalls:
                     select(T_ATTEMPT).where(T_ATTEMPT.c.channel_id == channel_id).with_for_update()
                 )
             ).first()
-            if row is None or not can_move(AttemptState(row.state), AttemptState.NOT_DIALLED):
+            # From dialing only: an originated attempt's contact is originated too (a refused originate
+            # is ended through record_transition, CallFollower.ended).
+            if row is None or row.state != AttemptState.DIALING.value:
                 return False
             moved = await conn.execute(
                 update(T_ATTEMPT)
-                .where(T_ATTEMPT.c.id == row.id, T_ATTEMPT.c.state.in_(sources(AttemptState.NOT_DIALLED)))
+                .where(T_ATTEMPT.c.id == row.id, T_ATTEMPT.c.state == AttemptState.DIALING.value)
                 .values(state=AttemptState.NOT_DIALLED.value, reason=AttemptState.NOT_DIALLED.value)
             )
             if not moved.rowcount:

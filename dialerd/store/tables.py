@@ -217,6 +217,8 @@ class DialerNode(SQLModel, table=True):
     calls_in_flight: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     started_at: datetime | None = _ts(nullable=False)
     heartbeat_at: datetime | None = _ts(nullable=False)
+    # migration 0015: the Asterisk global its PBX checks each originate's epoch against (None: no fence)
+    fence_key: str | None = Field(default=None, sa_column=Column(String(64)))
 
 
 class Event(SQLModel, table=True):

@@ -38,7 +38,7 @@ from tests.pbx_env import parse_exports
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
 NAMES = ("cluster-a", "cluster-b")
-CDR_UNIQUEID = 16
+CDR_CHANNEL, CDR_DSTCHANNEL, CDR_UNIQUEID = 5, 6, 16  # Master.csv columns
 CONTACTS = 240  # the kill-and-stall test's campaign
 BIG_CAP = 12  # its cap
 A_STALLS_AT = 30
@@ -110,8 +110,11 @@ class ClusterWatch:
         async with session.get(f"{pbx['DIALERD_ARI_URL']}/ari/channels", headers=_auth(pbx)) as resp:
             assert resp.status == 200, f"GET /ari/channels answered {resp.status}"
             channels = await resp.json()
+        # Through the PBX fence a call is three channels: the Local ;1 (id = the attempt's channel id), its
+        # ;2 (id "<id>;2", the variables copied) and the carrier leg: count the ;1 only.
         return {ch["id"] for ch in channels
-                if (ch.get("channelvars") or {}).get("DIALERD_CAMPAIGN") == self.campaign_id}
+                if (ch.get("channelvars") or {}).get("DIALERD_CAMPAIGN") == self.campaign_id
+                and (ch.get("channelvars") or {}).get("DIALERD_ID") == ch["id"]}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -123,13 +126,38 @@ class ClusterWatch:
                 await self._task
 
 
-def cdr_ids(pbx: dict[str, str], prefix: str) -> list[str]:
+def cdr_rows(pbx: dict[str, str], prefix: str) -> list[list[str]]:
     path = Path(pbx["DIALERD_PBX_CDR"])
     if not path.exists():
         return []
     with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        return [row[CDR_UNIQUEID] for row in csv.reader(fh)
-                if len(row) > CDR_UNIQUEID and row[CDR_UNIQUEID].startswith(prefix)]
+        return [row for row in csv.reader(fh) if len(row) > CDR_UNIQUEID and row[CDR_UNIQUEID].startswith(prefix)]
+
+
+def cdr_ids(pbx: dict[str, str], prefix: str) -> list[str]:
+    """The channel ids of the calls that reached the carrier, once per call, from the PBX's CDR.
+
+    Direct: the PJSIP channel's row (uniqueid = the channel id). Through the PBX fence: the row of the
+    Local ;2 (uniqueid "<id>;2") whose Dial() created a carrier leg (dstchannel PJSIP/...); the ;1 row, and
+    the ;2 row of an originate the fence refused (no dstchannel), are not calls to the carrier."""
+    placed = []
+    for row in cdr_rows(pbx, prefix):
+        uid, channel, dst = row[CDR_UNIQUEID], row[CDR_CHANNEL], row[CDR_DSTCHANNEL]
+        if uid.endswith(";2"):
+            if dst.startswith("PJSIP/"):
+                placed.append(uid.removesuffix(";2"))
+        elif not channel.startswith("Local/"):
+            placed.append(uid)
+    return placed
+
+
+def fence_refused(pbx: dict[str, str], channel_id: str) -> bool | None:
+    """Whether the originate of ``channel_id`` reached the PBX and its fence refused it (a ;2 row with no
+    carrier leg); None when the PBX never saw it."""
+    rows = [r for r in cdr_rows(pbx, channel_id) if r[CDR_UNIQUEID] in (channel_id, f"{channel_id};2")]
+    if not rows:
+        return None
+    return not any(r[CDR_UNIQUEID].endswith(";2") and r[CDR_DSTCHANNEL].startswith("PJSIP/") for r in rows)
 
 
 async def wait_for(predicate: Any, timeout: float, what: str) -> Any:
@@ -149,6 +177,18 @@ async def in_flight_of(pg_url: str, node: str) -> list[str]:
             return list((await conn.execute(
                 select(T_ATTEMPT.c.state).where(T_ATTEMPT.c.node_id == node,
                                                 T_ATTEMPT.c.state.in_(("dialing", "originated", "answered")))
+            )).scalars())
+    finally:
+        await engine.dispose()
+
+
+async def unsent_of(pg_url: str, node: str) -> list[str]:
+    """The channel ids of the attempts ``node`` committed and has not sent (still dialling)."""
+    engine = create_engine(pg_url)
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(
+                select(T_ATTEMPT.c.channel_id).where(T_ATTEMPT.c.node_id == node, T_ATTEMPT.c.state == "dialing")
             )).scalars())
     finally:
         await engine.dispose()
@@ -205,33 +245,37 @@ async def test_three_daemons_on_two_pbxs_one_killed_one_stalled_the_campaign_com
             return nodes["node-b"]["state"] in ("taken", "gone") and not nodes["node-b"]["alive"]
 
         await wait_for(taken, 20, "a takes the killed b over")
-        # Every call b had placed ends on b's PBX and is recorded by a; only an attempt b had committed but
-        # perhaps not sent (none, usually) waits for b itself.
-        await wait_for(lambda: set(asyncio.run(in_flight_of(pg_url, "node-b"))) <= {"dialing"}, 30,
-                       "a reconciled the calls b left up")
+        # Every call b had placed ends on b's PBX and is recorded by a taker; an attempt b had committed but
+        # perhaps not sent is given back once b's PBX fence refuses b (docs/fencing.md).
+        await wait_for(lambda: not asyncio.run(in_flight_of(pg_url, "node-b")), 30,
+                       "a taker reconciled the calls b left up")
         print(f"\nb killed with {len(killed_with)} attempts in flight ({sorted(killed_with)}); a taker reconciled them")
         await asyncio.to_thread(b.start)  # b rejoins under a new epoch
         rejoined = {n["node_id"]: n for n in b.wait_health()["cluster"]["nodes"]}["node-b"]
         assert rejoined["state"] == "up" and rejoined["epoch"] >= 3, rejoined
 
-        # a freezes at its attempt A_STALLS_AT, committed, unsent; it is taken over while frozen; resumed,
-        # it sends that attempt late and exits fenced; its calls are followed to their ends by a taker.
+        # a freezes at its attempt A_STALLS_AT, committed, unsent; it is taken over while frozen, its PBX
+        # fenced against it, and that attempt given back; resumed, its late originate (if it sends it before
+        # it notices) is refused by its PBX, and it exits fenced; its calls are followed to their ends.
         def a_stalled() -> bool:
             assert a.proc is not None
             return Path(f"/proc/{a.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
         await wait_for(a_stalled, 120, f"a stops at its attempt {A_STALLS_AT}")
-        assert "dialing" in await in_flight_of(pg_url, "node-a")
+        frozen = await unsent_of(pg_url, "node-a")
+        assert len(frozen) == 1, f"a froze holding one committed, unsent attempt: {frozen}"
 
         def a_taken() -> bool:
             nodes = {n["node_id"]: n for n in c.wait_health()["cluster"]["nodes"]}
             return nodes["node-a"]["state"] == "taken"
 
         await wait_for(a_taken, 30, "the frozen a is taken over")
-        await wait_for(lambda: asyncio.run(in_flight_of(pg_url, "node-a")) == ["dialing"], 30,
-                       "only a's unsent attempt is left in flight")
+        # The taker fenced a out on its PBX, so it gives a's committed, unsent attempt back (not dialled):
+        # its contact is dialled again by a daemon alive.
+        await wait_for(lambda: not asyncio.run(in_flight_of(pg_url, "node-a")), 30,
+                       "a's calls reconciled and its unsent attempt given back")
         assert a.proc is not None
-        a.proc.send_signal(signal.SIGCONT)
+        a.proc.send_signal(signal.SIGCONT)  # a sends its late originate (refused by its PBX) or stops first
         assert await asyncio.to_thread(a.proc.wait, 30) == 1, "a, fenced, exits non-zero"
 
         def done() -> dict[str, Any] | None:
@@ -261,6 +305,10 @@ async def test_three_daemons_on_two_pbxs_one_killed_one_stalled_the_campaign_com
             await engine.dispose()
         assert len(statuses) == CONTACTS and set(statuses) <= {"completed", "failed"}, statuses
         # Attempts given back unsent (the kill, or an originate the PBX never saw) reached no PBX.
+        states = {r.channel_id: r.state for r in attempts}
+        assert states[frozen[0]] == "not_dialled", "the frozen daemon's unsent attempt was given back"
+        late = fence_refused(pbxs["cluster-a"], frozen[0])
+        assert late in (True, None), "a's late originate never reached the carrier"
         attempts = [r for r in attempts if r.state != "not_dialled"]
         assert len(attempts) == CONTACTS and len({r.contact_id for r in attempts}) == CONTACTS, \
             "each contact was placed exactly once"
@@ -285,7 +333,8 @@ async def test_three_daemons_on_two_pbxs_one_killed_one_stalled_the_campaign_com
         assert watch.peak <= BIG_CAP, \
             f"the campaign's cap held on the sum of both PBXs: peak {watch.peak} (raw {watch.peak_raw})"
         print(f"\nattempts by daemon {by_node}; peak calls on both PBXs {watch.peak} (raw {watch.peak_raw}) "
-              f"of cap {BIG_CAP}; {watch.polls} polls; {len(sse_ids)} events on c's stream")
+              f"of cap {BIG_CAP}; {watch.polls} polls; {len(sse_ids)} events on c's stream; a's late originate "
+              f"{'refused by its PBX fence' if late else 'never sent'}")
     finally:
         await watch.stop()
         if stream is not None and not stream.done():
@@ -301,17 +350,24 @@ async def test_three_daemons_on_two_pbxs_one_killed_one_stalled_the_campaign_com
 STALL_CONTACTS = 30
 
 
+@pytest.mark.parametrize("fence", [True, False], ids=["fence", "no-fence"])
 async def test_a_daemon_stalled_between_commit_and_originate_is_taken_over_and_dials_nothing_twice(
-    pbxs: dict[str, dict[str, str]], pg_url: str, tmp_path: Path
+    pbxs: dict[str, dict[str, str]], pg_url: str, tmp_path: Path, fence: bool
 ) -> None:
     """b stops itself (SIGSTOP) at its 4th attempt, committed but not yet sent; a takes it over while it is
-    frozen; then b is resumed and sends that originate late. The attempt was never given back (a taker does
-    not decide "never placed" for a sender that may be alive), so the contact is placed once: by b's late
-    send, which a follows to its end on b's PBX. b's next heartbeat or claim finds its epoch moved on and it
-    exits (fenced); a finishes the campaign."""
+    frozen; then b is resumed. b's next heartbeat or claim finds its epoch moved on and it exits (fenced);
+    a finishes the campaign; each contact is placed once.
+
+    With the PBX fence (the default): a fences b out on b's PBX, then gives the unsent attempt back, and
+    dials its contact itself; b's late originate, if b sends it before it notices, is refused by its own
+    PBX (no carrier leg). Without it (``[cluster] fence = false``): the attempt is never given back (a taker
+    does not decide "never placed" for a sender that may be alive), so the contact is placed by b's late
+    send, which a follows to its end on b's PBX."""
     a_env = node_env(pg_url, pbxs["cluster-a"], "node-a")
     b_env = node_env(pg_url, pbxs["cluster-b"], "node-b")
     b_env["DIALERD_FAILPOINTS"] = "after_attempt:4:stop"
+    if not fence:
+        a_env["DIALERD_CLUSTER_FENCE"] = b_env["DIALERD_CLUSTER_FENCE"] = "false"
     key = create_key(a_env, "acme", concurrent_max=CAP + 2, cpm=600)
     a = DaemonProc(a_env, tmp_path / "a.log")
     b = DaemonProc(b_env, tmp_path / "b.log")
@@ -336,19 +392,22 @@ async def test_a_daemon_stalled_between_commit_and_originate_is_taken_over_and_d
             return state == "T"
 
         await wait_for(stalled, 60, "b stops at its 4th committed attempt")
-        frozen = await in_flight_of(pg_url, "node-b")
-        assert "dialing" in frozen, frozen
+        frozen = await unsent_of(pg_url, "node-b")
+        assert len(frozen) == 1, f"b froze holding one committed, unsent attempt: {frozen}"
 
         def taken() -> bool:
             nodes = {n["node_id"]: n for n in a.wait_health()["cluster"]["nodes"]}
-            return nodes["node-b"]["state"] == "taken"
+            return nodes["node-b"]["state"] in ("taken", "gone")
 
         await wait_for(taken, 20, "a takes the frozen b over")
-        # a reconciles b's calls; the committed, unsent attempt stays in flight (its sender may be alive).
-        await wait_for(lambda: asyncio.run(in_flight_of(pg_url, "node-b")) == ["dialing"], 30,
-                       "only b's unsent attempt is left in flight")
+        if fence:  # b's PBX refuses b now: the unsent attempt is given back, its contact dialled again
+            await wait_for(lambda: not asyncio.run(in_flight_of(pg_url, "node-b")), 30,
+                           "b's calls reconciled and its unsent attempt given back")
+        else:  # the committed, unsent attempt stays in flight (its sender may be alive)
+            await wait_for(lambda: asyncio.run(in_flight_of(pg_url, "node-b")) == ["dialing"], 30,
+                           "only b's unsent attempt is left in flight")
         assert b.proc is not None
-        b.proc.send_signal(signal.SIGCONT)  # b wakes holding its committed attempt, and sends it
+        b.proc.send_signal(signal.SIGCONT)  # b wakes holding its committed attempt
         code = await asyncio.to_thread(b.proc.wait, 30)
         assert code == 1, f"b, fenced, exits non-zero: {code}"
         assert '"action": "fenced"' in (tmp_path / "b.log").read_text()
@@ -363,19 +422,26 @@ async def test_a_daemon_stalled_between_commit_and_originate_is_taken_over_and_d
         engine = create_engine(pg_url)
         try:
             async with engine.connect() as conn:
-                attempts = [r for r in (await conn.execute(
+                every = (await conn.execute(
                     select(T_ATTEMPT.c.contact_id, T_ATTEMPT.c.channel_id, T_ATTEMPT.c.node_id, T_ATTEMPT.c.state)
                     .where(T_ATTEMPT.c.campaign_id == cid)
-                )).all() if r.state != "not_dialled"]
+                )).all()
         finally:
             await engine.dispose()
+        late = fence_refused(pbxs["cluster-b"], frozen[0])
+        if fence:
+            assert {r.channel_id: r.state for r in every}[frozen[0]] == "not_dialled"
+            assert late in (True, None), "b's late originate never reached the carrier"
+        attempts = [r for r in every if r.state != "not_dialled"]
         assert len(attempts) == STALL_CONTACTS and len({r.contact_id for r in attempts}) == STALL_CONTACTS, \
             "each contact placed exactly once"
         prefix = f"dlr-{cid[4:16]}-"
         cdr_a, cdr_b = cdr_ids(pbxs["cluster-a"], prefix), cdr_ids(pbxs["cluster-b"], prefix)
         assert sorted(cdr_a + cdr_b) == sorted(r.channel_id for r in attempts), "no call placed twice or unrecorded"
         assert watch.peak <= CAP, f"peak {watch.peak} (raw {watch.peak_raw}) of cap {CAP}"
-        print(f"\nstalled with {sorted(frozen)}; b placed {len(cdr_b)}, a {len(cdr_a)}; peak {watch.peak} of {CAP}")
+        outcome = ("refused by b's PBX fence" if late else "never sent") if fence else "placed by b, followed by a"
+        print(f"\nstalled with {frozen} ({'fence' if fence else 'no fence'}): late originate {outcome}; "
+              f"b placed {len(cdr_b)}, a {len(cdr_a)}; peak {watch.peak} of {CAP}")
     finally:
         await watch.stop()
         if b.proc is not None and b.alive():

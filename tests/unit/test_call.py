@@ -60,7 +60,7 @@ EXPECTED_MOVES = {
     S.ORIGINATED: {S.DIALING},
     S.ANSWERED: {S.DIALING, S.ORIGINATED},
     S.ENDED: {S.DIALING, S.ORIGINATED, S.ANSWERED},
-    S.NOT_DIALLED: {S.DIALING},
+    S.NOT_DIALLED: {S.DIALING, S.ORIGINATED},  # given back before it left, or refused by the PBX fence
 }
 
 
