@@ -54,6 +54,7 @@ class DialerdRun:
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
+    requests: dict[str, float] = field(default_factory=dict)  # ARI requests sent during the run, by kind
 
     @property
     def cpu_per_call_ms(self) -> float:
@@ -68,6 +69,7 @@ async def _dialerd_run(daemon: DaemonProcess, client: Client, results: Results, 
     await asyncio.sleep(1.0)
     run.idle_cpu_rate = (daemon.cpu() - c0) / (time.monotonic() - t0)
     await daemon.profile()  # starts the profile window
+    sent0 = await pbx_requests(client)
     c0, m0, t0 = daemon.cpu(), daemon.main_cpu(), time.monotonic()
     for cid in run.cids:
         await client.action(cid, "start")
@@ -82,11 +84,27 @@ async def _dialerd_run(daemon: DaemonProcess, client: Client, results: Results, 
     run.cpu = daemon.cpu() - c0
     run.main_cpu = daemon.main_cpu() - m0
     run.profile = await daemon.profile()
+    sent = await pbx_requests(client)
+    run.requests = {k: v - sent0.get(k, 0.0) for k, v in sent.items() if v - sent0.get(k, 0.0) > 0}
     run.counts = {}
     for cid in run.cids:
         for status, n in results.status_counts(cid).items():
             run.counts[status] = run.counts.get(status, 0) + n
     run.done = sum(results.attempt_count(cid) for cid in run.cids)
+
+
+async def pbx_requests(client: Client) -> dict[str, float]:
+    """The daemon's dialerd_pbx_requests_total by request kind, from /metrics."""
+    status, body = await client.call("GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics: HTTP {status}")
+    text = body.decode() if isinstance(body, bytes) else str(body)
+    found = {}
+    for line in text.splitlines():
+        if line.startswith('dialerd_pbx_requests_total{request="'):
+            label, _, value = line.partition('"}')
+            found[label.removeprefix('dialerd_pbx_requests_total{request="')] = float(value)
+    return found
 
 
 async def wait_finished_all(results: Results, cids: list[str], limit_s: float) -> bool:
@@ -228,6 +246,13 @@ def _report_dispatch(ctx: Ctx, bare: dict[int, BareResult], bare_starts: dict[in
                 ">= 0.95", ratio >= 0.95 and complete)
         rep.add(S1, f"dialerd CPU per call @{r}/s", f"{fmt(d.cpu_per_call_ms, 2)} ms", "< 1 ms",
                 d.cpu_per_call_ms < 1.0)
+        # Issue 14 goal 3: ARI requests per call, against the bare loop's (one POST /channels/{id} each).
+        per_call = sum(d.requests.values()) / d.done if d.done else float("nan")
+        bare_per_call = 1.0
+        kinds = ", ".join(f"{k} {fmt(v / d.done, 2)}" for k, v in sorted(d.requests.items(), key=lambda kv: -kv[1])
+                          if d.done)
+        rep.add(S1, f"ARI requests per call @{r}/s: dialerd vs bare", f"{fmt(per_call, 2)} vs "
+                f"{fmt(bare_per_call, 2)} ({kinds})", "<= bare + 1", per_call <= bare_per_call + 1.0)
         # Context for the figure above: the bare loop's own CPU per call (one originate POST, reading the
         # call's events off the websocket, no database), measured in the same run.
         bare_ms = 1000 * b.cpu_seconds / b.accepted if b.accepted else float("nan")

@@ -8,6 +8,7 @@ adapter's event reader must never wait on the dispatcher (ARI drops a websocket 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -85,6 +86,8 @@ class Pbx(Protocol):
 
     name: str
     takeovers: int  # times another client took our ARI application (ApplicationReplaced); 0 off ARI
+    # Requests sent to the PBX, by kind: ARI "POST /channels/{id}", AMI "Originate" (/metrics, benchmarks).
+    request_counts: Counter[str]
 
     @property
     def connected(self) -> bool:

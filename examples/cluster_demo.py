@@ -117,8 +117,20 @@ def cdr_channels(pbx: dict[str, str], prefix: str) -> list[str]:
     path = Path(pbx["DIALERD_PBX_CDR"])
     if not path.exists():
         return []
+    # Master.csv: channel 5, dstchannel 6, uniqueid 16. Through the PBX fence a call has a Local ;1 row
+    # (uniqueid = the channel id) and a ;2 row ("<id>;2") whose dstchannel is the carrier leg, if one was
+    # created; direct, one PJSIP row. One id per call that reached the carrier.
+    placed = []
     with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        return [r[16] for r in csv.reader(fh) if len(r) > 16 and r[16].startswith(prefix)]
+        for r in csv.reader(fh):
+            if len(r) <= 16 or not r[16].startswith(prefix):
+                continue
+            if r[16].endswith(";2"):
+                if r[6].startswith("PJSIP/"):
+                    placed.append(r[16].removesuffix(";2"))
+            elif not r[5].startswith("Local/"):
+                placed.append(r[16])
+    return placed
 
 
 def main() -> int:

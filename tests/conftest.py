@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,7 @@ class OfflinePbx:
 
     def __init__(self) -> None:
         self.originated: list[Any] = []
+        self.request_counts: Counter[str] = Counter()
 
     async def start(self, sink: Any) -> None:
         sink.connection_changed(False)

@@ -104,6 +104,11 @@ class DaemonCollector(Collector):
             "Times another client took the ARI application from this daemon (ApplicationReplaced)",
             value=self.pbx.takeovers,
         )
+        sent = CounterMetricFamily("dialerd_pbx_requests", "Requests sent to the PBX, by kind (ARI: method and "
+                                   "route, e.g. POST /channels/{id}; AMI: the action)", labels=["request"])
+        for kind, n in sorted(self.pbx.request_counts.items()):
+            sent.add_metric([kind], n)
+        yield sent
         yield GaugeMetricFamily(
             "dialerd_sse_subscribers", "Open Server-Sent Events streams", value=self.hub.subscriber_count()
         )

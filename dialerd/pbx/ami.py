@@ -92,6 +92,7 @@ class AmiPbx:
             reconnect_delay=reconnect_delay,
             tasks=self._tasks,
         )
+        self.request_counts = self.client.requests  # AMI actions sent, by name (/metrics)
         self._up: asyncio.Event | None = None
         self._track: CallTracker[_Call] = CallTracker()
         self._by_action: dict[str, str] = {}  # Originate ActionID -> channel id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -73,6 +74,7 @@ class AmiClient:
         reconnect_delay: int = 1,
         tasks: TaskOwner | None = None,
     ) -> None:
+        self.requests: Counter[str] = Counter()  # actions sent, by name: /metrics
         self._config: dict[str, Any] = {
             "host": host,
             "port": int(port),
@@ -148,6 +150,7 @@ class AmiClient:
         if manager is None or not self._connected:
             raise PbxError("AMI is not connected")
         name = action.get("Action")
+        self.requests[str(name)] += 1
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await manager.send_action(action, as_list=False if first_only else None)

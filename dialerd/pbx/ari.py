@@ -139,6 +139,7 @@ class AriPbx:
         self._token = secrets.token_hex(8)  # this process, in the owner record
         self.takeovers = 0  # times another client took the app (Prometheus counter)
         self.fence = fence
+        self.request_counts = self.client.requests  # ARI requests sent, by method and route (/metrics)
         self.fence_epoch: int | None = None  # the epoch the PBX's fence holds for us (None: not armed)
 
     @property

@@ -11,7 +11,9 @@ import base64
 import json
 import logging
 import random
+import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -19,6 +21,14 @@ import aiohttp
 
 from dialerd.pbx.errors import PbxError, PbxRequestError
 from dialerd.tasks import TaskOwner, child_of
+
+_ID_SEGMENT = re.compile(r"^/(channels|applications|bridges|playbacks|recordings/live)/(?!create$)[^/]+")
+
+
+def route_of(path: str) -> str:
+    """A request's route with the id left out (``/channels/{id}/continue``): a label of bounded cardinality."""
+    return _ID_SEGMENT.sub(r"/\1/{id}", path)
+
 
 log = logging.getLogger("dialerd.pbx.ari")
 
@@ -80,6 +90,7 @@ class AriClient:
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}"}  # aiohttp.BasicAuth is deprecated in 3.12+
         self._timeout = request_timeout
+        self.requests: Counter[str] = Counter()  # sent, by method and route (ids as {id}): /metrics
         self._max_connections = max_connections
         self._max_delay = max(reconnect_max_delay, _BACKOFF_BASE_S)
         self._heartbeat = heartbeat
@@ -173,6 +184,7 @@ class AriClient:
         """
         if self._session is None:
             raise AriConnectionError("ARI client is not open", sent=False)
+        self.requests[f"{method} {route_of(path)}"] += 1
         try:
             async with (
                 asyncio.timeout(self._timeout),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,6 +111,7 @@ class FakePbx:
     ) -> None:
         self.time_scale = time_scale
         self.requests: list[OriginateRequest] = []
+        self.request_counts: Counter[str] = Counter()  # what a real PBX would have been sent (/metrics)
         self.peak_channels = 0
         self._outcomes = dict(outcomes or {})
         self._connected = connected
@@ -185,6 +187,7 @@ class FakePbx:
 
     async def originate(self, request: OriginateRequest) -> str:
         await asyncio.sleep(0)  # a real originate always yields
+        self.request_counts["originate"] += 1
         if self._fail_next:
             raise self._fail_next.pop(0)
         if not self._connected:

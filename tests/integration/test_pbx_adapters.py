@@ -260,6 +260,13 @@ async def test_live_call_lookup_variables_and_hangup_record(driver: str) -> None
     assert after.live is False and after.ended is not None
     assert (after.ended.cause, after.ended.state, classify(after.ended).answered) == (end.cause, "Up", True)
     assert (forgotten.live, forgotten.ended) == (False, None)
+    # What the PBX was sent, as /metrics counts it (dialerd_pbx_requests_total): one originate.
+    sent = pbx.request_counts
+    if driver == "ari":
+        assert sent["POST /channels/{id}"] == 1 and sent["GET /channels/{id}"] >= 3, sent
+        assert not [k for k in sent if channel_id in k], "ids never become labels"
+    else:
+        assert sent["Originate"] == 1, sent
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -202,3 +202,5 @@ async def test_a_running_campaign_moves_the_call_metrics(fake_pbx_api: tuple[Api
     assert outcomes == expected
     assert value(families["dialerd_calls_in_flight"], "dialerd_calls_in_flight", tenant=tenant) == 0
     assert value(families["dialerd_tenant_cap_saturation"], "dialerd_tenant_cap_saturation", tenant=tenant) == 0
+    # The requests the PBX was sent, by kind: one originate per call here.
+    assert value(families["dialerd_pbx_requests"], "dialerd_pbx_requests_total", request="originate") == len(numbers)
