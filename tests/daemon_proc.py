@@ -122,6 +122,24 @@ def multipart(fields: dict[str, str], csv: str) -> tuple[bytes, str]:
     return "".join(parts).encode(), f"multipart/form-data; boundary={boundary}"
 
 
+def placed(rows: list[list[str]], prefix: str) -> list[str]:
+    """The channel ids among CDR ``rows`` whose call reached the carrier, once per call. Direct: the PJSIP
+    channel's row (uniqueid = the channel id). Through the PBX fence (several daemons on PostgreSQL): the
+    Local ;2 row ("<id>;2") whose dstchannel is the carrier leg; its ;1 row (uniqueid = the id, channel
+    Local/...) is not a call to the carrier, nor is a ;2 row the fence refused (no dstchannel)."""
+    out = []
+    for r in rows:
+        uid = r[16]
+        if not uid.startswith(prefix):
+            continue
+        if uid.endswith(";2"):
+            if r[6].startswith("PJSIP/"):
+                out.append(uid.removesuffix(";2"))
+        elif not r[5].startswith("Local/"):
+            out.append(uid)
+    return out
+
+
 def cdr_rows(since: str) -> list[list[str]]:
     """Asterisk's own CDR rows (Master.csv) that started at or after ``since`` (YYYY-MM-DD HH:MM:SS)."""
     import csv

@@ -78,6 +78,10 @@ HELD_PBX_DOWN = "pbx_down"
 HELD_APP_REPLACED = "ari_app_replaced"
 _REPLACED_MAX_DELAY_S = 30.0
 _REPLACED_STABLE_S = 60.0  # owning the app this long forgets earlier takeovers (backoff starts over)
+FORGET_VAR = "DIALERD_FORGET"  # [dialerd-hh] deletes these ids' records when the call carrying it ends
+FORGET_PER_CALL = 32  # ids one originate carries (the dialplan's loop takes up to 64)
+FORGET_IDLE_S = 2.0  # records nobody's originate took within this long are deleted over REST
+FORGET_BACKLOG = 2000  # more waiting than this (a stalled dialplan?): the oldest go over REST at once
 
 
 @dataclass
@@ -140,6 +144,13 @@ class AriPbx:
         self.takeovers = 0  # times another client took the app (Prometheus counter)
         self.fence = fence
         self.request_counts = self.client.requests  # ARI requests sent, by method and route (/metrics)
+        # Hangup records whose outcomes are stored, waiting to ride on an originate (forget()); whether the
+        # PBX's [dialerd-hh] deletes them (None: not known yet on this connection), and the probe call.
+        self._forgets: list[str] = []
+        self._forget_in_dialplan: bool | None = None
+        self._forget_probe: tuple[str, list[str]] | None = None
+        self._forget_timer: asyncio.TimerHandle | None = None
+        self._carried_at = 0.0  # monotonic time an originate last took some
         self.fence_epoch: int | None = None  # the epoch the PBX's fence holds for us (None: not armed)
 
     @property
@@ -238,6 +249,13 @@ class AriPbx:
         # owner record is cleared over REST only after its refresher has stopped (or it could write again).
         was_ours = self.connected
         await self._tasks.cancel_all()
+        if was_ours and self._forgets:  # the records still waiting to ride on an originate
+            try:
+                async with asyncio.timeout(5.0):
+                    await self._forget_now(self._forgets)
+                self._forgets = []
+            except (PbxError, TimeoutError):
+                pass  # a leftover record only costs PBX memory
         if was_ours:
             try:  # a clean stop frees the app at once for the next dialerd
                 owner = await self._read_owner()
@@ -287,6 +305,9 @@ class AriPbx:
             variables.update(target.variables)
         if request.caller_id:
             params["callerId"] = request.caller_id
+        carried = await self._carry_forgets(cid)
+        if carried:
+            variables[FORGET_VAR] = ",".join(carried)
         # Registered before the POST: Dial events can arrive before the HTTP reply.
         call = self._track.follow(cid, _Call(destination=request.destination, pending=True, amd=request.amd))
         extra = {"action": "originate", "channel_id": cid}
@@ -296,6 +317,7 @@ class AriPbx:
             )
         except PbxRequestError as exc:
             self._track.calls.pop(cid, None)
+            self._uncarry(cid, carried)
             log.warning("originate refused: HTTP %s %s", exc.pbx_status, exc.body[:200], extra=extra)
             raise OriginateError(f"ARI refused the originate: HTTP {exc.pbx_status} {exc.body[:200]}") from exc
         except AriConnectionError as exc:
@@ -303,6 +325,7 @@ class AriPbx:
             call.pending, call.uncertain = False, True
             if not exc.sent:
                 self._track.calls.pop(cid, None)
+            self._uncarry(cid, carried)  # deleting a record twice is harmless; never deleting one is not
             log.warning("originate outcome unknown: %s", exc, extra=extra)
             raise OriginateError(str(exc), maybe_dialled=exc.sent) from exc
         call.pending = False
@@ -324,11 +347,89 @@ class AriPbx:
         return found
 
     async def forget(self, channel_id: str) -> None:
-        """Delete the hangup-handler global once the outcome is stored (else one global per call stays).
+        """Delete the hangup-handler record once the outcome is stored (else one global per call stays).
 
-        The AstDB copy cannot be deleted over ARI (no function evaluation); it stays in astdb.sqlite3.
+        Perf (issue 14, ARI requests per call): the ids ride on later originates as ``DIALERD_FORGET``, and
+        ``[dialerd-hh]`` deletes their records (the global and the AstDB copy) when that call ends: no
+        request of its own. Checked once per connection on the first call that carries some (its records
+        must be gone when it has ended); a dialplan without that loop makes this fall back to one REST
+        request per record, which deletes only the global (ARI cannot evaluate DB_DELETE).
         """
-        await self.client.request("POST", "/asterisk/variable", params={"variable": global_name(channel_id)})
+        if self._forget_in_dialplan is False:
+            await self._forget_now([channel_id])
+            return
+        self._forgets.append(channel_id)
+        if len(self._forgets) > FORGET_BACKLOG:
+            oldest, self._forgets = self._forgets[:-FORGET_BACKLOG], self._forgets[-FORGET_BACKLOG:]
+            await self._forget_now(oldest)
+        if self._forget_timer is None:
+            self._forget_timer = self._tasks.spawn_later("ari-forget", FORGET_IDLE_S, self._forget_idle,
+                                                         critical=False)
+
+    async def _carry_forgets(self, cid: str) -> list[str]:
+        """The ids the originate of ``cid`` takes along for its hangup handler to delete (see forget).
+
+        Until this connection knows whether the dialplan deletes them, one call at a time carries a probe:
+        a record set just now (so it exists) among the ids; it must be gone once that call has ended."""
+        if not self._forgets or self._forget_in_dialplan is False:
+            return []
+        if self._forget_in_dialplan is None:
+            if self._forget_probe is not None:
+                return []
+            probe = f"forget-probe-{self._token}"
+            try:
+                await self.client.request("POST", "/asterisk/variable",
+                                          params={"variable": global_name(probe), "value": "probe"})
+            except PbxError:
+                return []
+            carried, self._forgets = self._forgets[:FORGET_PER_CALL - 1], self._forgets[FORGET_PER_CALL - 1:]
+            self._forget_probe = (cid, [probe, *carried])
+            return [probe, *carried]
+        carried, self._forgets = self._forgets[:FORGET_PER_CALL], self._forgets[FORGET_PER_CALL:]
+        self._carried_at = time.monotonic()
+        return carried
+
+    def _uncarry(self, cid: str, carried: list[str]) -> None:
+        if carried:
+            self._forgets[:0] = [c for c in carried if not c.startswith("forget-probe-")]
+            if self._forget_probe is not None and self._forget_probe[0] == cid:
+                self._forget_probe = None
+
+    async def _forget_now(self, ids: list[str]) -> None:
+        for channel_id in ids:
+            await self.client.request("POST", "/asterisk/variable", params={"variable": global_name(channel_id)})
+
+    async def _forget_idle(self) -> None:
+        """No originate took the waiting ids (the campaign ended, or dialling paused): delete them over REST."""
+        self._forget_timer = None
+        if self._forget_in_dialplan is not False and time.monotonic() - self._carried_at < FORGET_IDLE_S:
+            # Originates are still taking them: look again later.
+            self._forget_timer = self._tasks.spawn_later("ari-forget", FORGET_IDLE_S, self._forget_idle,
+                                                         critical=False)
+            return
+        waiting, self._forgets = self._forgets, []
+        try:
+            await self._forget_now(waiting)
+        except PbxError:
+            self._forgets[:0] = waiting  # the PBX is away: the next originate or idle pass takes them
+
+    async def _check_forget_probe(self, cid: str, carried: list[str]) -> None:
+        """The probe call ``cid`` ended: its hangup handler ran, so the probe record it carried (set just
+        before its originate) is gone iff the dialplan deletes records."""
+        probe, rest = carried[0], carried[1:]
+        try:
+            reply = await self.client.request("GET", "/asterisk/variable", params={"variable": global_name(probe)})
+        except PbxError:
+            self._forgets[:0] = rest  # unknown: the next call that carries some finds out
+            return
+        if _get(reply, "value"):
+            self._forget_in_dialplan = False
+            log.warning("the PBX's [dialerd-hh] does not delete hangup records (an older dialplan); deleting "
+                        "them over REST, one request per call", extra={"action": "forget_fallback"})
+            waiting, self._forgets = carried + self._forgets, []
+            await self._forget_now(waiting)  # the probe's own record too
+        else:
+            self._forget_in_dialplan = True
 
     async def count_channels(self) -> int:
         channels = await self.client.request("GET", "/channels")
@@ -378,6 +479,8 @@ class AriPbx:
         allowed = [{"type": t} for t in EVENT_TYPES]
         await self.client.request("PUT", f"/applications/{_q(self.app)}/eventFilter", body={"allowed": allowed})
         await self._write_owner()
+        # A new connection may be to a restarted PBX with another dialplan: find out again (see forget).
+        self._forget_in_dialplan, self._forget_probe = None, None
         if self.fence is not None:
             # Arm before the adapter counts as connected: no originate leaves without the epoch it holds.
             # A failure drops this connection; the next one takes a new epoch (never arm one twice).
@@ -511,6 +614,10 @@ class AriPbx:
             return
         cid, call = found
         state = _get(channel, "state")
+        probe = self._forget_probe
+        if probe is not None and probe[0] == cid:
+            self._forget_probe = None
+            self._tasks.spawn("ari-forget-probe", self._check_forget_probe(*probe), critical=False)
         fenced = fenced_epoch(channel)
         if fenced is not None and self.fence_epoch is not None and fenced == str(self.fence_epoch):
             # Refused under the epoch we hold: the PBX lost its fence global (a restart the websocket did

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from dialerd.daemon import Daemon
 from tests.conftest import _pg_create, _pg_drop, test_settings
-from tests.daemon_proc import DaemonProc, cdr_rows, create_key, daemon_env, multipart
+from tests.daemon_proc import DaemonProc, cdr_rows, create_key, daemon_env, multipart, placed
 from tests.live import AsteriskWatch, numbers
 
 pytestmark = pytest.mark.pbx
@@ -133,7 +133,7 @@ async def test_attempt_is_committed_before_the_originate_and_dialled_once(tmp_pa
     assert len(dialled) == 2 and all(r["attempts"] == 1 and r["status"] == "completed" for r in rows), rows
     await asyncio.sleep(1.0)  # CDR rows are written as channels are destroyed
     prefix = f"dlr-{cid[4:16]}-"
-    assert sorted(r[16] for r in cdr_rows(since) if r[16].startswith(prefix)) == dialled
+    assert sorted(placed(cdr_rows(since), prefix)) == dialled
     assert sorted(ch for ch, info in watch.seen.items() if info["campaign"] == cid) == dialled
 
 

@@ -250,7 +250,13 @@ async def test_live_call_lookup_variables_and_hangup_record(driver: str) -> None
         end = await sink.wait(channel_id, CallEventKind.ENDED)
         after = await pbx.lookup(channel_id)
         await pbx.forget(channel_id)
+        # ARI deletes records later (on a later call's hangup, else after FORGET_IDLE_S): wait for it.
         forgotten = await pbx.lookup(channel_id)
+        for _ in range(100):
+            if forgotten.ended is None:
+                break
+            await asyncio.sleep(0.1)
+            forgotten = await pbx.lookup(channel_id)
 
     assert (live.live, live.answered, live.ended) == (True, True, None)
     assert channels >= 2  # ours and its far-end leg, plus whatever other sessions run
@@ -267,6 +273,47 @@ async def test_live_call_lookup_variables_and_hangup_record(driver: str) -> None
         assert not [k for k in sent if channel_id in k], "ids never become labels"
     else:
         assert sent["Originate"] == 1, sent
+
+
+async def test_ari_hangup_records_are_deleted_by_later_calls_not_one_request_each() -> None:
+    """Issue 14 (ARI requests per call): a stored outcome's hangup record rides on the next originate as
+    DIALERD_FORGET, and [dialerd-hh] deletes it (global and AstDB copy) when that call ends. The first
+    carrying call of a connection also carries a probe record proving the dialplan does it."""
+    pbx = build("ari")
+    assert isinstance(pbx, AriPbx)
+    env = local_pbx_env()
+    async with running(pbx) as sink:
+        ids = [cid("ari", f"fg{i}") for i in range(4)]
+        await pbx.originate(call(ids[0], "0140"))  # busy: ends at once
+        first = await sink.wait(ids[0], CallEventKind.ENDED)
+        assert first.cause == 17 and (await pbx.lookup(ids[0])).ended is not None
+        await pbx.forget(ids[0])  # its outcome is stored: the next call takes its record along
+        before = dict(pbx.request_counts)
+        await pbx.originate(call(ids[1], "0140"))  # carries the probe and ids[0]
+        await sink.wait(ids[1], CallEventKind.ENDED)
+        for _ in range(100):  # the probe's check runs after the carrier's end
+            if pbx._forget_in_dialplan is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert pbx._forget_in_dialplan is True, "this repository's [dialerd-hh] deletes the records it is given"
+        assert (await pbx.lookup(ids[0])).ended is None
+        db = await asyncio.to_thread(pbx_cli, env, f"database get dialerd {ids[0]}")
+        assert "not found" in db.lower(), f"the AstDB copy is deleted too: {db!r}"
+        # Steady state: forget costs no request; the next originates carry the records.
+        for prev, nxt in zip(ids[1:], ids[2:], strict=False):
+            await pbx.forget(prev)
+            await pbx.originate(call(nxt, "0140"))
+            await sink.wait(nxt, CallEventKind.ENDED)
+        assert (await pbx.lookup(ids[1])).ended is None and (await pbx.lookup(ids[2])).ended is None
+        sent = {k: v - before.get(k, 0) for k, v in pbx.request_counts.items()}
+        # The probe: one set before the carrying call and one read after it; no delete per call.
+        assert sent["POST /asterisk/variable"] == 1 and sent["POST /channels/{id}"] == 3, sent
+        await pbx.forget(ids[3])  # the last one: no originate follows, so it goes over REST once idle
+        for _ in range(100):
+            if (await pbx.lookup(ids[3])).ended is None:
+                break
+            await asyncio.sleep(0.1)
+        assert (await pbx.lookup(ids[3])).ended is None
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
