@@ -5,8 +5,9 @@ Modes (one child each, so ``ru_maxrss`` is that mode's own peak):
 * ``csv``: ``csv.reader`` over the file, nothing else (the cost of reading at all);
 * ``parse``: ``ContactsCsv`` alone, no database;
 * ``dialerd``: ``import_contacts`` into a fresh SQLite database, exactly what ``POST /campaigns`` runs after
-  spooling the upload: at these sizes the numbers are parsed in the importer's worker processes
-  (``POOL_MIN_BYTES``) while the batches are inserted; the child is fresh, so the workers' start-up
+  spooling the upload: at 100k rows and more the numbers are parsed in the importer's worker processes
+  (``POOL_MIN_BYTES``, 1 MiB; ``--quick``'s 20k-row file is under it: the thread path) while the batches
+  are inserted; the child is fresh, so the workers' start-up
   (spawn, the first import of a daemon) is inside the timed import;
 * ``warm``: the same, after an untimed import of the same file into another campaign, so the workers
   are already up (every later import of a running daemon).
