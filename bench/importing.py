@@ -4,13 +4,18 @@ Modes (one child each, so ``ru_maxrss`` is that mode's own peak):
 
 * ``csv``: ``csv.reader`` over the file, nothing else (the cost of reading at all);
 * ``parse``: ``ContactsCsv`` alone, no database;
-* ``dialerd``: ``import_contacts`` (ContactsCsv in a worker thread + ``Store.insert_contacts``) into a fresh
-  SQLite database, exactly what ``POST /campaigns`` runs after spooling the upload;
-* ``pipelined``: the same parser and insert, overlapped, 5,000-row batches (a proposal, bench-only code).
+* ``dialerd``: ``import_contacts`` into a fresh SQLite database, exactly what ``POST /campaigns`` runs after
+  spooling the upload: at 100k rows and more the numbers are parsed in the importer's worker processes
+  (``POOL_MIN_BYTES``, 1 MiB; ``--quick``'s 20k-row file is under it: the thread path) while the batches
+  are inserted; the child is fresh, so the workers' start-up
+  (spawn, the first import of a daemon) is inside the timed import;
+* ``warm``: the same, after an untimed import of the same file into another campaign, so the workers
+  are already up (every later import of a running daemon).
 
 The floor, ``phonenumbers.parse`` + ``format_number(E164)`` on the same phone cells, is timed inside the
-``dialerd``/``pipelined`` child right before and after the import (20,000 rows, the faster run), so the
-ratio compares work done under the same machine load.
+``dialerd``/``warm`` child right before and after the import (20,000 rows, the faster run), so the
+ratio compares work done under the same machine load. The goal (issue 14) is at most 1.5x of it with
+both cores in use.
 """
 
 from __future__ import annotations
@@ -78,38 +83,42 @@ def _child(mode: str, path: Path, db: Path | None) -> dict[str, Any]:
             n = sum(len(batch) for batch in ContactsCsv(fh, default_region="US").batches())
         return {"rows": n, "seconds": time.perf_counter() - t0, "base_kb": base, "peak_kb": _peak_kb()}
     assert db is not None
-    return asyncio.run(_dialerd(path, db, pipelined=mode == "pipelined"))
+    return asyncio.run(_dialerd(path, db, warm=mode == "warm"))
 
 
-async def _dialerd(path: Path, db: Path, *, pipelined: bool) -> dict[str, Any]:
+async def _dialerd(path: Path, db: Path, *, warm: bool) -> dict[str, Any]:
     from bench.fixtures import add_campaign, add_tenant, open_store
-    from dialerd.services.importer import import_contacts
+    from dialerd.services.importer import import_contacts, shutdown_pool
 
     async with open_store(db) as store:
         tid, _key = await add_tenant(store, "import", 10, 60)
         cid = await add_campaign(store, tid, [], name="import", max_concurrent_calls=5)
+        other = await add_campaign(store, tid, [], name="warm-up", max_concurrent_calls=5)
         # add_campaign finished the import; make it "importing" again so the real path runs on it.
         async with store.write() as conn:
             from sqlalchemy import text
 
-            await conn.execute(text("UPDATE campaign SET status = 'importing' WHERE id = :i"), {"i": cid})
+            await conn.execute(text("UPDATE campaign SET status = 'importing' WHERE id IN (:i, :o)"),
+                               {"i": cid, "o": other})
+        if warm:
+            with path.open("rb") as fh:
+                await import_contacts(store, other, fh, "US")
         sample = _phone_cells(path, FLOOR_SAMPLE)
         floor_before = _floor_seconds(sample)
         base = _rss_kb()
         t0 = time.perf_counter()
         with path.open("rb") as fh:
-            if pipelined:
-                rows, stored = await _pipelined_import(store, cid, fh)
-            else:
-                report = await import_contacts(store, cid, fh, "US")
-                rows, stored = report.rows_total, report.stored
+            report = await import_contacts(store, cid, fh, "US")
+            rows, stored = report.rows_total, report.stored
         seconds = time.perf_counter() - t0
         peak = _peak_kb()
         # The floor again, in this process, seconds after: the ratio is then immune to the machine's load
         # changing between child processes (the faster of the two floor runs is used).
         floor = min(floor_before, _floor_seconds(sample))
+        shutdown_pool()  # the parse workers end, so their peak RSS is in RUSAGE_CHILDREN
+        workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         return {"rows": rows, "stored": stored, "seconds": seconds, "base_kb": base, "peak_kb": peak,
-                "campaign": cid, "floor_rate": len(sample) / floor}
+                "campaign": cid, "floor_rate": len(sample) / floor, "workers_peak_kb": workers}
 
 
 def _phone_cells(path: Path, limit: int) -> list[str]:
@@ -130,28 +139,6 @@ def _floor_seconds(cells: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-async def _pipelined_import(store: Any, cid: str, fh: Any) -> tuple[int, int]:
-    """What importer.py would do if it parsed batch k+1 (worker thread) while batch k is inserted, with
-    5,000-row batches: not dialerd's code, a measured proposal (see docs/benchmarks.md)."""
-    from dialerd.services.csv_contacts import ContactsCsv, ParsedContact
-
-    parser = await asyncio.to_thread(ContactsCsv, fh, default_region="US", batch_size=5000)
-    batches = parser.batches()
-    total = 0
-    pending = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
-    while True:
-        batch = await pending
-        if batch is None:
-            break
-        pending = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
-        total += len(batch)
-        await store.insert_contacts(cid, [
-            {"line": c.line, "phone_e164": c.phone_e164, "raw_number": c.raw, "fields": c.fields}
-            for c in batch if isinstance(c, ParsedContact)
-        ])
-    return total, await store.count_contacts(cid)
-
-
 def _spawn(mode: str, path: Path, db: Path | None, limit_s: float) -> dict[str, Any]:
     args = [sys.executable, "-m", "bench.importing", mode, str(path)] + ([str(db)] if db else [])
     out = subprocess.run(args, capture_output=True, text=True, timeout=limit_s, check=True)
@@ -168,10 +155,10 @@ async def run(ctx: Ctx) -> None:
 
     def measure(n: int, path: Path, modes: tuple[str, ...]) -> None:
         for mode in modes:
-            db = ctx.workdir / f"import-{n}-{mode}.db" if mode in ("dialerd", "pipelined") else None
+            db = ctx.workdir / f"import-{n}-{mode}.db" if mode in ("dialerd", "warm") else None
             measured.setdefault(n, {})[mode] = _spawn(mode, path, db, limit_s=300)
 
-    await asyncio.to_thread(measure, small, csv_small, ("csv", "parse", "dialerd", "pipelined"))
+    await asyncio.to_thread(measure, small, csv_small, ("csv", "parse", "dialerd", "warm"))
     d = measured[small]["dialerd"]
     per_row = d["seconds"] / max(d["rows"], 1)
     # 1M rows when the 100k rate says it fits in 90 s and the budget allows; else 300k, extrapolated.
@@ -202,15 +189,15 @@ async def run(ctx: Ctx) -> None:
     ratio_small = (ds["seconds"] / ds["rows"]) * ds["floor_rate"]
     rep.add(S3, f"dialerd import time / phonenumbers floor, {small // 1000}k rows",
             f"{fmt(ratio_small, 2)}x ({fmt(ds['rows'] / ds['seconds'], 0)} vs {fmt(ds['floor_rate'], 0)} rows/s)",
-            "<= 2x", ratio_small <= 2.0)
+            "<= 1.5x", ratio_small <= 1.5)
     pa = measured[small]["parse"]
     rep.add(S3, f"ContactsCsv parse alone (no database) / floor, {small // 1000}k",
             f"{fmt((pa['seconds'] / pa['rows']) * ds['floor_rate'], 2)}x ({fmt(pa['rows'] / pa['seconds'], 0)} rows/s; "
             "separate processes, noisier)")
-    pl = measured[small]["pipelined"]
-    ratio_pl = (pl["seconds"] / pl["rows"]) * pl["floor_rate"]
-    rep.add(S3, f"same, parse/insert pipelined + 5k batches (proposal, bench-only code), {small // 1000}k",
-            f"{fmt(ratio_pl, 2)}x ({fmt(pl['rows'] / pl['seconds'], 0)} rows/s)", "<= 2x", ratio_pl <= 2.0)
+    wm = measured[small]["warm"]
+    ratio_wm = (wm["seconds"] / wm["rows"]) * wm["floor_rate"]
+    rep.add(S3, f"same, parse workers already started (a daemon's later imports), {small // 1000}k",
+            f"{fmt(ratio_wm, 2)}x ({fmt(wm['rows'] / wm['seconds'], 0)} rows/s)", "<= 1.5x", ratio_wm <= 1.5)
     big_rate = db_["rows"] / db_["seconds"]
     name = "1M" if big == 1_000_000 else f"{big // 1000}k"
     if extrapolated:
@@ -220,9 +207,11 @@ async def run(ctx: Ctx) -> None:
         rep.add(S3, f"dialerd import {name} rows", f"{fmt(db_['seconds'], 1)} s at {fmt(big_rate, 0)} rows/s")
     growth_small = (ds["peak_kb"] - ds["base_kb"]) / 1024
     growth_big = (db_["peak_kb"] - db_["base_kb"]) / 1024
-    flat = growth_big <= max(growth_small * 1.5, growth_small + 8)
+    flat = (growth_big <= max(growth_small * 1.5, growth_small + 8)
+            and db_["workers_peak_kb"] <= ds["workers_peak_kb"] + 8 * 1024)
     rep.add(S3, f"import memory growth {name} vs {small // 1000}k (peak RSS over start)",
-            f"{fmt(growth_big, 1)} vs {fmt(growth_small, 1)} MiB", "flat", flat)
+            f"{fmt(growth_big, 1)} vs {fmt(growth_small, 1)} MiB (a parse worker's peak RSS "
+            f"{fmt(db_['workers_peak_kb'] / 1024, 1)} vs {fmt(ds['workers_peak_kb'] / 1024, 1)} MiB)", "flat", flat)
     rep.note(S3, "\n".join(lines))
     rep.note(S3, (
         "Each figure is a fresh child process (`python -m bench.importing MODE`), so its peak RSS "

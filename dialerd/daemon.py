@@ -37,6 +37,7 @@ from dialerd.pbx.errors import AppInUse
 from dialerd.pbx.fence import fence_key
 from dialerd.pbx.peer import AriPeer
 from dialerd.ports import FenceSeat, Pbx
+from dialerd.services import importer
 from dialerd.services.auth import Authenticator
 from dialerd.services.campaigns import CampaignService
 from dialerd.services.cluster import ClusterMember, default_node_id
@@ -323,6 +324,7 @@ class Daemon:
     async def _stop_http(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        await asyncio.to_thread(importer.shutdown_pool)  # no request imports any more: stop the CSV workers
 
     async def _close_database(self) -> None:
         await self.systemd.close()  # the watchdog pings on the database: stop it first

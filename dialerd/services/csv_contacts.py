@@ -35,20 +35,20 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from itertools import chain
-from typing import BinaryIO, Final
+from itertools import chain, islice
+from typing import Any, BinaryIO, Final
 
 import phonenumbers
 
 from dialerd.domain.phone import parse_phone
 from dialerd.domain.phone_columns import PHONE_COLUMN_NAMES, find_column, phone_columns
-from dialerd.domain.zones import column_timezone
+from dialerd.domain.zones import column_timezone, resolve_zones
 from dialerd.errors import InvalidCsv, InvalidInput
 from dialerd.services.csv_text import DecodedLines
 
-__all__ = ["PHONE_COLUMN_NAMES", "ROW_CODES", "ContactsCsv", "CsvStats", "ParsedContact", "RowProblem"]
+__all__ = ["PHONE_COLUMN_NAMES", "ROW_CODES", "ContactRows", "ContactsCsv", "CsvStats", "ParsedContact", "Record", "RowProblem", "RowRules", "contact_rows"]
 
 ROW_CODES: Final = frozenset(
     {
@@ -132,7 +132,6 @@ class ContactsCsv:
             raise ValueError("batch_size, max_columns and max_field_chars must be positive")
         self._region = _check_region(default_region)
         self._batch_size = batch_size
-        self._max_field_chars = max_field_chars
         self._text = DecodedLines(stream, encoding)
         lines = iter(self._text)
         first, skipped = _next_non_blank(lines)
@@ -185,11 +184,17 @@ class ContactsCsv:
         phone_index = candidates[0]
         self.phone_column: str = self.header[phone_index]
         self.phone_columns: list[str] = [self.header[i] for i in candidates]
-        self._phone_index = phone_index
-        self._candidates = tuple(candidates)
-        self._others = tuple((i, name) for i, name in enumerate(self.header) if i != phone_index)
-        # A ``timezone`` column (any case) gives each row's zone; it stays a custom field too.
-        self._timezone = next((name for i, name in self._others if name.lower() == TIMEZONE_COLUMN), None)
+        others = tuple((i, name) for i, name in enumerate(self.header) if i != phone_index)
+        self._rules = RowRules(
+            header=tuple(self.header),
+            candidates=tuple(candidates),
+            others=others,
+            region=self._region,
+            max_field_chars=max_field_chars,
+            delimiter=self.delimiter,
+            # A ``timezone`` column (any case) gives each row's zone; it stays a custom field too.
+            timezone=next((name for i, name in others if name.lower() == TIMEZONE_COLUMN), None),
+        )
         self._started = False
         self._valid = 0
         self._rejected = 0
@@ -209,96 +214,145 @@ class ContactsCsv:
         """Counts of the data records handed out so far."""
         return CsvStats(self._valid + self._rejected, self._valid, self._rejected)
 
+    @property
+    def rules(self) -> RowRules:
+        """How this file's records become contacts or problems (``RowRules.judge``)."""
+        return self._rules
+
     def batches(self) -> Iterator[list[ParsedContact | RowProblem]]:
         """Yield the data rows in file order, in non-empty lists of at most ``batch_size`` items.
 
         Nothing is yielded for a header-only file. Raises ``InvalidCsv`` mid-way on bad encoding, NUL
         bytes or a quote that never closes; the batches already yielded must then be discarded.
-        May be called once.
+        May be called once (and not with ``records()``).
         """
+        return self._judged(self._start())
+
+    def _judged(self, flat: Iterator[Record]) -> Iterator[list[ParsedContact | RowProblem]]:
+        judge, size = self._rules.judge, self._batch_size
+        while True:
+            # judge() pulls the records one by one, so only the batch it builds is held (memory is flat).
+            batch = judge(islice(flat, size))
+            if not batch:
+                return
+            valid = sum(1 for item in batch if item.__class__ is ParsedContact)
+            self._valid += valid
+            self._rejected += len(batch) - valid
+            yield batch
+
+    def records(self) -> Iterator[Record]:
+        """The data records in file order, unjudged: each a ``(line, cells)`` pair, or the ``RowProblem`` of
+        a record the CSV layer already refused. ``batches()`` is ``rules.judge`` over these, batch by batch;
+        the importer judges them in a worker process instead (``contact_rows``). Raises as ``batches()``.
+        May be called once (and not with ``batches()``); ``stats`` does not count these.
+        """
+        return self._start()
+
+    def _start(self) -> Iterator[Record]:
         if self._started:
             raise RuntimeError("ContactsCsv.batches() can only be iterated once")
         self._started = True
-        if self._timezone is None:
-            return self._iter_batches()
-        return ([self._zoned(item) for item in batch] for batch in self._iter_batches())
+        return self._iter_records()
 
-    def _zoned(self, item: ParsedContact | RowProblem) -> ParsedContact | RowProblem:
-        """A valid row with its ``timezone`` cell checked: the contact with its zone, or the row rejected."""
-        if isinstance(item, RowProblem):
-            return item
-        assert self._timezone is not None
-        cell = item.fields.get(self._timezone, "")
-        if not cell:
-            return item
-        zone = column_timezone(cell)
-        if isinstance(zone, tuple):
-            self._valid -= 1
-            self._rejected += 1
-            return RowProblem(item.line, cell[:_VALUE_CHARS], zone[1], zone[0])
-        return replace(item, timezone=zone)
-
-    def _iter_batches(self) -> Iterator[list[ParsedContact | RowProblem]]:
-        # The per-row cost is measured against phonenumbers itself, so the common row (right width,
-        # fields within limits, a phone cell) is handled inline with everything bound to locals; any
-        # other row goes through _to_item(), which may be slower.
+    def _iter_records(self) -> Iterator[Record]:
         reader = self._reader
-        size = self._batch_size
         offset = self._line_offset
-        width = len(self.header)
-        phone_index = self._phone_index
-        others = self._others
-        max_chars = self._max_field_chars
-        region = self._region
-        parse = parse_phone  # a local name: this loop runs per row
-        to_item = self._to_item
-        column = self.phone_column
-        single = len(self._candidates) == 1  # else each row may need its other phone columns
         last = reader.line_num  # line_num after a record is the line where it ended
-        batch: list[ParsedContact | RowProblem] = []
         while True:
             # `for` over the reader is much faster than next() per row; a csv.Error ends the loop and
             # the reader resumes on the following line when we loop again.
             try:
                 for row in reader:
-                    line = offset + last + 1
+                    yield offset + last + 1, row
                     last = reader.line_num
-                    raw = row[phone_index].strip() if len(row) == width else ""
-                    if not raw or max(map(len, row)) > max_chars or MULTI_VALUE in raw:
-                        batch.append(to_item(row, line))
-                    elif (parsed := parse(raw, region)).__class__ is str:
-                        self._valid += 1
-                        fields = {name: row[i].strip() for i, name in others}
-                        batch.append(ParsedContact(line, parsed, raw, fields, column))
-                    elif not single:
-                        batch.append(to_item(row, line))
-                    else:
-                        self._rejected += 1
-                        batch.append(RowProblem(line, raw[:_VALUE_CHARS], parsed[1], parsed[0]))
-                    if len(batch) >= size:
-                        yield batch
-                        batch = []
-                break
+                return
             except csv.Error as exc:
                 line = offset + last + 1
                 last = reader.line_num
-                batch.append(self._reject(_csv_problem(exc, line, last + offset)))
-        if batch:
-            yield batch
+                yield _csv_problem(exc, line, last + offset)
+
+
+Record = tuple[int, list[str]] | RowProblem  # a data record (its first line, its cells), or the CSV layer's refusal
+
+
+@dataclass(frozen=True, slots=True)
+class RowRules:
+    """What ``ContactsCsv`` learned from the header, and the rules turning each data record into a
+    ``ParsedContact`` or a ``RowProblem``. Pure and picklable: the importer judges batches in a worker
+    process with it, and gets exactly what ``ContactsCsv.batches()`` gives in-process."""
+
+    header: tuple[str, ...]
+    candidates: tuple[int, ...]  # the phone columns tried, in priority; the first is the report's phone column
+    others: tuple[tuple[int, str], ...]  # every other column (index, name): the custom fields
+    region: str | None
+    max_field_chars: int
+    delimiter: str
+    timezone: str | None  # the ``timezone`` column's name, if the file has one
+
+    def judge(self, records: Iterable[Record]) -> list[ParsedContact | RowProblem]:
+        """The records' contacts or problems, in order; the cells lists may be changed in place."""
+        # The per-row cost is measured against phonenumbers itself, so the common row (right width,
+        # fields within limits, a phone cell) is handled inline with everything bound to locals; any
+        # other row goes through _to_item(), which may be slower.
+        width = len(self.header)
+        phone_index = self.candidates[0]
+        column = self.header[phone_index]
+        others = self.others
+        max_chars = self.max_field_chars
+        region = self.region
+        parse = parse_phone  # a local name: this loop runs per row
+        to_item = self._to_item
+        zoned = self._zoned if self.timezone is not None else None
+        single = len(self.candidates) == 1  # else each row may need its other phone columns
+        problem = RowProblem
+        out: list[ParsedContact | RowProblem] = []
+        append = out.append
+        for record in records:
+            if record.__class__ is problem:
+                append(record)  # type: ignore[arg-type]
+                continue
+            line, row = record  # type: ignore[misc]
+            raw = row[phone_index].strip() if len(row) == width else ""
+            item: ParsedContact | RowProblem
+            if not raw or max(map(len, row)) > max_chars or MULTI_VALUE in raw:
+                item = to_item(row, line)
+            elif (parsed := parse(raw, region)).__class__ is str:
+                item = ParsedContact(line, parsed, raw, {name: row[i].strip() for i, name in others}, column)  # type: ignore[arg-type]
+            elif not single:
+                item = to_item(row, line)
+            else:
+                item = problem(line, raw[:_VALUE_CHARS], parsed[1], parsed[0])
+            if zoned is not None and item.__class__ is ParsedContact:
+                item = zoned(item)
+            append(item)
+        return out
+
+    def _zoned(self, item: ParsedContact | RowProblem) -> ParsedContact | RowProblem:
+        """A valid row with its ``timezone`` cell checked: the contact with its zone, or the row rejected."""
+        if isinstance(item, RowProblem):
+            return item
+        assert self.timezone is not None
+        cell = item.fields.get(self.timezone, "")
+        if not cell:
+            return item
+        zone = column_timezone(cell)
+        if isinstance(zone, tuple):
+            return RowProblem(item.line, cell[:_VALUE_CHARS], zone[1], zone[0])
+        return replace(item, timezone=zone)
 
     def _to_item(self, row: list[str], line: int) -> ParsedContact | RowProblem:
-        """Any row, whatever its width or content; the fast path in _iter_batches covers most rows."""
+        """Any row, whatever its width or content; the fast path in judge() covers most rows."""
         width = len(self.header)
         if len(row) > width:
             if any(cell.strip() for cell in row[width:]):
                 reason = f"too many fields ({len(row)}, header has {width})"
-                return self._reject(RowProblem(line, self._row_value(row), reason, "too_many_fields"))
+                return RowProblem(line, self._row_value(row), reason, "too_many_fields")
             del row[width:]
         row.extend([""] * (width - len(row)))
-        if max(map(len, row)) > self._max_field_chars:
-            return self._reject(self._too_long(row, line))
+        if max(map(len, row)) > self.max_field_chars:
+            return self._too_long(row, line)
         first: tuple[int, str, str, str] | None = None  # (column, cell, code, reason) of the first bad cell
-        for index in self._candidates:
+        for index in self.candidates:
             cell = row[index].strip()
             if not cell:
                 continue
@@ -306,39 +360,74 @@ class ContactsCsv:
                 value = value.strip()
                 if not value:
                     continue
-                parsed = parse_phone(value, self._region)
+                parsed = parse_phone(value, self.region)
                 if isinstance(parsed, str):
-                    self._valid += 1
-                    fields = {name: row[i].strip() for i, name in self._others}
+                    fields = {name: row[i].strip() for i, name in self.others}
                     return ParsedContact(line, parsed, cell, fields, self.header[index])
                 if first is None:
                     first = (index, cell, *parsed)
         if first is not None:
             index, cell, code, reason = first
-            if len(self._candidates) > 1:
+            if len(self.candidates) > 1:
                 reason = f"{reason} (column {self.header[index]!r})"
-            return self._reject(RowProblem(line, cell[:_VALUE_CHARS], reason, code))
+            return RowProblem(line, cell[:_VALUE_CHARS], reason, code)
         if any(cell.strip() for cell in row):
-            return self._reject(RowProblem(line, self._row_value(row), f"empty {self._names()}", "empty_number"))
-        return self._reject(RowProblem(line, self._row_value(row), "empty row", "empty_row"))
+            return RowProblem(line, self._row_value(row), f"empty {self._names()}", "empty_number")
+        return RowProblem(line, self._row_value(row), "empty row", "empty_row")
 
     def _names(self) -> str:
-        names = self.phone_columns
+        names = [self.header[i] for i in self.candidates]
         return names[0] if len(names) == 1 else ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-
-    def _reject(self, problem: RowProblem) -> RowProblem:
-        self._rejected += 1
-        return problem
 
     def _row_value(self, row: list[str]) -> str:
         """The phone cell when it has one, else the row as text; for RowProblem.value."""
-        value = row[self._phone_index].strip() if len(row) > self._phone_index else ""
+        phone_index = self.candidates[0]
+        value = row[phone_index].strip() if len(row) > phone_index else ""
         return (value or self.delimiter.join(row).strip())[:_VALUE_CHARS]
 
     def _too_long(self, row: list[str], line: int) -> RowProblem:
         index, cell = max(enumerate(row), key=lambda pair: len(pair[1]))
-        reason = f"field {self.header[index]!r} is {len(cell)} characters (limit {self._max_field_chars})"
+        reason = f"field {self.header[index]!r} is {len(cell)} characters (limit {self.max_field_chars})"
         return RowProblem(line, self._row_value(row), reason, "field_too_long")
+
+
+@dataclass(slots=True)
+class ContactRows:
+    """One batch of records judged and shaped for the store (``contact_rows``), with the report's counts."""
+
+    rows: list[dict[str, Any]]  # the contacts, as ``Store.insert_contacts`` takes them
+    rejected: list[dict[str, Any]]  # the problems, as ``Store.insert_import_problems`` takes them
+    columns: dict[str, int]  # valid rows per phone column their number came from
+    multi_number_cells: int  # valid rows whose cell held several numbers
+
+
+def contact_rows(
+    rules: RowRules, campaign_zone: str | None, default_zone: str | None, records: Iterable[Record],
+) -> ContactRows:
+    """``records`` judged by ``rules``, each contact with its zones (``domain/zones.resolve_zones``; the
+    fallbacks are the campaign's zone and the configured default). Pure: the importer runs it in a thread
+    or in a worker process (it lives here so a worker imports this module only), with the same result."""
+    rows: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    columns: dict[str, int] = {}
+    multi = 0
+    for item in rules.judge(records):
+        if item.__class__ is ParsedContact:
+            assert isinstance(item, ParsedContact)
+            columns[item.column] = columns.get(item.column, 0) + 1
+            if MULTI_VALUE in item.raw:
+                multi += 1
+            placed = resolve_zones(item.phone_e164, column=item.timezone, campaign=campaign_zone,
+                                   default=default_zone)
+            rows.append(
+                {"line": item.line, "phone_e164": item.phone_e164, "raw_number": item.raw, "fields": item.fields,
+                 "timezone": placed.text or None,
+                 "timezone_source": placed.source.value if placed.source else None}
+            )
+        else:
+            assert isinstance(item, RowProblem)
+            rejected.append({"line": item.line, "value": item.value, "reason": item.reason, "code": item.code})
+    return ContactRows(rows, rejected, columns, multi)
 
 
 def _check_region(region: str | None) -> str | None:

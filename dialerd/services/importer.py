@@ -1,26 +1,36 @@
-"""Streams a contacts CSV into a campaign: parse in a worker thread, insert batch by batch.
+"""Streams a contacts CSV into a campaign: parse batch by batch, insert batch by batch.
 
-The CSV parser (``csv_contacts``) is synchronous and CPU-bound, so each batch is parsed in a thread
-and the event loop only awaits it; memory holds one batch at a time however long the file is. The
-create imports into its new, still invisible campaign (``import_contacts``); an append adds to an
-existing one (``append_contacts``), by the same rules and with the same report.
+The CSV parser (``csv_contacts``) is synchronous and CPU-bound. A small file is parsed in a thread, batch
+by batch, and the event loop only awaits it. A large one (``POOL_MIN_BYTES``) is read here but its numbers
+are parsed in worker processes (phonenumbers holds the GIL, so a thread gives no parallelism): a few
+batches are out to the workers while this process inserts the previous one. Either way memory holds a
+few batches however long the file is, and the rows, problems and report are the same. The create imports
+into its new, still invisible campaign (``import_contacts``); an append adds to an existing one
+(``append_contacts``), by the same rules and with the same report.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import multiprocessing
 import pickle
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
 from typing import IO, Any, BinaryIO, cast
 
 from dialerd.domain.campaign import CampaignStatus
 from dialerd.domain.eligibility import preflight
 from dialerd.domain.hours import CallingHours
-from dialerd.domain.zones import resolve_zones
-from dialerd.errors import InvalidCsv
-from dialerd.services.csv_contacts import MULTI_VALUE, ContactsCsv, ParsedContact, RowProblem
+from dialerd.errors import DialerdError, InvalidCsv
+from dialerd.services.csv_contacts import ContactRows, ContactsCsv, Record, RowProblem, contact_rows
 from dialerd.store.repo import Appended, Store
 from dialerd.timestamps import utcnow
 
@@ -88,8 +98,52 @@ class ImportReport:
 # MB at most, so memory stays flat.
 IMPORT_BATCH_SIZE = 5000
 
-def _next_batch(batches: Iterator[list[ParsedContact | RowProblem]]) -> list[ParsedContact | RowProblem] | None:
-    return next(batches, None)
+# The numbers are parsed (phonenumbers, pure Python under the GIL) in worker processes for files of at
+# least this size, so the parse runs on the other core while this process inserts; a smaller file is
+# parsed in a thread and never starts a process. ~1 MiB is ~25k rows of a typical list.
+POOL_MIN_BYTES = 1 << 20
+POOL_WORKERS = 2  # the machine's cores: the workers parse while this process reads the CSV and inserts
+IN_FLIGHT = POOL_WORKERS + 1  # batches sent to the workers and not yet inserted (memory: a few batches)
+
+_pool: ProcessPoolExecutor | None = None
+
+
+def _worker_pool() -> ProcessPoolExecutor:
+    """The daemon's parse workers, started by the first large import (``shutdown_pool`` at its stop).
+
+    ``spawn``: a fork of the multi-threaded daemon could inherit a lock held by another thread; a spawned
+    worker imports only ``csv_contacts`` (~0.1 s, once per daemon)."""
+    global _pool
+    if _pool is None:
+        _pool = ProcessPoolExecutor(POOL_WORKERS, mp_context=multiprocessing.get_context("spawn"))
+    return _pool
+
+
+def shutdown_pool() -> None:
+    """Stop the parse workers, if any were started (the daemon's shutdown; a later import starts new ones)."""
+    global _pool
+    pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _drop_pool(broken: ProcessPoolExecutor) -> None:
+    global _pool
+    if _pool is broken:
+        _pool = None
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+def _bytes_left(stream: IO[bytes]) -> int:
+    """How many bytes of the (seekable) upload are left to read; it is left where it was."""
+    here = stream.tell()
+    end = stream.seek(0, io.SEEK_END)
+    stream.seek(here)
+    return end - here
+
+
+def _take(records: Iterator[Record], size: int) -> list[Record]:
+    return list(islice(records, size))
 
 
 BatchSink = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Awaitable[None]]
@@ -97,10 +151,16 @@ BatchSink = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Awaitable[Non
 
 async def _read_csv(
     stream: IO[bytes], default_region: str | None, sink: BatchSink, *, batch_size: int, phone_column: str | None,
-    encoding: str | None, zones: ZoneFallbacks,
+    encoding: str | None, zones: ZoneFallbacks, pool_min_bytes: int | None = None,
 ) -> ImportReport:
     """Parse every row of ``stream``, handing each batch's contacts and rejected rows to ``sink``; the
-    report's figures but ``stored`` (what the store kept) and what follows from it. Raises InvalidCsv."""
+    report's figures but ``stored`` (what the store kept) and what follows from it. Raises InvalidCsv.
+
+    The CSV is read here (its records, in a thread); each batch of records is judged and shaped
+    (``csv_contacts.contact_rows``) in a thread for a small file, in the worker processes for a file of
+    ``pool_min_bytes`` (default ``POOL_MIN_BYTES``) or more: the same function, so the same rows, problems
+    and report. A worker that dies fails the import (``import_worker_failed``); the next starts new ones."""
+    large = await asyncio.to_thread(_bytes_left, stream) >= (POOL_MIN_BYTES if pool_min_bytes is None else pool_min_bytes)
     parser = await asyncio.to_thread(
         ContactsCsv,
         cast(BinaryIO, stream),
@@ -115,37 +175,70 @@ async def _read_csv(
         custom_fields=[h for h in parser.header if h != parser.phone_column],
         phone_columns=dict.fromkeys(parser.phone_columns, 0),
     )
-    counts = report.phone_columns
-    batches = parser.batches()
-    while True:
-        batch = await asyncio.to_thread(_next_batch, batches)
-        if batch is None:
-            break
-        rows: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []  # every rejected row is kept (GET /campaigns/{id}/import)
-        for item in batch:
-            report.rows_total += 1
-            if isinstance(item, ParsedContact):
-                report.rows_valid += 1
-                counts[item.column] += 1
-                if MULTI_VALUE in item.raw:
-                    report.multi_number_cells += 1
-                placed = resolve_zones(item.phone_e164, column=item.timezone, campaign=zones.campaign,
-                                       default=zones.default)
-                rows.append(
-                    {"line": item.line, "phone_e164": item.phone_e164, "raw_number": item.raw, "fields": item.fields,
-                     "timezone": placed.text or None,
-                     "timezone_source": placed.source.value if placed.source else None}
-                )
-            else:
-                report.rows_rejected += 1
-                rejected.append({"line": item.line, "value": item.value, "reason": item.reason, "code": item.code})
-                if len(report.problems) < MAX_REPORTED_PROBLEMS:
-                    report.problems.append(item)
-        await sink(rows, rejected)
+    shape = partial(contact_rows, parser.rules, zones.campaign, zones.default)
+    records = parser.records()
+
+    def add(batch: ContactRows) -> None:
+        report.rows_valid += len(batch.rows)
+        report.rows_rejected += len(batch.rejected)
+        report.rows_total += len(batch.rows) + len(batch.rejected)
+        for name, n in batch.columns.items():
+            report.phone_columns[name] += n
+        report.multi_number_cells += batch.multi_number_cells
+        room = MAX_REPORTED_PROBLEMS - len(report.problems)
+        report.problems.extend(RowProblem(**p) for p in batch.rejected[:room])
+
+    if large:
+        async with aclosing(_pooled(records, shape, batch_size)) as batches:  # closed now on an error
+            async for batch in batches:
+                add(batch)
+                await sink(batch.rows, batch.rejected)
+    else:
+        while True:
+            batch = await asyncio.to_thread(shape, islice(records, batch_size))
+            if not batch.rows and not batch.rejected:
+                break
+            add(batch)
+            await sink(batch.rows, batch.rejected)
     # Final only now: UTF-8 can turn out to be another encoding part-way through the file.
     report.encoding, report.encoding_source = parser.encoding, parser.encoding_source
     return report
+
+
+async def _pooled(
+    records: Iterator[Record], shape: Callable[[list[Record]], ContactRows], batch_size: int,
+) -> AsyncGenerator[ContactRows, None]:
+    """The batches of ``records`` shaped in the worker processes, in file order; up to ``IN_FLIGHT`` of
+    them are being read or parsed while the caller inserts the one yielded (the overlap is the speed-up)."""
+    loop = asyncio.get_running_loop()
+    pool = _worker_pool()
+    pending: deque[asyncio.Future[ContactRows]] = deque()
+    more = True
+
+    async def top_up() -> None:
+        nonlocal more
+        while more and len(pending) < IN_FLIGHT:
+            chunk = await asyncio.to_thread(_take, records, batch_size)
+            if not chunk:
+                more = False
+                return
+            pending.append(loop.run_in_executor(pool, shape, chunk))
+
+    try:
+        await top_up()
+        while pending:
+            batch = await pending.popleft()
+            await top_up()
+            yield batch
+    except BrokenProcessPool:  # from a batch out when a worker died, or from sending one after that
+        _drop_pool(pool)
+        raise DialerdError(
+            "contacts import failed: a CSV parsing worker process stopped unexpectedly; nothing was "
+            "kept, send the file again", error_id="import_worker_failed",
+        ) from None
+    finally:
+        for future in pending:  # an error or a cancel: the batches still out are dropped
+            future.cancel()
 
 
 def _no_valid_numbers(report: ImportReport) -> InvalidCsv:
