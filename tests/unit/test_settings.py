@@ -30,6 +30,8 @@ CHANNEL_VARIABLES = frozenset({
     "DIALERD_AMD_VM_TIMEOUT",
     # [dialerd-fence] and what it leaves on the channel (docs/fencing.md); DIALERD_TECH: [dialerd-hh]'s
     "DIALERD_FENCE_KEY", "DIALERD_EPOCH", "DIALERD_DIAL", "DIALERD_FENCED", "DIALERD_LEG_TECH", "DIALERD_TECH",
+    # [dialerd-hh]'s loop over the records an originate carries for deletion (pbx/ari.py forget)
+    "DIALERD_FORGET", "DIALERD_F", "DIALERD_I", "DIALERD_GONE",
 })
 # DIALERD_FENCE_<key>: the fence globals (dialerd/pbx/fence.py)
 CHANNEL_VARIABLE_PREFIXES = ("DIALERD_FIELD_", "DIALERD_RES_", "DIALERD_FENCE_")
