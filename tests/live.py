@@ -173,7 +173,7 @@ class AsteriskWatch:
                 ids: dict[str, set[str]] = {}
                 for ch in channels:
                     campaign = (ch.get("channelvars") or {}).get("DIALERD_CAMPAIGN")
-                    if not campaign or (ch.get("channelvars") or {}).get("DIALERD_ID") != ch["id"]:
+                    if not campaign or (ch.get("channelvars") or {}).get("DIALERD_ID") not in (None, "", ch["id"]):
                         continue  # not a dialer leg (through the PBX fence, its Local ;2 copies the variables)
                     ids.setdefault(campaign, set()).add(ch["id"])
                     info = self.seen.setdefault(ch["id"], {"campaign": campaign, "created": ch["creationtime"],
